@@ -1,0 +1,1 @@
+"""probing: look inside Vision Transformers."""

@@ -1,0 +1,254 @@
+"""The token frame: one row per (image, layer, token), the shape every stage shares.
+
+Schema (version :data:`SCHEMA_VERSION`)
+---------------------------------------
+========== ========================================== ==============================================
+column     dtype                                      meaning
+========== ========================================== ==============================================
+image_id   ``int64[pyarrow]`` or ``string[pyarrow]``  stable id of the image in its source
+layer      ``int16[pyarrow]``                         0 = input to the first block (patch projection
+                                                      + positional encoding, prefix tokens
+                                                      prepended); k = output of block k;
+                                                      :data:`LAYER_EMBED` (-1) = patch projection
+                                                      before the positional encoding;
+                                                      :data:`LAYER_NORM` (-2) = final-norm output
+kind       ``category`` (:data:`KIND_DTYPE`)          cls, reg, dist, patch, pooled
+token      ``int16[pyarrow]``                         position in the sequence (-1 for pooled rows)
+row, col   ``int16[pyarrow]``, null for non-patches   the patch's place on the grid
+emb        ``pd.ArrowDtype(pa.list_(f32, D))``        the vector (float32 or float16)
+labels     as the data source gives them              label, split, anything the manifest carries
+========== ========================================== ==============================================
+
+Stored layer labels are the ones above; *selecting* layers (``layers=`` arguments) additionally
+accepts negative block indices counted from the end (``-1`` = last block) and the names
+``"embed"`` and ``"norm"`` for the two special sites.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from .errors import SchemaError
+from .layout import TOKEN_KINDS, TokenLayout
+
+__all__ = [
+    "FRAME_COLUMNS",
+    "KIND_DTYPE",
+    "LAYER_EMBED",
+    "LAYER_NORM",
+    "SCHEMA_VERSION",
+    "embedding_matrix",
+    "frame_from_table",
+    "frame_to_table",
+    "to_frame",
+    "validate_frame",
+]
+
+SCHEMA_VERSION = 1
+LAYER_EMBED = -1
+LAYER_NORM = -2
+KIND_DTYPE = pd.CategoricalDtype(list(TOKEN_KINDS))
+FRAME_COLUMNS = ("image_id", "layer", "kind", "token", "row", "col", "emb")
+
+
+def emb_type(dim: int, dtype: str = "float32") -> pa.DataType:
+    """Arrow type of the ``emb`` column: a fixed-size list of ``dim`` floats."""
+    value = {"float32": pa.float32(), "float16": pa.float16(), "float64": pa.float64()}.get(dtype)
+    if value is None:
+        raise SchemaError(f"dtype {dtype!r} is not supported for vectors; use float32 or float16.")
+    return pa.list_(value, int(dim))
+
+
+def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """Wrap an ``(n, D)`` float array as an Arrow fixed-size-list array without copying."""
+    vectors = np.ascontiguousarray(vectors)
+    if vectors.ndim != 2:
+        raise SchemaError(f"vectors have shape {vectors.shape}; pass an (n, D) array.")
+    flat = pa.array(vectors.reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1]))
+
+
+def to_frame(
+    tokens: np.ndarray,
+    layout: TokenLayout,
+    layer: int,
+    image_ids: Sequence | np.ndarray,
+    token_index: np.ndarray | None = None,
+    labels: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Build a token frame from one layer's token vectors.
+
+    Parameters
+    ----------
+    tokens : numpy.ndarray
+        ``(n_images, n_selected, D)`` vectors of the tokens at sequence positions
+        ``token_index`` (all tokens when None).
+    layout : TokenLayout
+        The model's layout, which gives each token's kind, row and col.
+    layer : int
+        Stored layer label (see the module docstring).
+    image_ids : sequence
+        ``(n_images,)`` ids.
+    token_index : numpy.ndarray, optional
+        ``(n_selected,)`` sequence positions; ``-1`` marks a pooled vector.
+    labels : pandas.DataFrame, optional
+        Per-image label columns, indexed like ``image_ids`` (one row per image, same order).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``n_images * n_selected`` rows, image-major, in the documented schema.
+    """
+    return frame_from_table(_token_table(tokens, layout, layer, image_ids, token_index, labels))
+
+
+def _token_table(tokens, layout, layer, image_ids, token_index, labels) -> pa.Table:
+    tokens = np.asarray(tokens)
+    n_img, n_tok, dim = tokens.shape
+    if token_index is None:
+        token_index = np.arange(layout.n_tokens)
+    token_index = np.asarray(token_index, dtype=np.int64)
+    table = layout.token_table()
+    pooled = token_index < 0
+    idx = np.where(pooled, 0, token_index)
+    kind = np.where(pooled, "pooled", table["kind"][idx])
+    row = np.where(pooled, np.nan, table["row"][idx])
+    col = np.where(pooled, np.nan, table["col"][idx])
+    codes = np.array([TOKEN_KINDS.index(k) for k in kind], dtype=np.int8)
+    ids = np.asarray(image_ids)
+    cols: dict[str, pa.Array] = {
+        "image_id": pa.array(np.repeat(ids, n_tok)),
+        "layer": pa.array(np.full(n_img * n_tok, layer, dtype=np.int16)),
+        "kind": pa.DictionaryArray.from_arrays(
+            pa.array(np.tile(codes, n_img)), pa.array(list(TOKEN_KINDS))
+        ),
+        "token": pa.array(np.tile(np.where(pooled, -1, token_index), n_img).astype(np.int16)),
+        "row": _int16_nullable(np.tile(row, n_img)),
+        "col": _int16_nullable(np.tile(col, n_img)),
+        "emb": vectors_to_arrow(tokens.reshape(n_img * n_tok, dim)),
+    }
+    out = pa.table(cols)
+    if labels is not None and len(labels.columns):
+        lab = pa.Table.from_pandas(labels.reset_index(drop=True), preserve_index=False)
+        take = pa.array(np.repeat(np.arange(n_img), n_tok))
+        lab = lab.take(take)
+        for name in lab.column_names:
+            if name not in out.column_names:
+                out = out.append_column(name, lab.column(name))
+    return out
+
+
+def _int16_nullable(values: np.ndarray) -> pa.Array:
+    mask = np.isnan(values)
+    return pa.array(np.where(mask, 0, values).astype(np.int16), mask=mask)
+
+
+def frame_from_table(table: pa.Table) -> pd.DataFrame:
+    """Convert an Arrow table in the token-frame schema to a pandas frame.
+
+    ``kind`` (and any other dictionary column) becomes a pandas categorical; every other column
+    keeps its Arrow type as ``pd.ArrowDtype``, so vectors stay fixed-size lists without copies.
+    """
+    data = {}
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_dictionary(column.type):
+            values = column.to_pandas()
+            if name == "kind":
+                values = values.astype(str).astype(KIND_DTYPE)
+            data[name] = values
+        else:
+            data[name] = pd.Series(pd.arrays.ArrowExtensionArray(column), name=name)
+    return pd.DataFrame(data, copy=False)
+
+
+def frame_to_table(frame: pd.DataFrame) -> pa.Table:
+    """Convert a token frame to an Arrow table (``kind`` as a dictionary column)."""
+    arrays, names = [], []
+    for name in frame.columns:
+        s = frame[name]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            arr = pa.DictionaryArray.from_pandas(s.array)
+        elif isinstance(s.dtype, pd.ArrowDtype):
+            arr = s.array.__arrow_array__()
+        else:
+            arr = pa.array(s, from_pandas=True)
+        arrays.append(arr)
+        names.append(str(name))
+    return pa.table(arrays, names=names)
+
+
+def embedding_matrix(frame: pd.DataFrame, column: str = "emb") -> np.ndarray:
+    """The vectors of a frame as a contiguous ``(n_rows, D)`` numpy array.
+
+    No copy is made when the column is a single Arrow chunk (the usual case for a frame built by
+    probing or read from a store); a multi-chunk column is combined once.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A token frame (or any frame with a fixed-size-list vector column).
+    column : str
+        Name of the vector column.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_rows, D)``, dtype as stored (float32 by default). Read-only when it shares memory
+        with the frame.
+    """
+    if column not in frame.columns:
+        raise SchemaError(f"frame has no {column!r} column; pass a token frame with vectors.")
+    dtype = frame[column].dtype
+    if not isinstance(dtype, pd.ArrowDtype) or not pa.types.is_fixed_size_list(dtype.pyarrow_dtype):
+        raise SchemaError(
+            f"column {column!r} has dtype {dtype}, not a fixed-size list; build frames with "
+            "probing.to_frame or read stores with EmbeddingStore.read."
+        )
+    dim = dtype.pyarrow_dtype.list_size
+    chunked = frame[column].array.__arrow_array__()
+    if len(chunked) == 0:
+        return np.empty((0, dim), dtype=dtype.pyarrow_dtype.value_type.to_pandas_dtype())
+    arr = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
+    if arr.null_count:
+        raise SchemaError(f"column {column!r} has {arr.null_count} null vectors; drop them first.")
+    return arr.flatten().to_numpy(zero_copy_only=True).reshape(-1, dim)
+
+
+def validate_frame(frame: pd.DataFrame, finite: bool = False) -> pd.DataFrame:
+    """Check that ``frame`` follows the token-frame schema; return it unchanged.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The frame to check.
+    finite : bool
+        Also check that every vector entry is finite (no NaN or inf).
+
+    Raises
+    ------
+    SchemaError
+        Naming the first column that is missing or has the wrong type.
+    """
+    missing = [c for c in FRAME_COLUMNS if c not in frame.columns]
+    if missing:
+        raise SchemaError(
+            f"token frame is missing column(s) {', '.join(missing)}; build it with "
+            "probing.extract or probing.to_frame."
+        )
+    embedding = embedding_matrix(frame)
+    if finite and embedding.size and not np.isfinite(embedding).all():
+        bad = int((~np.isfinite(embedding)).any(axis=1).sum())
+        raise SchemaError(
+            f"token frame has {bad} vector(s) with NaN or inf; drop those rows or re-extract "
+            "with dtype='float32'."
+        )
+    return frame
+
+
+def select_kinds(frame: pd.DataFrame, kinds: Iterable[str]) -> pd.DataFrame:
+    """Rows of ``frame`` whose ``kind`` is one of ``kinds``."""
+    return frame[frame["kind"].isin(list(kinds))]

@@ -1,0 +1,104 @@
+"""One figure style for the whole toolkit.
+
+Figures are sized for a single journal column (3.3 in) or two columns (6.8 in), use the
+colour-blind-safe Okabe-Ito palette for categories and perceptually uniform colormaps for
+heatmaps (``viridis`` sequential, ``RdBu_r`` diverging centred on 0), and keep text as text in
+vector outputs (``svg.fonttype = "none"``, ``pdf.fonttype = 42``).
+
+Override the style with ``paper_style(overrides={...})`` or by passing ``style=`` to
+:meth:`probing.report.Report.write`.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Literal, Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+__all__ = [
+    "DIVERGING",
+    "OKABE_ITO",
+    "SEQUENTIAL",
+    "WIDTHS",
+    "new_figure",
+    "paper_style",
+]
+
+#: Okabe & Ito (2008) colour-blind-safe palette.
+OKABE_ITO = (
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
+)
+SEQUENTIAL = "viridis"
+DIVERGING = "RdBu_r"
+#: Figure widths in inches.
+WIDTHS = {"single": 3.3, "double": 6.8}
+
+_RC = {
+    "figure.dpi": 100,
+    "savefig.dpi": 220,
+    "savefig.bbox": "tight",
+    "font.size": 7.5,
+    "axes.titlesize": 8,
+    "axes.labelsize": 7.5,
+    "xtick.labelsize": 6.5,
+    "ytick.labelsize": 6.5,
+    "legend.fontsize": 6.5,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.linewidth": 0.6,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 3,
+    "xtick.major.width": 0.6,
+    "ytick.major.width": 0.6,
+    "axes.grid": False,
+    "image.cmap": SEQUENTIAL,
+    "svg.fonttype": "none",
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+}
+
+
+@contextmanager
+def paper_style(overrides: Mapping[str, object] | None = None) -> Iterator[None]:
+    """Context manager applying the toolkit's matplotlib style (plus ``overrides``)."""
+    rc = dict(_RC)
+    rc["axes.prop_cycle"] = matplotlib.cycler(color=list(OKABE_ITO))
+    rc.update(overrides or {})
+    with matplotlib.rc_context(rc):
+        yield
+
+
+def new_figure(
+    width: Literal["single", "double"] | float = "single",
+    aspect: float = 0.75,
+    nrows: int = 1,
+    ncols: int = 1,
+    **kwargs: object,
+) -> tuple[Figure, object]:
+    """Create a figure in the toolkit style.
+
+    Parameters
+    ----------
+    width : {"single", "double"} or float
+        Column width name or a width in inches.
+    aspect : float
+        Height / width.
+    nrows, ncols : int
+        Subplot grid, passed to ``plt.subplots``.
+
+    Returns
+    -------
+    (Figure, axes)
+        As ``plt.subplots`` returns them.
+    """
+    w = WIDTHS[width] if isinstance(width, str) else float(width)
+    with paper_style():
+        fig, axes = plt.subplots(nrows, ncols, figsize=(w, w * aspect), **kwargs)
+    return fig, axes
