@@ -1,0 +1,88 @@
+"""Shared benchmark helpers: timing, peak memory and the one result-table format.
+
+Every benchmark module exposes ``run(quick: bool = False) -> list[Row]`` and, as a script,
+prints :func:`format_table` of its rows. ``python -m benchmarks`` runs them all.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+__all__ = ["Row", "format_table", "median_time", "print_rows"]
+
+
+@dataclass
+class Row:
+    """One benchmark figure.
+
+    ``ratio`` is ``measured / baseline`` (both in ``unit``) unless given; ``target`` is a
+    comparison such as ``"<= 1.05"`` or ``">= 10"`` applied to ``ratio``.
+    """
+
+    figure: str
+    measured: float
+    baseline: float | None
+    unit: str
+    target: str
+    ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.ratio is None and self.baseline:
+            self.ratio = self.measured / self.baseline
+
+    @property
+    def met(self) -> bool:
+        """Whether the ratio meets the target."""
+        if self.ratio is None or not self.target:
+            return True
+        op, value = self.target.split()
+        value = float(value)
+        return {"<=": self.ratio <= value, ">=": self.ratio >= value,
+                "<": self.ratio < value, ">": self.ratio > value}[op]
+
+    def as_dict(self) -> dict:
+        """Plain-dict form with ``met`` included (for JSON)."""
+        d = asdict(self)
+        d["met"] = self.met
+        return d
+
+
+def median_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``fn()`` in seconds over ``repeat`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def format_table(rows: list[Row]) -> str:
+    """Rows as a fixed-width text table."""
+    head = ("figure", "measured", "baseline", "unit", "ratio", "target", "met")
+    body = [
+        (
+            r.figure,
+            f"{r.measured:.4g}",
+            "-" if r.baseline is None else f"{r.baseline:.4g}",
+            r.unit,
+            "-" if r.ratio is None else f"{r.ratio:.3f}",
+            r.target or "-",
+            "yes" if r.met else "NO",
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [head, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_rows(rows: list[Row]) -> None:
+    """Print the rows as a table."""
+    print(format_table(rows))
