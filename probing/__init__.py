@@ -1,1 +1,71 @@
-"""probing: look inside Vision Transformers."""
+"""probing: look inside Vision Transformers.
+
+Hooks pull token vectors and attention from any timm ViT into pandas token frames (streamed to a
+parquet :class:`EmbeddingStore`); analyses run on the frames; reports are written from the
+analyses. See the README for the quick start.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .data import (
+    ArraySource,
+    DigitsSource,
+    ImageFolderSource,
+    ImageSource,
+    ManifestSource,
+    ShapesSource,
+    open_source,
+)
+from .errors import (
+    AnalysisError,
+    ConfigError,
+    DataError,
+    LayoutError,
+    ModelError,
+    ProbingError,
+    SchemaError,
+    StoreError,
+)
+from .extract import extract
+from .frames import LAYER_EMBED, LAYER_NORM, embedding_matrix, to_frame, validate_frame
+from .hooks import capture
+from .layout import TokenLayout
+from .models import LoadedModel, load_model, random_init_copy
+from .store import EmbeddingStore
+
+try:
+    __version__ = version("probing")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0+source"
+
+__all__ = [
+    "LAYER_EMBED",
+    "LAYER_NORM",
+    "AnalysisError",
+    "ArraySource",
+    "ConfigError",
+    "DataError",
+    "DigitsSource",
+    "EmbeddingStore",
+    "ImageFolderSource",
+    "ImageSource",
+    "LayoutError",
+    "LoadedModel",
+    "ManifestSource",
+    "ModelError",
+    "ProbingError",
+    "SchemaError",
+    "ShapesSource",
+    "StoreError",
+    "TokenLayout",
+    "capture",
+    "embedding_matrix",
+    "extract",
+    "load_model",
+    "open_source",
+    "random_init_copy",
+    "to_frame",
+    "validate_frame",
+]

@@ -44,6 +44,7 @@ __all__ = [
     "embedding_matrix",
     "frame_from_table",
     "frame_to_table",
+    "join_labels",
     "to_frame",
     "validate_frame",
 ]
@@ -161,6 +162,10 @@ def frame_from_table(table: pa.Table) -> pd.DataFrame:
                 values = values.astype(str).astype(KIND_DTYPE)
             data[name] = values
         else:
+            if pa.types.is_fixed_size_list(column.type):  # parquet names the item "element"
+                canonical = pa.list_(column.type.value_type, column.type.list_size)
+                if column.type != canonical:
+                    column = column.cast(canonical)
             data[name] = pd.Series(pd.arrays.ArrowExtensionArray(column), name=name)
     return pd.DataFrame(data, copy=False)
 
@@ -247,6 +252,23 @@ def validate_frame(frame: pd.DataFrame, finite: bool = False) -> pd.DataFrame:
             "with dtype='float32'."
         )
     return frame
+
+
+def join_labels(frame: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Add the per-image columns of ``labels`` (one row per ``image_id``) to token rows.
+
+    Columns already in ``frame`` are kept as they are. Rows keep their order.
+    """
+    extra = [c for c in labels.columns if c != "image_id" and c not in frame.columns]
+    if not extra:
+        return frame
+    take = pd.Index(labels["image_id"].to_numpy()).get_indexer(frame["image_id"].to_numpy())
+    if (take < 0).any():
+        raise SchemaError("token rows name image ids that have no labels; re-extract the store.")
+    out = frame.copy(deep=False)
+    for col in extra:
+        out[col] = pd.Series(labels[col].array.take(take), index=frame.index)
+    return out
 
 
 def select_kinds(frame: pd.DataFrame, kinds: Iterable[str]) -> pd.DataFrame:

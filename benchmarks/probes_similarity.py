@@ -1,0 +1,116 @@
+"""Probe sweeps and layer CKA against plain baselines, timed in the same run.
+
+(a) A ``L``-layer x 5-fold probe sweep on ``n x d`` features (synthetic: 10 Gaussian classes
+    whose separation grows with depth) with :func:`probing._probe_cv.fold_sweep`, against
+    ``L * 5`` fits of plain ``sklearn.linear_model.LogisticRegression`` on standardised
+    features (default threads). The sklearn fits are slow, so one layer's 5 folds are timed
+    and multiplied by ``L`` (said in the figure name); the logistic path is compared on the
+    same layer.
+(b) Layer x layer linear CKA with :func:`probing.similarity.layer_similarity`'s engine against
+    a Gram-matrix implementation that caches one centred float64 Gram per layer, at large
+    ``n`` (feature form chosen) and small ``n`` (auto must pick the cheaper form).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from benchmarks._common import Row, print_rows
+
+
+def _features(n: int, d: int, layers: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    centres = rng.normal(size=(10, d))
+    mats = []
+    for layer in range(layers):
+        sep = 0.05 + 0.1 * layer
+        mats.append((rng.normal(size=(n, d)) + sep * centres[y]).astype(np.float32))
+    return mats, y
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _probe_rows(quick: bool) -> list[Row]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from probing._probe_cv import fold_sweep, group_folds
+
+    n, d, layers, folds = (2000, 128, 4, 5) if quick else (10000, 768, 12, 5)
+    mats, y = _features(n, d, layers)
+    fold = group_folds(np.arange(n), folds, seed=0)
+
+    def sklearn_layer(X):
+        for f in range(folds):
+            train = fold != f
+            Z = StandardScaler().fit_transform(X[train])
+            LogisticRegression(max_iter=1000).fit(Z, y[train])
+
+    last = mats[-1]
+    t_sk_layer = _timed(lambda: sklearn_layer(last))
+    t_sklearn = t_sk_layer * layers
+    t_logistic = _timed(lambda: fold_sweep(last, {"task": y}, fold, folds, solver="logistic"))
+    t_ridge = _timed(
+        lambda: [fold_sweep(X, {"task": y}, fold, folds, solver="ridge") for X in mats]
+    )
+    size = f"{layers} layers x {folds} folds, n={n}, d={d}"
+    return [
+        Row(f"(a) ridge sweep vs sklearn LogReg ({size}; sklearn: 1 layer timed x {layers})",
+            t_ridge, t_sklearn, "s", ">= 10", ratio=t_sklearn / t_ridge),
+        Row(f"(a) logistic sweep vs sklearn LogReg (1 layer x {folds} folds, n={n}, d={d})",
+            t_logistic, t_sk_layer, "s", ">= 1", ratio=t_sk_layer / t_logistic),
+    ]
+
+
+def _gram_cka_matrix(mats) -> np.ndarray:
+    """Baseline: one cached centred float64 Gram per layer, then pairwise HSIC ratios."""
+    grams = []
+    for X in mats:
+        c = X.astype(np.float64)
+        c -= c.mean(axis=0)
+        grams.append(c @ c.T)
+    norms = [np.sqrt(np.vdot(K, K)) for K in grams]
+    L = len(grams)
+    out = np.eye(L)
+    for i in range(L):
+        for j in range(i + 1, L):
+            out[i, j] = out[j, i] = np.vdot(grams[i], grams[j]) / (norms[i] * norms[j])
+    return out
+
+
+def _cka_rows(quick: bool) -> list[Row]:
+    from probing.similarity import _cka_matrix, _Reps
+
+    layers, d = (4, 128) if quick else (12, 768)
+    rows = []
+    for n, target in zip((1500, 400) if quick else (10000, 2000), (">= 2.5", ">= 1")):
+        mats, _ = _features(n, d, layers, seed=1)
+        base = [None]
+        ours = [None]
+        t_gram = _timed(lambda: base.__setitem__(0, _gram_cka_matrix(mats)))  # noqa: B023
+        t_ours = _timed(
+            lambda: ours.__setitem__(0, _cka_matrix(_Reps(mats), None, False, "auto"))  # noqa: B023
+        )
+        err = float(np.max(np.abs(base[0] - ours[0])))
+        rows.append(Row(
+            f"(b) CKA {layers}x{layers} layers, n={n}, d={d}, auto form vs cached Gram "
+            f"(max |diff| {err:.1e})",
+            t_ours, t_gram, "s", target, ratio=t_gram / t_ours,
+        ))
+    return rows
+
+
+def run(quick: bool = False) -> list[Row]:
+    """Benchmark rows; ``ratio`` is baseline time / our time (higher is better)."""
+    return _probe_rows(quick) + _cka_rows(quick)
+
+
+if __name__ == "__main__":
+    print_rows(run())

@@ -1,0 +1,164 @@
+"""Per-layer design matrices from a token frame, shared by probes and similarity.
+
+A *view* of a token frame is one ``(n, D)`` matrix per layer for one token kind:
+
+- ``"cls"``: the ``kind == "cls"`` rows, one per image;
+- ``"mean"``: the ``kind == "pooled"`` rows when the layer has them, otherwise the mean of the
+  layer's patch rows per image (accumulated in float64);
+- ``"patch"``: every ``kind == "patch"`` row.
+
+Rows are ordered by ``(image_id, token)`` so that views of two frames over the same images line
+up row for row. Nothing here assumes token 0 is CLS: kinds come from the frame's ``kind`` column,
+which :class:`probing.layout.TokenLayout` filled in.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError, LayoutError, SchemaError
+from .frames import embedding_matrix
+
+ViewKind = Literal["cls", "mean", "patch"]
+VIEW_KINDS: tuple[str, ...] = ("cls", "mean", "patch")
+
+
+def check_view_kind(kind: str) -> str:
+    """Return ``kind`` or raise :class:`ConfigError` when it is not a view kind."""
+    if kind not in VIEW_KINDS:
+        raise ConfigError(f"kind {kind!r} is unknown; use one of {', '.join(VIEW_KINDS)}.")
+    return kind
+
+
+class FrameViews:
+    """Per-layer matrices of one token frame (see the module docstring).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A token frame (:mod:`probing.frames`).
+    """
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        for column in ("image_id", "layer", "kind", "token"):
+            if column not in frame.columns:
+                raise SchemaError(
+                    f"frame has no {column!r} column; pass a token frame built by "
+                    "probing.to_frame or read from an EmbeddingStore."
+                )
+        self.frame = frame
+        self.emb = embedding_matrix(frame)
+        self.layer = np.asarray(frame["layer"].to_numpy(dtype=np.int64, na_value=-(2**31)))
+        self.kind = np.asarray(frame["kind"].astype(str).to_numpy())
+
+    @property
+    def layers(self) -> list[int]:
+        """Sorted layer labels present in the frame."""
+        return sorted(int(v) for v in np.unique(self.layer))
+
+    def resolve_layers(self, layers: Sequence[int] | None) -> list[int]:
+        """Stored layer labels for ``layers`` (None = all; negative ints count blocks from the end)."""
+        present = self.layers
+        if layers is None:
+            return present
+        blocks = [v for v in present if v >= 0]
+        out = []
+        for value in layers:
+            v = int(value)
+            if v < 0 and v not in present and blocks and -v <= max(blocks):
+                v = max(blocks) + 1 + v
+            if v not in present:
+                raise LayoutError(
+                    f"layer {value} is not in the frame (it has {present}); pick one of those."
+                )
+            out.append(v)
+        return out
+
+    def get(
+        self, layer: int, kind: ViewKind, columns: Sequence[str] = ()
+    ) -> tuple[np.ndarray, pd.DataFrame]:
+        """The ``(n, D)`` matrix of one layer and view kind, and its row metadata.
+
+        Parameters
+        ----------
+        layer : int
+            Stored layer label.
+        kind : {"cls", "mean", "patch"}
+            The view (module docstring).
+        columns : sequence of str
+            Frame columns to carry into the metadata (labels, groups). For ``"mean"`` built from
+            patches, the first value per image is taken (they must be image-level columns).
+
+        Returns
+        -------
+        (numpy.ndarray, pandas.DataFrame)
+            ``(n, D)`` vectors (float32 as stored, float64 for patch means) and an ``n``-row
+            frame with ``image_id``, ``token`` and ``columns``, ordered by ``(image_id, token)``.
+        """
+        check_view_kind(kind)
+        for column in columns:
+            if column not in self.frame.columns:
+                raise SchemaError(
+                    f"frame has no column {column!r}; add it to the frame or pick another "
+                    f"(columns: {', '.join(map(str, self.frame.columns))})."
+                )
+        at_layer = self.layer == layer
+        wanted = {"cls": "cls", "patch": "patch", "mean": "pooled"}[kind]
+        idx = np.flatnonzero(at_layer & (self.kind == wanted))
+        if kind == "mean" and idx.size == 0:
+            return self._patch_mean(np.flatnonzero(at_layer & (self.kind == "patch")), columns)
+        if idx.size == 0:
+            raise LayoutError(
+                f"layer {layer} has no {wanted!r} rows; pick a kind the frame holds "
+                "(a model without CLS has no 'cls' rows: use kind='mean')."
+            )
+        meta = self._meta(idx, columns)
+        order = _order(meta)
+        return self.emb[idx[order]], meta.iloc[order].reset_index(drop=True)
+
+    def _meta(self, idx: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
+        names = list(dict.fromkeys(["image_id", "token", *columns]))
+        return self.frame.iloc[idx][names].reset_index(drop=True)
+
+    def _patch_mean(
+        self, idx: np.ndarray, columns: Sequence[str]
+    ) -> tuple[np.ndarray, pd.DataFrame]:
+        from scipy import sparse
+
+        if idx.size == 0:
+            raise LayoutError(
+                "the frame has neither 'pooled' nor 'patch' rows at this layer; extract patch "
+                "tokens to probe kind='mean'."
+            )
+        meta = self._meta(idx, columns)
+        codes, _ = pd.factorize(meta["image_id"], sort=True)
+        n_img = int(codes.max()) + 1
+        counts = np.bincount(codes, minlength=n_img).astype(np.float64)
+        weights = 1.0 / counts[codes]
+        avg = sparse.csr_matrix((weights, (codes, np.arange(idx.size))), shape=(n_img, idx.size))
+        vectors = np.asarray(avg @ self.emb[idx].astype(np.float64))
+        _, first = np.unique(codes, return_index=True)
+        out = meta.iloc[first].reset_index(drop=True)
+        out["token"] = -1
+        return vectors, out
+
+
+def _order(meta: pd.DataFrame) -> np.ndarray:
+    codes, _ = pd.factorize(meta["image_id"], sort=True)
+    token = meta["token"].to_numpy(dtype=np.int64, na_value=-1)
+    return np.lexsort((token, codes))
+
+
+def align_rows(meta_a: pd.DataFrame, meta_b: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of two views that hold the same ``(image_id, token)``, in a common order."""
+    key_a = pd.MultiIndex.from_arrays([meta_a["image_id"], meta_a["token"]])
+    key_b = pd.MultiIndex.from_arrays([meta_b["image_id"], meta_b["token"]])
+    if key_a.equals(key_b):
+        ids = np.arange(len(meta_a))
+        return ids, ids
+    pos_b = key_b.get_indexer(key_a)
+    keep = np.flatnonzero(pos_b >= 0)
+    return keep, pos_b[keep]

@@ -1,0 +1,606 @@
+"""Attention maps, mean attention distance, attention rollout and gradient-weighted rollout.
+
+Every function is layout-aware: token positions come from a :class:`~probing.layout.TokenLayout`
+(CLS, distillation and register tokens at any position, models without a CLS token,
+non-square grids). Nothing here assumes that token 0 is CLS.
+
+Conventions
+-----------
+- ``attentions`` is post-softmax attention, either an array ``(batch, layers, heads, N, N)``
+  (numpy or torch; layers labelled ``1..L``) or the dict ``{layer: (batch, heads, N, N)}`` that
+  :func:`probing._attn.capture_attention` fills (layers labelled by their keys, 1-based block
+  numbers, taken in increasing order). Rows are queries, columns keys.
+- Maps over the patch grid are ``(..., rows, cols)`` in the layout's row-major patch order.
+- Computation is in float64; every function returns numpy.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Literal, Union
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError, DataError, LayoutError
+from .layout import TokenLayout
+
+__all__ = [
+    "JointAttention",
+    "attention_map_frame",
+    "attention_maps",
+    "gradient_relevance",
+    "gradient_rollout",
+    "mean_attention_distance",
+    "pairwise_patch_distances",
+    "relevance_frame",
+    "rollout",
+    "rollout_map",
+    "stack_attentions",
+]
+
+AttentionInput = Union[np.ndarray, "object", Mapping[int, object]]
+Query = int | str | None
+HeadFusion = Literal["mean", "max", "min"]
+
+
+# ------------------------------------------------------------------------------------ inputs
+def _to_numpy(x: object) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()  # type: ignore[union-attr]
+    return np.asarray(x, dtype=np.float64)
+
+
+def stack_attentions(attentions: AttentionInput) -> tuple[np.ndarray, np.ndarray]:
+    """Stack attention into one float64 array and its layer labels.
+
+    Parameters
+    ----------
+    attentions : array or dict
+        ``(batch, layers, heads, N, N)`` numpy/torch array, or ``{layer: (batch, heads, N, N)}``.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The ``(batch, layers, heads, N, N)`` float64 array and the ``(layers,)`` int64 labels
+        (``1..L`` for an array, the sorted dict keys for a dict).
+
+    Raises
+    ------
+    DataError
+        When the shape is wrong or the values are not finite.
+    """
+    if isinstance(attentions, Mapping):
+        if not attentions:
+            raise DataError("attentions is an empty dict; capture at least one layer.")
+        labels = np.array(sorted(int(k) for k in attentions), dtype=np.int64)
+        arr = np.stack([_to_numpy(attentions[int(k)]) for k in labels], axis=1)
+    else:
+        arr = _to_numpy(attentions)
+        labels = np.arange(1, arr.shape[1] + 1 if arr.ndim > 1 else 1, dtype=np.int64)
+    if arr.ndim != 5 or arr.shape[-1] != arr.shape[-2]:
+        raise DataError(
+            f"attentions has shape {arr.shape}; pass (batch, layers, heads, N, N) or a dict "
+            "{layer: (batch, heads, N, N)}."
+        )
+    if not np.all(np.isfinite(arr)):
+        raise DataError("attentions holds NaN or infinite values; pass post-softmax weights.")
+    return arr, labels
+
+
+def _check_layout(arr: np.ndarray, layout: TokenLayout) -> None:
+    if arr.shape[-1] != layout.n_tokens:
+        raise LayoutError(
+            f"attention has {arr.shape[-1]} tokens but the layout has {layout.n_tokens} "
+            f"({layout.num_prefix_tokens} prefix + {layout.num_patches} patches); pass the "
+            "layout of the model (and image size) that produced it."
+        )
+
+
+def _query_rows(a: np.ndarray, layout: TokenLayout, query: Query) -> np.ndarray:
+    """The query's row over all keys: ``a[..., q, :]`` or the mean over patch queries."""
+    q = layout.query_index(query)
+    if q is None:
+        return a[..., layout.patch_slice, :].mean(axis=-2)
+    return a[..., q, :]
+
+
+def _to_grid(rows: np.ndarray, layout: TokenLayout) -> np.ndarray:
+    """``(..., N)`` rows over all keys -> ``(..., rows, cols)`` over patch keys."""
+    return rows[..., layout.patch_slice].reshape(*rows.shape[:-1], layout.rows, layout.cols)
+
+
+# ------------------------------------------------------------------------------ maps
+def attention_maps(
+    attentions: AttentionInput, layout: TokenLayout, query: Query = None
+) -> np.ndarray:
+    """Each layer's and head's attention from one query over the patch grid.
+
+    Parameters
+    ----------
+    attentions : array or dict
+        Post-softmax attention, ``(batch, layers, heads, N, N)`` or
+        ``{layer: (batch, heads, N, N)}``.
+    layout : TokenLayout
+        The model's token layout.
+    query : int, str or None
+        ``None``: the CLS token, or the mean over patch queries for models without CLS;
+        ``"cls"``, ``"dist"``, ``"reg"`` (the first token of that kind); ``"mean"`` (mean over
+        patch queries); or a sequence position.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(batch, layers, heads, rows, cols)`` float64 weights the query gives each patch key
+        (not renormalised: prefix keys take the rest of the row's mass).
+    """
+    arr, _ = stack_attentions(attentions)
+    _check_layout(arr, layout)
+    return _to_grid(_query_rows(arr, layout, query), layout)
+
+
+def image_id_array(image_ids: Sequence | None, n: int) -> np.ndarray:
+    """``image_ids`` as an array (``0..n-1`` when None), checked to hold one id per image."""
+    ids = np.arange(n) if image_ids is None else np.asarray(image_ids)
+    if len(ids) != n:
+        raise ConfigError(f"image_ids has {len(ids)} entries for {n} images; pass one per image.")
+    return ids
+
+
+def _grid_frame(
+    maps: np.ndarray, dims: Sequence[str], labels: Mapping[str, Sequence], image_ids=None
+) -> pd.DataFrame:
+    """Tidy frame of an ``(batch, *dims, rows, cols)`` array, one row per value."""
+    maps = np.asarray(maps, dtype=np.float64)
+    shape = maps.shape
+    ids = image_id_array(image_ids, shape[0])
+    axes = [ids, *[np.asarray(labels[d]) for d in dims], np.arange(shape[-2]), np.arange(shape[-1])]
+    grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    cols = {}
+    for name, ax, g in zip(["image_id", *dims, "row", "col"], axes, grids):
+        cols[name] = ax[g.ravel()]
+    cols["value"] = maps.ravel()
+    frame = pd.DataFrame(cols)
+    for name in ("row", "col"):
+        frame[name] = frame[name].astype("int16")
+    return frame
+
+
+def attention_map_frame(
+    attentions: AttentionInput,
+    layout: TokenLayout,
+    query: Query = None,
+    image_ids: Sequence | None = None,
+) -> pd.DataFrame:
+    """:func:`attention_maps` as a tidy frame (what the attention-map figures draw).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``image_id, layer, head, row, col, value``; ``layer`` the 1-based block number,
+        ``head`` 0-based.
+    """
+    arr, labels = stack_attentions(attentions)
+    maps = attention_maps(arr, layout, query)
+    heads = np.arange(maps.shape[2])
+    return _grid_frame(maps, ["layer", "head"], {"layer": labels, "head": heads}, image_ids)
+
+
+def relevance_frame(
+    maps: np.ndarray, method: str, image_ids: Sequence | None = None
+) -> pd.DataFrame:
+    """A ``(batch, rows, cols)`` map as a tidy frame ``image_id, method, row, col, value``.
+
+    The same schema as :func:`probing.attribution.attribute`, so rollout, gradient rollout and
+    captum maps can be concatenated and drawn side by side.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 3:
+        raise DataError(f"maps has shape {maps.shape}; pass (batch, rows, cols).")
+    frame = _grid_frame(maps, [], {}, image_ids)
+    frame.insert(1, "method", method)
+    return frame
+
+
+# ------------------------------------------------------------- mean attention distance
+def pairwise_patch_distances(
+    layout: TokenLayout, patch_size: int | tuple[int, int] | None = None
+) -> np.ndarray:
+    """Euclidean distances in pixels between all patch centres.
+
+    Parameters
+    ----------
+    layout : TokenLayout
+        Gives the grid and (unless overridden) the patch size.
+    patch_size : int or (int, int), optional
+        Patch ``(height, width)`` in pixels; defaults to ``layout.patch_size``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(num_patches, num_patches)`` float64 distances in pixels, patches in sequence order.
+    """
+    if patch_size is None:
+        centers = layout.patch_centers_px()
+    else:
+        ps = (patch_size, patch_size) if np.isscalar(patch_size) else tuple(patch_size)
+        if len(ps) != 2 or min(ps) <= 0:
+            raise ConfigError(f"patch_size {patch_size!r} is not positive; pass pixels, e.g. 16.")
+        centers = (layout.grid_coords() + 0.5) * np.asarray(ps, dtype=np.float64)
+    diff = centers[:, None, :] - centers[None, :, :]
+    return np.sqrt((diff**2).sum(-1))
+
+
+def mean_attention_distance(
+    attentions: AttentionInput,
+    layout: TokenLayout,
+    patch_size: int | tuple[int, int] | None = None,
+    renormalize: bool = False,
+    per_image: bool = False,
+    image_ids: Sequence | None = None,
+) -> pd.DataFrame:
+    """Mean attention distance per layer and head (Dosovitskiy et al. 2021, ViT, Fig. 7 right).
+
+    For each image, layer and head: ``mean_i sum_j A_ij d_ij`` over patch queries ``i`` and patch
+    keys ``j``, ``d_ij`` the Euclidean distance in pixels between the patch centres. Prefix-token
+    rows and columns (CLS, distillation, register) are dropped.
+
+    Parameters
+    ----------
+    attentions : array or dict
+        Post-softmax attention, ``(batch, layers, heads, N, N)`` or
+        ``{layer: (batch, heads, N, N)}``.
+    layout : TokenLayout
+        The model's token layout (grid, patch size, prefix positions).
+    patch_size : int or (int, int), optional
+        Patch size in pixels overriding ``layout.patch_size``.
+    renormalize : bool
+        False (default, the widely used convention of the ViT paper's released notebook): the
+        patch-to-patch weights are used as they are, so each query's distance is scaled by
+        ``1 - (its attention to prefix tokens)``. True: each query row is first renormalised to
+        sum 1 over patch keys (a row with no patch mass contributes 0).
+    per_image : bool
+        Return one row per image, layer and head instead of the summary over images.
+    image_ids : sequence, optional
+        Ids of the images (``0..batch-1`` by default), used with ``per_image``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Summary (default): ``layer, head, distance_px, distance_std, distance_min,
+        distance_max, n_images`` with ``distance_px`` the mean over images and the spread over
+        images (``distance_std`` with ddof 0). ``per_image=True``: ``image_id, layer, head,
+        distance_px``. ``layer`` is the 1-based block number, ``head`` 0-based.
+    """
+    arr, labels = stack_attentions(attentions)
+    _check_layout(arr, layout)
+    dist = pairwise_patch_distances(layout, patch_size)
+    sl = layout.patch_slice
+    b, n_layers, n_heads = arr.shape[:3]
+    out = np.empty((b, n_layers, n_heads))
+    for li in range(n_layers):  # one layer at a time bounds memory
+        p = arr[:, li, :, sl, sl]
+        if renormalize:
+            s = p.sum(-1, keepdims=True)
+            p = np.divide(p, s, out=np.zeros_like(p), where=s > 0)
+        out[:, li] = np.einsum("bhij,ij->bhi", p, dist).mean(-1)
+    ids = image_id_array(image_ids, b)
+    img, lay, head = np.meshgrid(
+        np.arange(b), np.arange(n_layers), np.arange(n_heads), indexing="ij"
+    )
+    frame = pd.DataFrame(
+        {
+            "image_id": ids[img.ravel()],
+            "layer": labels[lay.ravel()],
+            "head": head.ravel(),
+            "distance_px": out.ravel(),
+        }
+    )
+    if per_image:
+        return frame
+    g = frame.groupby(["layer", "head"], sort=True)["distance_px"]
+    summary = g.agg(
+        distance_px="mean",
+        distance_std=lambda s: float(np.std(s)),
+        distance_min="min",
+        distance_max="max",
+        n_images="size",
+    )
+    return summary.reset_index()
+
+
+# ------------------------------------------------------------------------------ rollout
+class JointAttention(np.ndarray):
+    """The ``(batch, N, N)`` joint attention of :func:`rollout`, a numpy array with warnings.
+
+    Attributes
+    ----------
+    warnings : tuple of str
+        One message per (image, layer) in which a row of the fused matrix summed to 0 and was
+        left as zeros instead of being divided by 0. Empty when the rollout is clean.
+    """
+
+    warnings: tuple[str, ...]
+
+    def __new__(cls, array: np.ndarray, warnings: Sequence[str] = ()) -> JointAttention:
+        obj = np.asarray(array).view(cls)
+        obj.warnings = tuple(warnings)
+        return obj
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.warnings = getattr(obj, "warnings", ())
+
+
+def _fuse_heads(arr: np.ndarray, head_fusion: str) -> np.ndarray:
+    funcs = {"mean": np.mean, "max": np.max, "min": np.min}
+    if head_fusion not in funcs:
+        raise ConfigError(f"head_fusion {head_fusion!r} is unknown; use 'mean', 'max' or 'min'.")
+    return funcs[head_fusion](arr, axis=2)
+
+
+def _discard(fused: np.ndarray, ratio: float, protect: int | None) -> np.ndarray:
+    """Zero the ``ratio`` fraction of lowest entries of each ``(N, N)`` matrix, except one."""
+    *lead, n, _ = fused.shape
+    flat = fused.reshape(-1, n * n).copy()
+    k = int(n * n * ratio)
+    if k == 0:
+        return fused
+    ranked = flat.copy()
+    if protect is not None:
+        ranked[:, protect * n + protect] = np.inf
+    k = min(k, n * n - (protect is not None))
+    idx = np.argpartition(ranked, k - 1, axis=1)[:, :k]
+    np.put_along_axis(flat, idx, 0.0, axis=1)
+    return flat.reshape(*lead, n, n)
+
+
+def rollout(
+    attentions: AttentionInput,
+    head_fusion: HeadFusion = "mean",
+    discard_ratio: float = 0.0,
+    layout: TokenLayout | None = None,
+    start_layer: int | None = None,
+    residual: bool = True,
+) -> JointAttention:
+    """Attention rollout (Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers").
+
+    Per layer ``l`` (from ``start_layer`` on): fuse the heads (mean, max or min) into
+    ``A_l`` ``(N, N)``; zero the ``discard_ratio`` fraction of lowest entries of each image's
+    ``A_l`` (never the CLS->CLS entry); ``Ã_l = (A_l + I) / 2`` (the residual connection);
+    renormalise each **row** to sum 1; then ``R = Ã_L ··· Ã_1`` (later layers on the left).
+
+    A popular implementation divides columns instead of rows (its issue #16) and, for its
+    discard, drops the CLS->CLS entry from the lowest-k set after choosing it (so it zeroes one
+    entry fewer when CLS->CLS is among the lowest). We follow the paper: rows are renormalised
+    and exactly ``int(discard_ratio * N * N)`` entries other than the protected one are zeroed.
+
+    Parameters
+    ----------
+    attentions : array or dict
+        Post-softmax attention, ``(batch, layers, heads, N, N)`` or
+        ``{layer: (batch, heads, N, N)}``.
+    head_fusion : {"mean", "max", "min"}
+        How heads are fused per layer.
+    discard_ratio : float
+        Fraction in ``[0, 1)`` of each image's fused ``N x N`` entries to zero, lowest first,
+        chosen per image and layer. The CLS->CLS entry (position from ``layout``) is never
+        zeroed; for models without CLS no entry is protected (with ``residual=True`` the
+        identity keeps every row non-zero anyway).
+    layout : TokenLayout, optional
+        Needed when ``discard_ratio > 0`` (to find CLS); also checks ``N``.
+    start_layer : int, optional
+        First layer label to include (1-based block number; layers before it are skipped). All
+        layers by default.
+    residual : bool
+        Add the identity for the residual connection (the paper's rollout). False multiplies the
+        raw fused attention (no ``+ I``), where rows emptied by the discard can occur.
+
+    Returns
+    -------
+    JointAttention
+        ``(batch, N, N)`` float64 numpy array (subclass) ``R``; row ``i`` is how token ``i`` of
+        the last layer's output draws on the input tokens, and sums to 1. Never NaN: a row of a
+        fused matrix that sums to 0 is left as zeros, and each such event is recorded in
+        ``R.warnings`` and emitted once with :func:`warnings.warn` (``RuntimeWarning``).
+    """
+    arr, labels = stack_attentions(attentions)
+    if not 0.0 <= float(discard_ratio) < 1.0:
+        raise ConfigError(f"discard_ratio {discard_ratio!r} is outside [0, 1); pass e.g. 0.9.")
+    if layout is not None:
+        _check_layout(arr, layout)
+    elif discard_ratio > 0:
+        raise ConfigError(
+            "discard_ratio > 0 needs the layout to protect the CLS->CLS entry; pass "
+            "layout=TokenLayout.from_model(model)."
+        )
+    if start_layer is not None:
+        keep = labels >= int(start_layer)
+        if not keep.any():
+            raise LayoutError(
+                f"start_layer {start_layer} is after the last layer {labels.max()}; pass one of "
+                f"{labels.tolist()}."
+            )
+        arr, labels = arr[:, keep], labels[keep]
+    fused = _fuse_heads(arr, head_fusion)  # (B, L, N, N)
+    if discard_ratio > 0:
+        fused = _discard(fused, discard_ratio, layout.cls_index if layout else None)
+    n = fused.shape[-1]
+    if residual:
+        fused = 0.5 * (fused + np.eye(n))
+    sums = fused.sum(-1, keepdims=True)
+    fused = np.divide(fused, sums, out=np.zeros_like(fused), where=sums > 0)
+    notes = []
+    for b, li in zip(*np.nonzero((sums[..., 0] <= 0).any(-1))):
+        rows = np.flatnonzero(sums[b, li, :, 0] <= 0)
+        notes.append(
+            f"image {b}, layer {labels[li]}: rows {rows.tolist()} of the fused attention sum to 0 "
+            "and were left as zeros"
+        )
+    joint = fused[:, 0]
+    for li in range(1, fused.shape[1]):
+        joint = fused[:, li] @ joint
+    if notes:
+        warnings.warn(
+            f"rollout: {len(notes)} zero rows left as zeros (see .warnings)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return JointAttention(joint, notes)
+
+
+def _scale_max(maps: np.ndarray) -> np.ndarray:
+    """Divide each ``(rows, cols)`` map by its maximum (maps with max <= 0 unchanged)."""
+    m = maps.reshape(maps.shape[0], -1).max(-1)[:, None, None]
+    return np.divide(maps, m, out=maps.copy(), where=m > 0)
+
+
+def rollout_map(
+    attentions: AttentionInput,
+    layout: TokenLayout,
+    query: Query = None,
+    head_fusion: HeadFusion = "mean",
+    discard_ratio: float = 0.0,
+    start_layer: int | None = None,
+    residual: bool = True,
+) -> np.ndarray:
+    """The query's row of the :func:`rollout` over the patch grid, scaled to max 1.
+
+    Parameters
+    ----------
+    query : int, str or None
+        As in :func:`attention_maps` (CLS by default; mean over patch queries without CLS).
+    Other parameters
+        As in :func:`rollout`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(batch, rows, cols)`` float64, each image divided by its maximum (an all-zero map
+        stays zero).
+    """
+    joint = np.asarray(
+        rollout(attentions, head_fusion, discard_ratio, layout, start_layer, residual)
+    )
+    return _scale_max(_to_grid(_query_rows(joint, layout, query), layout))
+
+
+# ----------------------------------------------------------------- gradient rollout
+def _model_device(model: object):
+    import torch
+
+    p = next(iter(model.parameters()), None)  # type: ignore[attr-defined]
+    return p.device if p is not None else torch.device("cpu")
+
+
+def resolve_targets(logits, target: int | Sequence[int] | None):
+    """Target class per image as a ``(batch,)`` long tensor (None: the predicted class)."""
+    import torch
+
+    b = logits.shape[0]
+    if target is None:
+        return logits.argmax(-1)
+    t = torch.as_tensor(target, dtype=torch.long, device=logits.device).reshape(-1)
+    if t.numel() == 1:
+        t = t.expand(b)
+    if t.numel() != b or int(t.min()) < 0 or int(t.max()) >= logits.shape[-1]:
+        raise ConfigError(
+            f"target {target!r} does not give one class in 0..{logits.shape[-1] - 1} per image "
+            f"for {b} images; pass an int or one int per image."
+        )
+    return t
+
+
+def gradient_relevance(
+    model: object,
+    images: object,
+    target: int | Sequence[int] | None = None,
+    layout: TokenLayout | None = None,
+) -> np.ndarray:
+    """Gradient-weighted attention relevance (Chefer, Gur & Wolf 2021, ICCV, "generic" rule).
+
+    ``R = I``; for each layer in forward order ``R = R + Ā_l R`` with
+    ``Ā_l = mean_heads((∇A_l ⊙ A_l)^+)``, ``∇A_l`` the gradient of the target logit with
+    respect to layer ``l``'s own attention ``A_l``. Runs the stock timm model with hooks
+    (:func:`probing._attn.capture_attention`), no re-implemented ViT. A popular implementation
+    pairs the attentions with the gradients in reverse order (its issue #6); here each layer's
+    attention is paired with its own gradient.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A timm ViT (put in eval mode for the call and restored after).
+    images : torch.Tensor or numpy.ndarray
+        ``(batch, channels, height, width)`` preprocessed images; moved to the model's device.
+    target : int or sequence of int, optional
+        Class per image (or one for all); the predicted class by default.
+    layout : TokenLayout, optional
+        Checked against the captured attention when given.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(batch, N, N)`` float64 relevance ``R``.
+    """
+    import torch
+
+    from ._attn import capture_attention
+
+    x = torch.as_tensor(images, dtype=torch.float32).to(_model_device(model))
+    was_training = model.training  # type: ignore[attr-defined]
+    model.eval()  # type: ignore[attr-defined]
+    try:
+        with torch.enable_grad(), capture_attention(model, keep_grad=True) as store:  # type: ignore[arg-type]
+            logits = model(x)  # type: ignore[operator]
+            t = resolve_targets(logits, target)
+            layers = sorted(store)
+            attn = [store[k] for k in layers]
+            grads = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), attn)
+    finally:
+        model.train(was_training)  # type: ignore[attr-defined]
+    n = attn[0].shape[-1]
+    if layout is not None and n != layout.n_tokens:
+        raise LayoutError(
+            f"the model's attention has {n} tokens but the layout has {layout.n_tokens}; pass "
+            "the layout of this model and image size."
+        )
+    rel = np.broadcast_to(np.eye(n), (x.shape[0], n, n)).copy()
+    for a, g in zip(attn, grads):  # forward order, each layer with its own gradient
+        cam = np.clip(_to_numpy(g) * _to_numpy(a), 0.0, None).mean(axis=1)
+        rel = rel + cam @ rel
+    return rel
+
+
+def gradient_rollout(
+    model: object,
+    images: object,
+    target: int | Sequence[int] | None = None,
+    layout: TokenLayout | None = None,
+    query: Query = None,
+) -> np.ndarray:
+    """Gradient-weighted relevance map over the patch grid (Chefer et al. 2021), scaled to max 1.
+
+    Reads the query's row of :func:`gradient_relevance` over patch keys: the CLS row by default,
+    or the mean over patch rows for models without CLS. The initial self-relevance ``I`` is
+    removed first, so a patch query's own patch is not spiked by it (for the CLS row this
+    changes nothing, CLS not being a patch key).
+
+    Parameters
+    ----------
+    model, images, target
+        As in :func:`gradient_relevance`.
+    layout : TokenLayout, optional
+        Defaults to ``TokenLayout.from_model(model, img_size=images.shape[-2:])``.
+    query : int, str or None
+        As in :func:`attention_maps`.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(batch, rows, cols)`` float64, each image divided by its maximum.
+    """
+    if layout is None:
+        layout = TokenLayout.from_model(model, img_size=tuple(np.shape(images)[-2:]))
+    rel = gradient_relevance(model, images, target, layout)
+    rel = rel - np.eye(rel.shape[-1])
+    return _scale_max(_to_grid(_query_rows(rel, layout, query), layout))

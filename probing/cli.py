@@ -1,0 +1,185 @@
+"""The ``probing`` command.
+
+Every error caused by input is one line on stderr and a non-zero exit status (2); ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from .errors import ProbingError
+
+__all__ = ["main"]
+
+
+class _State:
+    debug = False
+    quiet = False
+
+
+def _guard(fn: Callable) -> Callable:
+    """Turn ProbingErrors (and unexpected errors) into one-line messages unless --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ProbingError as exc:
+            if _State.debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the CLI boundary
+            if _State.debug:
+                raise
+            click.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for "
+                       "the traceback and please report it)", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or progress messages.")
+@click.version_option(package_name="probing", message="probing %(version)s")
+def main(debug: bool, quiet: bool) -> None:
+    """Look inside Vision Transformers: embeddings, positional encodings, attention."""
+    _State.debug, _State.quiet = debug, quiet
+
+
+def _split(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _layers(text: str) -> str | list:
+    if text == "all":
+        return "all"
+    out: list = []
+    for t in _split(text) or []:
+        try:
+            out.append(int(t))
+        except ValueError:
+            out.append(t)
+    return out
+
+
+@main.command()
+@click.option("--model", "model_spec", required=True, help="timm name, checkpoint path or 'demo'.")
+@click.option("--data", "data_spec", required=True,
+              help="'shapes', 'digits', an image folder or a CSV/parquet manifest.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Store directory to write (resumes when it exists).")
+@click.option("--layers", default="all", show_default=True,
+              help="'all' or comma-separated layers (negative from the end, 'embed', 'norm').")
+@click.option("--kinds", default="cls,patch", show_default=True,
+              help="Comma-separated token kinds: cls, reg, dist, patch, pooled.")
+@click.option("--attention", is_flag=True, help="Also store post-softmax attention.")
+@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--n-images", default=None, type=int, help="Use only the first N images.")
+@click.option("--no-pretrained", is_flag=True, help="Random-init timm weights (no download).")
+@click.option("--arch", default=None, help="timm architecture of a checkpoint file.")
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise",
+              show_default=True, help="Unreadable images: fail, or skip and record them.")
+@_guard
+def extract(model_spec, data_spec, out, layers, kinds, attention, batch_size, device, n_images,
+            no_pretrained, arch, on_error) -> None:
+    """Extract token vectors (and attention) into a parquet store."""
+    from .data import open_source
+    from .extract import extract as run_extract
+    from .models import load_model
+
+    loaded = load_model(model_spec, pretrained=not no_pretrained, arch=arch, device=device)
+    opts = {} if data_spec in ("shapes", "digits") or data_spec.startswith(("shapes:", "digits:")) \
+        else {"on_error": on_error}
+    source = open_source(data_spec, **opts)
+    store = run_extract(loaded, source, layers=_layers(layers), kinds=_split(kinds),
+                        attention=attention, store=out, batch_size=batch_size, n_images=n_images,
+                        progress=None if not _State.quiet else False)
+    if not _State.quiet:
+        click.echo(f"wrote {store.path} (kinds {', '.join(store.kinds())}; layers "
+                   f"{', '.join(map(str, store.layers()))})")
+
+
+@main.command()
+@click.argument("spec")
+@click.option("--no-pretrained", is_flag=True, help="Random-init timm weights (no download).")
+@click.option("--arch", default=None, help="timm architecture of a checkpoint file.")
+@_guard
+def info(spec, no_pretrained, arch) -> None:
+    """Print a model's token layout and preprocessing."""
+    from .models import load_model
+
+    click.echo(load_model(spec, pretrained=not no_pretrained, arch=arch).describe())
+
+
+@main.command("list")
+@_guard
+def list_cmd() -> None:
+    """List the available analyses, built-in models and datasets."""
+    from .registry import discover
+
+    click.echo("analyses:")
+    for name, mod in sorted(discover().items()):
+        click.echo(f"  {name:22s} {mod.description}")
+    click.echo("models:\n  demo                   built-in ViT trained on 'shapes' (any timm name "
+               "or checkpoint path also works)")
+    click.echo("datasets:\n  shapes                 generated shapes with known factors "
+               "(shapes:n=512,seed=0)\n  digits                 scikit-learn's 8x8 handwritten "
+               "digits (1,797 images)")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Report directory (overrides the spec's output).")
+@click.option("--workers", type=int, default=None, help="Run on a local Dask cluster of N workers.")
+@click.option("--scheduler", default=None, help="Run on an existing Dask scheduler ADDRESS.")
+@_guard
+def run(spec, out, workers, scheduler) -> None:
+    """Run a TOML spec: extract (or reuse the store), analyse, write the report."""
+    from .runner import run_spec
+
+    result = run_spec(spec, out=out, workers=workers, scheduler=scheduler, quiet=_State.quiet)
+    click.echo(f"report: {result.report_dir / 'index.html'}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Report directory (default reports/demo).")
+@_guard
+def demo(out) -> None:
+    """Run the demo spec on the built-in model and data (offline) and write its report."""
+    from .runner import demo_spec_path, run_spec
+
+    result = run_spec(demo_spec_path(), out=out, quiet=_State.quiet)
+    click.echo(f"report: {result.report_dir / 'index.html'}")
+
+
+@main.command("train-demo")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Where to write the weights (default: inside the package).")
+@click.option("--epochs", default=12, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@_guard
+def train_demo(out, epochs, seed) -> None:
+    """Retrain the built-in demo model from a fixed seed (takes minutes)."""
+    from .demo.train import train_demo as train
+
+    train(out=out, epochs=epochs, seed=seed)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,555 @@
+"""Image sources and their preprocessing.
+
+A source is an ordered collection of images with a stable ``image_id`` per image and label
+columns. Built in: ``shapes`` (generated, known factors; :mod:`probing.shapes`) and ``digits``
+(scikit-learn's bundled 8x8 handwritten digits). From disk: an image folder (one subfolder per
+class) and a manifest (CSV or parquet with a path column and any label columns). In memory:
+:class:`ArraySource`.
+
+Images are converted to what the model takes (``input_size[0]`` channels): grayscale and 16-bit
+images are scaled to 8 bits, RGBA/LA are composited on black, CMYK and palette images are
+converted to RGB; then timm's eval transform for the model's data config is applied (resize,
+centre crop, to tensor, normalise).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .errors import DataError
+from .shapes import SHAPES, factors_frame, render_shape, shape_factors
+
+__all__ = [
+    "ArraySource",
+    "DigitsSource",
+    "ImageFolderSource",
+    "ImageSource",
+    "ManifestSource",
+    "Batch",
+    "ShapesSource",
+    "convert_mode",
+    "iter_batches",
+    "make_transform",
+    "open_source",
+]
+
+OnError = Literal["raise", "skip"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                  ".pgm")
+
+
+class ImageSource(ABC):
+    """An ordered image collection with stable ids and label columns."""
+
+    name: str = "images"
+    on_error: OnError = "raise"
+
+    def __init__(self) -> None:
+        self.skipped: list[dict] = []
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of images."""
+
+    @abstractmethod
+    def labels(self) -> pd.DataFrame:
+        """One row per image, in order: ``image_id`` then label columns."""
+
+    @abstractmethod
+    def image(self, i: int) -> Image.Image:
+        """The ``i``-th image (0-based position) as a PIL image; DataError when unreadable."""
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """JSON-able description (kind and options) that identifies the source."""
+
+    def fingerprint(self) -> str:
+        """Stable hash of the source's identity and content summary (16 hex digits)."""
+        text = json.dumps(self.describe(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def subset(self, n: int | None) -> "ImageSource":
+        """The first ``n`` images (all when None)."""
+        if n is None or n >= len(self):
+            return self
+        return _Subset(self, int(n))
+
+
+class _Subset(ImageSource):
+    def __init__(self, parent: ImageSource, n: int) -> None:
+        super().__init__()
+        self.parent, self.n = parent, n
+        self.name, self.on_error = parent.name, parent.on_error
+        self.skipped = parent.skipped
+
+    def __len__(self) -> int:
+        return self.n
+
+    def labels(self) -> pd.DataFrame:
+        return self.parent.labels().iloc[: self.n].reset_index(drop=True)
+
+    def image(self, i: int) -> Image.Image:
+        return self.parent.image(i)
+
+    def describe(self) -> dict:
+        return {**self.parent.describe(), "first_n": self.n}
+
+
+class ShapesSource(ImageSource):
+    """Generated shape images with known factors (see :mod:`probing.shapes`).
+
+    Parameters
+    ----------
+    n : int
+        Number of images; ``image_id`` is 0..n-1.
+    seed : int
+        Dataset seed; image ``i`` depends on ``(seed, i)`` only.
+    size : int
+        Image side in pixels.
+    shapes, backgrounds : sequence of str
+        Shapes and background kinds to draw from.
+    rotation : bool
+        Rotate shapes uniformly at random.
+    """
+
+    name = "shapes"
+
+    def __init__(self, n: int = 512, seed: int = 0, size: int = 32,
+                 shapes: Sequence[str] = SHAPES, backgrounds: Sequence[str] = ("plain",),
+                 rotation: bool = False) -> None:
+        super().__init__()
+        if int(n) < 1:
+            raise DataError(f"shapes n={n} must be at least 1.")
+        self.n, self.seed, self.size = int(n), int(seed), int(size)
+        self.shapes, self.backgrounds, self.rotation = tuple(shapes), tuple(backgrounds), rotation
+        self._factors = [shape_factors(i, self.seed, self.size, self.shapes, self.backgrounds,
+                                       self.rotation) for i in range(self.n)]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def labels(self) -> pd.DataFrame:
+        return factors_frame(self._factors)
+
+    def image(self, i: int) -> Image.Image:
+        return Image.fromarray(render_shape(self._factors[i], self.size))
+
+    def describe(self) -> dict:
+        return {"kind": "shapes", "n": self.n, "seed": self.seed, "size": self.size,
+                "shapes": list(self.shapes), "backgrounds": list(self.backgrounds),
+                "rotation": self.rotation}
+
+
+class DigitsSource(ImageSource):
+    """scikit-learn's bundled handwritten digits: 1,797 real 8x8 grayscale images.
+
+    Columns: ``label`` (0-9) and ``split`` (``test`` for every fifth image, else ``train``).
+    Pixel values 0..16 are scaled to 0..255.
+    """
+
+    name = "digits"
+
+    def __init__(self, n: int | None = None) -> None:
+        super().__init__()
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+        self._images = images if n is None else images[: int(n)]
+        self._labels = digits.target[: len(self._images)]
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def labels(self) -> pd.DataFrame:
+        ids = np.arange(len(self))
+        return pd.DataFrame({"image_id": ids, "label": self._labels.astype(np.int64),
+                             "split": np.where(ids % 5 == 0, "test", "train")})
+
+    def image(self, i: int) -> Image.Image:
+        return Image.fromarray(self._images[i], mode="L")
+
+    def describe(self) -> dict:
+        return {"kind": "digits", "n": len(self)}
+
+
+class ArraySource(ImageSource):
+    """Images held in memory.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        ``(n, H, W)`` or ``(n, H, W, C)`` uint8 (C = 1, 3 or 4).
+    labels : pandas.DataFrame, optional
+        ``n`` rows of label columns (an ``image_id`` column is used when present, else 0..n-1).
+    name : str
+        Name shown in reports.
+    """
+
+    def __init__(self, images: np.ndarray, labels: pd.DataFrame | None = None,
+                 name: str = "arrays") -> None:
+        super().__init__()
+        images = np.asarray(images)
+        if images.ndim not in (3, 4) or images.dtype != np.uint8 or len(images) == 0:
+            raise DataError(
+                f"images of shape {images.shape} and dtype {images.dtype} are not a non-empty "
+                "(n, H, W[, C]) uint8 array; convert them first."
+            )
+        self._images, self.name = images, name
+        frame = pd.DataFrame(index=range(len(images))) if labels is None else labels.copy()
+        if len(frame) != len(images):
+            raise DataError(f"labels has {len(frame)} rows for {len(images)} images; match them.")
+        if "image_id" not in frame.columns:
+            frame.insert(0, "image_id", np.arange(len(images)))
+        _check_unique_ids(frame["image_id"], "labels")
+        self._labels = frame.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def labels(self) -> pd.DataFrame:
+        return self._labels
+
+    def image(self, i: int) -> Image.Image:
+        arr = self._images[i]
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        return Image.fromarray(arr)
+
+    def describe(self) -> dict:
+        digest = hashlib.sha256(self._images.tobytes()).hexdigest()[:16]
+        return {"kind": "arrays", "name": self.name, "shape": list(self._images.shape),
+                "sha": digest}
+
+
+class _FileSource(ImageSource):
+    """A source whose images are files listed in a frame with a ``_path`` column."""
+
+    def __init__(self, frame: pd.DataFrame, on_error: OnError) -> None:
+        super().__init__()
+        if on_error not in ("raise", "skip"):
+            raise DataError(f"on_error={on_error!r} is unknown; use 'raise' or 'skip'.")
+        self.on_error = on_error
+        self._frame = frame.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self._frame)
+
+    def labels(self) -> pd.DataFrame:
+        return self._frame.drop(columns=["_path"])
+
+    def path(self, i: int) -> Path:
+        """File of the ``i``-th image."""
+        return Path(self._frame["_path"].iloc[i])
+
+    def image(self, i: int) -> Image.Image:
+        path = self.path(i)
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return img
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise DataError(
+                f"image {path} cannot be read ({exc.__class__.__name__}: {exc}); replace or "
+                "remove it, or pass on_error='skip' to skip unreadable images."
+            ) from exc
+
+    def _file_summary(self) -> list:
+        out = []
+        for p in self._frame["_path"]:
+            try:
+                st = os.stat(p)
+                out.append([str(p), st.st_size, st.st_mtime_ns])
+            except OSError:
+                out.append([str(p), None, None])
+        return out
+
+
+class ImageFolderSource(_FileSource):
+    """An image folder with one subfolder per class.
+
+    ``label`` is the subfolder name; ``path`` the file path relative to the root; ``image_id``
+    the position in the sorted (class, file name) order, so ids are stable while the folder is
+    unchanged.
+    """
+
+    def __init__(self, root: str | os.PathLike, on_error: OnError = "raise") -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"image folder {root} does not exist or is not a folder.")
+        rows = []
+        for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+            for f in sorted(sub.iterdir()):
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                    rows.append({"_path": str(f), "label": sub.name,
+                                 "path": str(f.relative_to(root))})
+        if not rows:
+            raise DataError(
+                f"image folder {root} holds no images in class subfolders; put images in "
+                f"root/CLASS/*.png (suffixes {', '.join(IMAGE_SUFFIXES)})."
+            )
+        frame = pd.DataFrame(rows)
+        frame.insert(0, "image_id", np.arange(len(frame), dtype=np.int64))
+        super().__init__(frame, on_error)
+        self.root, self.name = root, root.name
+
+    def describe(self) -> dict:
+        return {"kind": "folder", "root": str(self.root), "files": self._file_summary()}
+
+
+class ManifestSource(_FileSource):
+    """Images listed in a CSV or parquet manifest.
+
+    Parameters
+    ----------
+    path : str or path
+        The manifest. Relative image paths are read relative to the manifest's folder; paths
+        are only ever read, never written.
+    path_column : str
+        Column with image paths.
+    id_column : str, optional
+        Column with unique image ids; the row number when omitted.
+    on_error : {"raise", "skip"}
+        What to do with missing or unreadable images.
+    """
+
+    def __init__(self, path: str | os.PathLike, path_column: str = "path",
+                 id_column: str | None = None, on_error: OnError = "raise") -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"manifest {path} does not exist; check the path.")
+        try:
+            frame = (pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq")
+                     else pd.read_csv(path))
+        except Exception as exc:  # noqa: BLE001 - pandas raises many types
+            raise DataError(f"manifest {path} cannot be read as CSV or parquet: {exc}.") from exc
+        if path_column not in frame.columns:
+            raise DataError(
+                f"manifest {path} has no {path_column!r} column (columns: "
+                f"{', '.join(map(str, frame.columns))}); pass path_column= or add one."
+            )
+        if len(frame) == 0:
+            raise DataError(f"manifest {path} lists no images; add rows.")
+        base = path.parent
+        full = [str(p if Path(p).is_absolute() else base / p) for p in frame[path_column]]
+        if id_column is not None:
+            if id_column not in frame.columns:
+                raise DataError(f"manifest {path} has no id column {id_column!r}; fix id_column.")
+            ids = frame[id_column]
+            _check_unique_ids(ids, f"manifest {path} column {id_column!r}")
+            frame = frame.drop(columns=[id_column])
+        else:
+            ids = np.arange(len(frame), dtype=np.int64)
+        frame = frame.copy()
+        frame.insert(0, "image_id", ids)
+        frame["_path"] = full
+        missing = [p for p in full if not Path(p).is_file()]
+        if missing and on_error != "skip":
+            raise DataError(
+                f"manifest {path} lists {len(missing)} missing file(s), e.g. {missing[0]}; fix "
+                "the paths or pass on_error='skip'."
+            )
+        super().__init__(frame, on_error)
+        self.manifest, self.name = path, path.stem
+
+    def describe(self) -> dict:
+        digest = hashlib.sha256(self.manifest.read_bytes()).hexdigest()[:16]
+        return {"kind": "manifest", "path": str(self.manifest), "sha": digest,
+                "files": self._file_summary()}
+
+
+def _check_unique_ids(ids: pd.Series, where: str) -> None:
+    dup = pd.Series(ids)[pd.Series(ids).duplicated()]
+    if len(dup):
+        raise DataError(
+            f"{where} has duplicate image ids (e.g. {dup.iloc[0]!r}); make the ids unique."
+        )
+
+
+# ------------------------------------------------------------------------ opening specs
+def open_source(spec: str | os.PathLike | ImageSource, **options: Any) -> ImageSource:
+    """Open an image source from a spec.
+
+    Parameters
+    ----------
+    spec : str, path or ImageSource
+        ``"shapes"`` / ``"shapes:n=2000,seed=1,backgrounds=plain+noise,rotation=true"``,
+        ``"digits"``, an image folder path, or a ``.csv`` / ``.parquet`` manifest path.
+    **options
+        Keyword options of the source class (override those in the spec string).
+    """
+    if isinstance(spec, ImageSource):
+        return spec
+    text = os.fspath(spec)
+    name, _, rest = text.partition(":")
+    if name in ("shapes", "digits") and not Path(text).exists():
+        opts = {**_parse_options(rest), **options}
+        try:
+            return ShapesSource(**opts) if name == "shapes" else DigitsSource(**opts)
+        except TypeError as exc:
+            raise DataError(f"data source {text!r} has an unknown option: {exc}.") from exc
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return ImageFolderSource(path, **options)
+    if path.suffix.lower() in (".csv", ".parquet", ".pq"):
+        return ManifestSource(path, **options)
+    raise DataError(
+        f"data source {text!r} is not 'shapes', 'digits', an image folder or a CSV/parquet "
+        "manifest; check the path or name."
+    )
+
+
+def _parse_options(text: str) -> dict:
+    out: dict[str, Any] = {}
+    for item in filter(None, text.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise DataError(f"data option {item!r} is not key=value; write e.g. 'shapes:n=256'.")
+        key = key.strip()
+        value = value.strip()
+        if "+" in value:
+            out[key] = tuple(value.split("+"))
+        elif value.lower() in ("true", "false"):
+            out[key] = value.lower() == "true"
+        else:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                out[key] = (value,) if key in ("shapes", "backgrounds") else value
+    return out
+
+
+# ------------------------------------------------------------------------ preprocessing
+def convert_mode(img: Image.Image, channels: int) -> Image.Image:
+    """Convert ``img`` to 1 (``L``) or 3 (``RGB``) channels.
+
+    16-bit and 32-bit integer images are scaled to 8 bits by their type's range; float images are
+    clipped to [0, 1] then scaled; RGBA / LA / palette-with-alpha are composited on black.
+    """
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.round(np.clip(arr / top, 0, 1) * 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        arr = np.clip(np.asarray(img, dtype=np.float64), 0, 1)
+        img = Image.fromarray(np.round(arr * 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(black, rgba).convert("RGB")
+    target = "L" if channels == 1 else "RGB"
+    if channels not in (1, 3):
+        raise DataError(f"models with {channels} input channels are not supported; use 1 or 3.")
+    return img if img.mode == target else img.convert(target)
+
+
+def make_transform(data_config: dict) -> Callable[[Image.Image], torch.Tensor]:
+    """timm's eval transform for ``data_config``, preceded by :func:`convert_mode`.
+
+    Returns
+    -------
+    callable
+        PIL image -> ``(C, H, W)`` float32 tensor.
+    """
+    from timm.data import create_transform
+
+    cfg = {k: data_config[k] for k in ("input_size", "interpolation", "mean", "std", "crop_pct",
+                                       "crop_mode") if k in data_config}
+    tf = create_transform(**cfg, is_training=False)
+    channels = int(data_config["input_size"][0])
+
+    def apply(img: Image.Image) -> torch.Tensor:
+        return tf(convert_mode(img, channels))
+
+    return apply
+
+
+@dataclass
+class Batch:
+    """A preprocessed batch: ``images`` ``(B, C, H, W)`` and their positions and ids."""
+
+    images: torch.Tensor
+    positions: np.ndarray
+    image_ids: np.ndarray
+    skipped: list[dict] = field(default_factory=list)
+
+
+class _Dataset(torch.utils.data.Dataset):
+    def __init__(self, source: ImageSource, transform, positions: np.ndarray) -> None:
+        self.source, self.transform, self.positions = source, transform, positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, k: int):
+        i = int(self.positions[k])
+        try:
+            return i, self.transform(self.source.image(i)), None
+        except DataError as exc:
+            if self.source.on_error != "skip":
+                raise
+            return i, None, str(exc)
+
+
+def _collate(items):
+    return items
+
+
+def iter_batches(
+    source: ImageSource,
+    data_config: dict,
+    batch_size: int = 64,
+    positions: Sequence[int] | np.ndarray | None = None,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+) -> Iterator[Batch]:
+    """Preprocessed batches of ``source`` in order.
+
+    Parameters
+    ----------
+    positions : sequence of int, optional
+        Which images (0-based positions) to load; all by default.
+    num_workers : int
+        DataLoader worker processes for decoding.
+
+    Yields
+    ------
+    Batch
+        Unreadable images are skipped (and listed in ``Batch.skipped``) when the source's
+        ``on_error`` is ``"skip"``; otherwise they raise :class:`DataError`.
+    """
+    pos = np.arange(len(source)) if positions is None else np.asarray(positions, dtype=np.int64)
+    ids = source.labels()["image_id"].to_numpy()
+    loader = torch.utils.data.DataLoader(
+        _Dataset(source, make_transform(data_config), pos), batch_size=batch_size,
+        num_workers=num_workers, collate_fn=_collate, pin_memory=False,
+    )
+    for items in loader:
+        ok = [(i, t) for i, t, err in items if t is not None]
+        skipped = [{"position": i, "image_id": _py(ids[i]), "error": err}
+                   for i, t, err in items if t is None]
+        if not ok:
+            yield Batch(torch.empty(0), np.empty(0, np.int64), ids[:0], skipped)
+            continue
+        images = torch.stack([t for _, t in ok])
+        if pin_memory:
+            images = images.pin_memory()
+        p = np.array([i for i, _ in ok], dtype=np.int64)
+        yield Batch(images, p, ids[p], skipped)
+
+
+def _py(x: Any) -> Any:
+    return x.item() if hasattr(x, "item") else x

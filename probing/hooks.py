@@ -1,0 +1,242 @@
+"""Capture of token vectors and attention weights from a timm ViT during forward passes.
+
+Capture sites and their stored layer labels (see :mod:`probing.frames`)
+-----------------------------------------------------------------------
+- ``"embed"`` (:data:`~probing.frames.LAYER_EMBED`, -1): output of ``patch_embed``, the patch
+  projection before the positional encoding (patch tokens only);
+- ``0``: the input to the first block (after positional encoding, prefix tokens prepended,
+  patch dropout and ``norm_pre``), read by a forward pre-hook on ``blocks[0]``;
+- ``k`` (1..depth): the output of block ``k``;
+- ``"norm"`` (:data:`~probing.frames.LAYER_NORM`, -2): the output of the final ``norm``.
+
+Attention weights are the post-softmax ``(batch, heads, N, N)`` matrices of the chosen blocks,
+labelled by block number ``k`` (1-based). Fused attention is switched off only while attention is
+captured. Hooks are removed when the context exits, also on exceptions.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._attn import capture_attention
+from .errors import LayoutError, ModelError
+from .frames import LAYER_EMBED, LAYER_NORM
+from .layout import PREFIX_KINDS, TokenLayout
+
+__all__ = ["Capture", "capture", "resolve_kinds", "resolve_layers"]
+
+LayerSpec = int | str | Sequence[int | str]
+PooledMode = Literal["mean", "model"]
+
+
+def resolve_layers(layers: LayerSpec, depth: int) -> list[int]:
+    """Resolve a layer selection to stored layer labels.
+
+    Parameters
+    ----------
+    layers : int, str or sequence
+        ``"all"`` (0..depth), an int (negative counts from the end: -1 is the last block's
+        output, ``-(depth + 1)`` is layer 0), ``"embed"``, ``"norm"``, ``"last"``, or a sequence
+        of these.
+    depth : int
+        Number of blocks.
+
+    Returns
+    -------
+    list of int
+        Sorted unique labels: -1 embed, -2 norm, 0..depth.
+    """
+    if isinstance(layers, str) and layers == "all":
+        return list(range(depth + 1))
+    items = [layers] if isinstance(layers, (int, str, np.integer)) else list(layers)
+    out: set[int] = set()
+    for item in items:
+        if isinstance(item, str):
+            named = {"embed": LAYER_EMBED, "norm": LAYER_NORM, "last": depth}
+            if item == "all":
+                out.update(range(depth + 1))
+                continue
+            if item not in named:
+                raise LayoutError(
+                    f"layer {item!r} is not a layer; use an int in -{depth + 1}..{depth}, "
+                    "'all', 'last', 'embed' or 'norm'."
+                )
+            out.add(named[item])
+            continue
+        k = int(item)
+        if not -(depth + 1) <= k <= depth:
+            raise LayoutError(
+                f"layer {k} is out of range for a model with {depth} blocks; use 0..{depth} "
+                f"(0 = input to the first block) or -1..-{depth + 1} counted from the end."
+            )
+        out.add(k if k >= 0 else depth + 1 + k)
+    if not out:
+        raise LayoutError("layers selects nothing; pass 'all' or at least one layer.")
+    return sorted(out)
+
+
+def resolve_kinds(kinds: str | Sequence[str], layout: TokenLayout) -> tuple[str, ...]:
+    """Check requested token kinds against the layout (``"pooled"`` is passed through)."""
+    items = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    if not items:
+        raise LayoutError("kinds selects nothing; pass e.g. ('cls', 'patch').")
+    for kind in items:
+        if kind == "pooled":
+            continue
+        if kind not in PREFIX_KINDS + ("patch",):
+            raise LayoutError(
+                f"token kind {kind!r} is unknown; use cls, reg, dist, patch or pooled."
+            )
+        if kind not in layout.kinds:
+            raise LayoutError(
+                f"token kind {kind!r} does not exist in this model (it has "
+                f"{', '.join(layout.kinds)}); drop it from kinds."
+            )
+    return tuple(dict.fromkeys(items))
+
+
+@dataclass
+class Capture:
+    """What one forward pass captured (filled inside :func:`capture`).
+
+    Attributes
+    ----------
+    tokens : dict of int to torch.Tensor
+        ``{layer: (batch, n_selected, D)}`` detached tensors of the selected tokens.
+    token_index : dict of int to numpy.ndarray
+        ``{layer: (n_selected,)}`` sequence positions of the captured tokens (-1 = pooled vector,
+        appended last when pooling was asked for).
+    attention : dict of int to torch.Tensor
+        ``{block: (batch, heads, N, N)}`` post-softmax attention (when asked for).
+    """
+
+    tokens: dict[int, torch.Tensor] = field(default_factory=dict)
+    token_index: dict[int, np.ndarray] = field(default_factory=dict)
+    attention: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        """Drop captured tensors (before the next batch)."""
+        self.tokens.clear()
+        self.attention.clear()
+
+
+def _positions(layout: TokenLayout, kinds: Sequence[str], layer: int) -> np.ndarray:
+    wanted = [k for k in kinds if k != "pooled"]
+    if layer == LAYER_EMBED:  # patch projection: patch tokens only, positions as in the sequence
+        return layout.positions("patch") if "patch" in wanted else np.empty(0, dtype=np.int64)
+    pos = [layout.positions(k) for k in wanted]
+    return np.sort(np.concatenate(pos)) if pos else np.empty(0, dtype=np.int64)
+
+
+@contextmanager
+def capture(
+    model: nn.Module,
+    layout: TokenLayout | None = None,
+    layers: LayerSpec = "all",
+    kinds: str | Sequence[str] = ("cls", "patch"),
+    pooled: PooledMode | None = None,
+    attention: bool | LayerSpec = False,
+) -> Iterator[Capture]:
+    """Record token vectors (and attention) of a timm ViT during forward passes.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A timm ViT (or ``LoadedModel.model``).
+    layout : TokenLayout, optional
+        The model's layout; derived from the model when omitted.
+    layers : int, str or sequence
+        Layers to capture (see :func:`resolve_layers`).
+    kinds : str or sequence of str
+        Token kinds to capture: ``cls``, ``reg``, ``dist``, ``patch``.
+    pooled : {"mean", "model"}, optional
+        Also capture one pooled vector per image and layer: ``"mean"`` = mean over patch tokens,
+        ``"model"`` = the model's own ``pool`` (timm ``global_pool``) applied to that layer's
+        tokens. Not available at the ``embed`` site for ``"model"``.
+    attention : bool or layer selection
+        Capture post-softmax attention of all blocks (True) or the chosen blocks (1-based).
+
+    Yields
+    ------
+    Capture
+        Filled by every forward pass (a later pass overwrites an earlier one's entries).
+    """
+    layout = layout or TokenLayout.from_model(model)
+    depth = len(model.blocks)
+    labels = resolve_layers(layers, depth)
+    kinds = resolve_kinds(kinds, layout)
+    if pooled is None and "pooled" in kinds:
+        pooled = "mean"
+    if pooled not in (None, "mean", "model"):
+        raise LayoutError(f"pooled={pooled!r} is unknown; use 'mean', 'model' or None.")
+    if pooled == "model" and not hasattr(model, "pool"):
+        raise ModelError(f"{type(model).__name__} has no pool(); use pooled='mean'.")
+    result = Capture()
+    patch_slice = layout.patch_slice
+
+    def grab(layer: int, x: torch.Tensor) -> None:
+        if x.ndim == 4:  # NHWC patch grid (dynamic image size)
+            x = x.flatten(1, 2)
+        idx = result.token_index[layer]
+        n_tok = idx.size - (1 if pooled else 0)
+        sel = idx[:n_tok]
+        offset = layout.num_prefix_tokens if layer == LAYER_EMBED else 0
+        if n_tok == x.shape[1] and offset == 0:
+            parts = [x]
+        elif n_tok:
+            parts = [x[:, _as_index(sel - offset)]]
+        else:
+            parts = []
+        if pooled == "mean":
+            patches = x if layer == LAYER_EMBED else x[:, patch_slice]
+            parts.append(patches.mean(dim=1, keepdim=True))
+        elif pooled == "model":
+            parts.append(model.pool(x).unsqueeze(1))
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        result.tokens[layer] = out.detach()
+
+    for layer in labels:
+        idx = _positions(layout, kinds, layer)
+        if pooled and not (pooled == "model" and layer == LAYER_EMBED):
+            idx = np.append(idx, -1)
+        result.token_index[layer] = idx
+
+    with ExitStack() as stack:
+        handles = []
+        blocks = model.blocks
+        for layer in labels:
+            if result.token_index[layer].size == 0:
+                continue
+            if layer == 0:
+                handles.append(blocks[0].register_forward_pre_hook(
+                    lambda _m, args, _l=0: grab(_l, args[0])))
+            elif layer == LAYER_EMBED:
+                handles.append(model.patch_embed.register_forward_hook(
+                    lambda _m, _a, out, _l=layer: grab(_l, out)))
+            elif layer == LAYER_NORM:
+                norm = getattr(model, "norm", None)
+                if norm is None:
+                    raise ModelError(f"{type(model).__name__} has no final norm to capture.")
+                handles.append(norm.register_forward_hook(
+                    lambda _m, _a, out, _l=layer: grab(_l, out)))
+            else:
+                handles.append(blocks[layer - 1].register_forward_hook(
+                    lambda _m, _a, out, _l=layer: grab(_l, out)))
+        stack.callback(lambda: [h.remove() for h in handles])
+        if attention is not False:
+            att_layers = None if attention is True else [
+                k for k in resolve_layers(attention, depth) if k >= 1]
+            result.attention = stack.enter_context(capture_attention(model, att_layers))
+        yield result
+
+
+def _as_index(sel: np.ndarray) -> torch.Tensor | slice:
+    if sel.size and np.all(np.diff(sel) == 1):
+        return slice(int(sel[0]), int(sel[-1]) + 1)
+    return torch.from_numpy(sel)

@@ -1,0 +1,414 @@
+"""Loading models: ``load_model(spec)`` -> :class:`LoadedModel`.
+
+Spec forms
+----------
+- a timm model name, e.g. ``"vit_small_patch16_224"`` (``pretrained=True`` by default: weights come
+  from the user's Hugging Face / timm cache; with ``HF_HUB_OFFLINE=1`` nothing is downloaded);
+- a local checkpoint path: ``.safetensors`` (preferred) or ``.pt`` / ``.pth`` (read only with
+  ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects), for a timm
+  architecture named by ``arch=`` (or stored in the safetensors metadata key ``"arch"``);
+- a foreign state dict with ``mapping=`` one of :data:`probing.foreign.FOREIGN_MAPPINGS`;
+- ``"demo"``: the built-in model trained on the ``shapes`` dataset;
+- an ``nn.Module`` (a timm ViT instance), used as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+from .layout import TokenLayout
+
+__all__ = ["LoadedModel", "load_model", "random_init_copy"]
+
+_CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for extraction.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The timm ViT, in eval mode.
+    layout : TokenLayout
+        Its token layout.
+    data_config : dict
+        Preprocessing in timm's data-config keys (``input_size``, ``mean``, ``std``,
+        ``interpolation``, ``crop_pct``, ``crop_mode``).
+    name : str
+        What the model was loaded from (a timm name, a path, ``"demo"``, or a class name).
+    arch : dict
+        How to build the same architecture again: ``{"kind": "timm", "name": ..., "kwargs": ...}``
+        or ``{"kind": "factory"}`` when only a deep copy is possible.
+    """
+
+    model: nn.Module
+    layout: TokenLayout
+    data_config: dict
+    name: str
+    arch: dict = field(default_factory=dict)
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    @property
+    def depth(self) -> int:
+        """Number of transformer blocks."""
+        return len(self.model.blocks)
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the residual stream."""
+        return int(getattr(self.model, "embed_dim", getattr(self.model, "num_features", 0)))
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over parameter names, shapes and values (first 16 hex digits)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for name, tensor in self.model.state_dict().items():
+                h.update(name.encode())
+                h.update(str(tuple(tensor.shape)).encode())
+                h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def describe(self) -> str:
+        """Multi-line summary: name, depth, width, heads, preprocessing and token layout."""
+        heads = getattr(getattr(self.model.blocks[0], "attn", None), "num_heads", "?")
+        cfg = self.data_config
+        return "\n".join([
+            f"model             {self.name} ({type(self.model).__name__})",
+            f"depth x width     {self.depth} blocks x {self.embed_dim}, {heads} heads",
+            f"input             {tuple(cfg.get('input_size', ()))}, mean {cfg.get('mean')}, "
+            f"std {cfg.get('std')}",
+            self.layout.describe(),
+        ])
+
+
+def load_model(
+    spec: str | os.PathLike | nn.Module | LoadedModel,
+    *,
+    pretrained: bool = True,
+    arch: str | None = None,
+    mapping: str | None = None,
+    mapping_options: dict | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device = "cpu",
+    **timm_kwargs: Any,
+) -> LoadedModel:
+    """Load a Vision Transformer for probing.
+
+    Parameters
+    ----------
+    spec : str, path, torch.nn.Module or LoadedModel
+        See the module docstring.
+    pretrained : bool
+        For timm names: load pretrained weights from the local cache.
+    arch : str, optional
+        timm architecture name for a local checkpoint.
+    mapping : str, optional
+        Name of a foreign key mapping (``"lucidrains"``) for another codebase's state dict.
+    mapping_options : dict, optional
+        Options of the mapping (e.g. ``{"act": "relu", "mean": (0.1307,), "std": (0.3081,)}``).
+    num_classes : int, optional
+        Head size; for checkpoints it is read from the checkpoint's head so the classifier is
+        never silently re-initialised.
+    device : str or torch.device
+        Where the model lives.
+    **timm_kwargs
+        Passed to ``timm.create_model`` (e.g. ``img_size``, ``dynamic_img_size``).
+
+    Returns
+    -------
+    LoadedModel
+
+    Raises
+    ------
+    ModelError
+        Unknown name, weights not available offline, unreadable or mismatched checkpoint, or a
+        module that is not a ViT.
+    """
+    if isinstance(spec, LoadedModel):
+        return spec
+    if isinstance(spec, nn.Module):
+        return _finish(spec, type(spec).__name__, _module_config(spec), {"kind": "factory"}, device)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise ModelError(
+            f"model spec {spec!r} is not a timm name, a checkpoint path, 'demo' or an nn.Module; "
+            "pass one of those."
+        )
+    text = os.fspath(spec)
+    if text == "demo":
+        return _load_demo(device)
+    path = Path(text).expanduser()
+    if path.suffix.lower() in _CHECKPOINT_SUFFIXES or path.exists():
+        return _load_checkpoint(path, arch, mapping, mapping_options or {}, num_classes,
+                                device, timm_kwargs)
+    return _load_timm(text, pretrained, num_classes, device, timm_kwargs)
+
+
+# --------------------------------------------------------------------------- helpers
+def _finish(model: nn.Module, name: str, config: dict, arch: dict, device) -> LoadedModel:
+    layout = TokenLayout.from_model(model)
+    try:
+        model = model.to(_device(device)).eval()
+    except (RuntimeError, AssertionError) as exc:
+        raise ModelError(f"device {device!r} is not available; use 'cpu' or 'cuda'.") from exc
+    return LoadedModel(model=model, layout=layout, data_config=config, name=name, arch=arch)
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(f"device {device!r} is not a torch device; use 'cpu' or 'cuda'.") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} was asked for but CUDA is not available; use 'cpu'.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ModelError(
+            f"device {device!r} does not exist ({torch.cuda.device_count()} GPU(s)); "
+            "use a smaller index."
+        )
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"device {device!r} is not supported; use 'cpu' or 'cuda'.")
+    return dev
+
+
+def _module_config(model: nn.Module) -> dict:
+    from timm.data import resolve_data_config
+
+    pe = model.patch_embed
+    size = tuple(int(s) for s in (getattr(pe, "img_size", None) or (224, 224)))
+    proj = getattr(pe, "proj", None)
+    chans = int(getattr(proj, "in_channels", 3))
+    try:
+        config = dict(resolve_data_config({}, model=model))
+    except Exception:  # noqa: BLE001 - any model without timm metadata gets defaults
+        config = {"interpolation": "bicubic", "crop_pct": 1.0, "crop_mode": "center",
+                  "mean": (0.5,) * chans, "std": (0.5,) * chans}
+    # the size the model was built for wins over its pretrained config's default size
+    if tuple(config.get("input_size", ())) != (chans, *size):
+        config["input_size"] = (chans, *size)
+        config["crop_pct"] = 1.0
+    if len(config.get("mean", ())) != chans:
+        config["mean"], config["std"] = (0.5,) * chans, (0.5,) * chans
+    return config
+
+
+def _timm_names() -> list[str]:
+    import timm
+
+    return timm.list_models()
+
+
+def _create(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
+    import timm
+
+    if name not in _timm_names():
+        close = difflib.get_close_matches(name, _timm_names(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ModelError(
+            f"model {name!r} is neither a timm model name, an existing checkpoint file nor "
+            f"'demo'; check the spelling (timm.list_models() lists names).{hint}"
+        )
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except TypeError as exc:
+        raise ModelError(f"timm model {name!r} does not accept options {kwargs}: {exc}.") from exc
+
+
+def _load_timm(name, pretrained, num_classes, device, kwargs) -> LoadedModel:
+    if num_classes is not None:
+        kwargs = {**kwargs, "num_classes": num_classes}
+    try:
+        model = _create(name, pretrained, kwargs)
+    except ModelError:
+        raise
+    except Exception as exc:  # network, cache or hub errors from timm / huggingface_hub
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        raise ModelError(
+            f"pretrained weights for {name!r} are not available "
+            f"{'offline (HF_HUB_OFFLINE is set)' if offline else 'locally or from the hub'}; "
+            "download them into the Hugging Face cache on a connected machine, or pass a local "
+            f"file: load_model('weights.safetensors', arch={name!r})."
+        ) from exc
+    arch = {"kind": "timm", "name": name, "kwargs": {k: v for k, v in kwargs.items()}}
+    return _finish(model, name, _module_config(model), arch, device)
+
+
+def _load_demo(device) -> LoadedModel:
+    from . import demo
+
+    if not demo.WEIGHTS.exists():
+        raise ModelError(
+            f"the demo weights {demo.WEIGHTS} are missing from the installed package; reinstall "
+            "probing or run 'probing train-demo'."
+        )
+    model = _create("vit_tiny_patch16_224", False, dict(demo.ARCH))
+    _load_state(model, _read_state(demo.WEIGHTS), str(demo.WEIGHTS))
+    arch = {"kind": "timm", "name": "vit_tiny_patch16_224", "kwargs": dict(demo.ARCH)}
+    loaded = _finish(model, "demo", dict(demo.DATA_CONFIG), arch, device)
+    return loaded
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} does not exist; check the path.")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise ModelError(
+                f"checkpoint {path} is not a readable safetensors file (truncated or corrupt: "
+                f"{exc}); re-download or re-export it."
+            ) from exc
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle.UnpicklingError, RuntimeError, EOFError ...
+        raise ModelError(
+            f"checkpoint {path} cannot be read safely (torch.load with weights_only=True refused "
+            "or failed: it holds arbitrary Python objects or is corrupt); save a plain "
+            "state_dict, preferably as .safetensors."
+        ) from exc
+    for key in ("state_dict", "model", "model_state_dict", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(
+            f"checkpoint {path} does not hold a state dict of tensors; save model.state_dict()."
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _safetensors_arch(path: Path) -> str | None:
+    if path.suffix.lower() != ".safetensors":
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # noqa: BLE001 - unreadable files are reported by _read_state
+        return None
+    return meta.get("arch_name")
+
+
+def _load_checkpoint(path, arch, mapping, mapping_options, num_classes, device, kwargs):
+    from .foreign import FOREIGN_MAPPINGS
+
+    state = _read_state(path)
+    if mapping is not None:
+        if mapping not in FOREIGN_MAPPINGS:
+            raise ModelError(
+                f"mapping {mapping!r} is unknown; use one of {', '.join(FOREIGN_MAPPINGS)}."
+            )
+        foreign = FOREIGN_MAPPINGS[mapping](state, **mapping_options)
+        model = foreign.build()
+        _load_state(model, foreign.state_dict, str(path))
+        config = {**_module_config(model), **foreign.data_config}
+        return _finish(model, str(path), config, {"kind": "foreign", "mapping": mapping,
+                                                  "path": str(path)}, device)
+    arch = arch or _safetensors_arch(path)
+    if arch is None:
+        raise ModelError(
+            f"checkpoint {path} does not say which architecture it is; pass arch='timm_name' "
+            "(or mapping='lucidrains' for a vit-pytorch state dict)."
+        )
+    head = state.get("head.weight")
+    if num_classes is None:
+        num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else 0
+    kwargs = {**kwargs, "num_classes": num_classes}
+    model = _create(arch, False, kwargs)
+    _load_state(model, _adapt(state, model), str(path))
+    spec = {"kind": "timm", "name": arch, "kwargs": kwargs}
+    return _finish(model, str(path), _module_config(model), spec, device)
+
+
+def _adapt(state: dict, model: nn.Module) -> dict:
+    """Resample a positional table of another grid size the way timm does for new resolutions."""
+    pos = state.get("pos_embed")
+    own = getattr(model, "pos_embed", None)
+    if pos is None or own is None or pos.shape == own.shape:
+        return state
+    try:
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        return checkpoint_filter_fn(state, model)
+    except Exception:  # noqa: BLE001 - shape errors are reported by _load_state
+        return state
+
+
+def _load_state(model: nn.Module, state: dict, source: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s) e.g. {missing[:3]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s) e.g. {unexpected[:3]}")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"shape of {k} is {tuple(state[k].shape)} not {tuple(own[k].shape)}")
+        raise ModelError(
+            f"checkpoint {source} does not fit the architecture ({'; '.join(parts)}); pass the "
+            "matching arch= or a mapping= for a foreign state dict."
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def random_init_copy(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
+    """A copy of the same architecture with freshly initialised parameters.
+
+    Built again from its timm name when known (timm's own initialisation, seeded by ``seed``);
+    otherwise a deep copy whose parameters are re-initialised by each module's
+    ``reset_parameters`` (and timm's ``init_weights`` where the model has it).
+
+    Returns
+    -------
+    LoadedModel
+        Same layout and preprocessing, name ``"<name> (random init, seed N)"``.
+    """
+    torch.manual_seed(seed)
+    arch = loaded.arch
+    if arch.get("kind") == "timm":
+        model = _create(arch["name"], False, dict(arch.get("kwargs", {})))
+    else:
+        model = copy.deepcopy(loaded.model)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        if hasattr(model, "init_weights"):
+            model.init_weights()
+    dev = next(loaded.model.parameters()).device
+    return LoadedModel(
+        model=model.to(dev).eval(),
+        layout=loaded.layout,
+        data_config=dict(loaded.data_config),
+        name=f"{loaded.name} (random init, seed {seed})",
+        arch=dict(arch),
+    )
+
+
+def describe_json(loaded: LoadedModel) -> str:
+    """The model's identity as stable JSON (name, arch, preprocessing, fingerprint)."""
+    return json.dumps(
+        {"name": loaded.name, "arch": loaded.arch, "data_config": loaded.data_config,
+         "fingerprint": loaded.fingerprint}, sort_keys=True, default=str)

@@ -1,0 +1,76 @@
+"""Figures of layer probes: score vs layer with interval bands, task vs controls, one line per kind.
+
+Draws a :func:`probing.probes.probe_layers` frame; computes nothing.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..errors import SchemaError
+from .style import OKABE_ITO, new_figure
+
+__all__ = ["plot_probe_layers"]
+
+_PROBE_STYLE = {
+    "task": {"color": OKABE_ITO[0], "label": "task"},
+    "control": {"color": OKABE_ITO[1], "label": "control task"},
+    "random_init": {"color": OKABE_ITO[2], "label": "random-init model"},
+    "majority": {"color": "0.5", "label": "majority class"},
+}
+_KIND_LINES = {"cls": "-", "mean": "--", "patch": ":"}
+_METRIC_LABEL = {"accuracy": "held-out accuracy", "r2": "held-out $R^2$"}
+
+
+def plot_probe_layers(
+    result: pd.DataFrame,
+    metric: str | None = None,
+    probes: tuple[str, ...] = ("task", "control", "random_init", "majority"),
+    title: str | None = None,
+) -> Figure:
+    """Probe score vs layer with confidence bands.
+
+    Colour = probe (task, control task, random-init model, majority class); line style = token
+    kind (solid ``cls``, dashed ``mean``, dotted ``patch``). Bands are the ``ci_low``..``ci_high``
+    intervals of the frame.
+
+    Parameters
+    ----------
+    result : pandas.DataFrame
+        Output of :func:`probing.probes.probe_layers`.
+    metric : str, optional
+        ``"accuracy"`` or ``"r2"``; the one present in ``result`` when None.
+    probes : tuple of str
+        Which probes to draw, in legend order.
+    title : str, optional
+        Axes title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    missing = {"layer", "kind", "probe", "metric", "mean", "ci_low", "ci_high"} - set(result)
+    if missing:
+        raise SchemaError(f"result lacks column(s) {sorted(missing)}; pass probe_layers output.")
+    if metric is None:
+        present = [m for m in _METRIC_LABEL if (result["metric"] == m).any()]
+        metric = present[0] if present else "accuracy"
+    data = result[(result["metric"] == metric) & result["probe"].isin(probes)]
+    fig, ax = new_figure("single", aspect=0.75)
+    for probe in probes:
+        for kind, line in _KIND_LINES.items():
+            part = data[(data["probe"] == probe) & (data["kind"] == kind)].sort_values("layer")
+            if part.empty:
+                continue
+            style = _PROBE_STYLE.get(probe, {"color": "k", "label": probe})
+            ax.plot(part["layer"], part["mean"], linestyle=line, color=style["color"],
+                    marker="o", label=f"{style['label']} ({kind})")
+            ax.fill_between(part["layer"], part["ci_low"], part["ci_high"],
+                            color=style["color"], alpha=0.2, linewidth=0)
+    ax.set_xlabel("layer (0 = block input, k = output of block k)")
+    ax.set_ylabel(_METRIC_LABEL.get(metric, metric))
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="best")
+    return fig

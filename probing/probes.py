@@ -1,0 +1,276 @@
+"""Linear probes per layer, with the controls that make them trustworthy.
+
+Methods and sources
+-------------------
+- Linear probes: Alain & Bengio (2016), "Understanding intermediate layers using linear
+  classifier probes" (:class:`LinearProbe`).
+- Control tasks and selectivity: Hewitt & Liang (2019), "Designing and Interpreting Probes with
+  Control Tasks". Each *type* gets a fixed random label drawn from the task's empirical label
+  distribution, the same for every row of that type; selectivity = task accuracy - control
+  accuracy, computed per fold (paired) and then summarised.
+- MDL, online code: Voita & Titov (2020) (:func:`online_codelength`).
+- Random-init baseline: the same probe on features of a randomly initialised copy of the
+  architecture (the caller extracts that frame and passes it as ``random_frame``).
+
+Cross-validation is grouped (default by ``image_id``): all rows of one group sit in the same fold,
+so tokens of one image never appear on both sides of a split. Folds are drawn once per call from
+the frame's groups and ``seed`` (groups dealt round-robin in a seeded random order, so fold sizes
+differ by at most one group) and shared by every layer, kind, control and the random-init
+frame. Intervals are Student-t intervals across folds (``n_folds - 1`` degrees of freedom).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._probe_cv import fold_sweep, group_folds, t_interval
+from ._probe_features import FrameViews, ViewKind, align_rows, check_view_kind
+from ._probe_linear import LinearProbe, Solver
+from ._probe_mdl import MDL_FRACTIONS, online_codelength
+from .errors import ConfigError, DataError, SchemaError
+
+__all__ = [
+    "MDL_FRACTIONS",
+    "PROBE_COLUMNS",
+    "LinearProbe",
+    "control_labels",
+    "group_folds",
+    "online_codelength",
+    "probe_layers",
+]
+
+#: Columns of the frame :func:`probe_layers` returns.
+PROBE_COLUMNS = (
+    "layer", "kind", "probe", "metric", "mean", "ci_low", "ci_high", "n", "n_folds", "target",
+)
+TaskName = Literal["auto", "classification", "regression"]
+
+
+def control_labels(types: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A Hewitt & Liang (2019) control task: one fixed random label per type.
+
+    Each distinct type draws the label of a uniformly random row, so control labels follow the
+    task's empirical label distribution, and every row of a type gets its type's label.
+
+    Parameters
+    ----------
+    types : numpy.ndarray
+        ``(n,)`` type of each row (e.g. the image class, or the image id).
+    y : numpy.ndarray
+        ``(n,)`` or ``(n, k)`` task labels (or regression targets).
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The sorted distinct types ``(T,)`` and their control labels ``(T,)`` / ``(T, k)``;
+        map rows with ``np.searchsorted(types_sorted, types)``.
+    """
+    uniq = np.unique(types)
+    draw = np.random.default_rng(seed).integers(0, len(y), size=uniq.size)
+    return uniq, np.asarray(y)[draw]
+
+
+def probe_layers(
+    frame: pd.DataFrame,
+    target: str | Sequence[str],
+    kind: ViewKind | Sequence[ViewKind] = "cls",
+    *,
+    task: TaskName = "auto",
+    layers: Sequence[int] | None = None,
+    cv: int = 5,
+    groups: str = "image_id",
+    solver: Solver = "logistic",
+    alpha: float = 1.0,
+    C: float = 1.0,
+    seed: int = 0,
+    control: bool = True,
+    control_by: Literal["image", "label"] = "image",
+    mdl: bool = False,
+    random_frame: pd.DataFrame | None = None,
+    level: float = 0.95,
+    max_iter: int = 1000,
+    n_threads: int | None = 1,
+) -> pd.DataFrame:
+    """Cross-validated linear probes of every layer, with controls, as a tidy frame.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A token frame (:mod:`probing.frames`) holding ``target`` (and ``groups``) columns.
+    target : str or sequence of str
+        Label column(s). Image-level (``label``) or per-row (a patch label, ``row``, ``col``).
+        Several columns mean multi-output regression.
+    kind : {"cls", "mean", "patch"} or a sequence of them
+        Which vectors to probe: CLS rows; the ``pooled`` rows, or else the mean of the patch
+        rows per image; every patch row.
+    task : {"auto", "classification", "regression"}
+        ``"auto"``: regression for several targets or non-integer floats, else classification.
+    layers : sequence of int, optional
+        Layer labels (negative = blocks from the end); all layers when None.
+    cv : int
+        Number of grouped folds.
+    groups : str
+        Column whose values must not be split across folds.
+    solver : {"logistic", "ridge"}
+        Classification solver (:class:`LinearProbe`); ``"ridge"`` is the fast closed form, the
+        better choice for per-patch probes over many rows. Regression is always ridge.
+    alpha, C : float
+        Ridge penalty / inverse logistic penalty on standardised features.
+    seed : int
+        Seed of the folds, the control labels and the MDL order.
+    control : bool
+        Add the control task and selectivity rows (Hewitt & Liang 2019).
+    control_by : {"image", "label"}
+        The control task's type. ``"image"`` (default): each image draws one random label for
+        all its rows, so the control can only be memorised per image, and grouped folds leave it
+        at chance on held-out images unless the probe is expressive enough to exploit
+        structure that is not the task. ``"label"``: each distinct target value (e.g. image
+        class) draws a random label; that control is a fixed function of the task label (a
+        merge of classes), so it is learnable wherever the task is, and its chance level differs
+        from the task's when classes merge.
+    mdl : bool
+        Add the online-code MDL rows (classification only; logistic probe).
+    random_frame : pandas.DataFrame, optional
+        The same kind of frame extracted from a random-initialised copy of the model; adds
+        ``random_init`` rows. Its rows are matched to ``frame`` on ``(image_id, token)``, so its
+        targets are taken from ``frame``.
+    level : float
+        Confidence level of the t-intervals across folds.
+    max_iter : int
+        lbfgs iteration limit (logistic).
+    n_threads : int or None
+        BLAS threads (threadpoolctl); None leaves them alone.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (layer, kind, probe, metric), columns :data:`PROBE_COLUMNS`. ``probe`` is
+        ``task``, ``majority`` (training-fold majority class; training-fold mean for regression),
+        ``control``, ``random_init`` or ``mdl``; ``metric`` is ``accuracy`` or ``r2``,
+        ``selectivity`` (on the control rows), ``codelength_bits`` or ``compression`` (MDL rows,
+        no interval). ``mean`` is the mean over folds, ``ci_low``/``ci_high`` its t-interval,
+        ``n`` the number of rows probed and ``n_folds`` the number of folds.
+    """
+    targets = [target] if isinstance(target, str) else list(target)
+    kinds = [kind] if isinstance(kind, str) else list(kind)
+    for k in kinds:
+        check_view_kind(k)
+    _check_options(frame, targets, groups, task, control_by, cv)
+    task = _resolve_task(frame, targets, task)
+    if mdl and task == "regression":
+        raise ConfigError("mdl=True needs a classification target; set mdl=False for regression.")
+    views = FrameViews(frame)
+    chosen = views.resolve_layers(layers)
+    random_views = None if random_frame is None else FrameViews(random_frame)
+    fold_map = _fold_map(frame, random_frame, groups, cv, seed)
+    settings = dict(task=task, solver=solver, alpha=alpha, C=C, max_iter=max_iter,
+                    n_threads=n_threads)
+    records: list[dict] = []
+    for k in kinds:
+        controls = None
+        for layer in chosen:
+            X, meta = views.get(layer, k, [*targets, groups])
+            keep = ~meta[targets].isna().any(axis=1).to_numpy()
+            X, meta = X[keep], meta[keep].reset_index(drop=True)
+            y = _encode(meta, targets, task)
+            fold = fold_map(meta[groups])
+            ys = {"task": y}
+            if control:
+                types = meta[targets[0]] if control_by == "label" else meta["image_id"]
+                types = types.to_numpy()
+                if controls is None:
+                    controls = control_labels(types, y, seed)
+                ys["control"] = controls[1][np.searchsorted(controls[0], types)]
+            scores = fold_sweep(X, ys, fold, cv, **settings)
+            base = dict(layer=layer, kind=k, n=len(y), n_folds=cv, target=",".join(targets))
+            metric = "r2" if task == "regression" else "accuracy"
+            for probe in ("task", "majority", "control"):
+                if probe in scores:
+                    records.append(_record(base, probe, metric, scores[probe], level))
+            if control:
+                records.append(_record(
+                    base, "control", "selectivity", scores["task"] - scores["control"], level
+                ))
+            if random_views is not None:
+                rX, rmeta = random_views.get(layer, k)
+                here, there = align_rows(meta, rmeta)
+                if here.size < len(meta):
+                    raise DataError(
+                        f"random_frame lacks {len(meta) - here.size} of the probed rows at layer "
+                        f"{layer}; extract it from the same images and tokens as frame."
+                    )
+                r = fold_sweep(rX[there], {"task": y[here]}, fold[here], cv, **settings)
+                records.append(_record(base, "random_init", metric, r["task"], level))
+            if mdl:
+                code = online_codelength(X, y, groups=meta[groups].to_numpy(), seed=seed, C=C,
+                                         max_iter=max_iter, n_threads=n_threads)
+                for name in ("codelength_bits", "compression"):
+                    records.append({**base, "probe": "mdl", "metric": name,
+                                    "mean": code[name], "ci_low": np.nan, "ci_high": np.nan})
+    return pd.DataFrame.from_records(records, columns=list(PROBE_COLUMNS))
+
+
+def _record(base: dict, probe: str, metric: str, values: np.ndarray, level: float) -> dict:
+    mean, low, high = t_interval(values, level)
+    return {**base, "probe": probe, "metric": metric, "mean": mean, "ci_low": low, "ci_high": high}
+
+
+def _check_options(frame, targets, groups, task, control_by, cv) -> None:
+    for column in [*targets, groups]:
+        if column not in frame.columns:
+            raise SchemaError(
+                f"frame has no column {column!r}; add it (labels come from the data source) or "
+                "pick another target/groups column."
+            )
+    if task not in ("auto", "classification", "regression"):
+        raise ConfigError(f"task {task!r} is unknown; use 'auto', 'classification' or 'regression'.")
+    if control_by not in ("label", "image"):
+        raise ConfigError(f"control_by {control_by!r} is unknown; use 'label' or 'image'.")
+    if not isinstance(cv, (int, np.integer)) or cv < 2:
+        raise ConfigError(f"cv={cv!r} is invalid; pass an integer number of folds >= 2.")
+
+
+def _resolve_task(frame: pd.DataFrame, targets: list[str], task: str) -> str:
+    if task != "auto":
+        if task == "classification" and len(targets) > 1:
+            raise ConfigError("classification takes one target column; pass a single target.")
+        return task
+    if len(targets) > 1:
+        return "regression"
+    column = frame[targets[0]]
+    if pd.api.types.is_float_dtype(column.dtype):
+        values = column.dropna().to_numpy(dtype=np.float64)
+        if not np.all(values == np.round(values)):
+            return "regression"
+    return "classification"
+
+
+def _encode(meta: pd.DataFrame, targets: list[str], task: str) -> np.ndarray:
+    if task == "regression":
+        try:
+            return meta[targets].to_numpy(dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise DataError(
+                f"target column(s) {targets} are not numeric; use task='classification'."
+            ) from err
+    _, codes = np.unique(meta[targets[0]].to_numpy(), return_inverse=True)
+    return codes.ravel().astype(np.int64)
+
+
+def _fold_map(frame, random_frame, groups, cv, seed):
+    values = frame[groups]
+    if random_frame is not None and groups in random_frame.columns:
+        values = pd.concat([values, random_frame[groups]], ignore_index=True)
+    per_group = values.drop_duplicates().to_numpy()
+    fold = group_folds(per_group, cv, seed)
+    lookup = pd.Series(fold, index=pd.Index(per_group))
+
+    def fold_of(column: pd.Series) -> np.ndarray:
+        return lookup.reindex(column.to_numpy()).to_numpy(dtype=np.int64)
+
+    return fold_of

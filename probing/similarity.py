@@ -1,0 +1,484 @@
+"""Representation similarity: linear CKA (biased, debiased, minibatch), CLS-patch cosine, mutual k-NN.
+
+Methods and sources
+-------------------
+- Linear CKA (Kornblith et al. 2019, "Similarity of Neural Network Representations Revisited"):
+  with ``Xc``, ``Yc`` the column-centred ``(n, d)`` features,
+  ``CKA = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)``, equivalently
+  ``HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with ``K = Xc Xc^T``, ``L = Yc Yc^T``.
+- Debiased CKA: the same ratio with the unbiased HSIC estimator of Song et al. (2012),
+  ``HSIC_u = [tr(K~ L~) + 1^T K~ 1 1^T L~ 1 / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1] / (n(n-3))``
+  with ``K~``, ``L~`` the Gram matrices with zeroed diagonals. For centred features
+  ``K~ 1 = -k`` (``k_i = ||xc_i||^2``), so ``HSIC_u`` needs only ``||Yc^T Xc||_F^2``, ``k`` and
+  ``l``: ``[||Yc^T Xc||^2 - k.l + sum(k) sum(l) / ((n-1)(n-2)) - 2 k.l / (n-2)] / (n(n-3))``.
+  (The estimator is a U-statistic and invariant to a constant offset, so centring first is
+  exact; it improves rounding.)
+- Minibatch CKA (Nguyen, Raghu & Kornblith 2021): average ``HSIC_u`` over minibatches, then form
+  the ratio.
+- Mutual k-nearest-neighbour alignment (Huh et al. 2024, "The Platonic Representation
+  Hypothesis"): rows L2-normalised, neighbours by inner product (cosine), self excluded; the
+  score is the mean over items of ``|N_X(i) & N_Y(i)| / k``.
+
+Two computational forms give the same numbers: the *feature* form works with ``(d_x, d_y)``
+cross-products accumulated over row chunks (memory ``O(d^2)`` whatever ``n``; never an
+``n x n`` matrix); the *Gram* form with ``n x n`` Gram matrices (cheaper when ``n`` is small
+relative to ``d``). ``method="auto"`` picks the one with fewer operations. Sums are float64.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._probe_cv import t_interval
+from ._probe_features import FrameViews, ViewKind, align_rows
+from .errors import ConfigError, DataError, LayoutError
+
+__all__ = [
+    "cls_patch_cosine",
+    "layer_mutual_knn",
+    "layer_similarity",
+    "linear_cka",
+    "minibatch_cka",
+    "mutual_knn",
+]
+
+Method = Literal["auto", "feature", "gram"]
+#: Rows per chunk of the feature form (float64 temporaries of ``chunk x sum(d)``).
+CHUNK_ROWS = 4096
+#: Largest cross-product block the feature form holds at once, in bytes.
+MAX_BLOCK_BYTES = 2 * 1024**3
+
+
+# --------------------------------------------------------------------------- HSIC pieces
+def _as_2d(X: np.ndarray, name: str) -> np.ndarray:
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ConfigError(f"{name} has shape {X.shape}; pass an (n, d) matrix.")
+    return X
+
+
+def _check_pair(X: np.ndarray, Y: np.ndarray, debiased: bool) -> None:
+    if X.shape[0] != Y.shape[0]:
+        raise ConfigError(
+            f"X has {X.shape[0]} rows and Y {Y.shape[0]}; pass the same items in the same order."
+        )
+    if X.shape[0] < (4 if debiased else 2):
+        raise ConfigError(
+            f"CKA needs at least {4 if debiased else 2} items, got {X.shape[0]}; pass more rows."
+        )
+
+
+def _choose(n: int, widths_a: Sequence[int], widths_b: Sequence[int], pairs: int,
+            method: str) -> str:
+    """Pick the form with fewer multiply-adds (the Gram traces are memory-bound: weight 8)."""
+    if method not in ("auto", "feature", "gram"):
+        raise ConfigError(f"method {method!r} is unknown; use 'auto', 'feature' or 'gram'.")
+    if method != "auto":
+        return method
+    feature = n * float(sum(widths_a)) * float(sum(widths_b))
+    gram = n * float(n) * (sum(widths_a) + sum(widths_b)) / 2 + 8.0 * n * n * pairs
+    return "feature" if feature < gram else "gram"
+
+
+def _hsic_u(cross: float, k: np.ndarray, l: np.ndarray, n: int) -> float:
+    """Unbiased HSIC (Song et al. 2012) from ``||Yc^T Xc||_F^2`` and centred row norms."""
+    kl = float(k @ l)
+    value = cross - kl + k.sum() * l.sum() / ((n - 1) * (n - 2)) - 2.0 * kl / (n - 2)
+    return value / (n * (n - 3))
+
+
+def _gram_hsic(K: np.ndarray, L: np.ndarray, debiased: bool) -> float:
+    """HSIC (up to the common factor) of centred Gram matrices; debiased zeroes diagonals."""
+    if not debiased:
+        return float(np.vdot(K, L))
+    n = K.shape[0]
+    Kt, Lt = K.copy(), L.copy()
+    np.fill_diagonal(Kt, 0.0)
+    np.fill_diagonal(Lt, 0.0)
+    k1, l1 = Kt.sum(axis=1), Lt.sum(axis=1)
+    value = np.vdot(Kt, Lt) + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2.0 * (k1 @ l1) / (n - 2)
+    return float(value / (n * (n - 3)))
+
+
+def _cka_from(hxy: float, hxx: float, hyy: float) -> float:
+    denom = np.sqrt(hxx * hyy) if hxx > 0 and hyy > 0 else 0.0
+    return float(hxy / denom) if denom > 0 else float("nan")
+
+
+class _Reps:
+    """A list of ``(n, d_l)`` matrices over the same ``n`` items, with float64 summaries."""
+
+    def __init__(self, mats: Sequence[np.ndarray]) -> None:
+        self.mats = list(mats)
+        self.n = self.mats[0].shape[0]
+        self.widths = [m.shape[1] for m in self.mats]
+        self.means = [_chunked_mean(m) for m in self.mats]
+        self.norms = [self._row_norms(i) for i in range(len(self.mats))]
+
+    def centred(self, i: int, rows: slice) -> np.ndarray:
+        return self.mats[i][rows].astype(np.float64) - self.means[i]
+
+    def _row_norms(self, i: int) -> np.ndarray:
+        out = np.empty(self.n)
+        for s in _chunks(self.n):
+            c = self.centred(i, s)
+            out[s] = np.einsum("ij,ij->i", c, c)
+        return out
+
+    def stacked(self, idx: Sequence[int], rows: slice) -> np.ndarray:
+        return np.hstack([self.centred(i, rows) for i in idx])
+
+    def grams(self) -> list[np.ndarray]:
+        out = []
+        for i in range(len(self.mats)):
+            c = self.centred(i, slice(None))
+            out.append(c @ c.T)
+        return out
+
+
+def _chunks(n: int, size: int = CHUNK_ROWS):
+    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _chunked_mean(X: np.ndarray) -> np.ndarray:
+    total = np.zeros(X.shape[1])
+    for s in _chunks(X.shape[0]):
+        total += X[s].sum(axis=0, dtype=np.float64)
+    return total / X.shape[0]
+
+
+def _panels(widths: Sequence[int], limit: int) -> list[list[int]]:
+    panels, current, width = [], [], 0
+    for i, w in enumerate(widths):
+        if current and width + w > limit:
+            panels.append(current)
+            current, width = [], 0
+        current.append(i)
+        width += w
+    return panels + [current]
+
+
+def _cross_frobenius(a: _Reps, b: _Reps | None) -> np.ndarray:
+    """``F[i, j] = ||Xa_i^T Xb_j||_F^2`` of centred matrices (``b`` None: ``a`` with itself).
+
+    Accumulated over row chunks in float64 on stacked panels of layers, so one BLAS call covers
+    many layer pairs and memory stays ``O((sum d)^2)``, capped by :data:`MAX_BLOCK_BYTES`.
+    """
+    same = b is None
+    b = a if same else b
+    limit = max(int(np.sqrt(MAX_BLOCK_BYTES / 8)), max(a.widths), max(b.widths))
+    panels_a, panels_b = _panels(a.widths, limit), _panels(b.widths, limit)
+    F = np.zeros((len(a.widths), len(b.widths)))
+    for ia, pa in enumerate(panels_a):
+        for ib, pb in enumerate(panels_b):
+            if same and ib < ia:
+                continue
+            acc = np.zeros((sum(a.widths[i] for i in pa), sum(b.widths[j] for j in pb)))
+            for rows in _chunks(a.n):
+                za = a.stacked(pa, rows)
+                acc += za.T @ za if same and ia == ib else za.T @ b.stacked(pb, rows)
+            oa = np.cumsum([0] + [a.widths[i] for i in pa])
+            ob = np.cumsum([0] + [b.widths[j] for j in pb])
+            for x, i in enumerate(pa):
+                for y, j in enumerate(pb):
+                    F[i, j] = float(np.sum(acc[oa[x] : oa[x + 1], ob[y] : ob[y + 1]] ** 2))
+    if same:
+        F = np.triu(F) + np.triu(F, 1).T
+    return F
+
+
+def _cka_matrix(a: _Reps, b: _Reps | None, debiased: bool, method: str) -> np.ndarray:
+    """``(L_a, L_b)`` CKA between every matrix of ``a`` and every one of ``b`` (or of ``a``)."""
+    same = b is None
+    other = a if same else b
+    n = a.n
+    pairs = len(a.widths) * (len(a.widths) + 1) // 2 if same else len(a.widths) * len(b.widths)
+    form = _choose(n, a.widths, [] if same else other.widths, pairs, method)
+    if form == "gram":
+        Ka = a.grams()
+        Kb = Ka if same else other.grams()
+        hab = np.array([[_gram_hsic(x, y, debiased) for y in Kb] for x in Ka])
+        haa = np.array([_gram_hsic(x, x, debiased) for x in Ka])
+        hbb = haa if same else np.array([_gram_hsic(y, y, debiased) for y in Kb])
+    else:
+        F = _cross_frobenius(a, None if same else other)
+        self_a = np.diag(F) if same else np.diag(_cross_frobenius(a, None))
+        self_b = self_a if same else np.diag(_cross_frobenius(other, None))
+        if debiased:
+            hab = np.array([[_hsic_u(F[i, j], ka, kb, n) for j, kb in enumerate(other.norms)]
+                            for i, ka in enumerate(a.norms)])
+            haa = np.array([_hsic_u(s, k, k, n) for s, k in zip(self_a, a.norms)])
+            hbb = np.array([_hsic_u(s, k, k, n) for s, k in zip(self_b, other.norms)])
+        else:
+            hab, haa, hbb = F, self_a, self_b
+    return np.array([[_cka_from(hab[i, j], haa[i], hbb[j]) for j in range(len(hbb))]
+                     for i in range(len(haa))])
+
+
+# --------------------------------------------------------------------------- public CKA
+def linear_cka(
+    X: np.ndarray, Y: np.ndarray, debiased: bool = False, method: Method = "auto"
+) -> float:
+    """Linear CKA between two representations of the same items (Kornblith et al. 2019).
+
+    Parameters
+    ----------
+    X, Y : numpy.ndarray
+        ``(n, d_x)`` and ``(n, d_y)`` features, rows the same items in the same order.
+    debiased : bool
+        Use the unbiased HSIC estimator (Song et al. 2012) instead of the biased one.
+    method : {"auto", "feature", "gram"}
+        Computational form (module docstring); ``"auto"`` picks the cheaper from ``n`` and ``d``.
+
+    Returns
+    -------
+    float
+        CKA in ``[0, 1]`` (biased); debiased CKA can fall slightly below 0. NaN when either
+        representation is constant.
+    """
+    X, Y = _as_2d(X, "X"), _as_2d(Y, "Y")
+    _check_pair(X, Y, debiased)
+    return float(_cka_matrix(_Reps([X]), _Reps([Y]), debiased, method)[0, 0])
+
+
+def minibatch_cka(
+    X: np.ndarray, Y: np.ndarray, batch_size: int = 256, seed: int = 0
+) -> float:
+    """Minibatch linear CKA (Nguyen, Raghu & Kornblith 2021).
+
+    Rows are shuffled with ``seed`` and cut into batches of ``batch_size`` (a last, smaller batch
+    is dropped when it has fewer than 4 rows); the unbiased HSIC (Song et al. 2012) of
+    ``(X, Y)``, ``(X, X)`` and ``(Y, Y)`` is averaged over batches, then
+    ``CKA = mean HSIC_u(X, Y) / sqrt(mean HSIC_u(X, X) mean HSIC_u(Y, Y))``.
+
+    Parameters
+    ----------
+    X, Y : numpy.ndarray
+        ``(n, d_x)``, ``(n, d_y)`` features of the same items.
+    batch_size : int
+        Rows per minibatch, at least 4.
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    float
+        Minibatch CKA; with one batch holding every row it equals debiased :func:`linear_cka`.
+    """
+    X, Y = _as_2d(X, "X"), _as_2d(Y, "Y")
+    _check_pair(X, Y, debiased=True)
+    if batch_size < 4:
+        raise ConfigError(f"batch_size={batch_size} is too small; pass at least 4.")
+    order = np.random.default_rng(seed).permutation(X.shape[0])
+    sums = np.zeros(3)
+    count = 0
+    for start in range(0, order.size, batch_size):
+        rows = order[start : start + batch_size]
+        if rows.size < 4:
+            continue
+        a, b = _Reps([X[rows]]), _Reps([Y[rows]])
+        form = _choose(rows.size, a.widths, b.widths, 1, "auto")
+        if form == "gram":
+            (K,), (L,) = a.grams(), b.grams()
+            h = (_gram_hsic(K, L, True), _gram_hsic(K, K, True), _gram_hsic(L, L, True))
+        else:
+            cross = _cross_frobenius(a, b)[0, 0]
+            sa, sb = _cross_frobenius(a, None)[0, 0], _cross_frobenius(b, None)[0, 0]
+            k, l, m = a.norms[0], b.norms[0], rows.size
+            h = (_hsic_u(cross, k, l, m), _hsic_u(sa, k, k, m), _hsic_u(sb, l, l, m))
+        sums += h
+        count += 1
+    return _cka_from(*(sums / count))
+
+
+# --------------------------------------------------------------------------- frames
+def _aligned_views(frame_a, frame_b, kind, layers, layers_b):
+    views_a = FrameViews(frame_a)
+    views_b = views_a if frame_b is None else FrameViews(frame_b)
+    la = views_a.resolve_layers(layers)
+    lb = la if frame_b is None else views_b.resolve_layers(layers_b if layers_b else layers)
+    mats_a, metas_a = zip(*(views_a.get(layer, kind) for layer in la))
+    for meta in metas_a[1:]:
+        if not meta[["image_id", "token"]].equals(metas_a[0][["image_id", "token"]]):
+            raise DataError("layers of frame_a hold different images; pass a complete frame.")
+    if frame_b is None:
+        return la, lb, list(mats_a), None
+    mats_b, metas_b = zip(*(views_b.get(layer, kind) for layer in lb))
+    here, there = align_rows(metas_a[0], metas_b[0])
+    if here.size < 4:
+        raise DataError(
+            "the two frames share fewer than 4 (image_id, token) rows; extract both models on "
+            "the same images."
+        )
+    return la, lb, [m[here] for m in mats_a], [m[there] for m in mats_b]
+
+
+def layer_similarity(
+    frame_a: pd.DataFrame,
+    frame_b: pd.DataFrame | None = None,
+    kind: ViewKind = "cls",
+    layers: Sequence[int] | None = None,
+    layers_b: Sequence[int] | None = None,
+    debiased: bool = False,
+    method: Method = "auto",
+) -> pd.DataFrame:
+    """Linear CKA between every pair of layers of one model, or of two models.
+
+    Parameters
+    ----------
+    frame_a : pandas.DataFrame
+        Token frame of the first model.
+    frame_b : pandas.DataFrame, optional
+        Token frame of the second model; None compares ``frame_a``'s layers with each other.
+        Rows are aligned on ``(image_id, token)``; only shared rows are used.
+    kind : {"cls", "mean", "patch"}
+        Which vectors represent an item (see :func:`probing.probes.probe_layers`).
+    layers, layers_b : sequence of int, optional
+        Layers of each frame (all when None; ``layers_b`` defaults to ``layers``).
+    debiased : bool
+        Debiased CKA (unbiased HSIC, Song et al. 2012).
+    method : {"auto", "feature", "gram"}
+        Computational form; ``"auto"`` picks the cheaper from ``n`` and the widths.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``layer_a``, ``layer_b``, ``cka``, ``n`` (items), ``debiased``; one row per pair.
+    """
+    la, lb, mats_a, mats_b = _aligned_views(frame_a, frame_b, kind, layers, layers_b)
+    reps_a = _Reps(mats_a)
+    _check_pair(mats_a[0], mats_a[0], debiased)
+    cka = _cka_matrix(reps_a, None if mats_b is None else _Reps(mats_b), debiased, method)
+    ia, ib = np.meshgrid(np.arange(len(la)), np.arange(len(lb)), indexing="ij")
+    return pd.DataFrame({
+        "layer_a": np.asarray(la)[ia.ravel()],
+        "layer_b": np.asarray(lb)[ib.ravel()],
+        "cka": cka.ravel(),
+        "n": reps_a.n,
+        "debiased": debiased,
+    })
+
+
+def cls_patch_cosine(
+    frame: pd.DataFrame, layers: Sequence[int] | None = None, level: float = 0.95
+) -> pd.DataFrame:
+    """Cosine similarity of the CLS token to the patch tokens, per layer.
+
+    For each image, the mean over its patches of ``cos(cls, patch)``; then the mean over images
+    with a Student-t interval across images.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Token frame with ``cls`` and ``patch`` rows.
+    layers : sequence of int, optional
+        Layers (all when None).
+    level : float
+        Confidence level.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``layer``, ``metric`` (``"cls_patch_cosine"``), ``mean``, ``ci_low``,
+        ``ci_high``, ``n`` (images).
+    """
+    views = FrameViews(frame)
+    records = []
+    for layer in views.resolve_layers(layers):
+        cls, cmeta = views.get(layer, "cls")
+        patch, pmeta = views.get(layer, "patch")
+        img = pd.Index(cmeta["image_id"])
+        where = img.get_indexer(pmeta["image_id"])
+        if (where < 0).any() or img.has_duplicates:
+            raise LayoutError(f"layer {layer} needs exactly one cls row per image with patches.")
+        c = cls.astype(np.float64)
+        c /= np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-300)
+        cos = np.empty(len(patch))
+        for s in _chunks(len(patch), 65536):
+            p = patch[s].astype(np.float64)
+            num = np.einsum("ij,ij->i", p, c[where[s]])
+            cos[s] = num / np.maximum(np.linalg.norm(p, axis=1), 1e-300)
+        per_image = np.bincount(where, weights=cos) / np.bincount(where)
+        mean, low, high = t_interval(per_image, level)
+        records.append({"layer": layer, "metric": "cls_patch_cosine", "mean": mean,
+                        "ci_low": low, "ci_high": high, "n": len(per_image)})
+    return pd.DataFrame.from_records(
+        records, columns=["layer", "metric", "mean", "ci_low", "ci_high", "n"]
+    )
+
+
+# --------------------------------------------------------------------------- mutual k-NN
+def _knn(X: np.ndarray, k: int) -> np.ndarray:
+    """``(n, k)`` indices of each row's ``k`` nearest rows by cosine, self excluded."""
+    Z = np.asarray(X, dtype=np.float64)
+    Z = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-300)
+    out = np.empty((Z.shape[0], k), dtype=np.int64)
+    for s in _chunks(Z.shape[0], 2048):
+        sim = Z[s] @ Z.T
+        sim[np.arange(sim.shape[0]), np.arange(s.start, s.stop)] = -np.inf
+        out[s] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    return out
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    k = a.shape[1]
+    both = np.sort(np.hstack([a, b]), axis=1)
+    return float(np.mean((both[:, 1:] == both[:, :-1]).sum(axis=1) / k))
+
+
+def _check_k(k: int, n: int) -> None:
+    if not 1 <= k < n:
+        raise ConfigError(f"k={k} must satisfy 1 <= k < n ({n} items); lower k.")
+
+
+def mutual_knn(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
+    """Mutual k-nearest-neighbour alignment (Huh et al. 2024).
+
+    Parameters
+    ----------
+    X, Y : numpy.ndarray
+        ``(n, d_x)``, ``(n, d_y)`` features of the same items in the same order.
+    k : int
+        Neighbours per item (cosine similarity, self excluded).
+
+    Returns
+    -------
+    float
+        Mean fraction of shared neighbours, in ``[0, 1]``; about ``k / (n - 1)`` by chance.
+    """
+    X, Y = _as_2d(X, "X"), _as_2d(Y, "Y")
+    _check_pair(X, Y, debiased=False)
+    _check_k(k, X.shape[0])
+    return _overlap(_knn(X, k), _knn(Y, k))
+
+
+def layer_mutual_knn(
+    frame_a: pd.DataFrame,
+    frame_b: pd.DataFrame | None = None,
+    kind: ViewKind = "cls",
+    k: int = 10,
+    layers: Sequence[int] | None = None,
+    layers_b: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """Mutual k-NN alignment (Huh et al. 2024) between every pair of layers.
+
+    Parameters and alignment as :func:`layer_similarity`; neighbours are computed once per layer.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``layer_a``, ``layer_b``, ``mutual_knn``, ``n``, ``k``.
+    """
+    la, lb, mats_a, mats_b = _aligned_views(frame_a, frame_b, kind, layers, layers_b)
+    _check_k(k, mats_a[0].shape[0])
+    nn_a = [_knn(m, k) for m in mats_a]
+    nn_b = nn_a if mats_b is None else [_knn(m, k) for m in mats_b]
+    rows = [
+        {"layer_a": x, "layer_b": y, "mutual_knn": _overlap(na, nb), "n": len(na), "k": k}
+        for x, na in zip(la, nn_a)
+        for y, nb in zip(lb, nn_b)
+    ]
+    return pd.DataFrame.from_records(rows, columns=["layer_a", "layer_b", "mutual_knn", "n", "k"])

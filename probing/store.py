@@ -1,0 +1,402 @@
+"""EmbeddingStore: token frames (and attention) on disk as a partitioned parquet dataset.
+
+Layout of a store directory
+---------------------------
+::
+
+    manifest.json                        model, preprocessing, data, capture, schema version
+    kind=cls/layer=3/part-00000.parquet  token rows of shard 0 (token-frame schema, no labels)
+    attention/layer=3/part-00000.parquet attention rows of shard 0 (schema below)
+    labels/part-00000.parquet            image_id + label columns of shard 0's images
+    _shards/shard-00000.json             written last: shard 0 is complete
+    .lock                                held by the process writing (pid, host, time)
+
+A shard is a fixed range of image positions (``shard_size`` images). Every file is written to a
+temporary name and moved into place with ``os.replace``, so a file is either whole or absent, and
+a shard counts as present only once its marker exists: a killed run, rerun, recomputes exactly
+the missing shards and never duplicates rows.
+
+Attention table schema: ``image_id``, ``layer`` (int16, block number 1..depth), ``head`` (int16),
+``query`` (int16, sequence position of the query token), ``weights``
+(``list<float32, N>``: the post-softmax attention of that query over all N keys, summing to 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import StoreError
+from .frames import SCHEMA_VERSION, frame_from_table, join_labels
+from .layout import TOKEN_KINDS
+
+__all__ = ["EmbeddingStore"]
+
+MANIFEST = "manifest.json"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(
+            f"cannot write {path} ({exc.strerror or exc}); free disk space or choose a writable "
+            "store directory."
+        ) from exc
+
+
+def _atomic_write_table(path: Path, table: pa.Table) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(
+            f"cannot write {path} ({exc.strerror or exc}); free disk space or choose a writable "
+            "store directory."
+        ) from exc
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class EmbeddingStore:
+    """A parquet store of token frames, sharded, atomic and resumable.
+
+    Parameters
+    ----------
+    path : str or path
+        Store directory (created on first write).
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"store path {self.path} is a file, not a folder; choose a folder.")
+        self._lock_held = False
+
+    # ----------------------------------------------------------------- manifest
+    @property
+    def manifest(self) -> dict | None:
+        """The store's manifest, or None for a new store."""
+        path = self.path / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise StoreError(
+                f"store manifest {path} is unreadable ({exc}); delete the store and re-extract."
+            ) from exc
+
+    def exists(self) -> bool:
+        """Whether the store has a manifest."""
+        return (self.path / MANIFEST).exists()
+
+    def prepare(self, manifest: dict) -> None:
+        """Create the store or check that it matches ``manifest``.
+
+        Raises
+        ------
+        StoreError
+            When the store was made by another model, preprocessing, data, capture settings or a
+            newer schema version.
+        """
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create store folder {self.path} ({exc.strerror or exc}); choose a "
+                "writable path."
+            ) from exc
+        old = self.manifest
+        if old is None:
+            _atomic_write_bytes(self.path / MANIFEST,
+                                json.dumps(manifest, indent=2, default=str).encode())
+            return
+        self.check_compatible(manifest, old)
+
+    def check_compatible(self, new: dict, old: dict | None = None) -> None:
+        """Raise StoreError naming the first difference between ``new`` and the stored manifest."""
+        old = old if old is not None else self.manifest
+        if old is None:
+            return
+        version = int(old.get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}, newer than this probing "
+                f"({SCHEMA_VERSION}); upgrade probing or use another store path."
+            )
+        if version < SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has old schema version {version}; re-extract into a new path."
+            )
+        for key, what in (("model", "a different model"), ("preprocessing", "other preprocessing"),
+                          ("data", "other data"), ("capture", "other capture settings"),
+                          ("shard_size", "another shard size")):
+            a = json.dumps(old.get(key), sort_keys=True, default=str)
+            b = json.dumps(new.get(key), sort_keys=True, default=str)
+            if a != b:
+                raise StoreError(
+                    f"store {self.path} was made with {what} ({key} differs); use a new store "
+                    "path or delete this one."
+                )
+
+    # --------------------------------------------------------------------- lock
+    def lock(self, timeout: float = 0.0, poll: float = 0.2) -> None:
+        """Take the store's write lock, recovering a stale lock left by a dead process.
+
+        Parameters
+        ----------
+        timeout : float
+            Seconds to wait for a live holder to release the lock; 0 refuses at once.
+
+        Raises
+        ------
+        StoreError
+            When another live process holds the lock after ``timeout`` seconds.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / ".lock"
+        deadline = time.monotonic() + timeout
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+        while True:
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self._read_lock(lock)
+                if holder is not None and self._stale(holder):
+                    lock.unlink(missing_ok=True)
+                    continue
+                if time.monotonic() >= deadline:
+                    who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else \
+                        "another process"
+                    raise StoreError(
+                        f"store {self.path} is locked by {who}; wait for it to finish (or pass "
+                        "a lock timeout), or use another store path."
+                    ) from None
+                time.sleep(poll)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self._lock_held = True
+            self._clean_temporaries()
+            return
+
+    def unlock(self) -> None:
+        """Release the write lock if this object holds it."""
+        if self._lock_held:
+            (self.path / ".lock").unlink(missing_ok=True)
+            self._lock_held = False
+
+    @staticmethod
+    def _read_lock(lock: Path) -> dict | None:
+        try:
+            return json.loads(lock.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    @staticmethod
+    def _stale(holder: dict) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return False
+        return not _pid_alive(int(holder.get("pid", -1)))
+
+    def __enter__(self) -> "EmbeddingStore":
+        self.lock()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.unlock()
+
+    def _clean_temporaries(self) -> None:
+        for tmp in self.path.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------- shards
+    def shard_done(self, shard: int) -> bool:
+        """Whether shard ``shard`` is complete."""
+        return (self.path / "_shards" / f"shard-{shard:05d}.json").exists()
+
+    def done_shards(self) -> list[int]:
+        """Numbers of the complete shards."""
+        folder = self.path / "_shards"
+        if not folder.exists():
+            return []
+        return sorted(int(p.stem.split("-")[1]) for p in folder.glob("shard-*.json"))
+
+    def write_shard(
+        self,
+        shard: int,
+        tokens: dict[tuple[str, int], pa.Table],
+        labels: pa.Table,
+        attention: dict[int, pa.Table] | None = None,
+        info: dict | None = None,
+    ) -> None:
+        """Write one shard's files, then its completion marker.
+
+        Parameters
+        ----------
+        shard : int
+            Shard number.
+        tokens : dict
+            ``{(kind, layer): table}`` in the token-frame schema (without label columns).
+        labels : pyarrow.Table
+            ``image_id`` and label columns of the shard's images.
+        attention : dict, optional
+            ``{layer: table}`` in the attention schema.
+        info : dict, optional
+            Extra JSON for the marker (e.g. skipped images).
+        """
+        name = f"part-{shard:05d}.parquet"
+        for (kind, layer), table in tokens.items():
+            _atomic_write_table(self.path / f"kind={kind}" / f"layer={layer}" / name, table)
+        for layer, table in (attention or {}).items():
+            _atomic_write_table(self.path / "attention" / f"layer={layer}" / name, table)
+        _atomic_write_table(self.path / "labels" / name, labels)
+        marker = {"shard": shard, "rows": int(labels.num_rows), **(info or {})}
+        (self.path / "_shards").mkdir(exist_ok=True)
+        _atomic_write_bytes(self.path / "_shards" / f"shard-{shard:05d}.json",
+                            json.dumps(marker, default=str).encode())
+
+    # ------------------------------------------------------------------ reading
+    def kinds(self) -> list[str]:
+        """Token kinds present in the store, in category order."""
+        present = {p.name.split("=", 1)[1] for p in self.path.glob("kind=*") if p.is_dir()}
+        return [k for k in TOKEN_KINDS if k in present]
+
+    def layers(self, kind: str | None = None) -> list[int]:
+        """Layer labels present (for one kind, or any kind)."""
+        kinds = [kind] if kind else self.kinds()
+        found = {int(p.name.split("=", 1)[1]) for k in kinds
+                 for p in (self.path / f"kind={k}").glob("layer=*")}
+        return sorted(found)
+
+    def _files(self, folder: Path) -> list[Path]:
+        done = set(self.done_shards())
+        return sorted(p for p in folder.glob("part-*.parquet")
+                      if int(p.stem.split("-")[1]) in done)
+
+    def labels(self) -> pd.DataFrame:
+        """``image_id`` and label columns of every stored image, in source order."""
+        files = self._files(self.path / "labels")
+        if not files:
+            raise StoreError(f"store {self.path} holds no complete shard; run an extraction.")
+        return frame_from_table(pa.concat_tables([pq.read_table(f) for f in files]))
+
+    def read(
+        self,
+        kind: str | Sequence[str] | None = None,
+        layer: int | Sequence[int] | None = None,
+        columns: Sequence[str] | None = None,
+        filters: Any = None,
+        labels: bool = True,
+    ) -> pd.DataFrame:
+        """Read token rows as a frame.
+
+        Parameters
+        ----------
+        kind : str or sequence, optional
+            Kinds to read (all when None).
+        layer : int or sequence, optional
+            Stored layer labels to read (all when None). Only the matching partitions are opened.
+        columns : sequence of str, optional
+            Token-frame columns to read (all when None).
+        filters : optional
+            pyarrow filter expression or DNF list (``[("image_id", "<", 100)]``).
+        labels : bool
+            Join the images' label columns.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows grouped by layer, then kind; within a group in source order, tokens in sequence
+            order.
+        """
+        kinds = self.kinds() if kind is None else ([kind] if isinstance(kind, str) else list(kind))
+        wanted = None if layer is None else {int(x) for x in np.atleast_1d(layer)}
+        parts: list[tuple[int, int, Path]] = []
+        for k in kinds:
+            for folder in (self.path / f"kind={k}").glob("layer=*"):
+                lay = int(folder.name.split("=", 1)[1])
+                if wanted is None or lay in wanted:
+                    parts.append((lay, TOKEN_KINDS.index(k), folder))
+        if not parts:
+            raise StoreError(
+                f"store {self.path} has no rows for kind={kind!r}, layer={layer!r} (it has kinds "
+                f"{self.kinds()} and layers {self.layers()}); ask for those."
+            )
+        tables = []
+        for _, _, folder in sorted(parts):
+            for f in self._files(folder):
+                tables.append(pq.read_table(f, columns=list(columns) if columns else None,
+                                            filters=filters))
+        if not tables:
+            raise StoreError(f"store {self.path} holds no complete shard; run an extraction.")
+        table = pa.concat_tables(tables)
+        frame = frame_from_table(table)
+        if labels and "image_id" in frame.columns:
+            frame = self._join_labels(frame)
+        return frame
+
+    def _join_labels(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return join_labels(frame, self.labels())
+
+    def read_attention(
+        self,
+        layer: int | Sequence[int] | None = None,
+        filters: Any = None,
+    ) -> pd.DataFrame:
+        """Read attention rows (schema in the module docstring) as a frame."""
+        folders = sorted((self.path / "attention").glob("layer=*"),
+                         key=lambda p: int(p.name.split("=", 1)[1]))
+        wanted = None if layer is None else {int(x) for x in np.atleast_1d(layer)}
+        tables = [pq.read_table(f, filters=filters) for folder in folders
+                  if wanted is None or int(folder.name.split("=", 1)[1]) in wanted
+                  for f in self._files(folder)]
+        if not tables:
+            raise StoreError(
+                f"store {self.path} holds no attention for layer={layer!r}; extract with "
+                "attention=True."
+            )
+        return frame_from_table(pa.concat_tables(tables))
+
+    def attention(
+        self, layers: Iterable[int] | None = None, max_images: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Attention as a dense array.
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray, list of int)
+            Attention ``(n_images, n_layers, heads, N, N)`` float32, the ``(n_images,)`` image
+            ids, and the layer labels along axis 1.
+        """
+        from .attention_frames import attention_array
+
+        frame = self.read_attention(None if layers is None else list(layers))
+        return attention_array(frame, max_images=max_images)

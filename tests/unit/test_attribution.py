@@ -1,0 +1,152 @@
+"""Captum wrappers, faithfulness curves and the cascading-randomisation sanity check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from probing.attribution import (
+    attribute,
+    attribution_maps,
+    cascading_randomization,
+    deletion_curve,
+    faithfulness_curves,
+    insertion_curve,
+    patch_feature_mask,
+)
+from probing.errors import ConfigError, LayoutError
+from probing.layout import TokenLayout
+
+LAYOUT = TokenLayout(grid=(2, 3), patch_size=(4, 4), prefix=())  # non-square, 8 x 12 px
+
+
+class PatchLinear(nn.Module):
+    """Logit 0 = sum_p w_p * mean(pixels of patch p); logit 1 = 0. Known patch importance."""
+
+    def __init__(self, weights: np.ndarray):
+        super().__init__()
+        self.register_buffer("w", torch.as_tensor(weights, dtype=torch.float32))
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        means = x.mean(1).reshape(len(x), 2, 4, 3, 4).mean((2, 4)).reshape(len(x), -1)
+        z = means @ self.w + self.dummy
+        return torch.stack([z, torch.zeros_like(z)], 1)
+
+
+def _images(b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, 8, 12, generator=g) + 0.5
+
+
+WEIGHTS = np.array([3.0, -1.0, 0.5, 2.0, 0.0, 1.0])
+
+
+def test_perturbation_and_saliency_maps_are_the_known_patch_effects():
+    model = PatchLinear(WEIGHTS)
+    x = _images()
+    means = x.mean(1).reshape(2, 2, 4, 3, 4).mean((2, 4)).numpy()
+    w = WEIGHTS.reshape(2, 3)
+    for method in ("occlusion", "feature_ablation"):
+        maps = attribution_maps(model, x, method, target=0, layout=LAYOUT).maps
+        np.testing.assert_allclose(maps, w * means, rtol=1e-5, atol=1e-5)
+    sal = attribution_maps(model, x, "saliency", target=0, layout=LAYOUT).maps
+    np.testing.assert_allclose(sal, np.broadcast_to(np.abs(w), (2, 2, 3)), rtol=1e-5)
+
+
+def test_feature_mask_numbers_patches_row_major():
+    mask = patch_feature_mask(LAYOUT)[0, 0]
+    assert mask.shape == (8, 12)
+    assert mask[5, 9].item() == 1 * 3 + 2 and mask[0, 0].item() == 0
+
+
+def test_integrated_gradients_delta_is_small_and_patches_keep_completeness():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 12, 16), nn.Tanh(), nn.Linear(16, 3))
+    x = _images(3, seed=1)
+    res = attribution_maps(model, x, "integrated_gradients", target=2, layout=LAYOUT, n_steps=50)
+    with torch.no_grad():
+        gap = (model(x)[:, 2] - model(torch.zeros_like(x))[:, 2]).double().numpy()
+    assert res.delta.shape == (3,)
+    assert np.all(np.abs(res.delta) <= 1e-2 * np.abs(gap))
+    np.testing.assert_allclose(res.maps.sum((1, 2)), gap + res.delta, rtol=1e-4, atol=1e-6)
+    frame = attribute(model, x, "integrated_gradients", target=2, layout=LAYOUT,
+                      image_ids=["a", "b", "c"])
+    assert list(frame.columns) == ["image_id", "method", "row", "col", "value", "target", "delta"]
+    assert len(frame) == 3 * 6 and frame["delta"].notna().all()
+    frame = attribute(model, x, "saliency", layout=LAYOUT)
+    assert frame["delta"].isna().all()
+
+
+def test_deletion_of_true_ranking_lies_below_random_and_insertion_above():
+    model = PatchLinear(np.array([4.0, 0.2, 0.1, 3.0, 0.0, 2.0]))
+    x = _images(2, seed=2)
+    truth = np.broadcast_to(np.array([4.0, 0.2, 0.1, 3.0, 0.0, 2.0]).reshape(2, 3), (2, 2, 3))
+    res = faithfulness_curves(model, x, {"truth": truth}, baseline="zero", target=0,
+                              layout=LAYOUT, n_random=8, seed=0)
+    c = res.curves
+    for mode, better in (("deletion", np.less_equal), ("insertion", np.greater_equal)):
+        t = c[(c["mode"] == mode) & (c.method == "truth")]["prob"].to_numpy()
+        r = c[(c["mode"] == mode) & (c.method == "random")]["prob"].to_numpy()
+        assert np.all(better(t, r + (1e-12 if mode == "deletion" else -1e-12)))
+    auc = res.summary.set_index(["method", "mode"])["auc_mean"]
+    assert auc["truth", "deletion"] < auc["random", "deletion"]
+    assert auc["truth", "insertion"] > auc["random", "insertion"]
+    # the single-curve helpers agree with the combined call
+    d = deletion_curve(model, x, truth, baseline="zero", target=0, layout=LAYOUT)
+    t = c[(c["mode"] == "deletion") & (c.method == "truth")]["prob"].to_numpy().reshape(2, -1)
+    np.testing.assert_allclose(d, t)
+    ins = insertion_curve(model, x, truth, baseline="zero", target=0, layout=LAYOUT, step=4)
+    assert ins.shape == (2, 3)  # 0, 4 and 6 patches inserted
+
+
+def test_bad_inputs_are_refused():
+    model = PatchLinear(WEIGHTS)
+    with pytest.raises(ConfigError):
+        attribution_maps(model, _images(), "gradcam", layout=LAYOUT)
+    with pytest.raises(LayoutError):
+        attribution_maps(model, torch.rand(1, 3, 9, 12), "saliency", layout=LAYOUT)
+    with pytest.raises(ConfigError):
+        attribution_maps(model, _images(), "integrated_gradients", layout=LAYOUT, baseline="noise")
+
+
+def _vit():
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
+                             num_classes=4, reg_tokens=1).eval()
+
+
+def test_vit_methods_give_grid_maps_and_layer_ig_delta():
+    model = _vit()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    for method in ("layer_integrated_gradients", "rollout", "gradient_rollout", "occlusion"):
+        res = attribution_maps(model, x, method, n_steps=32, baseline="blur")
+        assert res.maps.shape == (2, 4, 4) and np.isfinite(res.maps).all()
+    lig = attribution_maps(model, x, "layer_integrated_gradients", n_steps=64)
+    with torch.no_grad():
+        out = model(x).gather(1, torch.as_tensor(lig.target)[:, None])[:, 0]
+        gap = (out - model(torch.zeros_like(x)).gather(1, torch.as_tensor(lig.target)[:, None])[:, 0])
+    assert np.all(np.abs(lig.delta) <= 0.05 * np.abs(gap.numpy()) + 1e-4)
+
+
+def test_cascading_randomization_lowers_gradient_map_correlation_and_spares_the_model():
+    model = _vit()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    res = cascading_randomization(model, x, ("saliency", "integrated_gradients"), n_steps=16)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    s = res.summary
+    assert list(s[s.method == "saliency"]["randomized"]) == ["none", "head", "block 2", "block 1",
+                                                             "embed"]
+    for method in ("saliency", "integrated_gradients"):
+        g = s[s.method == method].sort_values("step")
+        assert g["spearman_mean"].iloc[0] == pytest.approx(1.0)
+        assert g["spearman_mean"].iloc[-1] < 0.9
+    assert not res.flags["flagged"].any()
+    # the flag is the final mean correlation compared with the threshold
+    flagged = cascading_randomization(model, x, ("saliency",), threshold=-2.0)
+    assert flagged.flags["flagged"].all()

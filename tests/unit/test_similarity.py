@@ -1,0 +1,127 @@
+"""Similarity: CKA identities and invariances, frame-level CKA, cosine and mutual k-NN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from probing.errors import ConfigError
+from probing.frames import to_frame
+from probing.layout import TokenLayout
+from probing.similarity import (
+    cls_patch_cosine,
+    layer_mutual_knn,
+    layer_similarity,
+    linear_cka,
+    minibatch_cka,
+    mutual_knn,
+)
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(60, 15))
+Y = X @ RNG.normal(size=(15, 25)) + RNG.normal(size=(60, 25))
+
+
+def _orthogonal(d, seed=1):
+    return np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))[0]
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("method", ["feature", "gram"])
+def test_cka_identities(debiased, method):
+    c = linear_cka(X, Y, debiased, method)
+    assert c == pytest.approx(linear_cka(Y, X, debiased, method), abs=1e-12)
+    assert linear_cka(X, X, debiased, method) == pytest.approx(1.0, abs=1e-12)
+    assert linear_cka(X @ _orthogonal(15), Y, debiased, method) == pytest.approx(c, abs=1e-10)
+    assert linear_cka(3.7 * X, Y, debiased, method) == pytest.approx(c, abs=1e-10)
+    assert linear_cka(X + 42.0, Y - 7.0, debiased, method) == pytest.approx(c, abs=1e-10)
+    assert 0 < c < 1
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_feature_and_gram_forms_agree(debiased):
+    for x, y in [(X, Y), (Y[:, :20], X[:, :3])]:
+        f = linear_cka(x, y, debiased, "feature")
+        g = linear_cka(x, y, debiased, "gram")
+        assert f == pytest.approx(g, abs=1e-12)
+
+
+def test_debiased_cka_of_independent_features_is_near_zero():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(400, 300)), rng.normal(size=(400, 300))
+    assert abs(linear_cka(a, b, debiased=True)) < 0.02
+    assert linear_cka(a, b) > 0.3  # the biased estimator is far from 0 at d ~ n
+
+
+def test_minibatch_cka_with_one_batch_equals_debiased():
+    assert minibatch_cka(X, Y, batch_size=60) == pytest.approx(linear_cka(X, Y, True), abs=1e-12)
+    mb = minibatch_cka(X, Y, batch_size=20, seed=1)
+    assert abs(mb - linear_cka(X, Y, True)) < 0.2
+
+
+def test_cka_bad_input():
+    with pytest.raises(ConfigError, match="rows"):
+        linear_cka(X, Y[:10])
+    with pytest.raises(ConfigError, match="method"):
+        linear_cka(X, Y, method="svd")
+
+
+def test_mutual_knn_known_values():
+    assert mutual_knn(X, X @ _orthogonal(15), k=5) == pytest.approx(1.0)
+    assert mutual_knn(X, 2.0 * X, k=5) == pytest.approx(1.0)
+    rng = np.random.default_rng(4)
+    chance = mutual_knn(rng.normal(size=(300, 8)), rng.normal(size=(300, 8)), k=10)
+    assert chance < 0.1
+
+
+LAYOUT = TokenLayout(grid=(3, 2), patch_size=(8, 8), prefix=("cls", "reg"))
+
+
+def _frame(n=40, d=10, layers=3, seed=0):
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, LAYOUT.n_tokens, d))
+    parts = []
+    for layer in range(layers):
+        tokens = base @ _orthogonal(d, seed=layer) if layer < 2 else rng.normal(size=base.shape)
+        parts.append(to_frame(tokens.astype(np.float32), LAYOUT, layer, [f"im{i}" for i in range(n)]))
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.mark.parametrize("kind", ["cls", "mean", "patch"])
+def test_layer_similarity_one_model(kind):
+    out = layer_similarity(_frame(), kind=kind)
+    grid = out.pivot(index="layer_a", columns="layer_b", values="cka").to_numpy()
+    np.testing.assert_allclose(np.diag(grid), 1.0, atol=1e-10)
+    np.testing.assert_allclose(grid, grid.T, atol=1e-12)
+    assert grid[0, 1] == pytest.approx(1.0, abs=1e-6)  # layer 1 = rotation of layer 0
+    assert grid[0, 2] < 0.9
+
+
+def test_layer_similarity_two_models_aligns_on_image_id():
+    a = _frame()
+    b = _frame().sample(frac=1.0, random_state=1)  # same content, shuffled rows
+    out = layer_similarity(a, b, kind="cls", debiased=True)
+    same = out[out.layer_a == out.layer_b]["cka"]
+    np.testing.assert_allclose(same, 1.0, atol=1e-10)
+    gram = layer_similarity(a, b, kind="cls", debiased=True, method="gram")
+    np.testing.assert_allclose(out["cka"], gram["cka"], atol=1e-10)
+
+
+def test_layer_mutual_knn_frame():
+    out = layer_mutual_knn(_frame(), kind="cls", k=5)
+    assert out[(out.layer_a == 0) & (out.layer_b == 1)]["mutual_knn"].iloc[0] == pytest.approx(1)
+
+
+def test_cls_patch_cosine_known_value():
+    n, d = 6, 4
+    tokens = np.zeros((n, LAYOUT.n_tokens, d), dtype=np.float32)
+    tokens[:, LAYOUT.cls_index, 0] = 1.0
+    patches = np.arange(LAYOUT.patch_slice.start, LAYOUT.patch_slice.stop)
+    tokens[:, patches[::2], 0] = 2.0  # cosine 1
+    tokens[:, patches[1::2], 1] = 3.0  # cosine 0
+    tokens[:, LAYOUT.positions("reg"), 0] = -1.0  # registers are not patches
+    frame = to_frame(tokens, LAYOUT, 0, np.arange(n))
+    out = cls_patch_cosine(frame)
+    assert out["mean"].iloc[0] == pytest.approx(0.5)
+    assert out["n"].iloc[0] == n
