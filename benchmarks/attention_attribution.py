@@ -11,9 +11,27 @@ Rows (each a ratio against a baseline measured in the same run, on a timm
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
+
 import torch
 
 from benchmarks._common import Row, median_time, print_rows
+
+
+def _paired(a: Callable[[], object], b: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """Median times of ``a`` and ``b`` run alternately (one warm-up each), so that load from
+    other processes on a shared machine hits measurement and baseline alike."""
+    a()
+    b()
+    ta, tb = [], []
+    for _ in range(repeat):
+        for fn, out in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -27,7 +45,7 @@ def run(quick: bool = False) -> list[Row]:
 
     torch.manual_seed(0)
     size = 64 if quick else 224
-    repeat = 3 if quick else 5
+    repeat = 5 if quick else 7
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=size).eval()
     layout = TokenLayout.from_model(model)
     batch = 8
@@ -40,8 +58,7 @@ def run(quick: bool = False) -> list[Row]:
     with torch.no_grad(), capture_attention(model) as store:
         model(x)
     attn = dict(store)
-    t_forward = median_time(forward, repeat=repeat)
-    t_rollout = median_time(lambda: rollout(attn, layout=layout), repeat=repeat)
+    t_rollout, t_forward = _paired(lambda: rollout(attn, layout=layout), forward, repeat)
 
     one = x[:1]
     x50 = one.repeat(50, 1, 1, 1).requires_grad_(True)
@@ -49,11 +66,11 @@ def run(quick: bool = False) -> list[Row]:
     def fwd_bwd_50() -> None:
         model(x50)[:, 0].sum().backward()
 
-    t_fb50 = median_time(fwd_bwd_50, repeat=repeat)
-    t_ig = median_time(
+    t_ig, t_fb50 = _paired(
         lambda: attribution_maps(model, one, "integrated_gradients", target=0, layout=layout,
                                  n_steps=50),
-        repeat=repeat,
+        fwd_bwd_50,
+        repeat,
     )
 
     def forward_one() -> None:
@@ -73,9 +90,9 @@ def run(quick: bool = False) -> list[Row]:
     def fwd_bwd() -> None:
         model(xg)[:, 0].sum().backward()
 
-    t_fb = median_time(fwd_bwd, repeat=repeat)
-    t_grad = median_time(lambda: gradient_rollout(model, x, target=0, layout=layout),
-                         repeat=repeat)
+    t_grad, t_fb = _paired(
+        lambda: gradient_rollout(model, x, target=0, layout=layout), fwd_bwd, repeat
+    )
     tag = f"{size}px, batch {batch}"
     return [
         Row(f"rollout vs forward ({tag})", t_rollout, t_forward, "s", "<= 0.05"),

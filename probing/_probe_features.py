@@ -14,7 +14,8 @@ which :class:`probing.layout.TokenLayout` filled in.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -60,7 +61,7 @@ class FrameViews:
         return sorted(int(v) for v in np.unique(self.layer))
 
     def resolve_layers(self, layers: Sequence[int] | None) -> list[int]:
-        """Stored layer labels for ``layers`` (None = all; negative ints count blocks from the end)."""
+        """Stored layer labels for ``layers`` (None = all; negative = blocks from the end)."""
         present = self.layers
         if layers is None:
             return present

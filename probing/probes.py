@@ -21,7 +21,8 @@ frame. Intervals are Student-t intervals across folds (``n_folds - 1`` degrees o
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -49,7 +50,9 @@ PROBE_COLUMNS = (
 TaskName = Literal["auto", "classification", "regression"]
 
 
-def control_labels(types: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def control_labels(
+    types: np.ndarray, y: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """A Hewitt & Liang (2019) control task: one fixed random label per type.
 
     Each distinct type draws the label of a uniformly random row, so control labels follow the
@@ -228,7 +231,9 @@ def _check_options(frame, targets, groups, task, control_by, cv) -> None:
                 "pick another target/groups column."
             )
     if task not in ("auto", "classification", "regression"):
-        raise ConfigError(f"task {task!r} is unknown; use 'auto', 'classification' or 'regression'.")
+        raise ConfigError(
+            f"task {task!r} is unknown; use 'auto', 'classification' or 'regression'."
+        )
     if control_by not in ("label", "image"):
         raise ConfigError(f"control_by {control_by!r} is unknown; use 'label' or 'image'.")
     if not isinstance(cv, (int, np.integer)) or cv < 2:

@@ -1,4 +1,4 @@
-"""Representation similarity: linear CKA (biased, debiased, minibatch), CLS-patch cosine, mutual k-NN.
+"""Representation similarity: linear CKA (biased, debiased, minibatch), cosine, mutual k-NN.
 
 Methods and sources
 -------------------
@@ -27,7 +27,8 @@ relative to ``d``). ``method="auto"`` picks the one with fewer operations. Sums 
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,7 @@ __all__ = [
 
 Method = Literal["auto", "feature", "gram"]
 #: Rows per chunk of the feature form (float64 temporaries of ``chunk x sum(d)``).
-CHUNK_ROWS = 4096
+CHUNK_ROWS = 2048
 #: Largest cross-product block the feature form holds at once, in bytes.
 MAX_BLOCK_BYTES = 2 * 1024**3
 
@@ -78,29 +79,43 @@ def _choose(n: int, widths_a: Sequence[int], widths_b: Sequence[int], pairs: int
         raise ConfigError(f"method {method!r} is unknown; use 'auto', 'feature' or 'gram'.")
     if method != "auto":
         return method
-    feature = n * float(sum(widths_a)) * float(sum(widths_b))
-    gram = n * float(n) * (sum(widths_a) + sum(widths_b)) / 2 + 8.0 * n * n * pairs
+    da, db = float(sum(widths_a)), float(sum(widths_b))
+    if db:  # two sets: one cross product plus each matrix with itself (symmetric products)
+        feature = n * (da * db + sum(w * w for w in [*widths_a, *widths_b]) / 2.0)
+    else:  # one set with itself: one symmetric product of the stacked matrix
+        feature = n * da * da / 2.0
+    gram = n * float(n) * (da + db) / 2.0 + 8.0 * n * n * pairs
     return "feature" if feature < gram else "gram"
 
 
-def _hsic_u(cross: float, k: np.ndarray, l: np.ndarray, n: int) -> float:
+def _hsic_u(cross: float, k: np.ndarray, m: np.ndarray, n: int) -> float:
     """Unbiased HSIC (Song et al. 2012) from ``||Yc^T Xc||_F^2`` and centred row norms."""
-    kl = float(k @ l)
-    value = cross - kl + k.sum() * l.sum() / ((n - 1) * (n - 2)) - 2.0 * kl / (n - 2)
+    kl = float(k @ m)
+    value = cross - kl + k.sum() * m.sum() / ((n - 1) * (n - 2)) - 2.0 * kl / (n - 2)
     return value / (n * (n - 3))
 
 
-def _gram_hsic(K: np.ndarray, L: np.ndarray, debiased: bool) -> float:
-    """HSIC (up to the common factor) of centred Gram matrices; debiased zeroes diagonals."""
+def _gram_hsic(Ka: np.ndarray, Kb: np.ndarray, debiased: bool) -> np.ndarray:
+    """``(La, Lb)`` HSIC between stacked Gram matrices ``(L, n, n)`` (one BLAS product).
+
+    Biased: ``tr(K L)`` of centred Grams (the ``1/(n-1)^2`` factor cancels in CKA). Debiased:
+    Song et al. (2012) on Grams with zeroed diagonals.
+    """
+    n = Ka.shape[1]
+    fa = Ka.reshape(len(Ka), -1)
+    fb = fa if Kb is Ka else Kb.reshape(len(Kb), -1)
+    trace = fa @ fa.T if fb is fa else fa @ fb.T
     if not debiased:
-        return float(np.vdot(K, L))
-    n = K.shape[0]
-    Kt, Lt = K.copy(), L.copy()
-    np.fill_diagonal(Kt, 0.0)
-    np.fill_diagonal(Lt, 0.0)
-    k1, l1 = Kt.sum(axis=1), Lt.sum(axis=1)
-    value = np.vdot(Kt, Lt) + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2.0 * (k1 @ l1) / (n - 2)
-    return float(value / (n * (n - 3)))
+        return trace
+    ra, rb = Ka.sum(axis=2), Kb.sum(axis=2)  # (L, n) row sums, i.e. K~ 1
+    sa, sb = ra.sum(axis=1), rb.sum(axis=1)
+    value = trace + np.outer(sa, sb) / ((n - 1) * (n - 2)) - 2.0 * (ra @ rb.T) / (n - 2)
+    return value / (n * (n - 3))
+
+
+def _gram_self(K: np.ndarray, debiased: bool) -> np.ndarray:
+    """``(L,)`` HSIC of each stacked Gram with itself."""
+    return np.array([_gram_hsic(K[i : i + 1], K[i : i + 1], debiased)[0, 0] for i in range(len(K))])
 
 
 def _cka_from(hxy: float, hxx: float, hyy: float) -> float:
@@ -116,7 +131,14 @@ class _Reps:
         self.n = self.mats[0].shape[0]
         self.widths = [m.shape[1] for m in self.mats]
         self.means = [_chunked_mean(m) for m in self.mats]
-        self.norms = [self._row_norms(i) for i in range(len(self.mats))]
+        self._norms: list[np.ndarray] | None = None
+
+    @property
+    def norms(self) -> list[np.ndarray]:
+        """``(n,)`` squared norms of the centred rows of each matrix (computed on first use)."""
+        if self._norms is None:
+            self._norms = [self._row_norms(i) for i in range(len(self.mats))]
+        return self._norms
 
     def centred(self, i: int, rows: slice) -> np.ndarray:
         return self.mats[i][rows].astype(np.float64) - self.means[i]
@@ -129,13 +151,24 @@ class _Reps:
         return out
 
     def stacked(self, idx: Sequence[int], rows: slice) -> np.ndarray:
-        return np.hstack([self.centred(i, rows) for i in idx])
+        """Centred float64 ``(rows, sum d)`` block of the matrices ``idx``, side by side."""
+        n_rows = len(range(*rows.indices(self.n)))
+        out = np.empty((n_rows, sum(self.widths[i] for i in idx)))
+        start = 0
+        for i in idx:
+            w = self.widths[i]
+            np.subtract(self.mats[i][rows], self.means[i], out=out[:, start : start + w])
+            start += w
+        return out
 
-    def grams(self) -> list[np.ndarray]:
-        out = []
+    def grams(self, zero_diagonal: bool) -> np.ndarray:
+        """``(L, n, n)`` centred float64 Gram matrices (diagonals zeroed for the unbiased HSIC)."""
+        out = np.empty((len(self.mats), self.n, self.n))
         for i in range(len(self.mats)):
             c = self.centred(i, slice(None))
-            out.append(c @ c.T)
+            np.matmul(c, c.T, out=out[i])
+            if zero_diagonal:
+                np.fill_diagonal(out[i], 0.0)
         return out
 
 
@@ -198,11 +231,11 @@ def _cka_matrix(a: _Reps, b: _Reps | None, debiased: bool, method: str) -> np.nd
     pairs = len(a.widths) * (len(a.widths) + 1) // 2 if same else len(a.widths) * len(b.widths)
     form = _choose(n, a.widths, [] if same else other.widths, pairs, method)
     if form == "gram":
-        Ka = a.grams()
-        Kb = Ka if same else other.grams()
-        hab = np.array([[_gram_hsic(x, y, debiased) for y in Kb] for x in Ka])
-        haa = np.array([_gram_hsic(x, x, debiased) for x in Ka])
-        hbb = haa if same else np.array([_gram_hsic(y, y, debiased) for y in Kb])
+        Ka = a.grams(debiased)
+        Kb = Ka if same else other.grams(debiased)
+        hab = _gram_hsic(Ka, Kb, debiased)
+        haa = np.diag(hab).copy() if same else _gram_self(Ka, debiased)
+        hbb = haa if same else _gram_self(Kb, debiased)
     else:
         F = _cross_frobenius(a, None if same else other)
         self_a = np.diag(F) if same else np.diag(_cross_frobenius(a, None))
@@ -282,13 +315,13 @@ def minibatch_cka(
         a, b = _Reps([X[rows]]), _Reps([Y[rows]])
         form = _choose(rows.size, a.widths, b.widths, 1, "auto")
         if form == "gram":
-            (K,), (L,) = a.grams(), b.grams()
-            h = (_gram_hsic(K, L, True), _gram_hsic(K, K, True), _gram_hsic(L, L, True))
+            K, L = a.grams(True), b.grams(True)
+            h = (_gram_hsic(K, L, True)[0, 0], _gram_self(K, True)[0], _gram_self(L, True)[0])
         else:
             cross = _cross_frobenius(a, b)[0, 0]
             sa, sb = _cross_frobenius(a, None)[0, 0], _cross_frobenius(b, None)[0, 0]
-            k, l, m = a.norms[0], b.norms[0], rows.size
-            h = (_hsic_u(cross, k, l, m), _hsic_u(sa, k, k, m), _hsic_u(sb, l, l, m))
+            ka, kb, m = a.norms[0], b.norms[0], rows.size
+            h = (_hsic_u(cross, ka, kb, m), _hsic_u(sa, ka, ka, m), _hsic_u(sb, kb, kb, m))
         sums += h
         count += 1
     return _cka_from(*(sums / count))

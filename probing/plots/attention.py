@@ -158,7 +158,9 @@ def plot_attention_distance(frame: pd.DataFrame, jitter: float = 0.0) -> Figure:
         Horizontal offset between heads of a layer, in layers (0: stacked as in the paper).
     """
     if not {"layer", "head", "distance_px"} <= set(frame.columns):
-        raise DataError("frame lacks layer/head/distance_px; pass mean_attention_distance()'s output.")
+        raise DataError(
+            "frame lacks layer/head/distance_px; pass mean_attention_distance()'s output."
+        )
     fig, ax = new_figure("single", aspect=0.8)
     groups = frame.groupby("model", sort=False) if "model" in frame.columns else [(None, frame)]
     n_heads = max(int(frame["head"].max()) + 1, 1)

@@ -99,7 +99,9 @@ def plot_sanity(summary: pd.DataFrame) -> Figure:
     """
     need = {"method", "step", "randomized", "spearman_mean"}
     if not need <= set(summary.columns):
-        raise DataError("summary lacks method/step/randomized/spearman_mean; pass SanityResult.summary.")
+        raise DataError(
+            "summary lacks method/step/randomized/spearman_mean; pass SanityResult.summary."
+        )
     fig, ax = new_figure("single", aspect=0.8)
     for k, (method, g) in enumerate(summary.groupby("method", sort=False)):
         g = g.sort_values("step")

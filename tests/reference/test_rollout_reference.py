@@ -81,7 +81,10 @@ def _reference_relevance(model, x, target, reverse=False):
     return r.detach().numpy()
 
 
-@pytest.mark.parametrize("kw", [{}, {"reg_tokens": 2}, {"class_token": False, "global_pool": "avg"}])
+NO_CLS = {"class_token": False, "global_pool": "avg"}
+
+
+@pytest.mark.parametrize("kw", [{}, {"reg_tokens": 2}, NO_CLS])
 def test_gradient_relevance_pairs_each_layer_with_its_own_gradient(kw):
     model = _model(**kw)
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))

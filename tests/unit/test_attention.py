@@ -34,7 +34,8 @@ def test_attention_maps_reads_the_query_row_with_cls_not_first():
     assert maps.shape == (2, 3, 2, 2, 3)
     np.testing.assert_allclose(maps, a[..., 1, 2:].reshape(2, 3, 2, 2, 3))
     # an explicit token and the mean over patch queries
-    np.testing.assert_allclose(attention_maps(a, layout, query=4)[0, 0, 0].ravel(), a[0, 0, 0, 4, 2:])
+    at4 = attention_maps(a, layout, query=4)
+    np.testing.assert_allclose(at4[0, 0, 0].ravel(), a[0, 0, 0, 4, 2:])
     np.testing.assert_allclose(
         attention_maps(a, layout, query="mean"), a[..., 2:, 2:].mean(-2).reshape(2, 3, 2, 2, 3)
     )

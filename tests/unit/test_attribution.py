@@ -128,8 +128,8 @@ def test_vit_methods_give_grid_maps_and_layer_ig_delta():
         assert res.maps.shape == (2, 4, 4) and np.isfinite(res.maps).all()
     lig = attribution_maps(model, x, "layer_integrated_gradients", n_steps=64)
     with torch.no_grad():
-        out = model(x).gather(1, torch.as_tensor(lig.target)[:, None])[:, 0]
-        gap = (out - model(torch.zeros_like(x)).gather(1, torch.as_tensor(lig.target)[:, None])[:, 0])
+        t = torch.as_tensor(lig.target)[:, None]
+        gap = model(x).gather(1, t)[:, 0] - model(torch.zeros_like(x)).gather(1, t)[:, 0]
     assert np.all(np.abs(lig.delta) <= 0.05 * np.abs(gap.numpy()) + 1e-4)
 
 

@@ -78,7 +78,7 @@ def test_binary_logistic_matches_sklearn_probabilities():
     from sklearn.preprocessing import StandardScaler
 
     X, y = _blobs(k=2, sep=0.5)
-    ours = LinearProbe().fit(X, y).predict_proba(X)
+    ours = LinearProbe(tol=1e-10).fit(X, y).predict_proba(X)
     Z = StandardScaler().fit_transform(X)
     ref = LogisticRegression(max_iter=1000, tol=1e-10).fit(Z, y).predict_proba(Z)
     np.testing.assert_allclose(ours, ref, atol=1e-4)
@@ -143,7 +143,8 @@ def test_probe_layers_finds_the_layer_with_signal():
     assert task[2] == 1.0
     assert task[0] < 0.6 and task[1] < 0.6
     assert (majority < 0.6).all()
-    assert set(out.columns) >= {"layer", "kind", "probe", "metric", "mean", "ci_low", "ci_high", "n"}
+    expected = {"layer", "kind", "probe", "metric", "mean", "ci_low", "ci_high", "n"}
+    assert set(out.columns) >= expected
     assert (out.n == 120).all()
     rows = out.dropna(subset=["ci_low"])
     assert ((rows.ci_low <= rows["mean"] + 1e-12) & (rows["mean"] <= rows.ci_high + 1e-12)).all()
@@ -212,3 +213,14 @@ def test_probe_layers_mdl_rows():
     comp = out[(out.probe == "mdl") & (out.metric == "compression")]["mean"].iloc[0]
     bits = out[(out.probe == "mdl") & (out.metric == "codelength_bits")]["mean"].iloc[0]
     assert comp > 1 and bits < 200 * np.log2(3)
+
+
+def test_plot_probe_layers_draws_one_line_per_probe_and_kind():
+    from probing.plots.probes import plot_probe_layers
+
+    frame = _frame(layers=2)
+    out = probe_layers(frame, "label", kind=["cls", "mean"], solver="ridge", random_frame=frame)
+    fig = plot_probe_layers(out)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 4 * 2  # task, control, random_init, majority x (cls, mean)
+    assert ax.get_ylabel() == "held-out accuracy" and "layer" in ax.get_xlabel()

@@ -84,7 +84,8 @@ def _frame(n=40, d=10, layers=3, seed=0):
     parts = []
     for layer in range(layers):
         tokens = base @ _orthogonal(d, seed=layer) if layer < 2 else rng.normal(size=base.shape)
-        parts.append(to_frame(tokens.astype(np.float32), LAYOUT, layer, [f"im{i}" for i in range(n)]))
+        ids = [f"im{i}" for i in range(n)]
+        parts.append(to_frame(tokens.astype(np.float32), LAYOUT, layer, ids))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -125,3 +126,14 @@ def test_cls_patch_cosine_known_value():
     out = cls_patch_cosine(frame)
     assert out["mean"].iloc[0] == pytest.approx(0.5)
     assert out["n"].iloc[0] == n
+
+
+def test_similarity_figures():
+    from probing.plots.similarity import plot_cka_heatmap, plot_similarity_vs_layer
+
+    fig = plot_cka_heatmap(layer_similarity(_frame(), kind="cls"))
+    image = fig.axes[0].images[0]
+    assert image.get_clim() == (0.0, 1.0) and image.get_cmap().name == "viridis"
+    assert fig.axes[1].get_ylabel() == "linear CKA"  # the colour bar is labelled
+    fig = plot_similarity_vs_layer(cls_patch_cosine(_frame()))
+    assert len(fig.axes[0].lines) == 1 and fig.axes[0].get_ylabel() == "cosine similarity"

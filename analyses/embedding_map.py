@@ -1,0 +1,109 @@
+"""Embedding maps: PCA and t-SNE (UMAP when installed) of CLS and mean-pooled patch embeddings.
+
+Method: for each chosen layer, the CLS vectors and the mean of the patch vectors of each image
+are mapped to 2-D (PCA: first two principal components of the centred vectors; t-SNE: on the top
+50 principal components, perplexity 30, PCA initialisation, seeded), and coloured by a label
+column. The explained-variance curve shows how many directions carry the variance per layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from probing.frames import embedding_matrix
+from probing.maps import embedding_map, explained_variance
+from probing.plots.embedding import plot_embedding_maps, plot_explained_variance
+from probing.sections import Figure, Section, Table
+
+TITLE = "Embedding maps"
+DESCRIPTION = "PCA / t-SNE / UMAP maps of CLS and mean-pooled patch embeddings per layer"
+PARAMS = {
+    "layers": "auto",          # "auto" = first, middle and last layer; or a list / "all"
+    "kinds": ["cls", "pooled"],
+    "methods": ["pca", "tsne"],
+    "color": "label",
+    "max_points": 600,
+    "perplexity": 30.0,
+    "components": 20,
+}
+NEEDS = {"kinds": ["cls"], "pooled": "mean"}
+
+
+def _layers(ctx, spec) -> list[int]:
+    if spec == "auto":
+        d = ctx.depth
+        return sorted({0, d // 2, d})
+    return [k for k in ctx.layers(spec) if k >= 0]
+
+
+def run(ctx, layers="auto", kinds=("cls", "pooled"), methods=("pca", "tsne"), color="label",
+        max_points=600, perplexity=30.0, components=20) -> Section:
+    layers = _layers(ctx, layers)
+    kinds = [k for k in kinds if k == "pooled" or k in ctx.layout.kinds]
+    labels = ctx.labels()
+    if color not in labels.columns:
+        from probing.errors import ConfigError
+
+        raise ConfigError(
+            f"embedding_map color column {color!r} is not a label column (have "
+            f"{', '.join(c for c in labels.columns if c != 'image_id')}); pick one of those."
+        )
+    keep = labels["image_id"].to_numpy()
+    if len(keep) > max_points:
+        keep = np.sort(ctx.rng("embedding_map").choice(keep, max_points, replace=False))
+    frame = ctx.tokens(kinds, layers)
+    frame = frame[frame["image_id"].isin(keep)]
+    coords, variance = [], []
+    for kind in kinds:
+        for layer in layers:
+            sub = frame[(frame["kind"] == kind) & (frame["layer"] == layer)]
+            if len(sub) < 3:
+                continue
+            x = embedding_matrix(sub)
+            ratios = explained_variance(x, components)
+            variance.append(pd.DataFrame({"layer": layer, "kind": kind,
+                                          "component": np.arange(1, len(ratios) + 1),
+                                          "ratio": ratios, "cumulative": np.cumsum(ratios)}))
+            for method in methods:
+                xy = embedding_map(x, method, seed=ctx.seed, perplexity=perplexity)
+                coords.append(pd.DataFrame({
+                    "image_id": sub["image_id"].to_numpy(), "layer": layer, "kind": kind,
+                    "method": method, "panel": f"{kind} {method.upper()}",
+                    "x": xy[:, 0], "y": xy[:, 1], color: sub[color].to_numpy()}))
+    coords = pd.concat(coords, ignore_index=True)
+    variance = pd.concat(variance, ignore_index=True)
+    figures = [Figure(
+        "embedding_map_overview",
+        plot_embedding_maps(coords, color),
+        f"2-D maps of {', '.join(kinds)} embeddings (rows: kind and method) at layers "
+        f"{', '.join(map(str, layers))} (columns), coloured by {color}; {coords['image_id'].nunique()} "
+        "images. Axes are unitless map coordinates.",
+        coords)]
+    for layer in layers:
+        sub = coords[coords["layer"] == layer]
+        figures.append(Figure(
+            f"embedding_map_layer{layer}",
+            plot_embedding_maps(sub, color, rows="kind", cols="method", width="single"),
+            f"Layer {layer}: {', '.join(methods)} maps of {', '.join(kinds)} embeddings coloured "
+            f"by {color}.", sub))
+    figures.append(Figure(
+        "explained_variance", plot_explained_variance(variance, components),
+        "Cumulative fraction of variance explained by the first principal components, per layer.",
+        variance))
+    numbers = {}
+    for (kind, layer), g in variance.groupby(["kind", "layer"]):
+        numbers[f"{kind}_layer{layer}_pc1_2_variance"] = float(g["ratio"].head(2).sum())
+    summary = variance[variance["component"] <= 2].pivot_table(
+        index=["kind", "layer"], columns="component", values="ratio").reset_index()
+    summary.columns = ["kind", "layer", "pc1", "pc2"]
+    return Section(
+        title=TITLE,
+        text=(__doc__ or "").split("\n\n", 1)[1].strip(),
+        figures=figures,
+        tables=[Table("embedding_map_variance", summary,
+                      "Fraction of variance on the first two principal components")],
+        numbers=numbers,
+        references=["van der Maaten & Hinton (2008), Visualizing Data using t-SNE",
+                    "McInnes et al. (2018), UMAP"],
+    )

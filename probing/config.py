@@ -1,0 +1,266 @@
+"""Run specs: TOML files resolved into frozen dataclasses.
+
+Format (every key optional except ``[analyses]``)::
+
+    title = "probing demo"
+    seed = 0                      # every random step of every analysis derives from it
+    output = "reports/demo"       # report directory (relative to the working directory)
+    store = ".probing/stores"     # where extraction stores live (one sub-folder per model+data+capture)
+
+    [model]
+    spec = "demo"                 # timm name, checkpoint path or "demo"
+    pretrained = true             # timm names: load cached pretrained weights
+    arch = "vit_small_patch16_224"  # checkpoints: the timm architecture
+    mapping = "lucidrains"        # foreign state dicts: the key mapping
+    mapping_options = {}          # options of the mapping
+    options = {}                  # extra timm.create_model keyword arguments
+    device = "cpu"
+
+    [data]
+    source = "shapes"             # "shapes", "digits", an image folder, a CSV/parquet manifest
+    n = 512                       # first n images (all when absent)
+    options = { seed = 0 }        # options of the source (e.g. on_error = "skip")
+
+    [capture]                     # merged with what the chosen analyses need
+    layers = "all"
+    kinds = ["cls", "patch"]
+    pooled = "mean"
+    attention = false
+    batch_size = 64
+    dtype = "float32"
+    shard_size = 256
+
+    [analyses.embedding_map]      # one table per analysis, keys are its parameters
+    layers = [0, 2, 4]
+
+Unknown keys and wrong types raise :class:`~probing.errors.ConfigError` naming the key, with a
+"did you mean" suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Union
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["CaptureSpec", "DataSpec", "ModelSpec", "RunSpec", "check_params", "dump_toml",
+           "load_spec", "parse_spec"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The ``[model]`` table."""
+
+    spec: str = "demo"
+    pretrained: bool = True
+    arch: str | None = None
+    mapping: str | None = None
+    mapping_options: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The ``[data]`` table."""
+
+    source: str = "shapes"
+    n: int | None = None
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """The ``[capture]`` table."""
+
+    layers: str | list = "all"
+    kinds: list = field(default_factory=lambda: ["cls", "patch"])
+    pooled: str | None = "mean"
+    attention: bool = False
+    batch_size: int = 64
+    dtype: str = "float32"
+    shard_size: int = 256
+    autocast: str | None = None
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A whole run spec."""
+
+    title: str = "probing report"
+    seed: int = 0
+    output: str = "reports/run"
+    store: str = ".probing/stores"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    capture: CaptureSpec = field(default_factory=CaptureSpec)
+    analyses: dict = field(default_factory=dict)
+    source_path: str | None = None
+
+
+_TABLES = {"model": ModelSpec, "data": DataSpec, "capture": CaptureSpec}
+
+
+def _suggest(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1, cutoff=0.5)
+    return f" Did you mean {close[0]!r}?" if close else f" Known keys: {', '.join(options)}."
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp in (list, dict, str):
+        return isinstance(value, tp)
+    return True
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    return {type(None): "absent", str: "a string", int: "an integer", bool: "true/false",
+            float: "a number", list: "a list", dict: "a table"}.get(tp, str(tp))
+
+
+def _build(cls: type, table: Any, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table, not {type(table).__name__}; write [{where}].")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls) if f.name != "source_path"]
+    kwargs = {}
+    for key, value in table.items():
+        if key not in names:
+            raise ConfigError(f"unknown key {where}.{key} in the run spec.{_suggest(key, names)}")
+        if not _type_ok(value, hints[key]):
+            raise ConfigError(
+                f"key {where}.{key} is {value!r} but must be {_type_name(hints[key])}; fix its "
+                "value in the run spec."
+            )
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def parse_spec(data: dict, source_path: str | None = None) -> RunSpec:
+    """Resolve a parsed TOML document into a :class:`RunSpec`."""
+    top = {k: v for k, v in data.items() if k not in _TABLES and k != "analyses"}
+    spec = _build(RunSpec, top, "spec") if top else RunSpec()
+    tables = {k: _build(cls, data.get(k, {}), k) for k, cls in _TABLES.items()}
+    analyses = data.get("analyses")
+    if not analyses:
+        raise ConfigError(
+            "the run spec has no analyses; add at least one table such as "
+            "[analyses.embedding_map] (probing list shows them)."
+        )
+    if not isinstance(analyses, dict) or not all(isinstance(v, dict) for v in analyses.values()):
+        raise ConfigError("analyses must be tables, one per analysis: [analyses.NAME] key = value.")
+    return replace(spec, **tables, analyses=dict(analyses), source_path=source_path)
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    """Read and resolve a TOML run spec.
+
+    Raises
+    ------
+    ConfigError
+        When the file is missing, not TOML, or has unknown keys or wrong types.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"run spec {path} does not exist; pass the path of a .toml file.")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"run spec {path} is not valid TOML ({exc}); fix the syntax.") from exc
+    return parse_spec(data, str(path))
+
+
+def check_params(analysis: str, params: dict, defaults: dict) -> dict:
+    """Merge ``params`` over an analysis's ``defaults``, checking names and types.
+
+    A parameter's type is that of its default (None defaults accept anything; ints are accepted
+    where floats are expected; a default of ``"all"`` also accepts a list).
+    """
+    out = dict(defaults)
+    for key, value in params.items():
+        if key not in defaults:
+            raise ConfigError(
+                f"unknown parameter {key!r} of analysis {analysis!r}."
+                f"{_suggest(key, list(defaults))}"
+            )
+        default = defaults[key]
+        ok = (default is None or value is None
+              or (isinstance(default, bool) and isinstance(value, bool))
+              or (not isinstance(default, bool) and isinstance(default, int)
+                  and isinstance(value, int) and not isinstance(value, bool))
+              or (isinstance(default, float) and isinstance(value, (int, float))
+                  and not isinstance(value, bool))
+              or (isinstance(default, str) and isinstance(value, (str, list)))
+              or (isinstance(default, (list, tuple)) and isinstance(value, (list, tuple, str)))
+              or (isinstance(default, dict) and isinstance(value, dict)))
+        if not ok:
+            raise ConfigError(
+                f"parameter {analysis}.{key} is {value!r} but must be like its default "
+                f"{default!r}; fix it in the run spec."
+            )
+        out[key] = value
+    return out
+
+
+# ------------------------------------------------------------------- TOML writing
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()
+                                if v is not None) + " }"
+    raise ConfigError(f"value {value!r} cannot be written to TOML.")
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+
+
+def dump_toml(spec: RunSpec, analyses: dict | None = None) -> str:
+    """The resolved spec as TOML (absent values omitted; analyses with their full parameters)."""
+    lines = []
+    for f in fields(RunSpec):
+        v = getattr(spec, f.name)
+        if f.name in _TABLES or f.name in ("analyses", "source_path") or v is None:
+            continue
+        lines.append(f"{f.name} = {_toml_value(v)}")
+    for name in _TABLES:
+        lines += ["", f"[{name}]"]
+        sub = getattr(spec, name)
+        lines += [f"{f.name} = {_toml_value(getattr(sub, f.name))}" for f in fields(sub)
+                  if getattr(sub, f.name) is not None]
+    for name, params in (analyses if analyses is not None else spec.analyses).items():
+        lines += ["", f"[analyses.{_toml_key(name)}]"]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in params.items() if v is not None]
+    return "\n".join(lines) + "\n"

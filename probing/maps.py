@@ -1,0 +1,116 @@
+"""Low-dimensional maps of embeddings: PCA, t-SNE and (optionally) UMAP.
+
+Conventions: inputs are ``(n, D)`` arrays; features are centred (PCA) and, for t-SNE/UMAP, first
+reduced to at most 50 principal components (a common, documented preprocessing step) with
+float64 accumulation. All methods are seeded.
+
+References: Pearson (1901) / Hotelling (1933) for PCA; van der Maaten & Hinton (2008) for t-SNE;
+McInnes, Healy & Melville (2018) for UMAP.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from .errors import ConfigError
+
+__all__ = ["MAP_METHODS", "embedding_map", "explained_variance"]
+
+MAP_METHODS = ("pca", "tsne", "umap")
+MapMethod = Literal["pca", "tsne", "umap"]
+
+
+def explained_variance(x: np.ndarray, n_components: int | None = None) -> np.ndarray:
+    """Explained-variance ratio of each principal component.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(n, D)`` data.
+    n_components : int, optional
+        How many ratios to return (all ``min(n, D)`` by default).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(k,)`` ratios in decreasing order, summing to 1 over all components.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    xc = x - x.mean(axis=0)
+    s = np.linalg.svd(xc, compute_uv=False)
+    var = s**2
+    total = var.sum()
+    ratios = var / total if total > 0 else np.zeros_like(var)
+    return ratios[:n_components] if n_components else ratios
+
+
+def _pca(x: np.ndarray, k: int) -> np.ndarray:
+    xc = x - x.mean(axis=0)
+    u, s, _ = np.linalg.svd(xc, full_matrices=False)
+    out = u[:, :k] * s[:k]
+    # fix the sign of each component (largest-magnitude entry positive): deterministic output
+    signs = np.sign(out[np.abs(out).argmax(axis=0), np.arange(out.shape[1])])
+    return out * np.where(signs == 0, 1, signs)
+
+
+def embedding_map(
+    x: np.ndarray,
+    method: MapMethod = "pca",
+    seed: int = 0,
+    perplexity: float = 30.0,
+) -> np.ndarray:
+    """Map ``(n, D)`` embeddings to 2-D.
+
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(n, D)`` embeddings.
+    method : {"pca", "tsne", "umap"}
+        PCA (first two components, sign-fixed), t-SNE (scikit-learn, PCA init) or UMAP
+        (``umap-learn``, extra ``probing[umap]``).
+    seed : int
+        Random seed of t-SNE / UMAP.
+    perplexity : float
+        t-SNE perplexity (clipped to ``(n - 1) / 3``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 2)`` float64 coordinates.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 3:
+        raise ConfigError(f"embedding map needs an (n >= 3, D) array, got shape {x.shape}.")
+    if method not in MAP_METHODS:
+        raise ConfigError(f"embedding map method {method!r} is unknown; use pca, tsne or umap.")
+    spread = np.ptp(x, axis=0).max() if x.size else 0.0
+    if spread <= 1e-12 * max(1.0, float(np.abs(x).max())):
+        # all rows identical (e.g. CLS at layer 0): every map is a single point
+        return np.zeros((len(x), 2))
+    if method == "pca":
+        out = _pca(x, 2)
+        return np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+    reduced = _pca(x, min(50, *x.shape))
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        from threadpoolctl import threadpool_limits
+
+        perp = float(min(perplexity, max(1.0, (len(x) - 1) / 3)))
+        # one thread: the Barnes-Hut gradient's OpenMP threads spin badly on a loaded machine
+        # (measured 6.5x slower with default threads while another process ran)
+        with threadpool_limits(1):
+            return TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed,
+                        learning_rate="auto").fit_transform(reduced).astype(np.float64)
+    if method == "umap":
+        try:
+            import umap
+        except ImportError as exc:
+            raise ConfigError(
+                "method 'umap' needs umap-learn; install it with pip install 'probing[umap]'."
+            ) from exc
+        return umap.UMAP(n_components=2, random_state=seed).fit_transform(reduced) \
+            .astype(np.float64)
+    raise ConfigError(f"embedding map method {method!r} is unknown; use pca, tsne or umap.")

@@ -1,0 +1,98 @@
+"""Figures of embedding maps and explained variance (drawing only)."""
+
+from __future__ import annotations
+
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .style import OKABE_ITO, SEQUENTIAL, new_figure
+
+__all__ = ["plot_embedding_maps", "plot_explained_variance"]
+
+
+def _is_categorical(values: pd.Series) -> bool:
+    return not pd.api.types.is_numeric_dtype(values.dtype) or values.nunique() <= 12
+
+
+def _scatter(ax, panel: pd.DataFrame, color: str, cats: list | None, norm) -> object:
+    if cats is not None:
+        for i, cat in enumerate(cats):
+            sub = panel[panel[color].astype(str) == cat]
+            ax.scatter(sub["x"], sub["y"], s=3, lw=0, color=OKABE_ITO[i % len(OKABE_ITO)],
+                       label=cat, rasterized=True)
+        return None
+    return ax.scatter(panel["x"], panel["y"], c=panel[color].astype(float), s=3, lw=0,
+                      cmap=SEQUENTIAL, norm=norm, rasterized=True)
+
+
+def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
+                        cols: str = "layer", width: str | float = "double") -> Figure:
+    """Small multiples of 2-D embedding maps.
+
+    Parameters
+    ----------
+    coords : pandas.DataFrame
+        Columns ``x``, ``y``, ``color`` and the facet columns ``rows`` and ``cols``.
+    color : str
+        Column that colours the points (categorical: legend; numeric: colour bar).
+    rows, cols : str
+        Facet columns.
+    """
+    from matplotlib.colors import Normalize
+
+    row_vals = list(dict.fromkeys(coords[rows]))
+    col_vals = list(dict.fromkeys(coords[cols]))
+    w = 6.8 if width == "double" else 3.3 if width == "single" else float(width)
+    aspect = len(row_vals) / max(1, len(col_vals))
+    fig, axes = new_figure(w, aspect=aspect * 1.02 + 0.08, nrows=len(row_vals),
+                           ncols=len(col_vals), squeeze=False)
+    cats = sorted(coords[color].astype(str).unique()) if _is_categorical(coords[color]) else None
+    norm = None if cats else Normalize(coords[color].astype(float).min(),
+                                       coords[color].astype(float).max())
+    mappable = None
+    for i, rv in enumerate(row_vals):
+        for j, cv in enumerate(col_vals):
+            ax = axes[i, j]
+            panel = coords[(coords[rows] == rv) & (coords[cols] == cv)]
+            if len(panel):
+                mappable = _scatter(ax, panel, color, cats, norm) or mappable
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"{cols} {cv}")
+            if j == 0:
+                ax.set_ylabel(str(rv))
+    if cats:
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, title=color, loc="upper center", markerscale=3,
+                   ncol=min(len(cats), 6), bbox_to_anchor=(0.5, 0.0))
+    elif mappable is not None:
+        fig.colorbar(mappable, ax=axes, shrink=0.8, label=color)
+    return fig
+
+
+def plot_explained_variance(frame: pd.DataFrame, max_components: int = 20) -> Figure:
+    """Cumulative explained-variance ratio vs number of components, one line per layer.
+
+    ``frame`` has columns ``layer``, ``kind``, ``component`` (1-based) and ``cumulative``.
+    """
+    kinds = list(dict.fromkeys(frame["kind"]))
+    fig, axes = new_figure("double" if len(kinds) > 1 else "single", aspect=0.4 if
+                           len(kinds) > 1 else 0.75, ncols=len(kinds), squeeze=False)
+    layers = sorted(frame["layer"].unique())
+    cmap = __import__("matplotlib").colormaps[SEQUENTIAL]
+    for ax, kind in zip(axes[0], kinds):
+        for k, layer in enumerate(layers):
+            sub = frame[(frame["kind"] == kind) & (frame["layer"] == layer)]
+            sub = sub[sub["component"] <= max_components]
+            ax.plot(sub["component"], sub["cumulative"], color=cmap(k / max(1, len(layers) - 1)),
+                    label=f"layer {layer}")
+        ax.set_title(f"{kind}")
+        ax.set_xlabel("principal components")
+        ax.set_ylabel("cumulative explained variance (fraction)")
+        ax.set_ylim(0, 1.02)
+    axes[0, -1].legend(loc="lower right", ncol=1 if len(layers) < 7 else 2)
+    return fig
+
+

@@ -1,0 +1,309 @@
+"""Run a spec: extract (or reuse the store), run each analysis, write the report.
+
+The store of a run lives in ``<spec.store>/<key>`` where ``key`` hashes the model, the data and
+the capture settings, so rerunning an unchanged spec finds the complete store and only analyses
+and the report are recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import RunSpec, check_params, dump_toml, load_spec
+from .data import ImageSource, iter_batches, open_source
+from .errors import AnalysisError, ProbingError
+from .extract import extract
+from .hooks import resolve_layers
+from .models import LoadedModel, load_model, random_init_copy
+from .registry import PACKAGE_ANALYSES, AnalysisModule, discover, get_analysis
+from .report import Report
+from .sections import Section
+from .store import EmbeddingStore
+
+__all__ = ["RunContext", "RunResult", "demo_spec_path", "run_spec"]
+
+log = logging.getLogger("probing")
+
+
+def demo_spec_path() -> Path:
+    """``analyses/demo.toml`` of the working directory, or of the probing source checkout."""
+    for folder in (Path.cwd() / "analyses", PACKAGE_ANALYSES):
+        if (folder / "demo.toml").is_file():
+            return folder / "demo.toml"
+    raise AnalysisError(
+        "analyses/demo.toml was not found; run from the probing checkout or install it with "
+        "'pip install -e .'."
+    )
+
+
+@dataclass
+class RunContext:
+    """What an analysis gets: the model, the data, the store and the seed.
+
+    Attributes
+    ----------
+    model : LoadedModel
+        The model (``.model``, ``.layout``, ``.data_config``).
+    source : ImageSource
+        The image source (first ``n`` images of the spec).
+    store : EmbeddingStore
+        The extraction store holding the captured tokens (and attention).
+    seed : int
+        The spec's seed; analyses derive every random step from it.
+    """
+
+    model: LoadedModel
+    source: ImageSource
+    store: EmbeddingStore
+    seed: int = 0
+    batch_size: int = 64
+    quiet: bool = False
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def layout(self):
+        """The model's :class:`~probing.layout.TokenLayout`."""
+        return self.model.layout
+
+    @property
+    def depth(self) -> int:
+        """Number of blocks."""
+        return self.model.depth
+
+    def layers(self, spec: Any = "all") -> list[int]:
+        """Resolve a layer selection (see :func:`probing.hooks.resolve_layers`)."""
+        return resolve_layers(spec, self.depth)
+
+    def tokens(self, kind: str | Sequence[str] = "cls", layers: Any = "all",
+               columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Token rows of the store (with label columns) for the given kinds and layers."""
+        return self.store.read(kind=kind, layer=self.layers(layers), columns=columns)
+
+    def labels(self) -> pd.DataFrame:
+        """``image_id`` and label columns of the stored images, in source order."""
+        return self.store.labels()
+
+    def attention(self, layers: Any = "all", max_images: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Stored attention ``(n_images, n_layers, heads, N, N)``, image ids, layer labels."""
+        wanted = [k for k in self.layers(layers) if k >= 1]
+        return self.store.attention(wanted, max_images=max_images)
+
+    def images(self, n: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
+        """The first ``n`` preprocessed images ``(n, C, H, W)`` and their ids."""
+        n = len(self.source) if n is None else min(int(n), len(self.source))
+        batches = list(iter_batches(self.source, self.model.data_config, max(1, n),
+                                    np.arange(n)))
+        imgs = torch.cat([b.images for b in batches if len(b.images)])
+        ids = np.concatenate([b.image_ids for b in batches if len(b.images)])
+        return imgs, ids
+
+    def display_images(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``n`` model inputs de-normalised for display: ``(n, H, W, 3)`` in [0, 1]."""
+        imgs, ids = self.images(n)
+        cfg = self.model.data_config
+        mean = torch.tensor(cfg["mean"]).view(1, -1, 1, 1)
+        std = torch.tensor(cfg["std"]).view(1, -1, 1, 1)
+        x = (imgs * std + mean).clamp(0, 1)
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        return x.permute(0, 2, 3, 1).numpy(), ids
+
+    def random_init_model(self) -> LoadedModel:
+        """A random-initialised copy of the model's architecture (seeded by the spec)."""
+        if "random_init" not in self._cache:
+            self._cache["random_init"] = random_init_copy(self.model, seed=self.seed)
+        return self._cache["random_init"]
+
+    def extract(self, model: LoadedModel, kinds: Sequence[str] = ("cls",), layers: Any = "all",
+                pooled: str | None = None, n_images: int | None = None) -> pd.DataFrame:
+        """Extract (in memory, cached per arguments) from another model over the same images."""
+        key = ("extract", model.name, tuple(kinds), json.dumps(layers), pooled, n_images)
+        if key not in self._cache:
+            self._cache[key] = extract(model, self.source, layers=layers, kinds=kinds,
+                                       pooled=pooled, batch_size=self.batch_size,
+                                       n_images=n_images, progress=False)
+        return self._cache[key]
+
+    def rng(self, salt: str = "") -> np.random.Generator:
+        """A numpy generator derived from the spec's seed and ``salt``."""
+        digest = hashlib.sha256(f"{self.seed}:{salt}".encode()).digest()
+        return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_spec` did."""
+
+    report_dir: Path
+    store: EmbeddingStore
+    timings: dict[str, float]
+    reused_store: bool
+
+
+def _capture_settings(spec: RunSpec, modules: Iterable[AnalysisModule]) -> dict:
+    cap = spec.capture
+    kinds = list(dict.fromkeys(cap.kinds))
+    pooled = cap.pooled
+    attention = cap.attention
+    for m in modules:
+        kinds += [k for k in m.needs.get("kinds", []) if k not in kinds]
+        attention = attention or bool(m.needs.get("attention", False))
+        pooled = pooled or m.needs.get("pooled")
+    layers = cap.layers
+    for m in modules:
+        extra = m.needs.get("layers")
+        if extra and layers != "all":
+            layers = list(dict.fromkeys([*(layers if isinstance(layers, list) else [layers]),
+                                         *extra]))
+    return {"kinds": kinds, "pooled": pooled, "attention": attention, "layers": layers}
+
+
+def _store_key(loaded: LoadedModel, source: ImageSource, capture: dict, spec: RunSpec) -> str:
+    blob = json.dumps({"model": loaded.fingerprint, "name": loaded.name,
+                       "data": source.fingerprint(), "capture": capture,
+                       "dtype": spec.capture.dtype, "shard": spec.capture.shard_size,
+                       "pre": loaded.data_config}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("probing", "torch", "timm", "numpy", "pandas", "pyarrow", "scikit-learn",
+                "scipy", "captum", "matplotlib", "jinja2"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _git_revision() -> str | None:
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).resolve().parents[1])
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return res.stdout.strip() or None if res.returncode == 0 else None
+
+
+def run_spec(
+    spec: RunSpec | str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    quiet: bool = False,
+) -> RunResult:
+    """Run a spec end to end.
+
+    Parameters
+    ----------
+    spec : RunSpec or path
+        The spec (or the path of its TOML file).
+    out : path, optional
+        Report directory; overrides the spec's ``output``.
+    workers, scheduler : optional
+        Distributed execution on Dask (not part of this release: a clear error).
+    quiet : bool
+        No progress output.
+
+    Returns
+    -------
+    RunResult
+    """
+    if workers is not None or scheduler is not None:
+        raise ProbingError(
+            "--workers/--scheduler (Dask execution) is not available in this version; run "
+            "without them (the in-process runner gives the same results)."
+        )
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    spec = spec if isinstance(spec, RunSpec) else load_spec(spec)
+    out_dir = Path(out if out is not None else spec.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ProbingError(f"report output {out_dir} is a file; choose a folder path.")
+    available = discover()
+    modules = [get_analysis(name, available) for name in spec.analyses]
+    params = {m.name: check_params(m.name, spec.analyses[m.name] or {}, m.params)
+              for m in modules}
+    torch.manual_seed(spec.seed)
+
+    t = time.perf_counter()
+    loaded = load_model(spec.model.spec, pretrained=spec.model.pretrained, arch=spec.model.arch,
+                        mapping=spec.model.mapping, mapping_options=spec.model.mapping_options,
+                        device=spec.model.device, **spec.model.options)
+    source = open_source(spec.data.source, **spec.data.options).subset(spec.data.n)
+    timings["load"] = time.perf_counter() - t
+
+    capture = _capture_settings(spec, modules)
+    store = EmbeddingStore(Path(spec.store) / _store_key(loaded, source, capture, spec))
+    n_shards = (len(source) + spec.capture.shard_size - 1) // spec.capture.shard_size
+    reused = store.exists() and len(store.done_shards()) == n_shards
+    t = time.perf_counter()
+    if not reused:
+        if not quiet:
+            print(f"extracting {len(source)} images from {loaded.name} into {store.path}",
+                  file=sys.stderr)
+        extract(loaded, source, layers=capture["layers"], kinds=capture["kinds"],
+                pooled=capture["pooled"], attention=capture["attention"], store=store,
+                batch_size=spec.capture.batch_size, dtype=spec.capture.dtype,
+                autocast=spec.capture.autocast, shard_size=spec.capture.shard_size,
+                num_workers=spec.capture.num_workers, progress=None if not quiet else False)
+    timings["extract"] = time.perf_counter() - t
+
+    ctx = RunContext(model=loaded, source=source, store=store, seed=spec.seed,
+                     batch_size=spec.capture.batch_size, quiet=quiet)
+    report = Report(title=spec.title, subtitle=(
+        f"Model {loaded.name} ({loaded.depth} blocks, width {loaded.embed_dim}, grid "
+        f"{loaded.layout.rows}x{loaded.layout.cols}); data {source.name} ({len(source)} images); "
+        f"seed {spec.seed}."))
+    for m in modules:
+        t = time.perf_counter()
+        if not quiet:
+            print(f"analysis {m.name} ...", file=sys.stderr)
+        section = m.run(ctx, **params[m.name])
+        if not isinstance(section, Section):
+            raise AnalysisError(f"analysis {m.name!r} returned {type(section).__name__}, not a "
+                                "Section; return probing.sections.Section.")
+        section.name = section.name or m.name
+        report.add(section)
+        timings[f"analysis:{m.name}"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    provenance = {
+        "versions": _versions(),
+        "git_revision": _git_revision(),
+        "platform": platform.platform(),
+        "model": {"name": loaded.name, "arch": loaded.arch, "fingerprint": loaded.fingerprint,
+                  "data_config": loaded.data_config},
+        "data": {"describe": source.describe(), "fingerprint": source.fingerprint(),
+                 "n_images": len(source), "skipped": source.skipped},
+        "seed": spec.seed,
+        "store": {"path": str(store.path), "reused": reused, "capture": capture},
+        "spec_path": spec.source_path,
+        "timings_s": timings,
+    }
+    report.write(out_dir, spec_text=dump_toml(spec, params), provenance=provenance)
+    timings["report"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_start
+    # rewrite provenance with the final timings (the report directory is already complete)
+    tmp = out_dir / f".provenance.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, out_dir / "provenance.json")
+    return RunResult(report_dir=out_dir, store=store, timings=timings, reused_store=reused)
