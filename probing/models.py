@@ -19,9 +19,10 @@ import difflib
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -142,6 +143,7 @@ def load_model(
     if isinstance(spec, LoadedModel):
         return spec
     if isinstance(spec, nn.Module):
+        TokenLayout.from_model(spec)  # a ModelError naming what is missing when not a ViT
         return _finish(spec, type(spec).__name__, _module_config(spec), {"kind": "factory"}, device)
     if not isinstance(spec, (str, os.PathLike)):
         raise ModelError(
@@ -232,7 +234,8 @@ def _load_timm(name, pretrained, num_classes, device, kwargs) -> LoadedModel:
     if num_classes is not None:
         kwargs = {**kwargs, "num_classes": num_classes}
     try:
-        model = _create(name, pretrained, kwargs)
+        with _offline_from_env():
+            model = _create(name, pretrained, kwargs)
     except ModelError:
         raise
     except Exception as exc:  # network, cache or hub errors from timm / huggingface_hub
@@ -245,6 +248,23 @@ def _load_timm(name, pretrained, num_classes, device, kwargs) -> LoadedModel:
         ) from exc
     arch = {"kind": "timm", "name": name, "kwargs": {k: v for k, v in kwargs.items()}}
     return _finish(model, name, _module_config(model), arch, device)
+
+
+@contextmanager
+def _offline_from_env() -> Iterator[None]:
+    """Make huggingface_hub honour ``HF_HUB_OFFLINE`` as set now (it reads it at import)."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - timm depends on it
+        yield
+        return
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON",
+                                                                               "YES", "TRUE")
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def _load_demo(device) -> LoadedModel:

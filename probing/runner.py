@@ -166,8 +166,10 @@ def _capture_settings(spec: RunSpec, modules: Iterable[AnalysisModule]) -> dict:
         pooled = pooled or m.needs.get("pooled")
     layers = cap.layers
     for m in modules:
-        extra = m.needs.get("layers")
-        if extra and layers != "all":
+        extra = list(m.needs.get("layers") or [])
+        if layers == "all":  # "all" is 0..depth: only the special sites add anything to it
+            extra = [x for x in extra if x in ("embed", "norm")]
+        if extra:
             layers = list(dict.fromkeys([*(layers if isinstance(layers, list) else [layers]),
                                          *extra]))
     return {"kinds": kinds, "pooled": pooled, "attention": attention, "layers": layers}

@@ -20,3 +20,45 @@ def shared_fixtures() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/fixtures is absent (it exists only on the developers' machines)")
     return SHARED
+
+
+def read_idx(path: Path):
+    """Read an IDX (MNIST) gzip file into a numpy array."""
+    import gzip
+
+    import numpy as np
+
+    with gzip.open(path) as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@pytest.fixture(scope="session")
+def mnist_model(shared_fixtures: Path):
+    """The pretrained MNIST ViT fixture mapped onto timm (skips when the fixture is absent)."""
+    from probing import load_model
+
+    return load_model(shared_fixtures / "mnist_vit" / "vit_mnist_gpu.pt", mapping="lucidrains",
+                      mapping_options={"act": "relu", "mean": (0.1307,), "std": (0.3081,)})
+
+
+@pytest.fixture(scope="session")
+def mnist_source(shared_fixtures: Path):
+    """The MNIST test set as an ArraySource (10,000 images; label column)."""
+    import pandas as pd
+
+    from probing import ArraySource
+
+    images = read_idx(shared_fixtures / "mnist_test" / "t10k-images-idx3-ubyte.gz")
+    labels = read_idx(shared_fixtures / "mnist_test" / "t10k-labels-idx1-ubyte.gz")
+    return ArraySource(images, pd.DataFrame({"label": labels.astype("int64")}), name="mnist")
+
+
+@pytest.fixture(scope="session")
+def demo_model():
+    """The built-in demo model."""
+    from probing import load_model
+
+    return load_model("demo")

@@ -1,0 +1,185 @@
+"""Token frames, embedding_matrix, the parquet store and extraction into it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from probing import (
+    ConfigError,
+    EmbeddingStore,
+    SchemaError,
+    StoreError,
+    TokenLayout,
+    embedding_matrix,
+    extract,
+    load_model,
+    to_frame,
+    validate_frame,
+)
+from probing.frames import frame_from_table, frame_to_table
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return load_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
+                      depth=2)
+
+
+def test_embedding_matrix_zero_copy_and_values():
+    layout = TokenLayout(grid=(2, 2), patch_size=(4, 4))
+    x = np.random.default_rng(0).random((3, 5, 6)).astype(np.float32)
+    frame = to_frame(x, layout, 1, np.arange(3))
+    m = embedding_matrix(frame)
+    assert m.shape == (15, 6) and m.flags.c_contiguous
+    assert np.shares_memory(m, embedding_matrix(frame))
+    np.testing.assert_array_equal(m, x.reshape(15, 6))
+    sub = frame[frame["kind"] == "patch"].iloc[2:5]
+    np.testing.assert_array_equal(embedding_matrix(sub), x[:, 1:].reshape(12, 6)[2:5])
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 6), d=st.integers(1, 9), seed=st.integers(0, 1000),
+       half=st.booleans(), start=st.integers(0, 20), stop=st.integers(0, 40))
+def test_embedding_matrix_equals_slow_reference(n, d, seed, half, start, stop):
+    layout = TokenLayout(grid=(1, 3), patch_size=(2, 2), prefix=("cls",))
+    dtype = np.float16 if half else np.float32
+    x = np.random.default_rng(seed).standard_normal((n, 4, d)).astype(dtype)
+    frame = to_frame(x, layout, 0, np.arange(n))
+    sub = frame.iloc[start:stop]
+    slow = np.array([np.asarray(v, dtype=dtype) for v in sub["emb"].tolist()]).reshape(-1, d)
+    np.testing.assert_array_equal(embedding_matrix(sub), slow)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 5), d=st.integers(1, 6), seed=st.integers(0, 99),
+       str_ids=st.booleans(), with_nan_label=st.booleans())
+def test_frame_parquet_round_trip(tmp_path_factory, n, d, seed, str_ids, with_nan_label):
+    import pyarrow.parquet as pq
+
+    layout = TokenLayout(grid=(2, 1), patch_size=(2, 2), prefix=("cls", "reg"))
+    rng = np.random.default_rng(seed)
+    ids = np.array([f"img{i}" for i in range(n)]) if str_ids else np.arange(n) * 7
+    labels = pd.DataFrame({"label": rng.choice(["a", "b"], n),
+                           "score": np.where(rng.random(n) < 0.5, np.nan, 1.0)
+                           if with_nan_label else rng.random(n)})
+    frame = to_frame(rng.standard_normal((n, 4, d)).astype(np.float32), layout, 2, ids,
+                     labels=labels)
+    path = tmp_path_factory.mktemp("rt") / "f.parquet"
+    pq.write_table(frame_to_table(frame), path)
+    back = frame_from_table(pq.read_table(path))
+    pd.testing.assert_frame_equal(back, frame)
+    assert back["row"].isna().sum() == 2 * n  # prefix tokens have null row/col
+
+
+def test_validate_frame_rejects_missing_and_non_finite():
+    layout = TokenLayout(grid=(1, 1), patch_size=(2, 2))
+    x = np.ones((2, 2, 3), dtype=np.float32)
+    x[1, 1, 0] = np.nan
+    frame = to_frame(x, layout, 0, [0, 1])
+    with pytest.raises(SchemaError, match="NaN or inf"):
+        validate_frame(frame, finite=True)
+    with pytest.raises(SchemaError, match="missing column"):
+        validate_frame(frame.drop(columns="row"))
+
+
+def test_extract_tensor_input_and_order(tiny):
+    x = torch.randn(3, 3, 32, 32)
+    frame = extract(tiny, x, layers=[0, -1], kinds=("cls", "patch"), progress=False)
+    assert frame["image_id"].unique().tolist() == [0, 1, 2]
+    assert frame.groupby(["layer", "kind"], observed=True).size().to_dict() == {
+        (0, "cls"): 3, (0, "patch"): 48, (2, "cls"): 3, (2, "patch"): 48}
+    first = frame[(frame["layer"] == 2) & (frame["kind"] == "cls")]
+    with torch.inference_mode():
+        feats = tiny.model.forward_intermediates(x, indices=[1], intermediates_only=True,
+                                                 return_prefix_tokens=True, output_fmt="NLC")
+    np.testing.assert_allclose(embedding_matrix(first), feats[0][1][:, 0].numpy(), atol=1e-5)
+
+
+def test_extract_cls_only_has_only_cls_rows(tiny):
+    frame = extract(tiny, "shapes:n=10", layers=-1, kinds="cls", progress=False)
+    assert set(frame["kind"].astype(str)) == {"cls"} and len(frame) == 10
+    assert "label" in frame.columns and frame["layer"].unique().tolist() == [2]
+
+
+def test_extract_bad_batch_size(tiny):
+    for bad in (0, -3, 1.5):
+        with pytest.raises(ConfigError, match="batch_size"):
+            extract(tiny, "shapes:n=4", batch_size=bad)
+
+
+def test_store_equals_in_memory_and_resumes(tiny, tmp_path):
+    mem = extract(tiny, "shapes:n=30", pooled="mean", batch_size=8, progress=False)
+    store = extract(tiny, "shapes:n=30", pooled="mean", batch_size=8, store=tmp_path / "s",
+                    shard_size=7, progress=False)
+    assert store.done_shards() == [0, 1, 2, 3, 4]
+    pd.testing.assert_frame_equal(store.read(), mem)
+    # drop two shards' markers and files: a rerun recomputes exactly those
+    for shard in (1, 3):
+        (tmp_path / "s" / "_shards" / f"shard-{shard:05d}.json").unlink()
+        for f in (tmp_path / "s").rglob(f"part-{shard:05d}.parquet"):
+            f.unlink()
+    assert store.done_shards() == [0, 2, 4]
+    extract(tiny, "shapes:n=30", pooled="mean", batch_size=8, store=store, shard_size=7,
+            progress=False)
+    pd.testing.assert_frame_equal(store.read(), mem)
+    sub = store.read(kind="cls", layer=1, columns=["image_id", "layer", "kind", "emb"],
+                     filters=[("image_id", "<", 5)])
+    assert len(sub) == 5 and set(sub["layer"]) == {1}
+
+
+def test_store_refuses_other_model_and_newer_schema(tiny, tmp_path):
+    extract(tiny, "shapes:n=4", store=tmp_path / "s", progress=False, layers=-1)
+    other = load_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
+                       depth=3)
+    with pytest.raises(StoreError, match="different model"):
+        extract(other, "shapes:n=4", store=tmp_path / "s", progress=False, layers=-1)
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="newer"):
+        extract(tiny, "shapes:n=4", store=tmp_path / "s", progress=False, layers=-1)
+
+
+def test_store_attention_round_trip(tiny, tmp_path):
+    tokens, att = extract(tiny, "shapes:n=5", layers=[1], kinds="cls", attention=True,
+                          progress=False)
+    store = extract(tiny, "shapes:n=5", layers=[1], kinds="cls", attention=True,
+                    store=tmp_path / "s", progress=False)
+    arr, ids, layers = store.attention()
+    assert arr.shape == (5, 2, 3, 17, 17) and layers == [1, 2]
+    np.testing.assert_allclose(arr.sum(-1), 1.0, atol=1e-5)
+    pd.testing.assert_frame_equal(store.read_attention(), att)
+
+
+def test_store_lock_refuses_live_holder_and_recovers_stale(tmp_path):
+    a = EmbeddingStore(tmp_path / "s")
+    a.lock()
+    b = EmbeddingStore(tmp_path / "s")
+    with pytest.raises(StoreError, match="locked"):
+        b.lock(timeout=0.3, poll=0.1)
+    a.unlock()
+    b.lock()
+    b.unlock()
+    lock = tmp_path / "s" / ".lock"
+    import socket
+
+    lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}))
+    (tmp_path / "s" / ".part-00000.parquet.1.tmp").write_text("stale")
+    a.lock()  # stale lock of a dead process is recovered, stale temporaries removed
+    assert not list((tmp_path / "s").rglob("*.tmp"))
+    a.unlock()
+
+
+def test_store_path_is_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(StoreError, match="is a file"):
+        EmbeddingStore(f)
