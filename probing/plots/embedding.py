@@ -65,8 +65,8 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
                 ax.set_ylabel(str(rv))
     if cats:
         handles, labels = axes[0, 0].get_legend_handles_labels()
-        fig.legend(handles, labels, title=color, loc="upper center", markerscale=3,
-                   ncol=min(len(cats), 6), bbox_to_anchor=(0.5, 0.0))
+        fig.legend(handles, labels, title=color, loc="outside lower center", markerscale=3,
+                   ncol=min(len(cats), 6))
     elif mappable is not None:
         fig.colorbar(mappable, ax=axes, shrink=0.8, label=color)
     return fig

@@ -185,5 +185,4 @@ def plot_subspace_angles(frame: pd.DataFrame) -> Figure:
     right.set_ylim(0, 1)
     right.set_ylabel("fraction of variance")
     right.legend()
-    fig.tight_layout()
     return fig

@@ -92,6 +92,8 @@ def new_figure(
         Height / width.
     nrows, ncols : int
         Subplot grid, passed to ``plt.subplots``.
+    **kwargs
+        Passed to ``plt.subplots`` (``layout="constrained"`` unless given).
 
     Returns
     -------
@@ -99,6 +101,7 @@ def new_figure(
         As ``plt.subplots`` returns them.
     """
     w = WIDTHS[width] if isinstance(width, str) else float(width)
+    kwargs.setdefault("layout", "constrained")
     with paper_style():
         fig, axes = plt.subplots(nrows, ncols, figsize=(w, w * aspect), **kwargs)
     return fig, axes

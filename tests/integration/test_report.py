@@ -1,0 +1,156 @@
+"""`probing run` end to end: the report directory is complete, consistent and safe."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from probing import ConfigError
+from probing.config import load_spec
+from probing.report import Report
+from probing.runner import demo_spec_path, run_spec
+from probing.sections import Figure, Section, Table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def small_demo_spec(tmp_path: Path, n: int = 64, extra: str = "") -> Path:
+    """The demo spec on fewer images, writing under tmp_path."""
+    text = demo_spec_path().read_text()
+    text = re.sub(r"(?m)^n = \d+", f"n = {n}", text)
+    text = re.sub(r'(?m)^output = ".*"', f'output = "{tmp_path / "report"}"', text)
+    text = re.sub(r'(?m)^store = ".*"', f'store = "{tmp_path / "stores"}"', text)
+    path = tmp_path / "spec.toml"
+    path.write_text(text + extra)
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("demo")
+    result = run_spec(small_demo_spec(tmp), quiet=True)
+    return result.report_dir
+
+
+def test_report_files_are_complete(demo_report):
+    html = (demo_report / "index.html").read_text()
+    links = set(re.findall(r'(?:src|href)="([^"#][^"]*)"', html))
+    assert links, "index.html links nothing"
+    for link in links:
+        assert (demo_report / link).is_file(), f"index.html links missing {link}"
+    for png in (demo_report / "figures").glob("*.png"):
+        for ext in ("svg", "pdf"):
+            assert png.with_suffix(f".{ext}").is_file()
+        assert (demo_report / "tables" / f"{png.stem}.csv").is_file()
+    results = json.loads((demo_report / "results.json").read_text())
+    values = [v for section in results.values() for v in section.values()]
+    assert values and all(math.isfinite(v) for v in values)
+    prov = json.loads((demo_report / "provenance.json").read_text())
+    assert prov["model"]["fingerprint"] and prov["versions"]["torch"]
+    assert load_spec(demo_report / "spec.toml").model.spec == "demo"
+    readme = (demo_report / "README.md").read_text()
+    assert "![" in readme and "## Contents" in readme
+
+
+def test_png_resolution_and_svg_text(demo_report):
+    from PIL import Image
+
+    png = next((demo_report / "figures").glob("*.png"))
+    dpi = Image.open(png).info.get("dpi", (0, 0))[0]
+    assert dpi >= 200
+    svg = next((demo_report / "figures").glob("*.svg")).read_text()
+    assert "<text" in svg  # text kept as text, not paths
+
+
+def test_rerun_reuses_store_and_is_identical(tmp_path):
+    spec = small_demo_spec(tmp_path, n=32)
+    first = run_spec(spec, quiet=True)
+    results = (first.report_dir / "results.json").read_bytes()
+    tables = {p.name: p.read_bytes() for p in (first.report_dir / "tables").glob("*.csv")}
+    second = run_spec(spec, quiet=True)
+    assert not first.reused_store and second.reused_store
+    assert second.timings["extract"] < first.timings["extract"]
+    assert (second.report_dir / "results.json").read_bytes() == results
+    assert {p.name: p.read_bytes() for p in (second.report_dir / "tables").glob("*.csv")} \
+        == tables
+
+
+def test_html_escapes_text_from_data(tmp_path):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    evil = "<script>alert(1)</script>"
+    fig = plt.figure()
+    frame = pd.DataFrame({"label": [evil], "value": [1.0]})
+    report = Report(title=evil, sections=[Section(
+        title=evil, text=evil, numbers={"x": 1.0},
+        figures=[Figure("f", fig, evil, frame)], tables=[Table("t", frame, evil)])])
+    out = report.write(tmp_path / "r")
+    html = (out / "index.html").read_text()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_failed_write_leaves_no_report(tmp_path):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    class Broken(pd.DataFrame):
+        def to_csv(self, *a, **k):
+            raise OSError(28, "No space left on device")
+
+    report = Report(title="t", sections=[Section(
+        title="s", figures=[Figure("f", plt.figure(), "c", Broken({"a": [1]}))])])
+    with pytest.raises(OSError):
+        report.write(tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_spec_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[modle]\nspec = "demo"\n[analyses.embedding_map]\n')
+    with pytest.raises(ConfigError, match="Did you mean 'model'"):
+        load_spec(bad)
+    bad.write_text('[model]\nspec = "demo"\n')
+    with pytest.raises(ConfigError, match="no analyses"):
+        load_spec(bad)
+    bad.write_text('[analyses.embeding_map]\n')
+    with pytest.raises(Exception, match="Did you mean 'embedding_map'"):
+        run_spec(bad, quiet=True)
+    bad.write_text('[analyses.embedding_map]\nmax_point = 3\n')
+    with pytest.raises(ConfigError, match="max_points"):
+        run_spec(bad, quiet=True)
+
+
+@pytest.mark.browser
+def test_report_renders_in_headless_chromium(demo_report, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("headless Chromium is not installed (Debian packages chromium, "
+                    "chromium-driver); .ci/run installs them")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        driver.get((demo_report / "index.html").resolve().as_uri())
+        widths = driver.execute_script(
+            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    finally:
+        driver.quit()
+    assert widths and all(w > 0 for w in widths)
+    assert not errors, errors
