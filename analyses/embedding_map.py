@@ -77,8 +77,8 @@ def run(ctx, layers="auto", kinds=("cls", "pooled"), methods=("pca", "tsne"), co
         "embedding_map_overview",
         plot_embedding_maps(coords, color),
         f"2-D maps of {', '.join(kinds)} embeddings (rows: kind and method) at layers "
-        f"{', '.join(map(str, layers))} (columns), coloured by {color}; {coords['image_id'].nunique()} "
-        "images. Axes are unitless map coordinates.",
+        f"{', '.join(map(str, layers))} (columns), coloured by {color}; "
+        f"{coords['image_id'].nunique()} images. Axes are unitless map coordinates.",
         coords)]
     for layer in layers:
         sub = coords[coords["layer"] == layer]

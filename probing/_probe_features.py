@@ -122,7 +122,7 @@ class FrameViews:
 
     def _meta(self, idx: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
         names = list(dict.fromkeys(["image_id", "token", *columns]))
-        return self.frame.iloc[idx][names].reset_index(drop=True)
+        return self.frame[names].iloc[idx].reset_index(drop=True)
 
     def _patch_mean(
         self, idx: np.ndarray, columns: Sequence[str]

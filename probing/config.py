@@ -5,7 +5,7 @@ Format (every key optional except ``[analyses]``)::
     title = "probing demo"
     seed = 0                      # every random step of every analysis derives from it
     output = "reports/demo"       # report directory (relative to the working directory)
-    store = ".probing/stores"     # where extraction stores live (one sub-folder per model+data+capture)
+    store = ".probing/stores"     # stores: one sub-folder per model + data + capture
 
     [model]
     spec = "demo"                 # timm name, checkpoint path or "demo"

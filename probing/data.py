@@ -18,9 +18,10 @@ import hashlib
 import json
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -79,7 +80,7 @@ class ImageSource(ABC):
         text = json.dumps(self.describe(), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def subset(self, n: int | None) -> "ImageSource":
+    def subset(self, n: int | None) -> ImageSource:
         """The first ``n`` images (all when None)."""
         if n is None or n >= len(self):
             return self

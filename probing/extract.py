@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,14 @@ from tqdm.auto import tqdm
 from .attention_frames import attention_frame, attention_table
 from .data import ImageSource, iter_batches, open_source
 from .errors import ConfigError, DataError
-from .frames import SCHEMA_VERSION, _token_table, frame_from_table, join_labels
+from .frames import (
+    LAYER_EMBED,
+    LAYER_NORM,
+    SCHEMA_VERSION,
+    _token_table,
+    frame_from_table,
+    join_labels,
+)
 from .hooks import LayerSpec, capture, resolve_kinds, resolve_layers
 from .layout import TOKEN_KINDS
 from .models import LoadedModel, load_model
@@ -243,7 +251,9 @@ def _run(loaded, source, tensor, positions, batch_size, layers, kinds, pooled, a
     skipped: list[dict] = []
     amp = (torch.autocast(dev.type, dtype=_AUTOCAST[autocast]) if autocast else nullcontext())
     cuda = dev.type == "cuda"
-    with capture(model, layout, layers, kinds, pooled, attention) as cap:
+    # stored labels -> a layer spec: capture() reads a bare -1 / -2 as blocks from the end
+    named = [{LAYER_EMBED: "embed", LAYER_NORM: "norm"}.get(k, k) for k in layers]
+    with capture(model, layout, named, kinds, pooled, attention) as cap:
         for images, _pos, ids, skip in _batches(source, tensor, positions, batch_size, loaded,
                                                 num_workers, cuda):
             skipped.extend(skip)

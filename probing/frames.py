@@ -26,7 +26,7 @@ accepts negative block indices counted from the end (``-1`` = last block) and th
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd

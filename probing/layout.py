@@ -15,8 +15,9 @@ Conventions
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -68,10 +69,13 @@ class TokenLayout:
         grid = tuple(int(g) for g in self.grid)
         patch = tuple(int(p) for p in self.patch_size)
         if len(grid) != 2 or min(grid) < 1:
-            raise LayoutError(f"grid {self.grid!r} is not two positive integers; pass (rows, cols).")
+            raise LayoutError(
+                f"grid {self.grid!r} is not two positive integers; pass (rows, cols)."
+            )
         if len(patch) != 2 or min(patch) < 1:
             raise LayoutError(
-                f"patch_size {self.patch_size!r} is not two positive integers; pass (height, width)."
+                f"patch_size {self.patch_size!r} is not two positive integers; pass "
+                "(height, width)."
             )
         bad = [k for k in self.prefix if k not in PREFIX_KINDS]
         if bad:
@@ -244,7 +248,7 @@ class TokenLayout:
 
     # ------------------------------------------------------------ from models
     @classmethod
-    def from_model(cls, model: object, img_size: Sequence[int] | None = None) -> "TokenLayout":
+    def from_model(cls, model: object, img_size: Sequence[int] | None = None) -> TokenLayout:
         """Derive the layout of a timm Vision Transformer.
 
         Parameters

@@ -95,7 +95,6 @@ def embedding_map(
     reduced = _pca(x, min(50, *x.shape))
     if method == "tsne":
         from sklearn.manifold import TSNE
-
         from threadpoolctl import threadpool_limits
 
         perp = float(min(perplexity, max(1.0, (len(x) - 1) / 3)))

@@ -15,9 +15,10 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -155,13 +156,22 @@ class RunResult:
     reused_store: bool
 
 
-def _capture_settings(spec: RunSpec, modules: Iterable[AnalysisModule]) -> dict:
+def _capture_settings(spec: RunSpec, modules: Iterable[AnalysisModule],
+                      loaded: LoadedModel) -> dict:
+    """The spec's [capture] table merged with what the analyses need.
+
+    Kinds the spec asks for must exist in the model (an error otherwise); kinds an analysis
+    needs but the model lacks (CLS on a model without one) are left out, and the analysis
+    handles their absence.
+    """
     cap = spec.capture
+    modules = list(modules)
     kinds = list(dict.fromkeys(cap.kinds))
     pooled = cap.pooled
     attention = cap.attention
     for m in modules:
-        kinds += [k for k in m.needs.get("kinds", []) if k not in kinds]
+        kinds += [k for k in m.needs.get("kinds", []) if k not in kinds
+                  and (k == "pooled" or k in loaded.layout.kinds)]
         attention = attention or bool(m.needs.get("attention", False))
         pooled = pooled or m.needs.get("pooled")
     layers = cap.layers
@@ -253,7 +263,7 @@ def run_spec(
     source = open_source(spec.data.source, **spec.data.options).subset(spec.data.n)
     timings["load"] = time.perf_counter() - t
 
-    capture = _capture_settings(spec, modules)
+    capture = _capture_settings(spec, modules, loaded)
     store = EmbeddingStore(Path(spec.store) / _store_key(loaded, source, capture, spec))
     n_shards = (len(source) + spec.capture.shard_size - 1) // spec.capture.shard_size
     reused = store.exists() and len(store.done_shards()) == n_shards

@@ -21,7 +21,7 @@ Factors (stored as label columns)
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

@@ -456,7 +456,15 @@ def _knn(X: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+def _knn_or_none(X: np.ndarray, k: int) -> np.ndarray | None:
+    """:func:`_knn`, or None when every row is the same (neighbours undefined)."""
+    X = np.asarray(X)
+    return None if bool(np.all(X == X[:1])) else _knn(X, k)
+
+
+def _overlap(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    if a is None or b is None:
+        return float("nan")
     k = a.shape[1]
     both = np.sort(np.hstack([a, b]), axis=1)
     return float(np.mean((both[:, 1:] == both[:, :-1]).sum(axis=1) / k))
@@ -481,11 +489,12 @@ def mutual_knn(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
     -------
     float
         Mean fraction of shared neighbours, in ``[0, 1]``; about ``k / (n - 1)`` by chance.
+        NaN when every row of ``X`` (or of ``Y``) is the same: neighbours are then undefined.
     """
     X, Y = _as_2d(X, "X"), _as_2d(Y, "Y")
     _check_pair(X, Y, debiased=False)
     _check_k(k, X.shape[0])
-    return _overlap(_knn(X, k), _knn(Y, k))
+    return _overlap(_knn_or_none(X, k), _knn_or_none(Y, k))
 
 
 def layer_mutual_knn(
@@ -499,6 +508,8 @@ def layer_mutual_knn(
     """Mutual k-NN alignment (Huh et al. 2024) between every pair of layers.
 
     Parameters and alignment as :func:`layer_similarity`; neighbours are computed once per layer.
+    Pairs involving a layer whose rows are all the same (e.g. the CLS token at layer 0, before
+    any block mixes in the image) get NaN.
 
     Returns
     -------
@@ -507,10 +518,11 @@ def layer_mutual_knn(
     """
     la, lb, mats_a, mats_b = _aligned_views(frame_a, frame_b, kind, layers, layers_b)
     _check_k(k, mats_a[0].shape[0])
-    nn_a = [_knn(m, k) for m in mats_a]
-    nn_b = nn_a if mats_b is None else [_knn(m, k) for m in mats_b]
+    nn_a = [_knn_or_none(m, k) for m in mats_a]
+    nn_b = nn_a if mats_b is None else [_knn_or_none(m, k) for m in mats_b]
+    n = mats_a[0].shape[0]
     rows = [
-        {"layer_a": x, "layer_b": y, "mutual_knn": _overlap(na, nb), "n": len(na), "k": k}
+        {"layer_a": x, "layer_b": y, "mutual_knn": _overlap(na, nb), "n": n, "k": k}
         for x, na in zip(la, nn_a)
         for y, nb in zip(lb, nn_b)
     ]

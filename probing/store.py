@@ -27,8 +27,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -226,7 +227,7 @@ class EmbeddingStore:
             return False
         return not _pid_alive(int(holder.get("pid", -1)))
 
-    def __enter__(self) -> "EmbeddingStore":
+    def __enter__(self) -> EmbeddingStore:
         self.lock()
         return self
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from ..errors import SchemaError
-from .style import OKABE_ITO, new_figure
+from .style import OKABE_ITO, new_figure, paper_style
 
 __all__ = ["plot_probe_layers"]
 
@@ -57,20 +59,31 @@ def plot_probe_layers(
         present = [m for m in _METRIC_LABEL if (result["metric"] == m).any()]
         metric = present[0] if present else "accuracy"
     data = result[(result["metric"] == metric) & result["probe"].isin(probes)]
-    fig, ax = new_figure("single", aspect=0.75)
-    for probe in probes:
-        for kind, line in _KIND_LINES.items():
-            part = data[(data["probe"] == probe) & (data["kind"] == kind)].sort_values("layer")
-            if part.empty:
-                continue
+    with paper_style():  # draw in the toolkit style, so the legend gets its fonts too
+        fig, ax = new_figure("single", aspect=0.75)
+        drawn_probes, drawn_kinds = [], []
+        for probe in probes:
             style = _PROBE_STYLE.get(probe, {"color": "k", "label": probe})
-            ax.plot(part["layer"], part["mean"], linestyle=line, color=style["color"],
-                    marker="o", label=f"{style['label']} ({kind})")
-            ax.fill_between(part["layer"], part["ci_low"], part["ci_high"],
-                            color=style["color"], alpha=0.2, linewidth=0)
-    ax.set_xlabel("layer (0 = block input, k = output of block k)")
-    ax.set_ylabel(_METRIC_LABEL.get(metric, metric))
-    if title:
-        ax.set_title(title)
-    ax.legend(loc="best")
+            for kind, line in _KIND_LINES.items():
+                part = data[(data["probe"] == probe) & (data["kind"] == kind)].sort_values("layer")
+                if part.empty:
+                    continue
+                ax.plot(part["layer"], part["mean"], linestyle=line, color=style["color"],
+                        marker="o")
+                ax.fill_between(part["layer"], part["ci_low"], part["ci_high"],
+                                color=style["color"], alpha=0.2, linewidth=0)
+                drawn_probes += [] if probe in drawn_probes else [probe]
+                drawn_kinds += [] if kind in drawn_kinds else [kind]
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("layer (0 = block input, k = output of block k)")
+        ax.set_ylabel(_METRIC_LABEL.get(metric, metric))
+        if title:
+            ax.set_title(title)
+        # one legend entry per colour (probe) and per line style (kind), below the axes
+        handles = [Line2D([], [], color=_PROBE_STYLE.get(p, {"color": "k"})["color"],
+                          label=_PROBE_STYLE.get(p, {"label": p})["label"]) for p in drawn_probes]
+        if len(drawn_kinds) > 1:
+            handles += [Line2D([], [], color="0.3", linestyle=_KIND_LINES[k], label=k)
+                        for k in drawn_kinds]
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3)
     return fig

@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..errors import SchemaError
-from .style import OKABE_ITO, SEQUENTIAL, new_figure
+from .style import OKABE_ITO, SEQUENTIAL, new_figure, paper_style
 
 __all__ = ["plot_cka_heatmap", "plot_similarity_vs_layer"]
 
@@ -48,7 +49,14 @@ def plot_cka_heatmap(
     matplotlib.figure.Figure
     """
     _require(result, {"layer_a", "layer_b", value}, "layer_similarity")
-    grid = result.pivot_table(index="layer_a", columns="layer_b", values=value, aggfunc="first")
+    # dropna=False keeps layers whose values are all NaN (a constant representation) as blanks
+    grid = result.pivot_table(index="layer_a", columns="layer_b", values=value, aggfunc="first",
+                              dropna=False)
+    with paper_style():
+        return _draw_heatmap(result, grid, value, label_a, label_b, title)
+
+
+def _draw_heatmap(result, grid, value, label_a, label_b, title) -> Figure:
     fig, ax = new_figure("single", aspect=0.9)
     image = ax.imshow(grid.to_numpy(dtype=np.float64), cmap=SEQUENTIAL, vmin=0.0, vmax=1.0,
                       origin="lower", aspect="auto", interpolation="nearest")
@@ -95,20 +103,22 @@ def plot_similarity_vs_layer(
     """
     layer = "layer" if "layer" in result else "layer_a"
     _require(result, {layer, value}, "cls_patch_cosine or layer_similarity")
-    fig, ax = new_figure("single", aspect=0.7)
-    groups = [(None, result)] if group is None else list(result.groupby(group, sort=False))
-    for i, (name, part) in enumerate(groups):
-        part = part.sort_values(layer)
-        color = OKABE_ITO[i % len(OKABE_ITO)]
-        ax.plot(part[layer], part[value], marker="o", color=color,
-                label=None if name is None else str(name))
-        if {"ci_low", "ci_high"} <= set(part.columns):
-            ax.fill_between(part[layer], part["ci_low"], part["ci_high"], color=color,
-                            alpha=0.2, linewidth=0)
-    ax.set_xlabel("layer (0 = block input, k = output of block k)")
-    ax.set_ylabel(ylabel)
-    if group is not None:
-        ax.legend(loc="best")
-    if title:
-        ax.set_title(title)
+    with paper_style():  # draw in the toolkit style, so the legend gets its fonts too
+        fig, ax = new_figure("single", aspect=0.7)
+        groups = [(None, result)] if group is None else list(result.groupby(group, sort=False))
+        for i, (name, part) in enumerate(groups):
+            part = part.sort_values(layer)
+            color = OKABE_ITO[i % len(OKABE_ITO)]
+            ax.plot(part[layer], part[value], marker="o", color=color,
+                    label=None if name is None else str(name))
+            if {"ci_low", "ci_high"} <= set(part.columns):
+                ax.fill_between(part[layer], part["ci_low"], part["ci_high"], color=color,
+                                alpha=0.2, linewidth=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("layer (0 = block input, k = output of block k)")
+        ax.set_ylabel(ylabel)
+        if group is not None:
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=1)
+        if title:
+            ax.set_title(title)
     return fig

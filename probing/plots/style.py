@@ -11,8 +11,9 @@ Override the style with ``paper_style(overrides={...})`` or by passing ``style=`
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Iterator, Literal, Mapping
+from typing import Literal
 
 import matplotlib
 

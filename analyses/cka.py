@@ -1,0 +1,188 @@
+"""Representation similarity across layers: linear CKA, CLS-to-patch cosine and mutual k-NN.
+
+Method: each layer represents the n images by their CLS vectors and, separately, by the mean of
+their patch vectors. Linear CKA (Kornblith et al. 2019; debiased with the unbiased HSIC estimator
+of Song et al. 2012 when asked) is computed between every pair of layers, in the feature-space
+form when n exceeds the width, giving a layers x layers matrix that is 1 on the diagonal and
+symmetric. The cosine similarity of the CLS vector to each patch vector, averaged over patches
+and then over images (Student-t interval across images), shows how far CLS moves away from or
+towards the patch tokens. Mutual k-nearest-neighbour overlap (Huh et al. 2024; cosine neighbours,
+self excluded) between consecutive layers measures how much of each image's neighbourhood a
+block keeps (chance is k / (n - 1)). As a second-model comparison, the same images pass through
+a randomly initialised copy of the architecture and each layer is compared with the trained
+model's same layer by CKA and mutual k-NN: what the architecture alone shares with training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from probing.errors import ConfigError
+from probing.plots.similarity import plot_cka_heatmap, plot_similarity_vs_layer
+from probing.sections import Figure, Section, Table
+from probing.similarity import cls_patch_cosine, layer_mutual_knn, layer_similarity
+
+TITLE = "Representation similarity across layers (CKA)"
+DESCRIPTION = "layer x layer linear CKA, CLS-patch cosine and mutual k-NN, vs a random-init copy"
+PARAMS = {
+    "kinds": ["cls", "mean"],   # image representations: CLS vector, mean of patch vectors
+    "layers": "all",
+    "debiased": False,          # debiased CKA (unbiased HSIC) instead of the biased estimator
+    "k": 10,                    # neighbours for mutual k-NN
+    "random_init": True,        # compare with a randomly initialised copy of the architecture
+    "max_images": 0,            # use the first N images only (0 = all)
+}
+NEEDS = {"kinds": ["cls", "patch"], "pooled": "mean"}
+
+REFERENCES = [
+    "Kornblith et al. (2019), Similarity of Neural Network Representations Revisited",
+    "Song et al. (2012), Feature Selection via Dependence Maximization (unbiased HSIC)",
+    "Huh et al. (2024), The Platonic Representation Hypothesis (mutual k-NN)",
+]
+_KIND_NAMES = {"cls": "CLS", "mean": "mean patch"}
+
+
+def _kinds(ctx, kinds) -> tuple[list[str], list[str]]:
+    bad = [k for k in kinds if k not in _KIND_NAMES]
+    if bad or not kinds:
+        raise ConfigError(f"cka.kinds={list(kinds)!r} is invalid; pick from 'cls', 'mean'.")
+    kinds = list(dict.fromkeys(kinds))
+    if ctx.layout.has_cls:
+        return kinds, []
+    note = "The model has no CLS token: CLS similarities and the CLS-patch cosine are skipped."
+    return [k for k in kinds if k != "cls"] or ["mean"], [note]
+
+
+def _consecutive(frame: pd.DataFrame, layers: list[int], value: str) -> pd.DataFrame:
+    """Rows of a layer x layer frame pairing each layer with the previous one (x = later layer)."""
+    pairs = pd.DataFrame({"layer_a": layers[:-1], "layer_b": layers[1:]})
+    out = pairs.merge(frame, on=["layer_a", "layer_b"], how="left")
+    return out.rename(columns={"layer_b": "layer", value: "mean"})
+
+
+def _same_layer(frame: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Rows of a two-model layer x layer frame comparing a layer with the same layer."""
+    out = frame[frame["layer_a"] == frame["layer_b"]].drop(columns="layer_b")
+    return out.rename(columns={"layer_a": "layer", value: "mean"})
+
+
+def _curve(part: pd.DataFrame, key: str, label: str) -> pd.DataFrame:
+    """A per-layer curve for the similarity figure: ``layer, mean[, ci_low, ci_high], n``."""
+    cols = [c for c in ("layer", "mean", "ci_low", "ci_high", "n") if c in part]
+    return part[cols].assign(measure=label, key=key)
+
+
+def _numbers(cka: pd.DataFrame, curves: pd.DataFrame, layers: list[int], k: int,
+             n: int) -> dict[str, float]:
+    """Headline numbers: CKA first vs last layer and between neighbours; last-layer curves."""
+    first, last = layers[0], layers[-1]
+    out: dict[str, float] = {"mutual_knn_chance": k / (n - 1)}
+    for kind, part in cka.groupby("kind", sort=False):
+        grid = part.set_index(["layer_a", "layer_b"])["cka"]
+        out[f"cka_{kind}_first_last"] = grid.get((first, last), np.nan)
+        out[f"cka_{kind}_consecutive_mean"] = grid.reindex(
+            list(zip(layers[:-1], layers[1:]))).mean()
+    for key, part in curves.groupby("key", sort=False):
+        values = part.set_index("layer")["mean"]
+        out[f"{key}_first"] = values.dropna().iloc[0] if values.notna().any() else np.nan
+        out[f"{key}_last"] = values.get(last, np.nan)
+    return {name: float(v) for name, v in out.items() if np.isfinite(float(v))}
+
+
+def run(ctx, kinds=("cls", "mean"), layers="all", debiased=False, k=10, random_init=True,
+        max_images=0) -> Section:
+    kinds, notes = _kinds(ctx, kinds)
+    if max_images < 0:
+        raise ConfigError(f"cka.max_images={max_images} is negative; use 0 for all.")
+    layers = ctx.layers(layers)
+    ids = ctx.labels()["image_id"].to_numpy()
+    n_images = len(ids) if max_images == 0 else min(max_images, len(ids))
+    if not 1 <= k < n_images:
+        raise ConfigError(f"cka.k={k} must be at least 1 and below the number of images "
+                          f"({n_images}); lower k.")
+    keep = ids[:n_images]
+    images = ["cls", "pooled"] if "cls" in kinds else ["pooled"]
+    frame = ctx.tokens(images, layers)
+    frame = frame[frame["image_id"].isin(keep)].reset_index(drop=True)
+    random_frame = None
+    if random_init:
+        random_frame = ctx.extract(ctx.random_init_model(), kinds=images[:1], layers=layers,
+                                   pooled="mean", n_images=n_images)
+
+    cka, knn, curves, cross = [], [], [], []
+    if ctx.layout.has_cls:
+        tokens = ctx.tokens(["cls", "patch"], layers)
+        tokens = tokens[tokens["image_id"].isin(keep)].reset_index(drop=True)
+        curves.append(_curve(cls_patch_cosine(tokens, layers=layers), "cls_patch_cosine",
+                             "cos(CLS, patch)"))
+    for kind in kinds:
+        name = _KIND_NAMES[kind]
+        cka.append(layer_similarity(frame, kind=kind, layers=layers, debiased=debiased)
+                   .assign(kind=kind))
+        knn.append(layer_mutual_knn(frame, kind=kind, k=k, layers=layers).assign(kind=kind))
+        curves.append(_curve(_consecutive(knn[-1], layers, "mutual_knn"),
+                             f"mutual_knn_{kind}_consecutive",
+                             f"k-NN overlap with previous layer ({name})"))
+        if random_frame is not None:
+            c = layer_similarity(frame, random_frame, kind=kind, layers=layers,
+                                 debiased=debiased).assign(kind=kind)
+            m = layer_mutual_knn(frame, random_frame, kind=kind, k=k, layers=layers)
+            cross.append(c.merge(m, on=["layer_a", "layer_b", "n"]))
+            curves.append(_curve(_same_layer(c, "cka"), f"cka_{kind}_vs_random_init",
+                                 f"CKA vs random init ({name})"))
+            curves.append(_curve(_same_layer(m, "mutual_knn"),
+                                 f"mutual_knn_{kind}_vs_random_init",
+                                 f"k-NN overlap vs random init ({name})"))
+    cka, knn, curves = (pd.concat(x, ignore_index=True) for x in (cka, knn, curves))
+
+    constant = sorted({(kind, int(a)) for kind, a, b, v in
+                       cka[["kind", "layer_a", "layer_b", "cka"]].itertuples(index=False)
+                       if a == b and not np.isfinite(v)})
+    if constant:
+        notes.append("Blank cells: representations that are the same for every image (CKA and "
+                     "k-NN undefined): " + ", ".join(f"{_KIND_NAMES[kd]} at layer {a}"
+                                                     for kd, a in constant) + ".")
+    estimator = "debiased" if debiased else "biased"
+    figures = [
+        Figure(f"cka_heatmap_{kind}",
+               plot_cka_heatmap(part, title=f"{_KIND_NAMES[kind]} vectors"),
+               f"Linear CKA ({estimator}) between the {_KIND_NAMES[kind]} representations of "
+               f"{n_images} images at every pair of layers (0 = block input, k = output of "
+               "block k); 1 = identical up to rotation and scale.", part)
+        for kind, part in cka.groupby("kind", sort=False)
+    ]
+    within = curves[~curves["key"].str.endswith("_vs_random_init")]
+    figures.append(Figure(
+        "similarity_vs_layer",
+        plot_similarity_vs_layer(within, group="measure", ylabel="cosine or k-NN overlap"),
+        f"Per layer: mean cosine of CLS to the patch tokens (band: 95% t-interval over "
+        f"images) and the fraction of each image's {k} nearest neighbours shared with the "
+        f"previous layer (chance {k / (n_images - 1):.3f}).", within))
+    versus = curves[curves["key"].str.endswith("_vs_random_init")]
+    if not versus.empty:
+        figures.append(Figure(
+            "similarity_vs_random_init",
+            plot_similarity_vs_layer(versus, group="measure", ylabel="CKA or k-NN overlap"),
+            f"Trained model vs a random-initialised copy, layer by layer: linear CKA "
+            f"({estimator}) and mutual {k}-NN overlap of the same images (chance "
+            f"{k / (n_images - 1):.3f}).", versus))
+    tables = [
+        Table("cka_layers", cka, f"Linear CKA ({estimator}) between layers, per representation."),
+        Table("mutual_knn_layers", knn, f"Mutual {k}-NN overlap between layers."),
+    ]
+    if cross:
+        tables.append(Table(
+            "cka_vs_random_init", pd.concat(cross, ignore_index=True),
+            "Trained model (layer_a) vs random-initialised copy (layer_b): CKA and mutual k-NN."))
+        notes.append(f"Random-init copy: {ctx.random_init_model().name}.")
+    text = (__doc__ or "").split("\n\n", 1)[1].strip()
+    text += f" Here: {n_images} images, k = {k}, {estimator} CKA. " + " ".join(notes)
+    return Section(
+        title=TITLE,
+        text=text.strip(),
+        figures=figures,
+        tables=tables,
+        numbers=_numbers(cka, curves, layers, k, n_images),
+        references=REFERENCES,
+    )

@@ -1,0 +1,162 @@
+"""Linear probes per layer, with controls: what each layer makes linearly decodable.
+
+Method (Alain & Bengio 2016; Hewitt & Liang 2019; Voita & Titov 2020): for every layer, a linear
+probe (multinomial logistic regression on standardised features, or a closed-form ridge
+classifier; ridge regression for continuous targets) is trained on the frozen CLS vector, the
+mean of the patch vectors and, optionally, each patch vector, to predict a label column.
+Accuracy (R^2 for continuous targets) is measured on held-out images with grouped k-fold
+cross-validation (all tokens of one image in one fold) and reported with Student-t intervals
+across folds. Controls, as rows of the same table: the training-fold majority class (mean for
+regression); a control task in which every image gets one fixed random label drawn from the
+task's label distribution, so it can be memorised but not generalised, with selectivity = task
+accuracy - control accuracy per fold; the same probe on the same images passed through a
+randomly initialised copy of the architecture (what the architecture alone makes decodable);
+and, optionally, the online-code minimum description length of the labels in bits.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from probing.errors import ConfigError
+from probing.plots.probes import plot_probe_layers
+from probing.probes import probe_layers
+from probing.sections import Figure, Section, Table
+
+TITLE = "Linear probes per layer"
+DESCRIPTION = "grouped-CV linear probes of CLS / mean / patch vectors per layer, with controls"
+PARAMS = {
+    "target": "label",          # image-level label column probed from cls and mean vectors
+    "kinds": ["cls", "mean"],   # any of cls, mean, patch ("patch" probes patch_target per patch)
+    "patch_target": "",         # per-patch target column for kind "patch" ("" = same as target)
+    "layers": "all",
+    "cv": 5,
+    "solver": "logistic",       # or "ridge" (closed form, much faster on many rows)
+    "alpha": 1.0,               # ridge penalty
+    "C": 1.0,                   # inverse logistic penalty
+    "control_by": "image",      # control task type: "image" or "label"
+    "random_init": True,        # also probe a randomly initialised copy of the architecture
+    "mdl": False,               # add online-code MDL rows (classification only)
+    "max_images": 0,            # probe the first N images only (0 = all)
+}
+NEEDS = {"kinds": ["cls"], "pooled": "mean"}
+
+REFERENCES = [
+    "Alain & Bengio (2016), Understanding intermediate layers using linear classifier probes",
+    "Hewitt & Liang (2019), Designing and Interpreting Probes with Control Tasks",
+    "Voita & Titov (2020), Information-Theoretic Probing with Minimum Description Length",
+]
+_KIND_NAMES = {"cls": "CLS", "mean": "mean-pooled patches", "patch": "per-patch"}
+
+
+def _check(ctx, kinds, target, patch_target, max_images) -> tuple[list[str], list[str]]:
+    """Validated view kinds (CLS dropped for models without it) and notes for the text."""
+    bad = [k for k in kinds if k not in _KIND_NAMES]
+    if bad or not kinds:
+        raise ConfigError(
+            f"layer_probes.kinds={list(kinds)!r} is invalid; pick from 'cls', 'mean', 'patch'."
+        )
+    columns = set(ctx.labels().columns) | {"row", "col", "token"}
+    for name, column in (("target", target), ("patch_target", patch_target or target)):
+        if column not in columns:
+            raise ConfigError(
+                f"layer_probes.{name}={column!r} is not a label column; pick one of "
+                f"{', '.join(sorted(c for c in columns if c != 'image_id'))}."
+            )
+    if max_images < 0:
+        raise ConfigError(f"layer_probes.max_images={max_images} is negative; use 0 for all.")
+    notes = []
+    kinds = list(dict.fromkeys(kinds))
+    if "cls" in kinds and not ctx.layout.has_cls:
+        kinds.remove("cls")
+        notes.append("The model has no CLS token, so no CLS probe was trained.")
+    if not kinds:
+        raise ConfigError("layer_probes.kinds holds only 'cls' but the model has no CLS token; "
+                          "add 'mean'.")
+    return kinds, notes
+
+
+def _subset(frame: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+    return frame[frame["image_id"].isin(ids)].reset_index(drop=True)
+
+
+def _probe(ctx, frame, random_frame, kind, target, layers, params) -> pd.DataFrame:
+    return probe_layers(frame, target, kind, layers=layers, seed=ctx.seed,
+                        random_frame=random_frame, **params)
+
+
+def _numbers(result: pd.DataFrame) -> dict[str, float]:
+    """Headline numbers: last-layer scores of every probe, selectivity and the best layer."""
+    out: dict[str, float] = {}
+    for kind, part in result.groupby("kind", sort=False):
+        metric = "r2" if (part["metric"] == "r2").any() else "accuracy"
+        last = part[part["layer"] == part["layer"].max()]
+        for (probe, m), row in last.set_index(["probe", "metric"])["mean"].items():
+            if m == "selectivity":
+                out[f"{kind}_last_selectivity"] = row
+            elif m == metric:
+                prefix = "" if probe == "task" else f"{probe}_"
+                out[f"{kind}_last_{prefix}{metric}"] = row
+        task = part[(part["probe"] == "task") & (part["metric"] == metric)]
+        best = task.loc[task["mean"].idxmax()]
+        out[f"{kind}_best_layer"] = best["layer"]
+        out[f"{kind}_best_{metric}"] = best["mean"]
+    return {k: float(v) for k, v in out.items() if np.isfinite(float(v))}
+
+
+def run(ctx, target="label", kinds=("cls", "mean"), patch_target="", layers="all", cv=5,
+        solver="logistic", alpha=1.0, C=1.0, control_by="image", random_init=True, mdl=False,
+        max_images=0) -> Section:
+    kinds, notes = _check(ctx, kinds, target, patch_target, max_images)
+    layers = ctx.layers(layers)
+    ids = ctx.labels()["image_id"].to_numpy()
+    n_images = len(ids) if max_images == 0 else min(max_images, len(ids))
+    ids = ids[:n_images]
+    stored = ["cls"] if "cls" in kinds else []
+    stored += ["pooled"] if "mean" in kinds else []
+    stored += ["patch"] if "patch" in kinds else []
+    frame = _subset(ctx.tokens(stored, layers), ids)
+    if "patch" in kinds and not (frame["kind"] == "patch").any():
+        raise ConfigError("layer_probes.kinds has 'patch' but the store holds no patch tokens; "
+                          "add 'patch' to [capture] kinds.")
+    random_frame = None
+    if random_init:
+        model = ctx.random_init_model()
+        extract_kinds = [k for k in ("cls", "patch") if k in stored] or ["pooled"]
+        random_frame = ctx.extract(model, kinds=extract_kinds, layers=layers, pooled="mean",
+                                   n_images=n_images)
+    params = dict(cv=cv, solver=solver, alpha=alpha, C=C, control_by=control_by, mdl=mdl)
+    result = pd.concat(
+        [_probe(ctx, frame, random_frame, kind,
+                (patch_target or target) if kind == "patch" else target, layers, params)
+         for kind in kinds], ignore_index=True)
+
+    figures = []
+    for name, part in result.groupby("target", sort=False):
+        probed = ", ".join(_KIND_NAMES[k] for k in part["kind"].unique())
+        figures.append(Figure(
+            "layer_probes_" + re.sub(r"[^a-z0-9_-]", "_", str(name).lower()),
+            plot_probe_layers(part, title=f"probing {name!r}"),
+            f"Held-out score of linear probes for {name!r} from {probed} vectors vs layer "
+            f"(line style = vector kind), {cv}-fold grouped CV on {n_images} images; bands are "
+            "95% t-intervals across folds. Colours: task probe, control task (random label per "
+            "image), the same probe on a random-initialised model, majority class.",
+            part))
+    if random_init:
+        notes.append(f"Random-init copy: {ctx.random_init_model().name}.")
+    text = (__doc__ or "").split("\n\n", 1)[1].strip()
+    text += (f" Here: {n_images} images, {cv} folds, {solver} probe, control by {control_by}. "
+             + " ".join(notes))
+    return Section(
+        title=TITLE,
+        text=text.strip(),
+        figures=figures,
+        tables=[Table("layer_probes", result,
+                      "Probe scores per layer, kind and probe (task, majority, control with its "
+                      "selectivity, random_init, mdl): mean over folds and 95% t-interval.")],
+        numbers=_numbers(result),
+        references=REFERENCES,
+    )

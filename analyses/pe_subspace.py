@@ -1,0 +1,86 @@
+"""Do position and content conflict? Subspaces of the positional table and of patch content.
+
+Method. A ViT adds its positional table to the patch projections (Dosovitskiy et al. 2021); if
+the two occupy separate directions of the residual stream, the sum keeps both recoverable. Over
+the dataset, take the patch projections before the positional encoding is added (the stored
+"embed" site: one vector per image and patch) as the content, and the patch rows of the
+positional table as the position. For each, the top-k principal subspace (leading eigenvectors
+of the centred covariance) is computed; the principal angles between the two subspaces
+(Björck & Golub 1973; 0 degrees = a shared direction, 90 = orthogonal), the fraction of the
+positional variance that lies in the content subspace and the fraction of the content variance
+that lies in the positional subspace are reported. The null replaces the other subspace with
+Haar-random k-dimensional subspaces of the same width (QR of Gaussian matrices, seeded); its
+expected variance fraction is k/D. Angles near 90 degrees and fractions below the null mean
+that position lives apart from content; angles and fractions at the null's level mean the
+subspaces are no more aligned than chance.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from probing.errors import ConfigError, ModelError
+from probing.plots.posenc import plot_subspace_angles
+from probing.posenc import learned_table, subspace_overlap
+from probing.sections import Figure, Section, Table
+
+TITLE = "Positional and content subspaces"
+DESCRIPTION = "principal angles / variance fractions between PE and pre-PE patch subspaces"
+PARAMS = {
+    "k": 8,  # subspace dimension
+    "n_null": 200,  # random subspaces in the null
+    "max_images": 256,  # images whose patch projections form the content sample
+}
+NEEDS = {"kinds": ["patch"], "layers": ["embed"]}
+REFERENCES = ["Dosovitskiy et al. (2021), An Image is Worth 16x16 Words (ViT)",
+              "Björck & Golub (1973), Numerical methods for computing angles between linear "
+              "subspaces"]
+
+
+def run(ctx, k=8, n_null=200, max_images=256) -> Section:
+    if int(max_images) < 2:
+        raise ConfigError(f"pe_subspace.max_images={max_images!r} must be >= 2; e.g. 256.")
+    try:
+        table = learned_table(ctx.model)
+    except ModelError:
+        return Section(title=TITLE, references=REFERENCES, text=(
+            f"Skipped: the model adds no absolute positional table to its patch projections "
+            f"(it has {' and '.join(ctx.layout.position) or 'no positional parameters'}), "
+            "so there is no positional subspace to compare with content."))
+    ids = ctx.labels()["image_id"].to_numpy()
+    if len(ids) > max_images:
+        ids = np.sort(ctx.rng("pe_subspace").choice(ids, int(max_images), replace=False))
+    content = ctx.tokens("patch", "embed")
+    content = content[content["image_id"].isin(ids)]
+    with threadpool_limits(1):  # small matrices: BLAS threads only contend on few cores
+        overlap = subspace_overlap(table, content, k=int(k), n_null=int(n_null),
+                                   seed=int(ctx.rng("pe_subspace_null").integers(2**31)))
+    row = overlap.set_index("metric")
+    numbers = {}
+    for metric in ("mean_angle_deg", "pe_variance_in_content", "content_variance_in_pe"):
+        numbers[metric] = float(row.loc[metric, "value"])
+        numbers[f"{metric}_null"] = float(row.loc[metric, "null_mean"])
+    width = ctx.model.embed_dim
+    return Section(
+        title=TITLE,
+        text=(__doc__ or "").split("\n\n", 1)[1].strip() + (
+            f" Here: k = {k} of D = {width} dimensions, content from {len(content)} patch "
+            f"vectors of {len(ids)} images, {ctx.layout.num_patches} positional rows; mean "
+            f"angle {numbers['mean_angle_deg']:.1f} degrees (null "
+            f"{numbers['mean_angle_deg_null']:.1f}), PE variance in the content subspace "
+            f"{numbers['pe_variance_in_content']:.3f} (null "
+            f"{numbers['pe_variance_in_content_null']:.3f})."),
+        figures=[Figure(
+            "pe_subspace", plot_subspace_angles(overlap),
+            f"Left: the {k} principal angles (degrees) between the top-{k} principal subspaces "
+            f"of the positional table and of the pre-PE patch projections, against {n_null} "
+            "random subspaces (mean and 95% band). Right: fraction of each one's variance "
+            "inside the other's subspace, against the random null (95% interval).", overlap)],
+        tables=[Table("pe_subspace_summary", overlap[overlap["component"].isna()]
+                      .reset_index(drop=True),
+                      "Mean principal angle (degrees) and variance fractions, observed and under "
+                      "the random-subspace null (mean, 2.5 and 97.5 percentiles).")],
+        numbers=numbers,
+        references=REFERENCES,
+    )

@@ -1,0 +1,134 @@
+"""How much absolute position do patch tokens carry, layer by layer? Linear position probes.
+
+Method (linear probes, Alain & Bengio 2016): at every layer, each patch token is a sample and
+its place on the grid the target. A ridge regression predicts the (row, col) pair (held-out R²,
+averaged over the two outputs) and a one-vs-rest ridge classifier predicts the grid cell
+(row * cols + col; held-out accuracy, chance 1 / number of cells). Folds are grouped by image,
+so tokens of one image never sit on both sides of a split; features are standardised inside
+each fold; the band is a t-interval across folds. To keep the cost down, a seeded random subset
+of patches of each image is used. The random-init control (the same probes on a randomly
+initialised copy of the architecture, same images and tokens) separates position learned in
+training from position that any network of this shape carries (e.g. through its random
+positional table). Layer 0 is the input to the first block (patch projection plus the
+positional encoding); layer k is the output of block k. A learned table need not be a linear
+function of (row, col), and patch content adds variance a linear read-out cannot ignore: a probe
+can tell the cells apart (high accuracy) while the R² of (row, col) stays moderate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from probing.errors import ConfigError
+from probing.plots.probes import plot_probe_layers
+from probing.plots.style import paper_style
+from probing.probes import probe_layers
+from probing.sections import Figure, Section, Table
+
+TITLE = "Position probes"
+DESCRIPTION = "ridge probes of each patch token's (row, col) and grid cell per layer"
+PARAMS = {
+    "layers": "all",
+    "max_images": 96,  # images probed (the first ones of the source)
+    "patches_per_image": 32,  # random patches per image; 0 = all
+    "cv": 5,
+    "alpha": 1.0,  # ridge penalty on standardised features
+    "random_init": True,  # add the random-init control
+}
+NEEDS = {"kinds": ["patch"]}
+
+
+def _sample(frame: pd.DataFrame, ids: np.ndarray, picked: np.ndarray, cols: int
+            ) -> pd.DataFrame:
+    """Patch rows of images ``ids`` whose cell is picked, with the grid-cell target ``cell``.
+
+    ``picked`` is ``(len(ids), rows * cols)`` bool: which cells of each image to keep.
+    """
+    image = pd.Index(ids).get_indexer(frame["image_id"].to_numpy())
+    cell = frame["row"].to_numpy(dtype=np.int64) * cols + frame["col"].to_numpy(dtype=np.int64)
+    keep = image >= 0
+    keep[keep] = picked[image[keep], cell[keep]]
+    out = frame[keep].reset_index(drop=True)
+    out["cell"] = cell[keep]
+    return out
+
+
+def run(ctx, layers="all", max_images=96, patches_per_image=32, cv=5, alpha=1.0,
+        random_init=True) -> Section:
+    layout = ctx.layout
+    if int(max_images) < cv:
+        raise ConfigError(f"position_probes.max_images={max_images!r} must be at least cv={cv} "
+                          "(folds are grouped by image); e.g. 96.")
+    if not 0 <= int(patches_per_image):
+        raise ConfigError(f"position_probes.patches_per_image={patches_per_image!r} must be >= 0 "
+                          "(0 = all patches).")
+    chosen = [k for k in ctx.layers(layers) if k >= 0]
+    ids = ctx.labels()["image_id"].to_numpy()[: int(max_images)]
+    n_cells, per = layout.num_patches, int(patches_per_image)
+    picked = np.ones((len(ids), n_cells), dtype=bool)
+    if 0 < per < n_cells:
+        rng = ctx.rng("position_probes")
+        picked = rng.permuted(np.arange(n_cells)[None].repeat(len(ids), 0), axis=1) < per
+    frame = _sample(ctx.tokens("patch", chosen), ids, picked, layout.cols)
+    random = None
+    if random_init:
+        rand = ctx.extract(ctx.random_init_model(), kinds=("patch",), layers=chosen,
+                           n_images=len(ids))
+        random = _sample(rand, ids, picked, layout.cols)
+    settings = dict(kind="patch", layers=chosen, cv=int(cv), alpha=float(alpha), seed=ctx.seed,
+                    control=False, random_frame=random)
+    result = pd.concat([
+        probe_layers(frame, ["row", "col"], task="regression", **settings),
+        probe_layers(frame, "cell", task="classification", solver="ridge", **settings),
+    ], ignore_index=True)
+    result["target"] = result["target"].replace({"row,col": "(row, col)", "cell": "grid cell"})
+
+    def score(probe: str, metric: str, layer: int) -> float:
+        hit = result[(result["probe"] == probe) & (result["metric"] == metric)
+                     & (result["layer"] == layer)]
+        return float(hit["mean"].iloc[0])
+
+    first, last = chosen[0], chosen[-1]
+    numbers = {f"r2_layer{first}": score("task", "r2", first),
+               f"r2_layer{last}": score("task", "r2", last),
+               f"cell_accuracy_layer{first}": score("task", "accuracy", first),
+               f"cell_accuracy_layer{last}": score("task", "accuracy", last),
+               "cell_chance": 1.0 / layout.num_patches}
+    if random_init:
+        numbers[f"random_init_r2_layer{first}"] = score("random_init", "r2", first)
+        numbers[f"random_init_r2_layer{last}"] = score("random_init", "r2", last)
+    n_rows = int(result["n"].iloc[0])
+    shown = {"r2": "(row, col) regression", "accuracy": "grid-cell classification"}
+    with paper_style():  # plot_probe_layers draws in the current style
+        drawn = {m: plot_probe_layers(result[result["metric"] == m], m,
+                                      ("task", "random_init", "majority"), title=t)
+                 for m, t in shown.items()}
+    return Section(
+        title=TITLE,
+        text=(__doc__ or "").split("\n\n", 1)[1].strip() + (
+            f" Here: {n_rows} patch tokens of {len(ids)} images on the {layout.rows}x"
+            f"{layout.cols} grid, {cv} folds; R² of (row, col) {numbers[f'r2_layer{first}']:.3f} "
+            f"at layer {first} and {numbers[f'r2_layer{last}']:.3f} at layer {last}; grid-cell "
+            f"accuracy {numbers[f'cell_accuracy_layer{first}']:.3f} and "
+            f"{numbers[f'cell_accuracy_layer{last}']:.3f} (chance {numbers['cell_chance']:.3f})."
+            + ("" if random_init else " The random-init control was switched off.")),
+        figures=[
+            Figure("position_probes_r2",
+                   drawn["r2"],
+                   "Held-out R² (uniform over row and column) of a ridge probe predicting each "
+                   "patch token's grid position, per layer; band: t-interval over grouped folds. "
+                   "Majority = training-fold mean.", result[result["metric"] == "r2"]),
+            Figure("position_probes_cell",
+                   drawn["accuracy"],
+                   f"Held-out accuracy of a ridge classifier of the grid cell (chance "
+                   f"{numbers['cell_chance']:.3f}), per layer.",
+                   result[result["metric"] == "accuracy"]),
+        ],
+        tables=[Table("position_probes", result,
+                      "Position probe scores per layer (mean over folds and t-interval).")],
+        numbers=numbers,
+        references=["Alain & Bengio (2016), Understanding intermediate layers using linear "
+                    "classifier probes",
+                    "Dosovitskiy et al. (2021), An Image is Worth 16x16 Words (ViT)"],
+    )
