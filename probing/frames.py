@@ -37,6 +37,7 @@ from .layout import TOKEN_KINDS, TokenLayout
 
 __all__ = [
     "FRAME_COLUMNS",
+    "check_finite",
     "KIND_DTYPE",
     "LAYER_EMBED",
     "LAYER_NORM",
@@ -244,14 +245,21 @@ def validate_frame(frame: pd.DataFrame, finite: bool = False) -> pd.DataFrame:
             f"token frame is missing column(s) {', '.join(missing)}; build it with "
             "probing.extract or probing.to_frame."
         )
-    embedding = embedding_matrix(frame)
-    if finite and embedding.size and not np.isfinite(embedding).all():
+    embedding_matrix(frame)  # checks the vector column's type
+    if finite:
+        check_finite(frame)
+    return frame
+
+
+def check_finite(frame: pd.DataFrame, column: str = "emb") -> None:
+    """Raise :class:`SchemaError` when a vector of ``column`` holds NaN or inf."""
+    embedding = embedding_matrix(frame, column)
+    if embedding.size and not np.isfinite(embedding).all():
         bad = int((~np.isfinite(embedding)).any(axis=1).sum())
         raise SchemaError(
             f"token frame has {bad} vector(s) with NaN or inf; drop those rows or re-extract "
-            "with dtype='float32'."
+            "(a float16 store overflows where float32 would not)."
         )
-    return frame
 
 
 def join_labels(frame: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:

@@ -26,8 +26,9 @@ import torch
 
 from .config import RunSpec, check_params, dump_toml, load_spec
 from .data import ImageSource, iter_batches, open_source
-from .errors import AnalysisError, ProbingError
+from .errors import AnalysisError, ProbingError, SchemaError
 from .extract import extract
+from .frames import check_finite
 from .hooks import resolve_layers
 from .models import LoadedModel, load_model, random_init_copy
 from .registry import PACKAGE_ANALYSES, AnalysisModule, discover, get_analysis
@@ -91,8 +92,23 @@ class RunContext:
 
     def tokens(self, kind: str | Sequence[str] = "cls", layers: Any = "all",
                columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """Token rows of the store (with label columns) for the given kinds and layers."""
-        return self.store.read(kind=kind, layer=self.layers(layers), columns=columns)
+        """Token rows of the store (with label columns) for the given kinds and layers.
+
+        Raises
+        ------
+        SchemaError
+            When a stored vector holds NaN or inf (a diverged model or a corrupt store).
+        """
+        frame = self.store.read(kind=kind, layer=self.layers(layers), columns=columns)
+        if "emb" in frame.columns:
+            try:
+                check_finite(frame)
+            except SchemaError as exc:
+                raise SchemaError(
+                    f"store {self.store.path} holds non-finite vectors for kind={kind!r}: "
+                    f"{exc}"
+                ) from exc
+        return frame
 
     def labels(self) -> pd.DataFrame:
         """``image_id`` and label columns of the stored images, in source order."""
