@@ -144,7 +144,6 @@ def load_model(
     if isinstance(spec, LoadedModel):
         return spec
     if isinstance(spec, nn.Module):
-        TokenLayout.from_model(spec)  # a ModelError naming what is missing when not a ViT
         return _finish(spec, type(spec).__name__, _module_config(spec), {"kind": "factory"}, device)
     if not isinstance(spec, (str, os.PathLike)):
         raise ModelError(
@@ -191,6 +190,7 @@ def _device(device: str | torch.device) -> torch.device:
 def _module_config(model: nn.Module) -> dict:
     from timm.data import resolve_data_config
 
+    TokenLayout.from_model(model)  # a ModelError naming what is missing when not a ViT
     pe = model.patch_embed
     size = tuple(int(s) for s in (getattr(pe, "img_size", None) or (224, 224)))
     proj = getattr(pe, "proj", None)

@@ -263,7 +263,13 @@ def _encode(meta: pd.DataFrame, targets: list[str], task: str) -> np.ndarray:
             raise DataError(
                 f"target column(s) {targets} are not numeric; use task='classification'."
             ) from err
-    _, codes = np.unique(meta[targets[0]].to_numpy(), return_inverse=True)
+    classes, codes = np.unique(meta[targets[0]].to_numpy(), return_inverse=True)
+    if len(classes) < 2:
+        raise DataError(
+            f"target column {targets[0]!r} has {len(classes)} class(es) "
+            f"{[str(c) for c in classes]}; a classification probe needs at least two: pick "
+            "another target or more data."
+        )
     return codes.ravel().astype(np.int64)
 
 

@@ -19,7 +19,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 __all__ = [
@@ -92,17 +91,19 @@ def new_figure(
     aspect : float
         Height / width.
     nrows, ncols : int
-        Subplot grid, passed to ``plt.subplots``.
+        Subplot grid, passed to ``Figure.subplots``.
     **kwargs
-        Passed to ``plt.subplots`` (``layout="constrained"`` unless given).
+        Passed to ``Figure.subplots``; ``layout`` (default ``"constrained"``) to the Figure.
 
     Returns
     -------
     (Figure, axes)
-        As ``plt.subplots`` returns them.
+        As ``plt.subplots`` returns them (the figure is not registered with pyplot).
     """
     w = WIDTHS[width] if isinstance(width, str) else float(width)
-    kwargs.setdefault("layout", "constrained")
+    layout = kwargs.pop("layout", "constrained")
     with paper_style():
-        fig, axes = plt.subplots(nrows, ncols, figsize=(w, w * aspect), **kwargs)
+        # a Figure outside pyplot's registry: nothing to close, nothing kept alive by pyplot
+        fig = Figure(figsize=(w, w * aspect), layout=layout)
+        axes = fig.subplots(nrows, ncols, **kwargs)
     return fig, axes
