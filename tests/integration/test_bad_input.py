@@ -302,7 +302,7 @@ def test_unusual_image_modes_are_converted_not_rejected(tmp_path, mode):
     rgb = np.random.default_rng(0).integers(0, 255, (12, 12, 3), dtype=np.uint8)
     img = Image.fromarray(rgb)
     if mode == "I;16":
-        img = Image.fromarray((rgb[..., 0].astype(np.uint16) * 257))
+        img = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)
     else:
         img = img.convert(mode)
     img.save(tmp_path / "c" / ("x.tiff" if mode in ("CMYK", "I;16") else "x.png"))
