@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from ._fs import pid_alive
 from .errors import ConfigError, SchemaError
 from .plots.style import paper_style
 from .sections import Figure, Section, Table
@@ -156,6 +157,7 @@ class Report:
         parent = out.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale(parent, out.name)
             tmp = parent / f".{out.name}.tmp-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             (tmp / "figures").mkdir(parents=True)
@@ -250,6 +252,15 @@ def _metadata(ext: str) -> dict | None:
     if ext == "pdf":
         return {"CreationDate": None, "ModDate": None}
     return None
+
+
+def _remove_stale(parent: Path, name: str) -> None:
+    """Delete temporary report folders left by writers that died (killed mid-write)."""
+    for stale in [*parent.glob(f".{name}.tmp-*"), *parent.glob(f".{name}.old-*")]:
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
+            continue
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:

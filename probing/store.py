@@ -36,6 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ._fs import pid_alive
 from .errors import StoreError
 from .frames import SCHEMA_VERSION, frame_from_table, join_labels
 from .layout import TOKEN_KINDS
@@ -73,16 +74,6 @@ def _atomic_write_table(path: Path, table: pa.Table) -> None:
             f"cannot write {path} ({exc.strerror or exc}); free disk space or choose a writable "
             "store directory."
         ) from exc
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class EmbeddingStore:
@@ -225,7 +216,7 @@ class EmbeddingStore:
     def _stale(holder: dict) -> bool:
         if holder.get("host") != socket.gethostname():
             return False
-        return not _pid_alive(int(holder.get("pid", -1)))
+        return not pid_alive(int(holder.get("pid", -1)))
 
     def __enter__(self) -> EmbeddingStore:
         self.lock()
