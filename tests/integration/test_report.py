@@ -154,3 +154,21 @@ def test_report_renders_in_headless_chromium(demo_report, tmp_path):
         driver.quit()
     assert widths and all(w > 0 for w in widths)
     assert not errors, errors
+
+
+def test_readme_worked_analysis_example_runs(tmp_path, monkeypatch):
+    """The README's "Adding an analysis" example, dropped into a folder, runs as documented."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Adding an analysis", 1)[1]
+    code = section.split("```python", 1)[1].split("```", 1)[0]
+    folder = tmp_path / "my_analyses"
+    folder.mkdir()
+    (folder / "cls_norm.py").write_text(code)
+    monkeypatch.setenv("PROBING_ANALYSES_PATH", str(folder))
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'output = "{tmp_path / "r"}"\nstore = "{tmp_path / "s"}"\n'
+                    '[data]\nn = 16\n[analyses.cls_norm]\n')
+    result = run_spec(spec, quiet=True)
+    results = json.loads((result.report_dir / "results.json").read_text())
+    assert results["cls_norm"]["last"] > 0
+    assert (result.report_dir / "tables" / "cls_norm.csv").exists()
