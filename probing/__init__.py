@@ -35,6 +35,20 @@ from .layout import TokenLayout
 from .models import LoadedModel, load_model, random_init_copy
 from .store import EmbeddingStore
 
+#: Submodules imported on first access (``probing.probes``, ``probing.attention`` ...), so that
+#: ``import probing`` stays light (captum, for one, loads only with ``probing.attribution``).
+_LAZY = ("attention", "attribution", "config", "maps", "plots", "posenc", "probes", "report",
+         "runner", "similarity")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'probing' has no attribute {name!r}")
+
+
 try:
     __version__ = version("probing")
 except PackageNotFoundError:  # running from a source tree

@@ -121,6 +121,13 @@ class Capture:
     token_index: dict[int, np.ndarray] = field(default_factory=dict)
     attention: dict[int, torch.Tensor] = field(default_factory=dict)
 
+    def forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor | None:
+        """Run ``model(images)``; returns the output, or None when capture stopped it early."""
+        try:
+            return model(images)
+        except _StopForward:
+            return None
+
     def clear(self) -> None:
         """Drop captured tensors (before the next batch)."""
         self.tokens.clear()
@@ -143,6 +150,7 @@ def capture(
     kinds: str | Sequence[str] = ("cls", "patch"),
     pooled: PooledMode | None = None,
     attention: bool | LayerSpec = False,
+    stop_early: bool = False,
 ) -> Iterator[Capture]:
     """Record token vectors (and attention) of a timm ViT during forward passes.
 
@@ -162,6 +170,10 @@ def capture(
         tokens. Not available at the ``embed`` site for ``"model"``.
     attention : bool or layer selection
         Capture post-softmax attention of all blocks (True) or the chosen blocks (1-based).
+    stop_early : bool
+        Stop the forward pass after the last captured site, so that capturing early layers
+        costs only those layers. Run the model with :meth:`Capture.forward` then (a plain
+        ``model(x)`` would see the stop as an exception); there are no logits.
 
     Yields
     ------
@@ -229,12 +241,38 @@ def capture(
             else:
                 handles.append(blocks[layer - 1].register_forward_hook(
                     lambda _m, _a, out, _l=layer: grab(_l, out)))
+        stop_at = _stop_site(labels, attention, depth) if stop_early else None
+        if stop_at is not None:
+            def stop(*_args: object) -> None:
+                raise _StopForward
+
+            if stop_at == 0:  # right after the pre-hook that reads the first block's input
+                handles.append(blocks[0].register_forward_pre_hook(stop))
+            else:
+                site = model.patch_embed if stop_at == LAYER_EMBED else blocks[stop_at - 1]
+                handles.append(site.register_forward_hook(stop))
         stack.callback(lambda: [h.remove() for h in handles])
         if attention is not False:
             att_layers = None if attention is True else [
                 k for k in resolve_layers(attention, depth) if k >= 1]
             result.attention = stack.enter_context(capture_attention(model, att_layers))
         yield result
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once everything asked for is captured."""
+
+
+def _stop_site(labels: list[int], attention: bool | LayerSpec, depth: int) -> int | None:
+    """Block number (or LAYER_EMBED) after which nothing more is needed, or None."""
+    if LAYER_NORM in labels or attention is True:
+        return None
+    last = max(labels)
+    if attention is not False:
+        last = max([last, *resolve_layers(attention, depth)])
+    if last == LAYER_EMBED:
+        return LAYER_EMBED
+    return last if 0 <= last < depth else None
 
 
 def _as_index(sel: np.ndarray) -> torch.Tensor | slice:

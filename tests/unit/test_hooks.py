@@ -152,3 +152,21 @@ def test_unknown_kind_is_layout_error():
     with pytest.raises(LayoutError, match="reg"):
         with capture(model, kinds=("cls", "reg")):
             pass
+
+
+@pytest.mark.parametrize("layers", [[0], [2], ["embed"], [0, 1]])
+def test_stop_early_captures_the_same_vectors(layers):
+    model = _model(*MODELS[1])
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        with capture(model, layers=layers, kinds=("cls", "dist", "patch")) as full:
+            full.forward(model, x)
+        with capture(model, layers=layers, kinds=("cls", "dist", "patch"),
+                     stop_early=True) as early:
+            out = early.forward(model, x)
+    assert out is None
+    assert full.tokens.keys() == early.tokens.keys()
+    for k in full.tokens:
+        assert torch.equal(full.tokens[k], early.tokens[k])
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
