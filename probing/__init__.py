@@ -25,6 +25,7 @@ from .errors import (
     LayoutError,
     ModelError,
     ProbingError,
+    ReportError,
     SchemaError,
     StoreError,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "ManifestSource",
     "ModelError",
     "ProbingError",
+    "ReportError",
     "SchemaError",
     "ShapesSource",
     "StoreError",

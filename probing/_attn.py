@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .errors import ModelError
+from .errors import LayoutError, ModelError
 
 __all__ = ["attention_modules", "capture_attention"]
 
@@ -85,6 +85,11 @@ def capture_attention(
 
         return hook
 
+    bad = [k for k in wanted if not 1 <= int(k) <= len(mods)]
+    if bad:
+        raise LayoutError(
+            f"attention layer {bad[0]} does not exist; blocks are numbered 1..{len(mods)}."
+        )
     try:
         for layer in wanted:
             attn = mods[layer - 1]

@@ -14,6 +14,7 @@ __all__ = [
     "LayoutError",
     "ModelError",
     "ProbingError",
+    "ReportError",
     "SchemaError",
     "StoreError",
 ]
@@ -45,6 +46,10 @@ class SchemaError(ProbingError):
 
 class StoreError(ProbingError):
     """An embedding store is locked, belongs to another model, or cannot be written."""
+
+
+class ReportError(ProbingError):
+    """A report cannot be written (output folder not writable, disk full)."""
 
 
 class AnalysisError(ProbingError):

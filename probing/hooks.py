@@ -7,7 +7,9 @@ Capture sites and their stored layer labels (see :mod:`probing.frames`)
 - ``0``: the input to the first block (after positional encoding, prefix tokens prepended,
   patch dropout and ``norm_pre``), read by a forward pre-hook on ``blocks[0]``;
 - ``k`` (1..depth): the output of block ``k``;
-- ``"norm"`` (:data:`~probing.frames.LAYER_NORM`, -2): the output of the final ``norm``.
+- ``"norm"`` (:data:`~probing.frames.LAYER_NORM`, -2): the output of the final ``norm``. In
+  timm models that average-pool (``global_pool="avg"``) ``norm`` is an identity and the
+  normalisation (``fc_norm``) comes after pooling, so this site equals the last block's output.
 
 Attention weights are the post-softmax ``(batch, heads, N, N)`` matrices of the chosen blocks,
 labelled by block number ``k`` (1-based). Fused attention is switched off only while attention is
@@ -197,19 +199,27 @@ def capture(
         if x.ndim == 4:  # NHWC patch grid (dynamic image size)
             x = x.flatten(1, 2)
         idx = result.token_index[layer]
-        n_tok = idx.size - (1 if pooled else 0)
+        has_pool = idx.size > 0 and idx[-1] == -1
+        n_tok = idx.size - (1 if has_pool else 0)
         sel = idx[:n_tok]
         offset = layout.num_prefix_tokens if layer == LAYER_EMBED else 0
+        expected = layout.num_patches if layer == LAYER_EMBED else layout.n_tokens
+        if x.shape[1] != expected:
+            raise LayoutError(
+                f"the model produced {x.shape[1]} tokens at layer {layer} but the layout has "
+                f"{expected}; for inputs of another size pass TokenLayout.from_model(model, "
+                "img_size=(H, W))."
+            )
         if n_tok == x.shape[1] and offset == 0:
             parts = [x]
         elif n_tok:
             parts = [x[:, _as_index(sel - offset)]]
         else:
             parts = []
-        if pooled == "mean":
+        if has_pool and pooled == "mean":
             patches = x if layer == LAYER_EMBED else x[:, patch_slice]
             parts.append(patches.mean(dim=1, keepdim=True))
-        elif pooled == "model":
+        elif has_pool:
             parts.append(model.pool(x).unsqueeze(1))
         out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         result.tokens[layer] = out.detach()
@@ -235,7 +245,10 @@ def capture(
             elif layer == LAYER_NORM:
                 norm = getattr(model, "norm", None)
                 if norm is None:
-                    raise ModelError(f"{type(model).__name__} has no final norm to capture.")
+                    raise ModelError(
+                        f"{type(model).__name__} has no final norm to capture; drop 'norm' "
+                        "from layers."
+                    )
                 handles.append(norm.register_forward_hook(
                     lambda _m, _a, out, _l=layer: grab(_l, out)))
             else:

@@ -6,7 +6,7 @@ Spec forms
   from the user's Hugging Face / timm cache; with ``HF_HUB_OFFLINE=1`` nothing is downloaded);
 - a local checkpoint path: ``.safetensors`` (preferred) or ``.pt`` / ``.pth`` (read only with
   ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects), for a timm
-  architecture named by ``arch=`` (or stored in the safetensors metadata key ``"arch"``);
+  architecture named by ``arch=`` (or by a timm name in the safetensors metadata key ``"arch"``);
 - a foreign state dict with ``mapping=`` one of :data:`probing.foreign.FOREIGN_MAPPINGS`;
 - ``"demo"``: the built-in model trained on the ``shapes`` dataset;
 - an ``nn.Module`` (a timm ViT instance), used as it is.
@@ -106,7 +106,7 @@ def load_model(
     mapping: str | None = None,
     mapping_options: dict | None = None,
     num_classes: int | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     **timm_kwargs: Any,
 ) -> LoadedModel:
     """Load a Vision Transformer for probing.
@@ -126,8 +126,9 @@ def load_model(
     num_classes : int, optional
         Head size; for checkpoints it is read from the checkpoint's head so the classifier is
         never silently re-initialised.
-    device : str or torch.device
-        Where the model lives.
+    device : str or torch.device, optional
+        Where the model lives; None keeps an ``nn.Module`` where it is and puts newly built
+        models on the CPU.
     **timm_kwargs
         Passed to ``timm.create_model`` (e.g. ``img_size``, ``dynamic_img_size``).
 
@@ -164,7 +165,9 @@ def load_model(
 def _finish(model: nn.Module, name: str, config: dict, arch: dict, device) -> LoadedModel:
     layout = TokenLayout.from_model(model)
     try:
-        model = model.to(_device(device)).eval()
+        if device is not None:
+            model = model.to(_device(device))
+        model = model.eval()
     except (RuntimeError, AssertionError) as exc:
         raise ModelError(f"device {device!r} is not available; use 'cpu' or 'cuda'.") from exc
     return LoadedModel(model=model, layout=layout, data_config=config, name=name, arch=arch)
@@ -234,6 +237,18 @@ def _create(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
 def _load_timm(name, pretrained, num_classes, device, kwargs) -> LoadedModel:
     if num_classes is not None:
         kwargs = {**kwargs, "num_classes": num_classes}
+    # build the architecture on the meta device first (no memory, no weights): bad options and
+    # non-ViT architectures are reported as such, never as missing weights
+    try:
+        with torch.device("meta"):
+            TokenLayout.from_model(_create(name, False, kwargs))
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - timm raises many types for bad options
+        raise ModelError(
+            f"timm cannot build {name!r} with options {kwargs} ({type(exc).__name__}: {exc}); "
+            "fix or drop those options."
+        ) from exc
     try:
         with _offline_from_env():
             model = _create(name, pretrained, kwargs)
@@ -326,7 +341,10 @@ def _safetensors_arch(path: Path) -> str | None:
             meta = f.metadata() or {}
     except Exception:  # noqa: BLE001 - unreadable files are reported by _read_state
         return None
-    return meta.get("arch_name")
+    arch = meta.get("arch") or meta.get("arch_name")
+    if arch and arch.lstrip().startswith("{"):
+        return None  # a JSON record of keyword arguments, not a timm name
+    return arch
 
 
 def _load_checkpoint(path, arch, mapping, mapping_options, num_classes, device, kwargs):

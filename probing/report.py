@@ -29,13 +29,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from ._fs import pid_alive
-from .errors import ConfigError, SchemaError
+from .errors import ConfigError, ReportError, SchemaError
 from .plots.style import paper_style
 from .sections import Figure, Section, Table
 
-__all__ = ["Figure", "Report", "Section", "Table"]
+__all__ = ["Figure", "Report", "Section", "Table", "check_output_dir"]
 
 MAX_HTML_ROWS = 40
 
@@ -150,8 +151,7 @@ class Report:
             ``out``.
         """
         out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"report output {out} is a file; choose a folder path.")
+        check_output_dir(out)
         self._check()
         results = self.results()
         parent = out.parent
@@ -163,13 +163,19 @@ class Report:
             (tmp / "figures").mkdir(parents=True)
             (tmp / "tables").mkdir()
         except OSError as exc:
-            raise ConfigError(
+            raise ReportError(
                 f"report output {out} is not writable ({exc.strerror or exc}); choose another "
                 "--out folder."
             ) from exc
         try:
             self._write_files(tmp, results, spec_text, provenance, style)
             _replace_dir(tmp, out)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ReportError(
+                f"report {out} could not be written ({exc.strerror or exc}); free disk space or "
+                "choose a writable --out folder (nothing was left behind)."
+            ) from exc
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -196,7 +202,10 @@ class Report:
                 shown = len(t.frame) > MAX_HTML_ROWS
                 tabs.append({
                     "name": t.name, "caption": t.caption or t.name,
-                    "html": _display(t.frame).to_html(index=False, escape=True, border=0),
+                    # to_html(escape=True) escapes every cell and header; Markup keeps Jinja
+                    # from escaping the table markup itself a second time
+                    "html": Markup(_display(t.frame).to_html(index=False, escape=True,
+                                                             border=0)),
                     "md": _md_table(t.frame),
                     "note": f"First {MAX_HTML_ROWS} of {len(t.frame)} rows." if shown else "",
                 })
@@ -252,6 +261,12 @@ def _metadata(ext: str) -> dict | None:
     if ext == "pdf":
         return {"CreationDate": None, "ModDate": None}
     return None
+
+
+def check_output_dir(out: Path) -> None:
+    """Raise :class:`ConfigError` when the report output path exists and is not a folder."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"report output {out} is a file; choose a folder path.")
 
 
 def _remove_stale(parent: Path, name: str) -> None:

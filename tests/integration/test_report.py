@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from probing import ConfigError
+from probing import ConfigError, ProbingError
 from probing.config import load_spec
 from probing.report import Report
 from probing.runner import demo_spec_path, run_spec
@@ -93,6 +93,7 @@ def test_html_escapes_text_from_data(tmp_path):
     out = report.write(tmp_path / "r")
     html = (out / "index.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "<table" in html and "&lt;table" not in html
 
 
 def test_failed_write_leaves_no_report(tmp_path):
@@ -105,7 +106,7 @@ def test_failed_write_leaves_no_report(tmp_path):
 
     report = Report(title="t", sections=[Section(
         title="s", figures=[Figure("f", plt.figure(), "c", Broken({"a": [1]}))])])
-    with pytest.raises(OSError):
+    with pytest.raises(ProbingError, match="could not be written"):
         report.write(tmp_path / "r")
     assert not (tmp_path / "r").exists()
     assert not list(tmp_path.iterdir())
