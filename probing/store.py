@@ -46,11 +46,13 @@ __all__ = ["EmbeddingStore"]
 MANIFEST = "manifest.json"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, write) -> None:
+    """Write through ``write(file_object)`` to a temporary name, fsync, then ``os.replace``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -62,18 +64,12 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         ) from exc
 
 
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(data))
+
+
 def _atomic_write_table(path: Path, table: pa.Table) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StoreError(
-            f"cannot write {path} ({exc.strerror or exc}); free disk space or choose a writable "
-            "store directory."
-        ) from exc
+    _atomic_write(path, lambda f: pq.write_table(table, f, compression="zstd"))
 
 
 class EmbeddingStore:
@@ -172,32 +168,55 @@ class EmbeddingStore:
         StoreError
             When another live process holds the lock after ``timeout`` seconds.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
         lock = self.path / ".lock"
         deadline = time.monotonic() + timeout
         me = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
         while True:
             try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                holder = self._read_lock(lock)
-                if holder is not None and self._stale(holder):
+                self.path.mkdir(parents=True, exist_ok=True)
+                holder = self._try_lock(lock, me)
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot lock store {self.path} ({exc.strerror or exc}); choose a writable "
+                    "store folder."
+                ) from exc
+            if holder is None:
+                self._lock_held = True
+                self._clean_temporaries()
+                return
+            if time.monotonic() >= deadline:
+                who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else \
+                    "another process"
+                raise StoreError(
+                    f"store {self.path} is locked by {who}; wait for it to finish (or pass a "
+                    "lock timeout), or use another store path."
+                )
+            time.sleep(poll)
+
+    def _try_lock(self, lock: Path, me: dict) -> dict | None:
+        """Create the lock file unless a live holder has it; returns that holder, or None.
+
+        Checking for a stale lock and taking it over happen under an ``flock`` on a guard file,
+        so two processes recovering the same stale lock cannot both end up holding it.
+        """
+        import fcntl
+
+        with open(self.path / ".lock.guard", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                if lock.exists():
+                    holder = self._read_lock(lock)
+                    if not self._stale(holder, lock):
+                        return holder or {}
                     lock.unlink(missing_ok=True)
-                    continue
-                if time.monotonic() >= deadline:
-                    who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else \
-                        "another process"
-                    raise StoreError(
-                        f"store {self.path} is locked by {who}; wait for it to finish (or pass "
-                        "a lock timeout), or use another store path."
-                    ) from None
-                time.sleep(poll)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self._lock_held = True
-            self._clean_temporaries()
-            return
+                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                with os.fdopen(fd, "w") as f:
+                    json.dump(me, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                return None
+            finally:
+                fcntl.flock(guard, fcntl.LOCK_UN)
 
     def unlock(self) -> None:
         """Release the write lock if this object holds it."""
@@ -213,7 +232,14 @@ class EmbeddingStore:
             return None
 
     @staticmethod
-    def _stale(holder: dict) -> bool:
+    def _stale(holder: dict | None, lock: Path) -> bool:
+        """A lock is stale when its process is gone (same host), or when it is unreadable
+        (a writer killed between creating and filling it) and older than a few seconds."""
+        if holder is None:
+            try:
+                return time.time() - lock.stat().st_mtime > 5.0
+            except FileNotFoundError:
+                return True
         if holder.get("host") != socket.gethostname():
             return False
         return not pid_alive(int(holder.get("pid", -1)))

@@ -183,3 +183,19 @@ def test_store_path_is_a_file(tmp_path):
     f.write_text("x")
     with pytest.raises(StoreError, match="is a file"):
         EmbeddingStore(f)
+
+
+def test_empty_old_lock_is_stale_and_unwritable_store_is_a_store_error(tmp_path):
+    import os
+
+    store = EmbeddingStore(tmp_path / "s")
+    (tmp_path / "s").mkdir()
+    lock = tmp_path / "s" / ".lock"
+    lock.write_text("")  # a writer killed between creating and filling its lock
+    os.utime(lock, (1, 1))
+    store.lock()
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    store.unlock()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="cannot lock store"):
+        EmbeddingStore(tmp_path / "file" / "sub").lock()
