@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from probing.frames import embedding_matrix
-from probing.maps import embedding_map, explained_variance
+from probing.maps import default_methods, embedding_map, explained_variance
 from probing.plots.embedding import plot_embedding_maps, plot_explained_variance
 from probing.sections import Figure, Section, Table
 
@@ -21,7 +21,7 @@ DESCRIPTION = "PCA / t-SNE / UMAP maps of CLS and mean-pooled patch embeddings p
 PARAMS = {
     "layers": "auto",          # "auto" = first, middle and last layer; or a list / "all"
     "kinds": ["cls", "pooled"],
-    "methods": ["pca", "tsne"],
+    "methods": "auto",          # "auto" = PCA, t-SNE, and UMAP when umap-learn is installed
     "color": "label",
     "max_points": 600,
     "perplexity": 30.0,
@@ -37,9 +37,10 @@ def _layers(ctx, spec) -> list[int]:
     return [k for k in ctx.layers(spec) if k >= 0]
 
 
-def run(ctx, layers="auto", kinds=("cls", "pooled"), methods=("pca", "tsne"), color="label",
+def run(ctx, layers="auto", kinds=("cls", "pooled"), methods="auto", color="label",
         max_points=600, perplexity=30.0, components=20) -> Section:
     layers = _layers(ctx, layers)
+    methods = default_methods() if methods == "auto" else list(methods)
     kinds = [k for k in kinds if k == "pooled" or k in ctx.layout.kinds]
     labels = ctx.labels()
     if color not in labels.columns:

@@ -6,6 +6,7 @@ Format (every key optional except ``[analyses]``)::
     seed = 0                      # every random step of every analysis derives from it
     output = "reports/demo"       # report directory (relative to the working directory)
     store = ".probing/stores"     # stores: one sub-folder per model + data + capture
+    style = { "font.size" = 8 }   # matplotlib rc overrides for every figure
 
     [model]
     spec = "demo"                 # timm name, checkpoint path or "demo"
@@ -29,6 +30,8 @@ Format (every key optional except ``[analyses]``)::
     batch_size = 64
     dtype = "float32"
     shard_size = 256
+    autocast = "bf16"             # optional mixed precision on CUDA ("bf16" or "fp16")
+    num_workers = 0               # DataLoader worker processes for decoding images
 
     [analyses.embedding_map]      # one table per analysis, keys are its parameters
     layers = [0, 2, 4]
@@ -107,6 +110,7 @@ class RunSpec:
     data: DataSpec = field(default_factory=DataSpec)
     capture: CaptureSpec = field(default_factory=CaptureSpec)
     analyses: dict = field(default_factory=dict)
+    style: dict = field(default_factory=dict)
     source_path: str | None = None
 
 
@@ -163,7 +167,7 @@ def _build(cls: type, table: Any, where: str) -> Any:
 
 def parse_spec(data: dict, source_path: str | None = None) -> RunSpec:
     """Resolve a parsed TOML document into a :class:`RunSpec`."""
-    top = {k: v for k, v in data.items() if k not in _TABLES and k != "analyses"}
+    top = {k: v for k, v in data.items() if k not in _TABLES and k not in ("analyses", "style")}
     spec = _build(RunSpec, top, "spec") if top else RunSpec()
     tables = {k: _build(cls, data.get(k, {}), k) for k, cls in _TABLES.items()}
     analyses = data.get("analyses")
@@ -174,7 +178,11 @@ def parse_spec(data: dict, source_path: str | None = None) -> RunSpec:
         )
     if not isinstance(analyses, dict) or not all(isinstance(v, dict) for v in analyses.values()):
         raise ConfigError("analyses must be tables, one per analysis: [analyses.NAME] key = value.")
-    return replace(spec, **tables, analyses=dict(analyses), source_path=source_path)
+    style = data.get("style", {})
+    if not isinstance(style, dict):
+        raise ConfigError("style must be a table of matplotlib rc settings: style = { ... }.")
+    return replace(spec, **tables, analyses=dict(analyses), style=dict(style),
+                   source_path=source_path)
 
 
 def load_spec(path: str | Path) -> RunSpec:
@@ -252,7 +260,8 @@ def dump_toml(spec: RunSpec, analyses: dict | None = None) -> str:
     lines = []
     for f in fields(RunSpec):
         v = getattr(spec, f.name)
-        if f.name in _TABLES or f.name in ("analyses", "source_path") or v is None:
+        if f.name in _TABLES or f.name in ("analyses", "source_path") or v is None \
+                or (f.name == "style" and not v):
             continue
         lines.append(f"{f.name} = {_toml_value(v)}")
     for name in _TABLES:

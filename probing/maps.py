@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import ConfigError
 
-__all__ = ["MAP_METHODS", "embedding_map", "explained_variance"]
+__all__ = ["MAP_METHODS", "default_methods", "embedding_map", "explained_variance"]
 
 MAP_METHODS = ("pca", "tsne", "umap")
 MapMethod = Literal["pca", "tsne", "umap"]
@@ -44,6 +44,13 @@ def explained_variance(x: np.ndarray, n_components: int | None = None) -> np.nda
     total = var.sum()
     ratios = var / total if total > 0 else np.zeros_like(var)
     return ratios[:n_components] if n_components else ratios
+
+
+def default_methods() -> list[str]:
+    """PCA and t-SNE, plus UMAP when ``umap-learn`` is installed."""
+    import importlib.util
+
+    return ["pca", "tsne"] + (["umap"] if importlib.util.find_spec("umap") else [])
 
 
 def _pca(x: np.ndarray, k: int) -> np.ndarray:
@@ -103,13 +110,11 @@ def embedding_map(
         with threadpool_limits(1):
             return TSNE(n_components=2, perplexity=perp, init="pca", random_state=seed,
                         learning_rate="auto").fit_transform(reduced).astype(np.float64)
-    if method == "umap":
-        try:
-            import umap
-        except ImportError as exc:
-            raise ConfigError(
-                "method 'umap' needs umap-learn; install it with pip install 'probing[umap]'."
-            ) from exc
-        return umap.UMAP(n_components=2, random_state=seed).fit_transform(reduced) \
-            .astype(np.float64)
-    raise ConfigError(f"embedding map method {method!r} is unknown; use pca, tsne or umap.")
+    try:  # method == "umap"
+        import umap
+    except ImportError as exc:
+        raise ConfigError(
+            "method 'umap' needs umap-learn; install it with pip install 'probing[umap]'."
+        ) from exc
+    return umap.UMAP(n_components=2, random_state=seed).fit_transform(reduced) \
+        .astype(np.float64)

@@ -7,6 +7,7 @@ frame of numbers it was drawn from, which the report saves as ``tables/NAME.csv`
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 
@@ -96,7 +97,8 @@ class Section:
     def check_numbers(self) -> None:
         """Raise :class:`SchemaError` when a key number is not a finite float."""
         for key, value in self.numbers.items():
-            if not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                    or not math.isfinite(float(value)):
                 raise SchemaError(
                     f"key number {key!r} of section {self.title!r} is {value!r}, not a finite "
                     "number; report NaN results in a table instead."

@@ -5,8 +5,9 @@ colour-blind-safe Okabe-Ito palette for categories and perceptually uniform colo
 heatmaps (``viridis`` sequential, ``RdBu_r`` diverging centred on 0), and keep text as text in
 vector outputs (``svg.fonttype = "none"``, ``pdf.fonttype = 42``).
 
-Override the style with ``paper_style(overrides={...})`` or by passing ``style=`` to
-:meth:`probing.report.Report.write`.
+Override the style with ``paper_style(overrides={...})``, with :func:`style_overrides` around
+figure-making code, or with a run spec's top-level ``style`` table (matplotlib rc names, e.g.
+``style = { "font.size" = 9 }``).
 """
 
 from __future__ import annotations
@@ -16,10 +17,7 @@ from contextlib import contextmanager
 from typing import Literal
 
 import matplotlib
-
-matplotlib.use("Agg")
-
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
 __all__ = [
     "DIVERGING",
@@ -28,6 +26,7 @@ __all__ = [
     "WIDTHS",
     "new_figure",
     "paper_style",
+    "style_overrides",
 ]
 
 #: Okabe & Ito (2008) colour-blind-safe palette.
@@ -62,7 +61,9 @@ _RC = {
     "svg.fonttype": "none",
     "pdf.fonttype": 42,
     "ps.fonttype": 42,
+    "svg.hashsalt": "probing",  # stable SVG ids: the same figure gives the same bytes
 }
+_OVERRIDES: dict[str, object] = {}
 
 
 @contextmanager
@@ -70,9 +71,33 @@ def paper_style(overrides: Mapping[str, object] | None = None) -> Iterator[None]
     """Context manager applying the toolkit's matplotlib style (plus ``overrides``)."""
     rc = dict(_RC)
     rc["axes.prop_cycle"] = matplotlib.cycler(color=list(OKABE_ITO))
+    rc.update(_OVERRIDES)
     rc.update(overrides or {})
     with matplotlib.rc_context(rc):
         yield
+
+
+@contextmanager
+def style_overrides(overrides: Mapping[str, object] | None) -> Iterator[None]:
+    """Apply matplotlib rc ``overrides`` to every figure made (and saved) inside the context.
+
+    This is how a run spec's ``style`` table reaches the figures of every analysis.
+    """
+    saved = dict(_OVERRIDES)
+    try:
+        bad = [k for k in (overrides or {}) if k not in matplotlib.rcParams]
+        if bad:
+            from ..errors import ConfigError
+
+            raise ConfigError(
+                f"style key {bad[0]!r} is not a matplotlib rcParam; use names such as "
+                "'font.size' or 'axes.linewidth'."
+            )
+        _OVERRIDES.update(overrides or {})
+        yield
+    finally:
+        _OVERRIDES.clear()
+        _OVERRIDES.update(saved)
 
 
 def new_figure(
