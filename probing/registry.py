@@ -68,37 +68,70 @@ def _load(path: Path) -> ModuleType:
     return module
 
 
-def discover() -> dict[str, AnalysisModule]:
-    """All analyses found, by name."""
+def _module(path: Path) -> AnalysisModule | None:
+    module = _load(path)
+    if not callable(getattr(module, "run", None)):
+        return None
+    name = getattr(module, "NAME", path.stem)
+    return AnalysisModule(
+        name=name,
+        title=getattr(module, "TITLE", name.replace("_", " ").capitalize()),
+        description=getattr(module, "DESCRIPTION",
+                            (module.__doc__ or "").strip().split("\n")[0]),
+        params=dict(getattr(module, "PARAMS", {})),
+        needs=dict(getattr(module, "NEEDS", {})),
+        run=module.run,
+        path=path,
+    )
+
+
+def _files() -> list[Path]:
+    return [p for folder in analysis_dirs() for p in sorted(folder.glob("*.py"))
+            if not p.stem.startswith("_")]
+
+
+def discover(strict: bool = False) -> dict[str, AnalysisModule]:
+    """Every analysis found, by name (imports every analysis file).
+
+    Parameters
+    ----------
+    strict : bool
+        Raise on a file that fails to import; otherwise it is skipped with a warning, so one
+        broken file does not hide the others (``probing list``).
+    """
+    import warnings
+
     found: dict[str, AnalysisModule] = {}
-    for folder in analysis_dirs():
-        for path in sorted(folder.glob("*.py")):
-            if path.stem.startswith("_"):
-                continue
-            module = _load(path)
-            if not callable(getattr(module, "run", None)):
-                continue
-            name = getattr(module, "NAME", path.stem)
-            if name in found:
-                continue
-            found[name] = AnalysisModule(
-                name=name,
-                title=getattr(module, "TITLE", name.replace("_", " ").capitalize()),
-                description=getattr(module, "DESCRIPTION", (module.__doc__ or "").strip()
-                                    .split("\n")[0]),
-                params=dict(getattr(module, "PARAMS", {})),
-                needs=dict(getattr(module, "NEEDS", {})),
-                run=module.run,
-                path=path,
-            )
+    for path in _files():
+        try:
+            mod = _module(path)
+        except AnalysisError as exc:
+            if strict:
+                raise
+            warnings.warn(str(exc), stacklevel=2)
+            continue
+        if mod is not None and mod.name not in found:
+            found[mod.name] = mod
     return found
 
 
 def get_analysis(name: str, available: dict[str, AnalysisModule] | None = None) -> AnalysisModule:
-    """The analysis called ``name``; AnalysisError with a suggestion when unknown."""
+    """The analysis called ``name``, importing only its file when the file is named after it.
+
+    Raises
+    ------
+    AnalysisError
+        When no analysis has that name (with a "did you mean" suggestion).
+    """
     import difflib
 
-    available = available if available is not None else discover()
+    if available is None:
+        for path in _files():
+            if path.stem == name:
+                mod = _module(path)
+                if mod is not None and mod.name == name:
+                    return mod
+        available = discover()
     if name not in available:
         close = difflib.get_close_matches(name, list(available), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
