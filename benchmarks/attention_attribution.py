@@ -3,7 +3,8 @@
 Rows (each a ratio against a baseline measured in the same run, on a timm
 ``vit_tiny_patch16_224`` with random weights; ``quick`` uses 64 x 64 inputs, 16 patches):
 
-- rollout (numpy, from captured attention) vs one forward pass of the same batch (<= 0.05);
+- rollout (numpy, from captured attention) vs one forward pass of the same batch (<= 0.05), both
+  the full ``(batch, N, N)`` joint attention and :func:`rollout_map` (the CLS row only);
 - integrated gradients, n_steps = 50, one image vs one forward+backward of a batch of 50 (<= 1.2);
 - occlusion cost per patch vs one forward pass of one image (informative, no target);
 - gradient rollout vs one forward+backward of the same batch (informative, no target).
@@ -39,7 +40,7 @@ def run(quick: bool = False) -> list[Row]:
     import timm
 
     from probing._attn import capture_attention
-    from probing.attention import gradient_rollout, rollout
+    from probing.attention import gradient_rollout, rollout, rollout_map
     from probing.attribution import attribution_maps
     from probing.layout import TokenLayout
 
@@ -59,6 +60,7 @@ def run(quick: bool = False) -> list[Row]:
         model(x)
     attn = dict(store)
     t_rollout, t_forward = _paired(lambda: rollout(attn, layout=layout), forward, repeat)
+    t_map, t_forward2 = _paired(lambda: rollout_map(attn, layout), forward, repeat)
 
     one = x[:1]
     x50 = one.repeat(50, 1, 1, 1).requires_grad_(True)
@@ -95,7 +97,8 @@ def run(quick: bool = False) -> list[Row]:
     )
     tag = f"{size}px, batch {batch}"
     return [
-        Row(f"rollout vs forward ({tag})", t_rollout, t_forward, "s", "<= 0.05"),
+        Row(f"rollout joint NxN vs forward ({tag})", t_rollout, t_forward, "s", "<= 0.05"),
+        Row(f"rollout_map (CLS row) vs forward ({tag})", t_map, t_forward2, "s", "<= 0.05"),
         Row(f"IG n_steps=50 vs fwd+bwd of 50 ({size}px)", t_ig, t_fb50, "s", "<= 1.2"),
         Row(f"occlusion per patch vs forward of 1 ({layout.num_patches} patches)", per_patch,
             t_one, "s", ""),

@@ -11,7 +11,10 @@ Conventions
   :func:`probing._attn.capture_attention` fills (layers labelled by their keys, 1-based block
   numbers, taken in increasing order). Rows are queries, columns keys.
 - Maps over the patch grid are ``(..., rows, cols)`` in the layout's row-major patch order.
-- Computation is in float64; every function returns numpy.
+- Computation is in float64, except rollout: its per-layer matrices and their products
+  keep the input's precision (float32 for captured attention, which is float32 already;
+  float64 for float64 input), which halves the memory traffic and is ~10x faster in BLAS.
+  Every function returns float64 numpy.
 """
 
 from __future__ import annotations
@@ -332,11 +335,17 @@ class JointAttention(np.ndarray):
         self.warnings = getattr(obj, "warnings", ())
 
 
-def _fused_layers(attentions: AttentionInput, head_fusion: str) -> tuple[np.ndarray, np.ndarray]:
-    """Heads fused per layer, ``(batch, layers, N, N)`` float64, and the layer labels.
+def _work_dtype(a: np.ndarray) -> type:
+    """float64 for float64 input, float32 for everything else (float32/16, bfloat16 via torch)."""
+    return np.float64 if a.dtype == np.float64 else np.float32
 
-    Heads are fused in the input's own dtype (mean accumulated in float64) before the float64
-    copy, which keeps the copy ``heads`` times smaller than :func:`stack_attentions`'.
+
+def _fused_layers(attentions: AttentionInput, head_fusion: str) -> tuple[np.ndarray, np.ndarray]:
+    """Heads fused per layer, ``(batch, layers, N, N)``, and the layer labels.
+
+    The result is float32 when every layer's input is float32 (or narrower), else float64 (see
+    the module docstring); fusing first keeps the copy ``heads`` times smaller than
+    :func:`stack_attentions`'.
     """
     if head_fusion not in ("mean", "max", "min"):
         raise ConfigError(f"head_fusion {head_fusion!r} is unknown; use 'mean', 'max' or 'min'.")
@@ -344,32 +353,61 @@ def _fused_layers(attentions: AttentionInput, head_fusion: str) -> tuple[np.ndar
         items = sorted((int(k), v) for k, v in attentions.items())
     else:
         items = [(None, attentions)]
-    fused, labels = [], []
+    arrays, labels = [], []
     for key, value in items:
-        a = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        if hasattr(value, "detach"):
+            import torch
+
+            value = value.detach().cpu()
+            a = (value if value.dtype == torch.float64 else value.float()).numpy()
+        else:
+            a = np.asarray(value)
         ndim = 4 if key is not None else 5
         if a.ndim != ndim or a.shape[-1] != a.shape[-2]:
             raise DataError(
                 f"attentions has shape {a.shape}; pass (batch, layers, heads, N, N) or a dict "
                 "{layer: (batch, heads, N, N)}."
             )
-        axis = ndim - 3
-        if head_fusion == "mean":
-            f = a.mean(axis=axis, dtype=np.float64)
+        if key is None:
+            arrays += [a[:, i] for i in range(a.shape[1])]
+            labels += list(range(1, a.shape[1] + 1))
         else:
-            f = (a.max if head_fusion == "max" else a.min)(axis=axis).astype(np.float64)
-        fused.append(f if key is None else f[:, None])
-        labels += [key] if key is not None else list(range(1, a.shape[1] + 1))
-    out = np.concatenate(fused, axis=1) if len(fused) > 1 else fused[0]
-    if not np.all(np.isfinite(out)):
+            arrays.append(a)
+            labels.append(key)
+    shapes = {(x.shape[0], x.shape[-1]) for x in arrays}
+    if len(shapes) > 1:
+        raise DataError(f"the layers' attentions have different (batch, N): {sorted(shapes)}.")
+    dtype = np.float64 if any(_work_dtype(x) == np.float64 for x in arrays) else np.float32
+    b, n = shapes.pop()
+    out = np.empty((b, len(arrays), n, n), dtype=dtype)
+    # heads fused with elementwise ufuncs into the preallocated output: a contiguous loop over
+    # heads measured ~2.8x faster than ndarray.mean over the head axis
+    op = {"mean": np.add, "max": np.maximum, "min": np.minimum}[head_fusion]
+    for li, a in enumerate(arrays):
+        o = out[:, li]
+        if a.shape[1] == 1:
+            o[...] = a[:, 0]
+        else:
+            op(a[:, 0], a[:, 1], out=o, dtype=dtype)
+        for h in range(2, a.shape[1]):
+            op(o, a[:, h], out=o, dtype=dtype)
+        if head_fusion == "mean" and a.shape[1] > 1:
+            o *= 1.0 / a.shape[1]
+    if head_fusion == "min" and not np.all(np.isfinite(out)):
+        # mean and max carry any NaN/inf into the row sums checked in _rollout_layers
         raise DataError("attentions holds NaN or infinite values; pass post-softmax weights.")
     return out, np.asarray(labels, dtype=np.int64)
 
 
 def _bmm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Batched ``a @ b`` over the first axis, one BLAS call per matrix (numpy's stacked matmul
-    does not use BLAS and is ~20x slower here)."""
-    return np.stack([x @ y for x, y in zip(a, b)])
+    """Batched ``a @ b`` over the first axis with ``torch.bmm`` on zero-copy views (numpy's
+    stacked matmul skips BLAS; a loop of numpy float64 matmuls measured 5x slower here)."""
+    import torch
+
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    if a.dtype != b.dtype:
+        a, b = a.astype(np.float64, copy=False), b.astype(np.float64, copy=False)
+    return torch.bmm(torch.from_numpy(a), torch.from_numpy(b)).numpy()
 
 
 def _discard(fused: np.ndarray, ratio: float, protect: int | None) -> np.ndarray:
@@ -437,6 +475,24 @@ def rollout(
         fused matrix that sums to 0 is left as zeros, and each such event is recorded in
         ``R.warnings`` and emitted once with :func:`warnings.warn` (``RuntimeWarning``).
     """
+    fused, notes = _rollout_layers(
+        attentions, head_fusion, discard_ratio, layout, start_layer, residual
+    )
+    joint = fused[:, 0]
+    for li in range(1, fused.shape[1]):
+        joint = _bmm(fused[:, li], joint)
+    return JointAttention(joint.astype(np.float64, copy=False), notes)
+
+
+def _rollout_layers(
+    attentions: AttentionInput,
+    head_fusion: str,
+    discard_ratio: float,
+    layout: TokenLayout | None,
+    start_layer: int | None,
+    residual: bool,
+) -> tuple[np.ndarray, list[str]]:
+    """Each layer's ``Ã_l`` of :func:`rollout`, ``(batch, layers, N, N)``, and zero-row notes."""
     fused, labels = _fused_layers(attentions, head_fusion)  # (B, L, N, N)
     if not 0.0 <= float(discard_ratio) < 1.0:
         raise ConfigError(f"discard_ratio {discard_ratio!r} is outside [0, 1); pass e.g. 0.9.")
@@ -457,11 +513,16 @@ def rollout(
         fused, labels = fused[:, keep], labels[keep]
     if discard_ratio > 0:
         fused = _discard(fused, discard_ratio, layout.cls_index if layout else None)
-    n = fused.shape[-1]
-    if residual:
-        fused = 0.5 * (fused + np.eye(n))
+    if residual:  # (A + I) / 2, in place (fused is our own copy)
+        fused *= 0.5
+        np.einsum("...ii->...i", fused)[...] += 0.5
     sums = fused.sum(-1, keepdims=True)
-    fused = np.divide(fused, sums, out=np.zeros_like(fused), where=sums > 0)
+    if not np.all(np.isfinite(sums)):
+        raise DataError("attentions holds NaN or infinite values; pass post-softmax weights.")
+    if np.all(sums > 0):
+        fused /= sums
+    else:
+        fused = np.divide(fused, sums, out=np.zeros_like(fused), where=sums > 0)
     notes = []
     for b, li in zip(*np.nonzero((sums[..., 0] <= 0).any(-1))):
         rows = np.flatnonzero(sums[b, li, :, 0] <= 0)
@@ -469,16 +530,13 @@ def rollout(
             f"image {b}, layer {labels[li]}: rows {rows.tolist()} of the fused attention sum to 0 "
             "and were left as zeros"
         )
-    joint = fused[:, 0]
-    for li in range(1, fused.shape[1]):
-        joint = _bmm(fused[:, li], joint)
     if notes:
         warnings.warn(
             f"rollout: {len(notes)} zero rows left as zeros (see .warnings)",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return JointAttention(joint, notes)
+    return fused, notes
 
 
 def _scale_max(maps: np.ndarray) -> np.ndarray:
@@ -498,6 +556,9 @@ def rollout_map(
 ) -> np.ndarray:
     """The query's row of the :func:`rollout` over the patch grid, scaled to max 1.
 
+    Computed as the row vector ``e_q^T Ã_L ··· Ã_1`` (the same numbers as the row of the joint
+    attention, without forming the ``N x N`` product).
+
     Parameters
     ----------
     query : int, str or None
@@ -511,10 +572,22 @@ def rollout_map(
         ``(batch, rows, cols)`` float64, each image divided by its maximum (an all-zero map
         stays zero).
     """
-    joint = np.asarray(
-        rollout(attentions, head_fusion, discard_ratio, layout, start_layer, residual)
+    fused, _ = _rollout_layers(
+        attentions, head_fusion, discard_ratio, layout, start_layer, residual
     )
-    return _scale_max(_to_grid(_query_rows(joint, layout, query), layout))
+    _check_layout(fused, layout)
+    # the query's row of R = Ã_L ··· Ã_1, propagated from the left: e_q^T Ã_L ... Ã_1
+    # (or the mean of the patch rows), O(N^2) per layer instead of the full O(N^3) product
+    q = layout.query_index(query)
+    row = np.zeros(fused.shape[-1], dtype=fused.dtype)
+    if q is None:
+        row[layout.patch_slice] = 1.0 / layout.num_patches
+    else:
+        row[q] = 1.0
+    row = np.broadcast_to(row, (fused.shape[0], fused.shape[-1]))
+    for li in range(fused.shape[1] - 1, -1, -1):
+        row = np.einsum("bi,bij->bj", row, fused[:, li])
+    return _scale_max(_to_grid(row.astype(np.float64), layout))
 
 
 # ----------------------------------------------------------------- gradient rollout

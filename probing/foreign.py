@@ -82,7 +82,7 @@ def map_lucidrains(
     act: str = "relu",
     eps: float = 1e-5,
     in_chans: int | None = None,
-    img_size: int | None = None,
+    img_size: int | tuple[int, int] | None = None,
     mean: tuple[float, ...] | None = None,
     std: tuple[float, ...] | None = None,
 ) -> ForeignModel:
@@ -99,10 +99,12 @@ def map_lucidrains(
         Feed-forward activation of the foreign model.
     eps : float
         LayerNorm epsilon of the foreign model (PyTorch's default 1e-5).
-    in_chans, img_size : int, optional
-        Input channels and (square) image side; inferred from the patch projection and the
-        positional table (``sqrt(N) * patch``) when omitted, assuming a single-channel input
-        when ``P*P*C`` is a perfect square ``P*P``.
+    in_chans : int, optional
+        Input channels; inferred from the patch projection (one channel when ``P*P*C`` is a
+        perfect square ``P*P``).
+    img_size : int or (int, int), optional
+        Training image size in pixels ``(height, width)``; for a square grid it is inferred
+        from the positional table (``sqrt(N) * patch``), otherwise it must be given.
     mean, std : tuple of float, optional
         Input normalisation recorded in the data config.
 
@@ -118,15 +120,13 @@ def map_lucidrains(
     lin_key = max(patch_keys, key=lambda k: (state_dict[k].ndim, int(k.split(".")[1])))
     w_patch = state_dict[lin_key]
     dim, patch_in = w_patch.shape
-    n_layers = 1 + max(int(m.group(1)) for k in state_dict
-                       if (m := re.match(r"transformer\.layers\.(\d+)\.", k)))
+    layer_ids = [int(m.group(1)) for k in state_dict
+                 if (m := re.match(r"transformer\.layers\.(\d+)\.", k))]
+    if not layer_ids:
+        _require(state_dict, "transformer.layers.0.0.fn.to_qkv.weight")
+    n_layers = 1 + max(layer_ids)
     has_cls = "cls_token" in state_dict
     n_patches = pos.shape[1] - (1 if has_cls else 0)
-    grid = math.isqrt(n_patches)
-    if grid * grid != n_patches:
-        raise ModelError(
-            f"positional table covers {n_patches} patches, not a square grid; pass img_size."
-        )
     if in_chans is None:
         in_chans = 1 if math.isqrt(patch_in) ** 2 == patch_in else 3
     patch = math.isqrt(patch_in // in_chans)
@@ -134,11 +134,24 @@ def map_lucidrains(
         raise ModelError(
             f"patch projection takes {patch_in} inputs, not P*P*{in_chans}; pass in_chans."
         )
-    img_size = img_size or grid * patch
-    inner = state_dict["transformer.layers.0.0.fn.to_out.0.weight"].shape[1]
+    if img_size is None:
+        side = math.isqrt(n_patches)
+        if side * side != n_patches:
+            raise ModelError(
+                f"positional table covers {n_patches} patches, not a square grid; pass "
+                "img_size=(height, width) in pixels."
+            )
+        img_size = (side * patch, side * patch)
+    img_hw = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+    if (img_hw[0] // patch) * (img_hw[1] // patch) != n_patches:
+        raise ModelError(
+            f"img_size {img_hw} gives a grid of {(img_hw[0] // patch) * (img_hw[1] // patch)} "
+            f"patches but the positional table has {n_patches}; pass the training image size."
+        )
+    inner = _require(state_dict, "transformer.layers.0.0.fn.to_out.0.weight").shape[1]
     heads = heads or max(1, inner // 64)
     head_dim = inner // heads
-    hidden = state_dict["transformer.layers.0.1.fn.net.0.weight"].shape[0]
+    hidden = _require(state_dict, "transformer.layers.0.1.fn.net.0.weight").shape[0]
     n_classes = _require(state_dict, "mlp_head.1.weight").shape[0]
     act_layer = {"relu": nn.ReLU, "gelu": nn.GELU}.get(act)
     if act_layer is None:
@@ -149,7 +162,7 @@ def map_lucidrains(
         from timm.models.vision_transformer import VisionTransformer
 
         model = VisionTransformer(
-            img_size=img_size, patch_size=patch, in_chans=in_chans, num_classes=n_classes,
+            img_size=img_hw, patch_size=patch, in_chans=in_chans, num_classes=n_classes,
             embed_dim=dim, depth=n_layers, num_heads=heads, mlp_ratio=hidden / dim,
             qkv_bias=False, class_token=has_cls, global_pool="token" if has_cls else "avg",
             norm_layer=partial(nn.LayerNorm, eps=eps), act_layer=act_layer,
@@ -159,6 +172,9 @@ def map_lucidrains(
         return model
 
     sd = state_dict
+    for key in ("mlp_head.0.weight", "mlp_head.0.bias", "mlp_head.1.bias",
+                lin_key.replace("weight", "bias")):
+        _require(sd, key)
     out: dict[str, torch.Tensor] = {
         "pos_embed": pos,
         "patch_embed.proj.weight": w_patch.reshape(dim, patch, patch, in_chans)
@@ -182,7 +198,7 @@ def map_lucidrains(
                 if key in sd:
                     out[f"blocks.{layer}.{dst}.{p}"] = sd[key]
     config = {
-        "input_size": (in_chans, img_size, img_size),
+        "input_size": (in_chans, *img_hw),
         "interpolation": "bilinear",
         "crop_pct": 1.0,
         "crop_mode": "center",

@@ -1,0 +1,83 @@
+"""Mean attention distance: how far, in pixels, each head looks (ViT paper, Fig. 7 right).
+
+Method (Dosovitskiy et al. 2021): for each image, layer and head, the attention-weighted
+Euclidean distance between the centres of the query patch and the key patch,
+``mean_i sum_j A_ij d_ij`` over patch queries ``i`` and patch keys ``j``; prefix tokens (CLS,
+registers, distillation) are dropped as queries and as keys. The figure shows the mean over
+images, one dot per head, against depth. Heads near 0 attend locally, heads near the
+uniform-attention reference (the mean distance between two patches) attend globally.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from probing.attention import mean_attention_distance, pairwise_patch_distances
+from probing.errors import ConfigError
+from probing.plots.attention import plot_attention_distance
+from probing.sections import Figure, Section, Table
+
+TITLE = "Mean attention distance"
+DESCRIPTION = "Attention-weighted query-key patch distance in pixels per layer and head"
+PARAMS = {
+    "layers": "all",        # blocks (1-based), "all" or a list
+    "max_images": 64,       # images averaged over (first n of the data)
+    "renormalize": False,   # convention of the figure: False = raw weights (ViT notebook)
+    "jitter": 0.3,          # horizontal spread of a layer's heads in the figure, in layers
+}
+NEEDS = {"attention": True}
+
+_CONVENTIONS = {
+    False: "raw patch-to-patch weights (renormalize=False, the ViT notebook's convention: a "
+           "query's distance is scaled by its attention mass on patches)",
+    True: "weights renormalised over patch keys per query (renormalize=True)",
+}
+
+
+def run(ctx, layers="all", max_images=64, renormalize=False, jitter=0.3) -> Section:
+    if int(max_images) < 1:
+        raise ConfigError(f"attention_distance.max_images is {max_images}; pass 1 or more.")
+    attn, ids, labels = ctx.attention(layers, max_images=int(max_images))
+    attn_by_layer = {int(layer): attn[:, i] for i, layer in enumerate(labels)}
+    both = {r: mean_attention_distance(attn_by_layer, ctx.layout, renormalize=r, image_ids=ids)
+            for r in (False, True)}
+    shown = both[bool(renormalize)]
+    table = pd.merge(both[False], both[True], on=["layer", "head", "n_images"],
+                     suffixes=("_raw", "_renorm"))
+    uniform_px = float(pairwise_patch_distances(ctx.layout).mean())
+    h = ctx.layout.rows * ctx.layout.patch_size[0]
+    w = ctx.layout.cols * ctx.layout.patch_size[1]
+    numbers = {"uniform_reference_px": uniform_px, "image_diagonal_px": float(np.hypot(h, w)),
+               "n_images": float(len(ids))}
+    for tag, frame in (("raw", both[False]), ("renorm", both[True])):
+        for layer, g in frame.groupby("layer"):
+            numbers[f"layer{int(layer)}_mean_px_{tag}"] = float(g["distance_px"].mean())
+            numbers[f"layer{int(layer)}_min_head_px_{tag}"] = float(g["distance_px"].min())
+            numbers[f"layer{int(layer)}_max_head_px_{tag}"] = float(g["distance_px"].max())
+    convention = _CONVENTIONS[bool(renormalize)]
+    text = (__doc__ or "").split("\n\n", 1)[1].strip()
+    text += (
+        f" The figure uses {convention}; the table gives both conventions (suffix _raw and "
+        f"_renorm), each with its spread over images (std, min, max). Images: {len(ids)} of "
+        f"{h} x {w} px, grid {ctx.layout.rows} x {ctx.layout.cols} of "
+        f"{ctx.layout.patch_size[0]} x {ctx.layout.patch_size[1]} px patches; uniform attention "
+        f"would give {uniform_px:.1f} px."
+    )
+    return Section(
+        title=TITLE,
+        text=text,
+        figures=[Figure(
+            "attention_distance",
+            plot_attention_distance(shown, jitter=float(jitter)),
+            f"Mean attention distance (pixels) of each head (dots) against depth, mean over "
+            f"{len(ids)} images; {convention.split(' (')[0]}. Uniform attention: "
+            f"{uniform_px:.1f} px.",
+            shown)],
+        tables=[Table("attention_distance_both", table,
+                      "Mean attention distance in pixels per layer and head, mean over images "
+                      "with the spread over images, raw (_raw) and renormalised over patch keys "
+                      "(_renorm).")],
+        numbers=numbers,
+        references=["Dosovitskiy et al. (2021), An Image is Worth 16x16 Words (ICLR), Fig. 7"],
+    )

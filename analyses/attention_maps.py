@@ -1,0 +1,98 @@
+"""Attention maps: where each head of each layer looks from one query token.
+
+Method: for a few images, the post-softmax attention of every layer and head is read from the
+stored capture, and the row of one query token is drawn over the patch grid, overlaid on the
+image (Dosovitskiy et al. 2021, ViT, Fig. 6 style; Caron et al. 2021, DINO, multi-head
+visualisation). The query is the CLS token by default (any sequence position, "dist" / "reg"
+or "mean" may be given); for models without a CLS token the default query is the mean over
+the patch queries. Maps are not renormalised: the weights over the patch keys plus those over
+prefix keys (CLS, registers) sum to 1, so a pale map can mean the query attends to prefix
+tokens. One layers x heads grid per image, then one layer's heads side by side.
+"""
+
+from __future__ import annotations
+
+from probing.attention import attention_map_frame
+from probing.errors import ConfigError
+from probing.plots.attention import plot_attention_grid, plot_multihead
+from probing.sections import Figure, Section, Table
+
+TITLE = "Attention maps"
+DESCRIPTION = "Per layer x head attention from a query token (CLS by default) over the image"
+PARAMS = {
+    "layers": "all",        # blocks to show (1-based), "all" or a list
+    "n_images": 2,          # images with a layers x heads grid figure each
+    "query": None,          # None: CLS (mean over patch queries without CLS); "cls", "mean",
+                            # "reg", "dist" or a sequence position
+    "multihead_layer": -1,  # layer of the multi-head figure; -1 = last shown layer
+    "alpha": 0.6,           # opacity of the maps over the images
+}
+NEEDS = {"attention": True}
+
+
+def _query_label(layout, query) -> str:
+    q = layout.query_index(query)
+    if q is None:
+        return "the mean over patch queries"
+    return f"token {q} ({layout.kind_of(q)})"
+
+
+def run(ctx, layers="all", n_images=2, query=None, multihead_layer=-1, alpha=0.6) -> Section:
+    if int(n_images) < 1:
+        raise ConfigError(f"attention_maps.n_images is {n_images}; pass 1 or more.")
+    attn, ids, labels = ctx.attention(layers, max_images=int(n_images))
+    attn_by_layer = {int(layer): attn[:, i] for i, layer in enumerate(labels)}
+    frame = attention_map_frame(attn_by_layer, ctx.layout, query, ids)
+    shown = sorted(attn_by_layer)
+    mh_layer = shown[-1] if int(multihead_layer) == -1 else int(multihead_layer)
+    if mh_layer not in attn_by_layer:
+        raise ConfigError(
+            f"attention_maps.multihead_layer {multihead_layer} is not among the shown layers "
+            f"{shown}; pick one of them or -1 (the last)."
+        )
+    pictures, picture_ids = ctx.display_images(int(n_images))
+    images = dict(zip(picture_ids.tolist(), pictures))
+    who = _query_label(ctx.layout, query)
+    figures = []
+    for image_id in ids.tolist():
+        sub = frame[frame["image_id"] == image_id]
+        figures.append(Figure(
+            f"attention_maps_image{image_id}",
+            plot_attention_grid(sub, images.get(image_id), image_id, alpha),
+            f"Image {image_id}: attention weight from {who} to each patch, per layer (rows) and "
+            "head (columns), on one colour scale; unitless weights (a row sums to 1 over all "
+            "keys, prefix tokens included).",
+            sub))
+    first = ids.tolist()[0]
+    sub = frame[(frame["image_id"] == first) & (frame["layer"] == mh_layer)]
+    figures.append(Figure(
+        "attention_multihead",
+        plot_multihead(sub, mh_layer, images.get(first), first, alpha),
+        f"Multi-head attention of layer {mh_layer} from {who}, image {first}: one panel per head.",
+        sub))
+    # how much of the query's attention lands on patches (the rest goes to prefix tokens),
+    # and how peaked it is: per layer and head, over the shown images
+    per_map = (frame.groupby(["image_id", "layer", "head"], sort=True)["value"]
+               .agg(patch_mass="sum", peak="max").reset_index())
+    table = (per_map.groupby(["layer", "head"], sort=True)[["patch_mass", "peak"]]
+             .mean().reset_index())
+    numbers = {f"layer{int(layer)}_patch_mass": float(g["patch_mass"].mean())
+               for layer, g in table.groupby("layer")}
+    numbers["n_images"] = float(len(ids))
+    text = (__doc__ or "").split("\n\n", 1)[1].strip()
+    text += (f" Query: {who}. Images: {len(ids)}; layers: {', '.join(map(str, shown))}.")
+    if not ctx.layout.has_cls and query is None:
+        text += " This model has no CLS token, so the maps show the mean over patch queries."
+    return Section(
+        title=TITLE,
+        text=text,
+        figures=figures,
+        tables=[Table("attention_maps_mass", table,
+                      f"Attention mass from {who} on patch keys (patch_mass, the rest goes to "
+                      "prefix tokens) and the largest single patch weight (peak), per layer and "
+                      f"head, mean over {len(ids)} images.")],
+        numbers=numbers,
+        references=["Dosovitskiy et al. (2021), An Image is Worth 16x16 Words (ICLR)",
+                    "Caron et al. (2021), Emerging Properties in Self-Supervised Vision "
+                    "Transformers (ICCV)"],
+    )

@@ -1,0 +1,86 @@
+"""Attention rollout and gradient rollout: which input patches the output token draws on.
+
+Method: attention rollout (Abnar & Zuidema 2020) fuses each layer's heads (mean by default),
+optionally zeroes the lowest ``discard_ratio`` fraction of each fused matrix (never the
+CLS->CLS entry), adds the identity for the residual connection, ``(A + I) / 2``, renormalises
+each row to 1 and multiplies the layers (later layers on the left); the map is the query's row
+over the patch grid. Gradient rollout (Chefer, Gur & Wolf 2021, "generic" rule) weights each
+layer's attention by the gradient of the explained class's logit with respect to that same
+attention, keeps the positive part, averages heads and accumulates ``R = R + A R`` from
+``R = I``. Rollout is class-agnostic; gradient rollout explains the predicted class. Both maps
+are scaled to a maximum of 1 per image and overlaid on the image. The query is CLS by default;
+for models without CLS it is the mean over patch queries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from probing.attention import gradient_rollout, relevance_frame, rollout_map
+from probing.errors import ConfigError
+from probing.plots.attribution import plot_method_maps
+from probing.sections import Figure, Section, Table
+
+TITLE = "Attention rollout"
+DESCRIPTION = "Attention rollout (Abnar & Zuidema) and gradient rollout (Chefer et al.) maps"
+PARAMS = {
+    "n_images": 4,             # images shown
+    "head_fusion": "mean",     # "mean", "max" or "min"
+    "discard_ratio": 0.0,      # fraction of lowest fused entries zeroed per image and layer
+    "start_layer": 1,          # first block included in the rollout
+    "query": None,             # None: CLS (mean over patch queries without CLS) or as in maps
+    "gradient": True,          # also the gradient rollout of the predicted class
+}
+NEEDS = {"attention": True}
+
+
+def run(ctx, n_images=4, head_fusion="mean", discard_ratio=0.0, start_layer=1, query=None,
+        gradient=True) -> Section:
+    if int(n_images) < 1:
+        raise ConfigError(f"rollout.n_images is {n_images}; pass 1 or more.")
+    attn, ids, labels = ctx.attention("all", max_images=int(n_images))
+    attn_by_layer = {int(layer): attn[:, i] for i, layer in enumerate(labels)}
+    maps = {"rollout": rollout_map(attn_by_layer, ctx.layout, query, head_fusion,
+                                   float(discard_ratio), int(start_layer))}
+    if gradient:
+        images, image_ids = ctx.images(int(n_images))
+        if not np.array_equal(image_ids, ids):
+            raise ConfigError("rollout: the stored attention and the images differ; re-extract.")
+        maps["gradient_rollout"] = gradient_rollout(ctx.model.model, images, layout=ctx.layout,
+                                                    query=query)
+    frame = pd.concat([relevance_frame(m, name, ids) for name, m in maps.items()],
+                      ignore_index=True)
+    pictures, picture_ids = ctx.display_images(int(n_images))
+    numbers = {"n_images": float(len(ids))}
+    tables = []
+    if gradient:
+        rho = np.array([spearmanr(a.ravel(), b.ravel())[0]
+                        for a, b in zip(maps["rollout"], maps["gradient_rollout"])])
+        agree = pd.DataFrame({"image_id": ids, "spearman_rollout_vs_gradient": rho})
+        tables.append(Table("rollout_agreement", agree,
+                            "Spearman rank correlation between the rollout and gradient-rollout "
+                            "maps of each image (NaN when a map is constant)."))
+        if np.isfinite(rho).any():
+            numbers["spearman_rollout_vs_gradient"] = float(np.nanmean(rho))
+    setting = (f"head fusion {head_fusion}, discard ratio {float(discard_ratio):g}, layers "
+               f"{int(start_layer)}..{max(labels)}")
+    text = (__doc__ or "").split("\n\n", 1)[1].strip() + f" Settings: {setting}; {len(ids)} images."
+    if not ctx.layout.has_cls and query is None:
+        text += " This model has no CLS token: the maps are the mean over patch queries."
+    return Section(
+        title=TITLE,
+        text=text,
+        figures=[Figure(
+            "rollout_maps",
+            plot_method_maps(frame, dict(zip(picture_ids.tolist(), pictures)), list(ids)),
+            f"Attention rollout ({setting}) and gradient rollout of the predicted class, one "
+            "row per image; each map scaled to max 1 (unitless).",
+            frame)],
+        tables=tables,
+        numbers=numbers,
+        references=["Abnar & Zuidema (2020), Quantifying Attention Flow in Transformers (ACL)",
+                    "Chefer, Gur & Wolf (2021), Generic Attention-model Explainability for "
+                    "Interpreting Bi-Modal and Encoder-Decoder Transformers (ICCV)"],
+    )
