@@ -506,7 +506,9 @@ class _Dataset(torch.utils.data.Dataset):
 
 
 def _collate(items):
-    return items
+    """Stack the readable images of a batch (in the loader worker, so pinning sees one tensor)."""
+    ok = [t for _, t, _ in items if t is not None]
+    return ([(i, err) for i, _, err in items], torch.stack(ok) if ok else torch.empty(0))
 
 
 def iter_batches(
@@ -524,7 +526,10 @@ def iter_batches(
     positions : sequence of int, optional
         Which images (0-based positions) to load; all by default.
     num_workers : int
-        DataLoader worker processes for decoding.
+        DataLoader worker processes for decoding (and stacking) images.
+    pin_memory : bool
+        Return batches in page-locked host memory (done by the DataLoader's pinning thread;
+        only when CUDA is available) so copies to the GPU can be asynchronous.
 
     Yields
     ------
@@ -536,19 +541,13 @@ def iter_batches(
     ids = source.labels()["image_id"].to_numpy()
     loader = torch.utils.data.DataLoader(
         _Dataset(source, make_transform(data_config), pos), batch_size=batch_size,
-        num_workers=num_workers, collate_fn=_collate, pin_memory=False,
+        num_workers=num_workers, collate_fn=_collate,
+        pin_memory=bool(pin_memory) and torch.cuda.is_available(),
     )
-    for items in loader:
-        ok = [(i, t) for i, t, err in items if t is not None]
+    for items, images in loader:
         skipped = [{"position": i, "image_id": _py(ids[i]), "error": err}
-                   for i, t, err in items if t is None]
-        if not ok:
-            yield Batch(torch.empty(0), np.empty(0, np.int64), ids[:0], skipped)
-            continue
-        images = torch.stack([t for _, t in ok])
-        if pin_memory:
-            images = images.pin_memory()
-        p = np.array([i for i, _ in ok], dtype=np.int64)
+                   for i, err in items if err is not None]
+        p = np.array([i for i, err in items if err is None], dtype=np.int64)
         yield Batch(images, p, ids[p], skipped)
 
 

@@ -26,12 +26,12 @@ import torch
 
 from .config import RunSpec, check_params, dump_toml, load_spec
 from .data import ImageSource, iter_batches, open_source
-from .errors import AnalysisError, ProbingError, SchemaError
-from .extract import extract
+from .errors import AnalysisError, ConfigError, SchemaError
+from .extract import extract, shard_job
 from .frames import check_finite
 from .hooks import resolve_layers
 from .models import LoadedModel, load_model, random_init_copy
-from .registry import PACKAGE_ANALYSES, AnalysisModule, discover, get_analysis
+from .registry import PACKAGE_ANALYSES, AnalysisModule, get_analysis
 from .report import Report
 from .sections import Section
 from .store import EmbeddingStore
@@ -246,8 +246,12 @@ def run_spec(
         The spec (or the path of its TOML file).
     out : path, optional
         Report directory; overrides the spec's ``output``.
-    workers, scheduler : optional
-        Distributed execution on Dask (not part of this release: a clear error).
+    workers : int, optional
+        Run extraction shards and analyses as tasks on a new local Dask cluster of ``workers``
+        processes (:mod:`probing.distributed`; needs ``pip install 'probing[dask]'``).
+    scheduler : str, optional
+        Run them on the Dask cluster whose scheduler is at this address instead. Results are
+        identical to the default in-process run.
     quiet : bool
         No progress output.
 
@@ -255,27 +259,33 @@ def run_spec(
     -------
     RunResult
     """
-    if workers is not None or scheduler is not None:
-        raise ProbingError(
-            "--workers/--scheduler (Dask execution) is not available in this version; run "
-            "without them (the in-process runner gives the same results)."
-        )
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     spec = spec if isinstance(spec, RunSpec) else load_spec(spec)
     out_dir = Path(out if out is not None else spec.output)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ProbingError(f"report output {out_dir} is a file; choose a folder path.")
-    available = discover()
-    modules = [get_analysis(name, available) for name in spec.analyses]
+        raise ConfigError(f"report output {out_dir} is a file; choose a folder path.")
+    modules = [get_analysis(name) for name in spec.analyses]
     params = {m.name: check_params(m.name, spec.analyses[m.name] or {}, m.params)
               for m in modules}
     torch.manual_seed(spec.seed)
 
+    if workers is None and scheduler is None:
+        return _run_spec(spec, out_dir, modules, params, None, quiet, t_start, timings)
+    from .distributed import dask_client
+
+    with dask_client(workers, scheduler) as client:
+        return _run_spec(spec, out_dir, modules, params, client, quiet, t_start, timings)
+
+
+def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], params: dict,
+              client: Any, quiet: bool, t_start: float, timings: dict[str, float]) -> RunResult:
+    """The body of :func:`run_spec`: in-process when ``client`` is None, else on Dask."""
     t = time.perf_counter()
-    loaded = load_model(spec.model.spec, pretrained=spec.model.pretrained, arch=spec.model.arch,
-                        mapping=spec.model.mapping, mapping_options=spec.model.mapping_options,
-                        device=spec.model.device, **spec.model.options)
+    model_opts = {"pretrained": spec.model.pretrained, "arch": spec.model.arch,
+                  "mapping": spec.model.mapping, "mapping_options": spec.model.mapping_options,
+                  "device": spec.model.device, **spec.model.options}
+    loaded = load_model(spec.model.spec, **model_opts)
     source = open_source(spec.data.source, **spec.data.options).subset(spec.data.n)
     timings["load"] = time.perf_counter() - t
 
@@ -283,16 +293,28 @@ def run_spec(
     store = EmbeddingStore(Path(spec.store) / _store_key(loaded, source, capture, spec))
     n_shards = (len(source) + spec.capture.shard_size - 1) // spec.capture.shard_size
     reused = store.exists() and len(store.done_shards()) == n_shards
+    if client is not None:
+        from .distributed import data_recipe, model_recipe
+
+        recipes = (model_recipe(spec.model.spec, spec.seed, **model_opts),
+                   data_recipe(spec.data.source, spec.data.n, **spec.data.options))
     t = time.perf_counter()
     if not reused:
         if not quiet:
             print(f"extracting {len(source)} images from {loaded.name} into {store.path}",
                   file=sys.stderr)
-        extract(loaded, source, layers=capture["layers"], kinds=capture["kinds"],
-                pooled=capture["pooled"], attention=capture["attention"], store=store,
-                batch_size=spec.capture.batch_size, dtype=spec.capture.dtype,
-                autocast=spec.capture.autocast, shard_size=spec.capture.shard_size,
-                num_workers=spec.capture.num_workers, progress=None if not quiet else False)
+        settings = {"layers": capture["layers"], "kinds": capture["kinds"],
+                    "pooled": capture["pooled"], "attention": capture["attention"],
+                    "batch_size": spec.capture.batch_size, "dtype": spec.capture.dtype,
+                    "autocast": spec.capture.autocast, "shard_size": spec.capture.shard_size,
+                    "num_workers": spec.capture.num_workers}
+        if client is None:
+            extract(loaded, source, store=store, progress=None if not quiet else False,
+                    **settings)
+        else:
+            from .distributed import extract_on_dask
+
+            extract_on_dask(client, *recipes, loaded, source, store, shard_job(loaded, **settings))
     timings["extract"] = time.perf_counter() - t
 
     ctx = RunContext(model=loaded, source=source, store=store, seed=spec.seed,
@@ -301,11 +323,22 @@ def run_spec(
         f"Model {loaded.name} ({loaded.depth} blocks, width {loaded.embed_dim}, grid "
         f"{loaded.layout.rows}x{loaded.layout.cols}); data {source.name} ({len(source)} images); "
         f"seed {spec.seed}."))
-    for m in modules:
-        t = time.perf_counter()
+    if client is not None:
+        from .distributed import run_analyses_on_dask
+
         if not quiet:
-            print(f"analysis {m.name} ...", file=sys.stderr)
-        section = m.run(ctx, **params[m.name])
+            print(f"analyses {', '.join(m.name for m in modules)} on Dask ...", file=sys.stderr)
+        done = run_analyses_on_dask(client, *recipes, store, spec.seed, spec.capture.batch_size,
+                                    modules, params)
+    for i, m in enumerate(modules):
+        t = time.perf_counter()
+        if client is None:
+            if not quiet:
+                print(f"analysis {m.name} ...", file=sys.stderr)
+            section = m.run(ctx, **params[m.name])
+        else:
+            section, seconds = done[i]
+            t -= seconds
         if not isinstance(section, Section):
             raise AnalysisError(f"analysis {m.name!r} returned {type(section).__name__}, not a "
                                 "Section; return probing.sections.Section.")

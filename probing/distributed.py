@@ -1,0 +1,273 @@
+"""Run extraction shards and analyses as Dask tasks (``probing run SPEC --workers N``).
+
+The client process (the one running :func:`probing.runner.run_spec`) holds the store's lock,
+writes the manifest and decides which shards are missing; each missing shard becomes one task.
+A worker re-creates the model and the image source from *recipes* (plain dictionaries: a timm
+name, checkpoint path or ``"demo"``, and a data spec string), keeps them in a per-process cache
+so it loads the model once, and writes its shard's files and marker atomically into the shared
+store with :func:`probing.extract.extract_shard`, the function the in-process runner calls. A
+worker killed mid-shard leaves no marker, so Dask's retry (or a later rerun) redoes exactly that
+shard and nothing is duplicated.
+
+Analyses run one task per analysis: the worker builds a :class:`~probing.runner.RunContext` from
+the same recipes and returns the analysis's :class:`~probing.sections.Section`; the client
+assembles the report in spec order, so ``results.json`` is identical to an in-process run.
+
+Dask is optional: install it with ``pip install 'probing[dask]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError, ModelError
+from .extract import ShardJob, extract_shard, open_store
+from .models import LoadedModel, load_model
+from .store import EmbeddingStore
+
+__all__ = ["analysis_task", "dask_client", "data_recipe", "extract_on_dask", "model_recipe",
+           "run_analyses_on_dask", "shard_task", "worker_model", "worker_source"]
+
+log = logging.getLogger("probing")
+
+_CACHE: dict[str, Any] = {}  # per worker process: recipe key -> LoadedModel / (source, labels)
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ConfigError(
+            "--workers/--scheduler need Dask, which is not installed; run "
+            "pip install 'probing[dask]' (on the client and on every worker)."
+        ) from exc
+    return distributed
+
+
+@contextmanager
+def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
+    """A ``distributed.Client``: a new local cluster of ``workers`` processes, or ``scheduler``.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Start a ``LocalCluster(n_workers=workers, processes=True, threads_per_worker=1)`` that
+        lives as long as the context.
+    scheduler : str, optional
+        Address of a running scheduler (``tcp://host:8786``); its workers must have probing (and
+        the analyses folder, the model weights and the data) at the same paths.
+
+    Raises
+    ------
+    ConfigError
+        Both or neither given, a non-positive worker count, Dask missing, or an unreachable
+        scheduler.
+    """
+    if (workers is None) == (scheduler is None):
+        raise ConfigError("give either workers=N or scheduler=ADDRESS, not both or neither.")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ConfigError(f"workers={workers!r} must be a positive integer; use e.g. 4.")
+    dist = _distributed()
+    cluster = None
+    try:
+        if scheduler is not None:
+            client = dist.Client(scheduler, timeout="30s")
+        else:
+            cluster = dist.LocalCluster(n_workers=workers, processes=True, threads_per_worker=1,
+                                        dashboard_address=None, silence_logs=logging.ERROR)
+            client = dist.Client(cluster)
+    except (OSError, TimeoutError) as exc:
+        if cluster is not None:
+            cluster.close()
+        raise ConfigError(
+            f"cannot reach the Dask scheduler {scheduler or 'of the local cluster'} ({exc}); "
+            "check the address and that the scheduler is running."
+        ) from exc
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _absolute(text: str) -> str:
+    """An existing relative path made absolute (workers may run elsewhere); names unchanged."""
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else text
+
+
+def model_recipe(spec: Any, seed: int = 0, **options: Any) -> dict:
+    """A picklable description from which a worker re-creates the model.
+
+    Parameters
+    ----------
+    spec : str or path
+        A timm name, a checkpoint path or ``"demo"`` (anything :func:`probing.load_model`
+        accepts except an in-memory module).
+    seed : int
+        ``torch.manual_seed`` before loading (random-init weights are then the same everywhere).
+    **options
+        Other :func:`probing.load_model` keyword arguments (``pretrained``, ``arch``,
+        ``mapping``, ``mapping_options``, ``device`` and timm options).
+
+    Raises
+    ------
+    ConfigError
+        When ``spec`` is an ``nn.Module`` or LoadedModel, which workers cannot re-create.
+    """
+    if isinstance(spec, (torch.nn.Module, LoadedModel)):
+        raise ConfigError(
+            f"a model given as an in-memory {type(spec).__name__} cannot be re-created on Dask "
+            "workers; save it (safetensors) and pass the checkpoint path, a timm name or 'demo'."
+        )
+    if not isinstance(spec, (str, os.PathLike)):
+        raise ConfigError(f"model spec {spec!r} is not a timm name, checkpoint path or 'demo'.")
+    return {"spec": _absolute(os.fspath(spec)), "seed": int(seed), "options": dict(options)}
+
+
+def data_recipe(source: str | os.PathLike, n: int | None = None, **options: Any) -> dict:
+    """A picklable description from which a worker re-opens the image source.
+
+    Parameters
+    ----------
+    source : str or path
+        A spec of :func:`probing.data.open_source` (relative paths are made absolute).
+    n : int, optional
+        Use the first ``n`` images.
+    **options
+        Options of the source.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise ConfigError(
+            f"data source {type(source).__name__} cannot be re-opened on Dask workers; pass a "
+            "spec string ('shapes:n=512', an image folder or a manifest path)."
+        )
+    return {"source": _absolute(os.fspath(source)), "n": n, "options": dict(options)}
+
+
+def _key(recipe: dict) -> str:
+    return json.dumps(recipe, sort_keys=True, default=str)
+
+
+def worker_model(recipe: dict) -> LoadedModel:
+    """The model of ``recipe``, loaded once per process (cached)."""
+    key = "model:" + _key(recipe)
+    if key not in _CACHE:
+        torch.manual_seed(recipe["seed"])
+        _CACHE[key] = load_model(recipe["spec"], **recipe["options"])
+    return _CACHE[key]
+
+
+def worker_source(recipe: dict):
+    """``(source, labels)`` of ``recipe``, opened once per process (cached)."""
+    from .data import open_source
+
+    key = "data:" + _key(recipe)
+    if key not in _CACHE:
+        source = open_source(recipe["source"], **recipe["options"]).subset(recipe["n"])
+        _CACHE[key] = (source, source.labels())
+    return _CACHE[key]
+
+
+def _checked_model(recipe: dict, fingerprint: str) -> LoadedModel:
+    loaded = worker_model(recipe)
+    if loaded.fingerprint != fingerprint:
+        raise ModelError(
+            f"a Dask worker loaded {recipe['spec']!r} with other weights (fingerprint "
+            f"{loaded.fingerprint}, client {fingerprint}); give workers the same checkpoint and "
+            "cache as the client."
+        )
+    return loaded
+
+
+def shard_task(model: dict, data: dict, fingerprint: str, store: str, shard: int,
+               job: ShardJob) -> list[dict]:
+    """Dask task: extract shard ``shard`` into the store at ``store`` (see the module doc).
+
+    Returns
+    -------
+    list of dict
+        The shard's skipped (unreadable) images.
+    """
+    loaded = _checked_model(model, fingerprint)
+    source, labels = worker_source(data)
+    return extract_shard(loaded, source, EmbeddingStore(store), shard, job, labels)
+
+
+def extract_on_dask(client: Any, model: dict, data: dict, loaded: LoadedModel, source: Any,
+                    store: EmbeddingStore, job: ShardJob, lock_timeout: float = 0.0
+                    ) -> EmbeddingStore:
+    """Extract the missing shards of ``store`` as Dask tasks (one task per shard).
+
+    Parameters
+    ----------
+    client : distributed.Client
+        From :func:`dask_client`.
+    model, data : dict
+        Recipes (:func:`model_recipe`, :func:`data_recipe`) of ``loaded`` and ``source``.
+    loaded, source
+        The model and source opened on the client (for the manifest and the fingerprint).
+    store : EmbeddingStore
+        On a file system every worker sees at the same path.
+    job : ShardJob
+        Resolved settings (:func:`probing.extract.shard_job`).
+
+    Returns
+    -------
+    EmbeddingStore
+        ``store``, complete.
+    """
+    path = str(store.path.resolve())
+    with open_store(store, loaded, source, job, lock_timeout) as todo:
+        futures = [client.submit(shard_task, model, data, loaded.fingerprint, path, shard, job,
+                                 key=f"probing-shard-{store.path.name}-{shard:05d}", pure=False,
+                                 retries=2)
+                   for shard in todo]
+        for skipped in client.gather(futures):
+            if skipped and source.on_error == "skip":
+                source.skipped.extend(skipped)
+    return store
+
+
+def analysis_task(model: dict, data: dict, store: str, seed: int, batch_size: int,
+                  analysis: str | os.PathLike, params: dict) -> tuple[Any, float]:
+    """Dask task: run the analysis defined in file ``analysis`` on a worker-built context.
+
+    Returns
+    -------
+    (Section, float)
+        What the analysis returned and its wall time in seconds.
+    """
+    from .registry import _load
+    from .runner import RunContext
+
+    loaded = worker_model(model)
+    source, _ = worker_source(data)
+    ctx = RunContext(model=loaded, source=source, store=EmbeddingStore(store), seed=seed,
+                     batch_size=batch_size, quiet=True)
+    t = time.perf_counter()
+    section = _load(Path(analysis)).run(ctx, **params)
+    return section, time.perf_counter() - t
+
+
+def run_analyses_on_dask(client: Any, model: dict, data: dict, store: EmbeddingStore,
+                         seed: int, batch_size: int, modules: Sequence[Any], params: dict
+                         ) -> list[tuple[Any, float]]:
+    """Submit one :func:`analysis_task` per analysis module; results in ``modules`` order."""
+    path = str(store.path.resolve())
+    futures = [client.submit(analysis_task, model, data, path, seed, batch_size, str(m.path),
+                             params[m.name], key=f"probing-analysis-{m.name}-{store.path.name}",
+                             pure=False)
+               for m in modules]
+    return client.gather(futures)
