@@ -192,6 +192,11 @@ def extract(
     tokens, att, skipped = _run(loaded, source, tensor if source is None else None,
                                 np.arange(n_total), job, dev,
                                 tqdm(total=n_total, disable=not show, desc="extract", unit="img"))
+    if not tokens:
+        raise DataError(
+            f"all {n_total} images were skipped as unreadable (first image id "
+            f"{skipped[0]['image_id'] if skipped else '?'}); fix the files or the data source."
+        )
     frame = frame_from_table(pa.concat_tables([tokens[key] for key in sorted(
         tokens, key=lambda kl: (kl[1], TOKEN_KINDS.index(kl[0])))]))
     frame = _attach_labels(frame, labels_all)
@@ -328,7 +333,9 @@ def extract_shard(loaded: LoadedModel, source: ImageSource, store: EmbeddingStor
     pos = job.positions(shard, len(source))
     dev = next(loaded.model.parameters()).device
     tokens, att, skipped = _run(loaded, source, None, pos, job, dev, bar)
-    lab = pa.Table.from_pandas(labels_all.iloc[pos].reset_index(drop=True),
+    # one schema for every shard: a column that is all null in one shard keeps its type
+    schema = pa.Schema.from_pandas(labels_all, preserve_index=False)
+    lab = pa.Table.from_pandas(labels_all.iloc[pos].reset_index(drop=True), schema=schema,
                                preserve_index=False)
     if skipped:
         keep = ~labels_all.iloc[pos]["image_id"].isin([s["image_id"] for s in skipped]).to_numpy()
@@ -400,13 +407,14 @@ def _run(loaded, source, tensor, positions, job: ShardJob, dev, bar):
     # stored labels -> a layer spec: capture() reads a bare -1 / -2 as blocks from the end
     named = [{LAYER_EMBED: "embed", LAYER_NORM: "norm"}.get(k, k) for k in job.layers]
     batches = _batches(source, tensor, positions, job.batch_size, loaded, job.num_workers, cuda)
-    with capture(model, layout, named, list(job.kinds), job.pooled, job.attention) as cap:
+    with capture(model, layout, named, list(job.kinds), job.pooled, job.attention,
+                 stop_early=True) as cap:
         for images, ids, skip in _to_device(batches, dev):
             skipped.extend(skip)
             if len(images) == 0:
                 continue
             with torch.inference_mode(), amp:
-                model(images)
+                cap.forward(model, images)  # ends after the last captured site
             for layer, t in cap.tokens.items():
                 arr = t.float().cpu().numpy().astype(np_dtype, copy=False)
                 idx = cap.token_index[layer]
