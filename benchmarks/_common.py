@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-__all__ = ["Row", "format_table", "median_time", "print_rows"]
+__all__ = ["Row", "format_table", "median_time", "paired_times", "print_rows"]
 
 
 @dataclass
@@ -60,6 +60,21 @@ def median_time(fn: Callable[[], object], repeat: int = 5, warmup: int = 1) -> f
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def paired_times(a: Callable[[], object], b: Callable[[], object],
+                 repeat: int = 7) -> tuple[float, float]:
+    """Median times of ``a`` and ``b`` run alternately (one warm-up each), so that load from
+    other processes on a shared machine hits measurement and baseline alike."""
+    a()
+    b()
+    ta, tb = [], []
+    for _ in range(repeat):
+        for fn, out in ((a, ta), (b, tb)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def format_table(rows: list[Row]) -> str:

@@ -12,27 +12,9 @@ Rows (each a ratio against a baseline measured in the same run, on a timm
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
-
 import torch
 
-from benchmarks._common import Row, median_time, print_rows
-
-
-def _paired(a: Callable[[], object], b: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Median times of ``a`` and ``b`` run alternately (one warm-up each), so that load from
-    other processes on a shared machine hits measurement and baseline alike."""
-    a()
-    b()
-    ta, tb = [], []
-    for _ in range(repeat):
-        for fn, out in ((a, ta), (b, tb)):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-    return statistics.median(ta), statistics.median(tb)
+from benchmarks._common import Row, median_time, paired_times, print_rows
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -59,8 +41,8 @@ def run(quick: bool = False) -> list[Row]:
     with torch.no_grad(), capture_attention(model) as store:
         model(x)
     attn = dict(store)
-    t_rollout, t_forward = _paired(lambda: rollout(attn, layout=layout), forward, repeat)
-    t_map, t_forward2 = _paired(lambda: rollout_map(attn, layout), forward, repeat)
+    t_rollout, t_forward = paired_times(lambda: rollout(attn, layout=layout), forward, repeat)
+    t_map, t_forward2 = paired_times(lambda: rollout_map(attn, layout), forward, repeat)
 
     one = x[:1]
     x50 = one.repeat(50, 1, 1, 1).requires_grad_(True)
@@ -68,7 +50,7 @@ def run(quick: bool = False) -> list[Row]:
     def fwd_bwd_50() -> None:
         model(x50)[:, 0].sum().backward()
 
-    t_ig, t_fb50 = _paired(
+    t_ig, t_fb50 = paired_times(
         lambda: attribution_maps(model, one, "integrated_gradients", target=0, layout=layout,
                                  n_steps=50),
         fwd_bwd_50,
@@ -92,7 +74,7 @@ def run(quick: bool = False) -> list[Row]:
     def fwd_bwd() -> None:
         model(xg)[:, 0].sum().backward()
 
-    t_grad, t_fb = _paired(
+    t_grad, t_fb = paired_times(
         lambda: gradient_rollout(model, x, target=0, layout=layout), fwd_bwd, repeat
     )
     tag = f"{size}px, batch {batch}"

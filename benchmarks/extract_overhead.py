@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from benchmarks._common import Row, median_time, print_rows
+from benchmarks._common import Row, paired_times, print_rows
 
 MODELS = {
     "vit_tiny": ("vit_tiny_patch16_224", {}),
@@ -48,7 +48,7 @@ def run(quick: bool = False) -> list[Row]:
 
     torch.set_num_threads(2)
     rows: list[Row] = []
-    repeat = 3 if quick else 5
+    repeat = 3 if quick else 9
     for label, (name, kw) in MODELS.items():
         if quick and label == "vit_small":
             continue
@@ -70,10 +70,8 @@ def run(quick: bool = False) -> list[Row]:
             extract(loaded, x, layers="all", kinds=("cls", "patch"), attention=True,
                     batch_size=batch, progress=False)
 
-        base = median_time(plain, repeat)
-        a = median_time(tokens, repeat)
-        base2 = median_time(plain, repeat)
-        b = median_time(with_attention, repeat)
+        base, a = paired_times(plain, tokens, repeat)
+        base2, b = paired_times(plain, with_attention, repeat)
         rows.append(Row(f"(a) {label}: CLS+patch, all layers -> frame ({batch} img)", a,
                         base, "s", "<= 1.05"))
         rows.append(Row(f"(b) {label}: + attention weights ({batch} img)", b, base2, "s",

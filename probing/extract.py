@@ -346,6 +346,8 @@ def extract_shard(loaded: LoadedModel, source: ImageSource, store: EmbeddingStor
 
 def _attach_labels(frame: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     """Join per-image label columns onto token rows (Arrow dtypes, as a store read gives)."""
+    if not any(c != "image_id" for c in labels.columns):
+        return frame
     labels = frame_from_table(pa.Table.from_pandas(labels, preserve_index=False))
     return join_labels(frame, labels)
 
@@ -418,8 +420,7 @@ def _run(loaded, source, tensor, positions, job: ShardJob, dev, bar):
             for layer, t in cap.tokens.items():
                 arr = t.float().cpu().numpy().astype(np_dtype, copy=False)
                 idx = cap.token_index[layer]
-                for kind in _kinds_in(idx, layout):
-                    sel = _kind_columns(idx, layout, kind)
+                for kind, sel in _kind_columns(idx, layout).items():
                     table = _token_table(arr[:, sel], layout, layer, ids, idx[sel], None)
                     parts.setdefault((kind, layer), []).append(table)
             for layer, a in cap.attention.items():
@@ -435,12 +436,7 @@ def _run(loaded, source, tensor, positions, job: ShardJob, dev, bar):
     return tokens, att, skipped
 
 
-def _kinds_in(idx: np.ndarray, layout) -> list[str]:
-    kinds = {("pooled" if i < 0 else layout.kind_of(int(i))) for i in idx}
-    return [k for k in TOKEN_KINDS if k in kinds]
-
-
-def _kind_columns(idx: np.ndarray, layout, kind: str) -> np.ndarray:
-    if kind == "pooled":
-        return np.flatnonzero(idx < 0)
-    return np.flatnonzero([(i >= 0 and layout.kind_of(int(i)) == kind) for i in idx])
+def _kind_columns(idx: np.ndarray, layout) -> dict[str, np.ndarray]:
+    """Columns of each token kind among captured positions ``idx`` (-1 = pooled), in kind order."""
+    kinds = np.where(idx < 0, "pooled", layout.token_table()["kind"][np.maximum(idx, 0)])
+    return {k: np.flatnonzero(kinds == k) for k in TOKEN_KINDS if (kinds == k).any()}

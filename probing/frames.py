@@ -158,10 +158,7 @@ def frame_from_table(table: pa.Table) -> pd.DataFrame:
     data = {}
     for name, column in zip(table.column_names, table.columns):
         if pa.types.is_dictionary(column.type):
-            values = column.to_pandas()
-            if name == "kind":
-                values = values.astype(str).astype(KIND_DTYPE)
-            data[name] = values
+            data[name] = _kind_categorical(column) if name == "kind" else column.to_pandas()
         else:
             if pa.types.is_fixed_size_list(column.type):  # parquet names the item "element"
                 canonical = pa.list_(column.type.value_type, column.type.list_size)
@@ -169,6 +166,18 @@ def frame_from_table(table: pa.Table) -> pd.DataFrame:
                     column = column.cast(canonical)
             data[name] = pd.Series(pd.arrays.ArrowExtensionArray(column), name=name)
     return pd.DataFrame(data, copy=False)
+
+
+def _kind_categorical(column: pa.ChunkedArray) -> pd.Categorical:
+    """The ``kind`` dictionary column as a categorical with the fixed :data:`KIND_DTYPE`."""
+    chunks = column.chunks or [pa.array([], pa.dictionary(pa.int8(), pa.string()))]
+    codes = []
+    for chunk in chunks:
+        names = chunk.dictionary.to_pylist()
+        remap = np.array([TOKEN_KINDS.index(n) for n in names], dtype=np.int8)
+        idx = chunk.indices.to_numpy(zero_copy_only=False)
+        codes.append(remap[idx] if len(remap) else idx.astype(np.int8))
+    return pd.Categorical.from_codes(np.concatenate(codes), dtype=KIND_DTYPE)
 
 
 def frame_to_table(frame: pd.DataFrame) -> pa.Table:
