@@ -241,7 +241,8 @@ def extract_on_dask(client: Any, model: dict, data: dict, loaded: LoadedModel, s
 
 
 def analysis_task(model: dict, data: dict, store: str, seed: int, batch_size: int,
-                  analysis: str | os.PathLike, params: dict) -> tuple[Any, float]:
+                  analysis: str | os.PathLike, params: dict,
+                  style: dict | None = None) -> tuple[Any, float]:
     """Dask task: run the analysis defined in file ``analysis`` on a worker-built context.
 
     Returns
@@ -249,25 +250,26 @@ def analysis_task(model: dict, data: dict, store: str, seed: int, batch_size: in
     (Section, float)
         What the analysis returned and its wall time in seconds.
     """
-    from .registry import _load
-    from .runner import RunContext
+    from .registry import load_analysis
+    from .runner import RunContext, run_analysis
 
     loaded = worker_model(model)
     source, _ = worker_source(data)
     ctx = RunContext(model=loaded, source=source, store=EmbeddingStore(store), seed=seed,
                      batch_size=batch_size, quiet=True)
     t = time.perf_counter()
-    section = _load(Path(analysis)).run(ctx, **params)
+    section = run_analysis(load_analysis(Path(analysis)).run, ctx, params, style)
     return section, time.perf_counter() - t
 
 
 def run_analyses_on_dask(client: Any, model: dict, data: dict, store: EmbeddingStore,
-                         seed: int, batch_size: int, modules: Sequence[Any], params: dict
-                         ) -> list[tuple[Any, float]]:
+                         seed: int, batch_size: int, modules: Sequence[Any], params: dict,
+                         style: dict | None = None) -> list[tuple[Any, float]]:
     """Submit one :func:`analysis_task` per analysis module; results in ``modules`` order."""
     path = str(store.path.resolve())
     futures = [client.submit(analysis_task, model, data, path, seed, batch_size, str(m.path),
-                             params[m.name], key=f"probing-analysis-{m.name}-{store.path.name}",
+                             params[m.name], style,
+                             key=f"probing-analysis-{m.name}-{store.path.name}",
                              pure=False)
                for m in modules]
     return client.gather(futures)

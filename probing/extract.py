@@ -303,7 +303,7 @@ def open_store(store: EmbeddingStore, loaded: LoadedModel, source: ImageSource, 
     try:
         store.prepare(store_manifest(loaded, source, job.capture_config(), job.shard_size))
         yield [s for s in range(job.n_shards(len(source))) if not store.shard_done(s)]
-        store._clean_temporaries()
+        store.clean_temporaries()
     finally:
         store.unlock()
 

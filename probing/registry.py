@@ -24,7 +24,7 @@ from types import ModuleType
 
 from .errors import AnalysisError
 
-__all__ = ["AnalysisModule", "analysis_dirs", "discover", "get_analysis"]
+__all__ = ["AnalysisModule", "analysis_dirs", "discover", "get_analysis", "load_analysis"]
 
 PACKAGE_ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
 
@@ -55,7 +55,8 @@ def analysis_dirs() -> list[Path]:
     return out
 
 
-def _load(path: Path) -> ModuleType:
+def load_analysis(path: Path) -> ModuleType:
+    """Import the analysis module in file ``path`` (AnalysisError when it fails)."""
     spec = importlib.util.spec_from_file_location(f"probing_analyses.{path.stem}", path)
     if spec is None or spec.loader is None:
         raise AnalysisError(f"analysis file {path} cannot be imported; check it is Python.")
@@ -69,7 +70,7 @@ def _load(path: Path) -> ModuleType:
 
 
 def _module(path: Path) -> AnalysisModule | None:
-    module = _load(path)
+    module = load_analysis(path)
     if not callable(getattr(module, "run", None)):
         return None
     name = getattr(module, "NAME", path.stem)

@@ -15,7 +15,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,14 @@ import torch
 
 from .config import RunSpec, check_params, dump_toml, load_spec
 from .data import ImageSource, iter_batches, open_source
-from .errors import AnalysisError, ConfigError, SchemaError
+from .errors import AnalysisError, SchemaError
 from .extract import extract, shard_job
 from .frames import check_finite
 from .hooks import resolve_layers
 from .models import LoadedModel, load_model, random_init_copy
+from .plots.style import paper_style, style_overrides
 from .registry import PACKAGE_ANALYSES, AnalysisModule, get_analysis
-from .report import Report
+from .report import Report, check_output_dir
 from .sections import Section
 from .store import EmbeddingStore
 
@@ -162,6 +163,15 @@ class RunContext:
         return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
+def run_analysis(run: Callable[..., Any], ctx: RunContext, params: dict,
+                 style: dict | None = None) -> Any:
+    """Call an analysis's ``run(ctx, **params)`` with the toolkit's figure style applied, so
+    every figure element it creates (legends and labels drawn after the axes too) is styled,
+    with the spec's ``style`` overrides on top."""
+    with paper_style(style), style_overrides(style):
+        return run(ctx, **params)
+
+
 @dataclass
 class RunResult:
     """What :func:`run_spec` did."""
@@ -263,8 +273,7 @@ def run_spec(
     timings: dict[str, float] = {}
     spec = spec if isinstance(spec, RunSpec) else load_spec(spec)
     out_dir = Path(out if out is not None else spec.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"report output {out_dir} is a file; choose a folder path.")
+    check_output_dir(out_dir)
     modules = [get_analysis(name) for name in spec.analyses]
     params = {m.name: check_params(m.name, spec.analyses[m.name] or {}, m.params)
               for m in modules}
@@ -329,13 +338,13 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         if not quiet:
             print(f"analyses {', '.join(m.name for m in modules)} on Dask ...", file=sys.stderr)
         done = run_analyses_on_dask(client, *recipes, store, spec.seed, spec.capture.batch_size,
-                                    modules, params)
+                                    modules, params, spec.style)
     for i, m in enumerate(modules):
         t = time.perf_counter()
         if client is None:
             if not quiet:
                 print(f"analysis {m.name} ...", file=sys.stderr)
-            section = m.run(ctx, **params[m.name])
+            section = run_analysis(m.run, ctx, params[m.name], spec.style)
         else:
             section, seconds = done[i]
             t -= seconds
@@ -360,7 +369,8 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         "spec_path": spec.source_path,
         "timings_s": timings,
     }
-    report.write(out_dir, spec_text=dump_toml(spec, params), provenance=provenance)
+    report.write(out_dir, spec_text=dump_toml(spec, params), provenance=provenance,
+                 style=spec.style)
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
     # rewrite provenance with the final timings (the report directory is already complete)

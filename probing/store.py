@@ -182,7 +182,7 @@ class EmbeddingStore:
                 ) from exc
             if holder is None:
                 self._lock_held = True
-                self._clean_temporaries()
+                self.clean_temporaries()
                 return
             if time.monotonic() >= deadline:
                 who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else \
@@ -251,7 +251,8 @@ class EmbeddingStore:
     def __exit__(self, *exc: object) -> None:
         self.unlock()
 
-    def _clean_temporaries(self) -> None:
+    def clean_temporaries(self) -> None:
+        """Remove temporary files left by writers that were killed (call while holding the lock)."""
         for tmp in self.path.rglob(".*.tmp"):
             tmp.unlink(missing_ok=True)
 
