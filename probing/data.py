@@ -260,7 +260,8 @@ class _FileSource(ImageSource):
             with Image.open(path) as img:
                 img.load()
                 return img
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+                Image.DecompressionBombError) as exc:
             raise DataError(
                 f"image {path} cannot be read ({exc.__class__.__name__}: {exc}); replace or "
                 "remove it, or pass on_error='skip' to skip unreadable images."
@@ -342,6 +343,12 @@ class ManifestSource(_FileSource):
             )
         if len(frame) == 0:
             raise DataError(f"manifest {path} lists no images; add rows.")
+        blank = frame[path_column].isna()
+        if blank.any():
+            raise DataError(
+                f"manifest {path} has {int(blank.sum())} row(s) without a {path_column!r} "
+                f"(first: row {int(blank.to_numpy().argmax())}); fill or drop them."
+            )
         base = path.parent
         full = [str(p if Path(p).is_absolute() else base / p) for p in frame[path_column]]
         if id_column is not None:
@@ -401,10 +408,16 @@ def open_source(spec: str | os.PathLike | ImageSource, **options: Any) -> ImageS
         except TypeError as exc:
             raise DataError(f"data source {text!r} has an unknown option: {exc}.") from exc
     path = Path(text).expanduser()
-    if path.is_dir():
-        return ImageFolderSource(path, **options)
-    if path.suffix.lower() in (".csv", ".parquet", ".pq"):
-        return ManifestSource(path, **options)
+    kind = ImageFolderSource if path.is_dir() else ManifestSource \
+        if path.suffix.lower() in (".csv", ".parquet", ".pq") else None
+    if kind is not None:
+        try:
+            return kind(path, **options)
+        except TypeError as exc:
+            raise DataError(
+                f"data source {text!r} got an unknown option ({exc}); options of "
+                f"{kind.__name__} are in its docstring."
+            ) from exc
     raise DataError(
         f"data source {text!r} is not 'shapes', 'digits', an image folder or a CSV/parquet "
         "manifest; check the path or name."
@@ -499,9 +512,7 @@ class _Dataset(torch.utils.data.Dataset):
         i = int(self.positions[k])
         try:
             return i, self.transform(self.source.image(i)), None
-        except DataError as exc:
-            if self.source.on_error != "skip":
-                raise
+        except DataError as exc:  # raised again in the main process (see iter_batches)
             return i, None, str(exc)
 
 
@@ -547,6 +558,9 @@ def iter_batches(
     for items, images in loader:
         skipped = [{"position": i, "image_id": _py(ids[i]), "error": err}
                    for i, err in items if err is not None]
+        if skipped and source.on_error != "skip":
+            # raised here, not in a loader worker, so the message stays one sentence
+            raise DataError(skipped[0]["error"])
         p = np.array([i for i, err in items if err is None], dtype=np.int64)
         yield Batch(images, p, ids[p], skipped)
 

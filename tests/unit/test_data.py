@@ -152,3 +152,16 @@ def test_array_source_and_digits_on_rgb_model():
     assert batch.images.shape == (5, 3, 16, 16)
     with pytest.raises(DataError, match="uint8"):
         ArraySource(np.zeros((2, 4, 4), dtype=np.float32))
+
+
+def test_worker_errors_stay_one_sentence_and_blank_manifest_paths(tmp_path):
+    root = _folder(tmp_path / "f")
+    (root / "cat" / "0.png").write_bytes(b"garbage")
+    with pytest.raises(DataError, match="0.png") as info:
+        list(iter_batches(ImageFolderSource(root), CONFIG, 4, num_workers=2))
+    assert "Traceback" not in str(info.value)
+    pd.DataFrame({"path": ["f/dog/0.png", None]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataError, match="without a 'path'"):
+        ManifestSource(tmp_path / "m.csv")
+    with pytest.raises(DataError, match="unknown option"):
+        open_source(root, colour="red")
