@@ -147,24 +147,27 @@ def list_cmd() -> None:
               help="Report directory (overrides the spec's output).")
 @click.option("--workers", type=int, default=None, help="Run on a local Dask cluster of N workers.")
 @click.option("--scheduler", default=None, help="Run on an existing Dask scheduler ADDRESS.")
+@click.option("--force", is_flag=True, help="Recompute analyses and report even if up to date.")
 @_guard
-def run(spec, out, workers, scheduler) -> None:
+def run(spec, out, workers, scheduler, force) -> None:
     """Run a TOML spec: extract (or reuse the store), analyse, write the report."""
     from .runner import run_spec
 
-    result = run_spec(spec, out=out, workers=workers, scheduler=scheduler, quiet=_State.quiet)
+    result = run_spec(spec, out=out, workers=workers, scheduler=scheduler, quiet=_State.quiet,
+                      force=force)
     click.echo(f"report: {result.report_dir / 'index.html'}")
 
 
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Report directory (default reports/demo).")
+@click.option("--force", is_flag=True, help="Recompute analyses and report even if up to date.")
 @_guard
-def demo(out) -> None:
+def demo(out, force) -> None:
     """Run the demo spec on the built-in model and data (offline) and write its report."""
     from .runner import demo_spec_path, run_spec
 
-    result = run_spec(demo_spec_path(), out=out, quiet=_State.quiet)
+    result = run_spec(demo_spec_path(), out=out, quiet=_State.quiet, force=force)
     click.echo(f"report: {result.report_dir / 'index.html'}")
 
 

@@ -180,6 +180,30 @@ class RunResult:
     store: EmbeddingStore
     timings: dict[str, float]
     reused_store: bool
+    reused_report: bool = False
+
+
+def _run_key(store: EmbeddingStore, spec_text: str, modules: Iterable[AnalysisModule]) -> str:
+    """Hash of everything a report depends on: the store (model, data, capture), the resolved
+    spec, the analysis files and probing's own source files."""
+    h = hashlib.sha256()
+    h.update(store.path.name.encode())
+    h.update(spec_text.encode())
+    package = Path(__file__).resolve().parent
+    files = [m.path for m in modules] + sorted(package.rglob("*.py")) \
+        + sorted(package.rglob("*.html"))
+    for path in files:
+        h.update(str(path.name).encode())
+        h.update(Path(path).read_bytes())
+    return h.hexdigest()[:20]
+
+
+def _report_is_current(out_dir: Path, run_key: str) -> bool:
+    try:
+        prov = json.loads((out_dir / "provenance.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return prov.get("run_key") == run_key and (out_dir / "index.html").is_file()
 
 
 def _capture_settings(spec: RunSpec, modules: Iterable[AnalysisModule],
@@ -247,8 +271,14 @@ def run_spec(
     workers: int | None = None,
     scheduler: str | None = None,
     quiet: bool = False,
+    force: bool = False,
 ) -> RunResult:
     """Run a spec end to end.
+
+    Rerunning is incremental: a complete store for the same model, data and capture settings
+    is reused (no extraction), and when the report in ``out`` was made by the same resolved
+    spec, the same analysis files and the same probing code, nothing is recomputed at all
+    (``force=True`` recomputes analyses and report anyway).
 
     Parameters
     ----------
@@ -264,6 +294,8 @@ def run_spec(
         identical to the default in-process run.
     quiet : bool
         No progress output.
+    force : bool
+        Recompute analyses and the report even when they are up to date.
 
     Returns
     -------
@@ -280,15 +312,16 @@ def run_spec(
     torch.manual_seed(spec.seed)
 
     if workers is None and scheduler is None:
-        return _run_spec(spec, out_dir, modules, params, None, quiet, t_start, timings)
+        return _run_spec(spec, out_dir, modules, params, None, quiet, t_start, timings, force)
     from .distributed import dask_client
 
     with dask_client(workers, scheduler) as client:
-        return _run_spec(spec, out_dir, modules, params, client, quiet, t_start, timings)
+        return _run_spec(spec, out_dir, modules, params, client, quiet, t_start, timings, force)
 
 
 def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], params: dict,
-              client: Any, quiet: bool, t_start: float, timings: dict[str, float]) -> RunResult:
+              client: Any, quiet: bool, t_start: float, timings: dict[str, float],
+              force: bool = False) -> RunResult:
     """The body of :func:`run_spec`: in-process when ``client`` is None, else on Dask."""
     t = time.perf_counter()
     model_opts = {"pretrained": spec.model.pretrained, "arch": spec.model.arch,
@@ -302,6 +335,14 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
     store = EmbeddingStore(Path(spec.store) / _store_key(loaded, source, capture, spec))
     n_shards = (len(source) + spec.capture.shard_size - 1) // spec.capture.shard_size
     reused = store.exists() and len(store.done_shards()) == n_shards
+    run_key = _run_key(store, dump_toml(spec, params), modules)
+    if reused and not force and _report_is_current(out_dir, run_key):
+        if not quiet:
+            print(f"report {out_dir} is up to date (same spec, store, analyses and code)",
+                  file=sys.stderr)
+        timings["total"] = time.perf_counter() - t_start
+        return RunResult(report_dir=out_dir, store=store, timings=timings, reused_store=True,
+                         reused_report=True)
     if client is not None:
         from .distributed import data_recipe, model_recipe
 
@@ -368,6 +409,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         "store": {"path": str(store.path), "reused": reused, "capture": capture},
         "spec_path": spec.source_path,
         "timings_s": timings,
+        "run_key": run_key,
     }
     report.write(out_dir, spec_text=dump_toml(spec, params), provenance=provenance,
                  style=spec.style)

@@ -72,12 +72,18 @@ def test_rerun_reuses_store_and_is_identical(tmp_path):
     first = run_spec(spec, quiet=True)
     results = (first.report_dir / "results.json").read_bytes()
     tables = {p.name: p.read_bytes() for p in (first.report_dir / "tables").glob("*.csv")}
-    second = run_spec(spec, quiet=True)
-    assert not first.reused_store and second.reused_store
-    assert second.timings["extract"] < first.timings["extract"]
-    assert (second.report_dir / "results.json").read_bytes() == results
-    assert {p.name: p.read_bytes() for p in (second.report_dir / "tables").glob("*.csv")} \
+    second = run_spec(spec, quiet=True)  # nothing changed: nothing is recomputed
+    assert not first.reused_store and second.reused_store and second.reused_report
+    assert second.timings["total"] < first.timings["total"]
+    forced = run_spec(spec, quiet=True, force=True)  # analyses and report again, store reused
+    assert forced.reused_store and not forced.reused_report
+    assert forced.timings["extract"] < first.timings["extract"]
+    assert (forced.report_dir / "results.json").read_bytes() == results
+    assert {p.name: p.read_bytes() for p in (forced.report_dir / "tables").glob("*.csv")} \
         == tables
+    changed = spec.read_text().replace("seed = 0", "seed = 1")
+    spec.write_text(changed)
+    assert not run_spec(spec, quiet=True).reused_report  # a changed spec recomputes
 
 
 def test_html_escapes_text_from_data(tmp_path):
