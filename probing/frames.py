@@ -255,6 +255,18 @@ def validate_frame(frame: pd.DataFrame, finite: bool = False) -> pd.DataFrame:
             "probing.extract or probing.to_frame."
         )
     embedding_matrix(frame)  # checks the vector column's type
+    if not isinstance(frame["kind"].dtype, pd.CategoricalDtype) or \
+            not set(frame["kind"].cat.categories) <= set(TOKEN_KINDS):
+        raise SchemaError(
+            f"column 'kind' has dtype {frame['kind'].dtype}, not the token-kind category; build "
+            "frames with probing.to_frame or convert with .astype(probing.frames.KIND_DTYPE)."
+        )
+    for name in ("layer", "token", "row", "col"):
+        if not pd.api.types.is_integer_dtype(frame[name].dtype):
+            raise SchemaError(
+                f"column {name!r} has dtype {frame[name].dtype}, not an integer type; build "
+                "frames with probing.to_frame."
+            )
     if finite:
         check_finite(frame)
     return frame

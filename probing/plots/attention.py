@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..errors import DataError
 from .style import OKABE_ITO, SEQUENTIAL, new_figure
@@ -172,5 +173,6 @@ def plot_attention_distance(frame: pd.DataFrame, jitter: float = 0.0) -> Figure:
         ax.legend()
     ax.set_xlabel("network depth (layer)")
     ax.set_ylabel("mean attention distance (pixels)")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, float(frame["distance_px"].max()) * 1.08 or 1.0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig

@@ -11,15 +11,36 @@ __all__ = ["plot_embedding_maps", "plot_explained_variance"]
 
 
 def _is_categorical(values: pd.Series) -> bool:
-    return not pd.api.types.is_numeric_dtype(values.dtype) or values.nunique() <= 12
+    return not pd.api.types.is_numeric_dtype(values.dtype) or values.nunique() <= 20
+
+
+def _category_colours(n: int) -> list:
+    """Okabe-Ito for up to 8 categories, matplotlib's tab20 beyond (never a repeated colour)."""
+    if n <= len(OKABE_ITO):
+        return list(OKABE_ITO[:n])
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    return [cmap(i % 20) for i in range(n)]
+
+
+def _categories(values: pd.Series) -> list[str]:
+    """Category labels in natural order (numbers numerically, the rest alphabetically)."""
+    unique = pd.unique(values.dropna())
+    try:
+        unique = sorted(unique)
+    except TypeError:
+        unique = sorted(unique, key=str)
+    return [str(v) for v in unique]
 
 
 def _scatter(ax, panel: pd.DataFrame, color: str, cats: list | None, norm) -> object:
     if cats is not None:
+        colours = _category_colours(len(cats))
         for i, cat in enumerate(cats):
             sub = panel[panel[color].astype(str) == cat]
-            ax.scatter(sub["x"], sub["y"], s=3, lw=0, color=OKABE_ITO[i % len(OKABE_ITO)],
-                       label=cat, rasterized=True)
+            ax.scatter(sub["x"], sub["y"], s=3, lw=0, color=colours[i], label=cat,
+                       rasterized=True)
         return None
     return ax.scatter(panel["x"], panel["y"], c=panel[color].astype(float), s=3, lw=0,
                       cmap=SEQUENTIAL, norm=norm, rasterized=True)
@@ -46,7 +67,7 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
     aspect = len(row_vals) / max(1, len(col_vals))
     fig, axes = new_figure(w, aspect=aspect * 1.02 + 0.08, nrows=len(row_vals),
                            ncols=len(col_vals), squeeze=False)
-    cats = sorted(coords[color].astype(str).unique()) if _is_categorical(coords[color]) else None
+    cats = _categories(coords[color]) if _is_categorical(coords[color]) else None
     norm = None if cats else Normalize(coords[color].astype(float).min(),
                                        coords[color].astype(float).max())
     mappable = None

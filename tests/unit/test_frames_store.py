@@ -88,6 +88,11 @@ def test_validate_frame_rejects_missing_and_non_finite():
         validate_frame(frame, finite=True)
     with pytest.raises(SchemaError, match="missing column"):
         validate_frame(frame.drop(columns="row"))
+    with pytest.raises(SchemaError, match="'kind'"):
+        validate_frame(frame.assign(kind=frame["kind"].astype(str)))
+    with pytest.raises(SchemaError, match="'layer'"):
+        validate_frame(frame.assign(layer=1.5))
+    assert validate_frame(frame) is frame
 
 
 def test_extract_tensor_input_and_order(tiny):
