@@ -4,6 +4,41 @@ Nothing here computes a statistic; every function draws what it is given. One su
 family of figures; all share :mod:`probing.plots.style`.
 """
 
-from .style import DIVERGING, OKABE_ITO, SEQUENTIAL, new_figure, paper_style
+from .attention import plot_attention_distance, plot_attention_grid, plot_multihead
+from .attribution import plot_faithfulness, plot_method_maps, plot_sanity
+from .embedding import plot_embedding_maps, plot_explained_variance
+from .posenc import plot_decay_1d, plot_decay_2d, plot_similarity_grid, plot_subspace_angles
+from .probes import plot_probe_layers
+from .similarity import plot_cka_heatmap, plot_similarity_vs_layer
+from .style import (
+    DIVERGING,
+    OKABE_ITO,
+    SEQUENTIAL,
+    new_figure,
+    paper_style,
+    style_overrides,
+)
 
-__all__ = ["DIVERGING", "OKABE_ITO", "SEQUENTIAL", "new_figure", "paper_style"]
+__all__ = [
+    "DIVERGING",
+    "OKABE_ITO",
+    "SEQUENTIAL",
+    "new_figure",
+    "paper_style",
+    "plot_attention_distance",
+    "plot_attention_grid",
+    "plot_cka_heatmap",
+    "plot_decay_1d",
+    "plot_decay_2d",
+    "plot_embedding_maps",
+    "plot_explained_variance",
+    "plot_faithfulness",
+    "plot_method_maps",
+    "plot_multihead",
+    "plot_probe_layers",
+    "plot_sanity",
+    "plot_similarity_grid",
+    "plot_similarity_vs_layer",
+    "plot_subspace_angles",
+    "style_overrides",
+]
