@@ -149,3 +149,25 @@ def test_same_spec_fresh_stores_identical_other_seed_differs(tmp_path):
 def _mkdirs(tmp_path):
     for sub in ("a", "b", "c"):
         (tmp_path / sub).mkdir()
+
+
+def test_manifest_paths_are_only_read(tmp_path):
+    """Paths in a manifest are read as given (even outside its folder); nothing is written
+    anywhere but the store."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(outside / "a.png")
+    data = tmp_path / "data"
+    data.mkdir()
+    pd.DataFrame({"path": ["../elsewhere/a.png", str(outside / "a.png")],
+                  "label": ["x", "y"]}).to_csv(data / "m.csv", index=False)
+    before = {p for p in tmp_path.rglob("*")}
+    store = extract("demo", data / "m.csv", store=tmp_path / "store", progress=False)
+    written = {p for p in tmp_path.rglob("*")} - before
+    assert written and all(tmp_path / "store" in p.parents or p == tmp_path / "store"
+                           for p in written)
+    assert sorted(store.labels()["label"].tolist()) == ["x", "y"]
