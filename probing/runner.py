@@ -26,8 +26,8 @@ import torch
 
 from .config import RunSpec, check_params, dump_toml, load_spec
 from .data import ImageSource, iter_batches, open_source
-from .errors import AnalysisError, SchemaError
-from .extract import extract, shard_job
+from .errors import AnalysisError, ProbingError, SchemaError
+from .extract import extract, shard_job, store_manifest
 from .frames import check_finite
 from .hooks import resolve_layers
 from .models import LoadedModel, load_model, random_init_copy
@@ -198,6 +198,38 @@ def _run_key(store: EmbeddingStore, spec_text: str, modules: Iterable[AnalysisMo
     return h.hexdigest()[:20]
 
 
+def _covers(have: dict, need: dict) -> bool:
+    """Whether a store captured with ``have`` holds everything ``need`` asks for."""
+    return (set(need["layers"]) <= set(have["layers"])
+            and set(need["kinds"]) <= set(have["kinds"])
+            and need["pooled"] in (None, have["pooled"])
+            and (not need["attention"] or have["attention"])
+            and need["dtype"] == have["dtype"] and need["autocast"] == have["autocast"])
+
+
+def _covering_store(root: Path, wanted: dict, n_shards: int) -> EmbeddingStore | None:
+    """A complete store under ``root`` from the same model, preprocessing, data and shard
+    size whose capture covers ``wanted["capture"]`` (so removing an analysis, or asking for
+    fewer layers, never extracts again)."""
+    if not root.is_dir():
+        return None
+    same = ("schema_version", "model", "preprocessing", "data", "shard_size")
+    key = json.dumps({k: wanted.get(k) for k in same}, sort_keys=True, default=str)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            store = EmbeddingStore(folder)
+            manifest = store.manifest
+        except ProbingError:
+            continue
+        if not manifest or json.dumps({k: manifest.get(k) for k in same}, sort_keys=True,
+                                      default=str) != key:
+            continue
+        if _covers(manifest["capture"], wanted["capture"]) \
+                and len(store.done_shards()) == n_shards:
+            return store
+    return None
+
+
 def _report_is_current(out_dir: Path, run_key: str) -> bool:
     try:
         prov = json.loads((out_dir / "provenance.json").read_text())
@@ -332,9 +364,20 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
     timings["load"] = time.perf_counter() - t
 
     capture = _capture_settings(spec, modules, loaded)
+    settings = {"layers": capture["layers"], "kinds": capture["kinds"],
+                "pooled": capture["pooled"], "attention": capture["attention"],
+                "batch_size": spec.capture.batch_size, "dtype": spec.capture.dtype,
+                "autocast": spec.capture.autocast, "shard_size": spec.capture.shard_size,
+                "num_workers": spec.capture.num_workers}
+    job = shard_job(loaded, **settings)
     store = EmbeddingStore(Path(spec.store) / _store_key(loaded, source, capture, spec))
-    n_shards = (len(source) + spec.capture.shard_size - 1) // spec.capture.shard_size
+    n_shards = job.n_shards(len(source))
     reused = store.exists() and len(store.done_shards()) == n_shards
+    if not reused:  # a complete store made for a wider capture serves this run as well
+        wanted = store_manifest(loaded, source, job.capture_config(), job.shard_size)
+        covering = _covering_store(Path(spec.store), wanted, n_shards)
+        if covering is not None:
+            store, reused = covering, True
     run_key = _run_key(store, dump_toml(spec, params), modules)
     if reused and not force and _report_is_current(out_dir, run_key):
         if not quiet:
@@ -353,18 +396,13 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         if not quiet:
             print(f"extracting {len(source)} images from {loaded.name} into {store.path}",
                   file=sys.stderr)
-        settings = {"layers": capture["layers"], "kinds": capture["kinds"],
-                    "pooled": capture["pooled"], "attention": capture["attention"],
-                    "batch_size": spec.capture.batch_size, "dtype": spec.capture.dtype,
-                    "autocast": spec.capture.autocast, "shard_size": spec.capture.shard_size,
-                    "num_workers": spec.capture.num_workers}
         if client is None:
             extract(loaded, source, store=store, progress=None if not quiet else False,
                     **settings)
         else:
             from .distributed import extract_on_dask
 
-            extract_on_dask(client, *recipes, loaded, source, store, shard_job(loaded, **settings))
+            extract_on_dask(client, *recipes, loaded, source, store, job)
     timings["extract"] = time.perf_counter() - t
 
     ctx = RunContext(model=loaded, source=source, store=store, seed=spec.seed,

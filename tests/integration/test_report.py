@@ -179,3 +179,19 @@ def test_readme_worked_analysis_example_runs(tmp_path, monkeypatch):
     results = json.loads((result.report_dir / "results.json").read_text())
     assert results["cls_norm"]["last"] > 0
     assert (result.report_dir / "tables" / "cls_norm.csv").exists()
+
+
+def test_a_store_with_a_wider_capture_is_reused(tmp_path):
+    wide = tmp_path / "wide.toml"
+    wide.write_text(f'output = "{tmp_path / "r1"}"\nstore = "{tmp_path / "s"}"\n[data]\nn = 16\n'
+                    '[capture]\nattention = true\nlayers = "all"\n'
+                    '[analyses.embedding_map]\nmethods = ["pca"]\n')
+    narrow = tmp_path / "narrow.toml"
+    narrow.write_text(f'output = "{tmp_path / "r2"}"\nstore = "{tmp_path / "s"}"\n[data]\nn = 16\n'
+                      '[capture]\nattention = false\nlayers = [0, 4]\nkinds = ["cls"]\n'
+                      '[analyses.embedding_map]\nmethods = ["pca"]\nlayers = [0, 4]\n')
+    first = run_spec(wide, quiet=True)
+    second = run_spec(narrow, quiet=True)
+    assert not first.reused_store and second.reused_store
+    assert second.store.path == first.store.path
+    assert len(list((tmp_path / "s").iterdir())) == 1
