@@ -41,7 +41,9 @@ def group_folds(groups: np.ndarray, n_folds: int, seed: int = 0) -> np.ndarray:
 
     Groups are visited largest first, ties in a random order drawn from ``seed``, and each goes
     to the fold with the fewest rows so far (``GroupKFold``'s rule, made seedable). The result
-    depends only on the multiset of ``groups`` and ``seed``, not on row order.
+    depends only on the multiset of ``groups`` and ``seed``, not on row order. Given one row
+    per group (as :func:`probing.probes.probe_layers` does, so that every kind and layer shares
+    the folds) this is a seeded round-robin of the groups.
 
     Parameters
     ----------

@@ -77,6 +77,8 @@ def online_codelength(
         raise ConfigError("MDL needs at least two classes in the target; pick another target.")
     order = _random_order(n, groups, seed)
     ends = np.unique(np.clip(np.ceil(fractions * n).astype(np.int64), 1, n))
+    if groups is not None:
+        ends = _snap_to_groups(ends, np.asarray(groups)[order])
     uniform = n * np.log2(K)
     bits = ends[0] * np.log2(K)
     probe = LinearProbe(solver="logistic", C=C, max_iter=max_iter, n_threads=n_threads)
@@ -103,3 +105,12 @@ def _random_order(n: int, groups: np.ndarray | None, seed: int) -> np.ndarray:
     _, codes = np.unique(np.asarray(groups), return_inverse=True)
     rank = rng.permutation(int(codes.max()) + 1)[codes.ravel()]
     return np.argsort(rank, kind="stable")
+
+
+def _snap_to_groups(ends: np.ndarray, ordered_groups: np.ndarray) -> np.ndarray:
+    """Move each block end up to the next group boundary of ``ordered_groups`` (the groups of
+    the rows in coding order), so that no group straddles a training/coding split."""
+    change = np.flatnonzero(ordered_groups[1:] != ordered_groups[:-1]) + 1
+    bounds = np.append(change, ordered_groups.size)
+    return np.unique(bounds[np.searchsorted(bounds, ends)])
+

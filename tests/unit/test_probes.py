@@ -224,3 +224,14 @@ def test_plot_probe_layers_draws_one_line_per_probe_and_kind():
     ax = fig.axes[0]
     assert len(ax.lines) == 4 * 2  # task, control, random_init, majority x (cls, mean)
     assert ax.get_ylabel() == "held-out accuracy" and "layer" in ax.get_xlabel()
+
+
+def test_mdl_blocks_never_split_a_group():
+    from probing._probe_mdl import _random_order, _snap_to_groups
+
+    groups = np.repeat(np.arange(200), 10)
+    ordered = groups[_random_order(groups.size, groups, seed=3)]
+    ends = _snap_to_groups(np.array([2, 4, 8, 16, 125, 2000]), ordered)
+    assert ends[-1] == groups.size
+    for end in ends[:-1]:
+        assert ordered[end - 1] != ordered[end]
