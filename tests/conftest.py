@@ -62,3 +62,24 @@ def demo_model():
     from probing import load_model
 
     return load_model("demo")
+
+
+def _run_spec_text(tmp: Path, text: str, name: str):
+    """Write a spec (``{store}`` filled with ``tmp/stores``), run it into ``tmp/name``.
+
+    Returns ``(RunResult, results.json as a dict)``.
+    """
+    import json
+
+    from probing.runner import run_spec
+
+    spec = tmp / f"{name}.toml"
+    spec.write_text(text.format(store=(tmp / "stores").as_posix()))
+    result = run_spec(spec, out=tmp / name, quiet=True)
+    return result, json.loads((result.report_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def run_spec_text():
+    """:func:`_run_spec_text`: run a spec given as text, get its result and key numbers."""
+    return _run_spec_text

@@ -8,13 +8,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-from probing.runner import run_spec
 
 STUDIES = """
 [analyses.attention_maps]
@@ -71,26 +68,18 @@ kinds = ["patch"]
 """ + STUDIES
 
 
-def _run(tmp: Path, text: str, name: str):
-    spec = tmp / f"{name}.toml"
-    spec.write_text(text.format(store=(tmp / "stores").as_posix()))
-    result = run_spec(spec, out=tmp / name, quiet=True)
-    numbers = json.loads((result.report_dir / "results.json").read_text())
-    return result, numbers
-
-
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, run_spec_text):
     from probing import demo
 
     if not demo.WEIGHTS.exists():
         pytest.skip("the demo weights are not built yet")
-    return _run(tmp_path_factory.mktemp("attn"), DEMO_SPEC, "demo")
+    return run_spec_text(tmp_path_factory.mktemp("attn"), DEMO_SPEC, "demo")
 
 
 @pytest.fixture(scope="module")
-def no_cls_run(tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("attn_nocls"), NO_CLS_SPEC, "nocls")
+def no_cls_run(tmp_path_factory, run_spec_text):
+    return run_spec_text(tmp_path_factory.mktemp("attn_nocls"), NO_CLS_SPEC, "nocls")
 
 
 @pytest.fixture(params=["demo", "no_cls"])

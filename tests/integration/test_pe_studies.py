@@ -12,9 +12,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,27 +83,19 @@ positions = [0, 4]
 """
 
 
-def _run(tmp: Path, text: str, name: str):
-    spec = tmp / f"{name}.toml"
-    spec.write_text(text.format(store=(tmp / "stores").as_posix()))
-    result = run_spec(spec, out=tmp / name, quiet=True)
-    numbers = json.loads((result.report_dir / "results.json").read_text())
-    return result, numbers
-
-
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, run_spec_text):
     pytest.importorskip("probing.demo")
     from probing import demo
 
     if not demo.WEIGHTS.exists():
         pytest.skip("the demo weights are not built yet")
-    return _run(tmp_path_factory.mktemp("pe"), DEMO_SPEC, "demo")
+    return run_spec_text(tmp_path_factory.mktemp("pe"), DEMO_SPEC, "demo")
 
 
 @pytest.fixture(scope="module")
-def no_pe_run(tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("pe_none"), NO_PE_SPEC, "nope")
+def no_pe_run(tmp_path_factory, run_spec_text):
+    return run_spec_text(tmp_path_factory.mktemp("pe_none"), NO_PE_SPEC, "nope")
 
 
 def _table(result, name: str) -> pd.DataFrame:
