@@ -22,7 +22,6 @@ import pandas as pd
 
 from probing.errors import ConfigError
 from probing.plots.probes import plot_probe_layers
-from probing.plots.style import paper_style
 from probing.probes import probe_layers
 from probing.sections import Figure, Section, Table
 
@@ -100,10 +99,9 @@ def run(ctx, layers="all", max_images=96, patches_per_image=32, cv=5, alpha=1.0,
         numbers[f"random_init_r2_layer{last}"] = score("random_init", "r2", last)
     n_rows = int(result["n"].iloc[0])
     shown = {"r2": "(row, col) regression", "accuracy": "grid-cell classification"}
-    with paper_style():  # plot_probe_layers draws in the current style
-        drawn = {m: plot_probe_layers(result[result["metric"] == m], m,
-                                      ("task", "random_init", "majority"), title=t)
-                 for m, t in shown.items()}
+    drawn = {m: plot_probe_layers(result[result["metric"] == m], m,
+                                  ("task", "random_init", "majority"), title=t)
+             for m, t in shown.items()}
     return Section(
         title=TITLE,
         text=(__doc__ or "").split("\n\n", 1)[1].strip() + (

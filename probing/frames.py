@@ -26,7 +26,7 @@ accepts negative block indices counted from the end (``-1`` = last block) and th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,14 +55,6 @@ LAYER_EMBED = -1
 LAYER_NORM = -2
 KIND_DTYPE = pd.CategoricalDtype(list(TOKEN_KINDS))
 FRAME_COLUMNS = ("image_id", "layer", "kind", "token", "row", "col", "emb")
-
-
-def emb_type(dim: int, dtype: str = "float32") -> pa.DataType:
-    """Arrow type of the ``emb`` column: a fixed-size list of ``dim`` floats."""
-    value = {"float32": pa.float32(), "float16": pa.float16(), "float64": pa.float64()}.get(dtype)
-    if value is None:
-        raise SchemaError(f"dtype {dtype!r} is not supported for vectors; use float32 or float16.")
-    return pa.list_(value, int(dim))
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
@@ -298,8 +290,3 @@ def join_labels(frame: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
     for col in extra:
         out[col] = pd.Series(labels[col].array.take(take), index=frame.index)
     return out
-
-
-def select_kinds(frame: pd.DataFrame, kinds: Iterable[str]) -> pd.DataFrame:
-    """Rows of ``frame`` whose ``kind`` is one of ``kinds``."""
-    return frame[frame["kind"].isin(list(kinds))]

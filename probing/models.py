@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -444,10 +443,3 @@ def random_init_copy(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
         name=f"{loaded.name} (random init, seed {seed})",
         arch=dict(arch),
     )
-
-
-def describe_json(loaded: LoadedModel) -> str:
-    """The model's identity as stable JSON (name, arch, preprocessing, fingerprint)."""
-    return json.dumps(
-        {"name": loaded.name, "arch": loaded.arch, "data_config": loaded.data_config,
-         "fingerprint": loaded.fingerprint}, sort_keys=True, default=str)
