@@ -80,7 +80,7 @@ def _layers(text: str) -> str | list:
 @click.option("--data", "data_spec", required=True,
               help="'shapes', 'digits', an image folder or a CSV/parquet manifest.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Store directory to write (resumes when it exists).")
+              help="Store directory: new, empty, or a probing store (then it resumes).")
 @click.option("--layers", default="all", show_default=True,
               help="'all' or comma-separated layers (negative from the end, 'embed', 'norm').")
 @click.option("--kinds", default="cls,patch", show_default=True,
@@ -144,7 +144,8 @@ def list_cmd() -> None:
 @main.command()
 @click.argument("spec", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Report directory (overrides the spec's output).")
+              help="Report directory (overrides the spec's output): new, empty or a probing "
+              "report folder.")
 @click.option("--workers", type=int, default=None, help="Run on a local Dask cluster of N workers.")
 @click.option("--scheduler", default=None, help="Run on an existing Dask scheduler ADDRESS.")
 @click.option("--force", is_flag=True, help="Recompute analyses and report even if up to date.")
@@ -160,7 +161,8 @@ def run(spec, out, workers, scheduler, force) -> None:
 
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Report directory (default reports/demo).")
+              help="Report directory (default reports/demo): new, empty or a probing report "
+              "folder.")
 @click.option("--force", is_flag=True, help="Recompute analyses and report even if up to date.")
 @_guard
 def demo(out, force) -> None:

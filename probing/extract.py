@@ -291,7 +291,9 @@ def open_store(store: EmbeddingStore, loaded: LoadedModel, source: ImageSource, 
     """Lock ``store``, create or check its manifest, and yield the numbers of missing shards.
 
     The lock is released on exit, and temporaries of writers that died (a killed Dask worker)
-    are removed first.
+    are removed first. The store folder must be new, empty or a store; when the extraction
+    fails before any shard completed, what it wrote is removed again (the folder too when this
+    call created it), so a failed first run leaves nothing behind.
 
     Raises
     ------
@@ -299,11 +301,17 @@ def open_store(store: EmbeddingStore, loaded: LoadedModel, source: ImageSource, 
         When another live process holds the lock, or the store was made from another model,
         preprocessing, data or capture settings.
     """
+    created = not store.path.exists()
+    store.check_claimable()
     store.lock(timeout=lock_timeout)
     try:
+        store.check_claimable()
         store.prepare(store_manifest(loaded, source, job.capture_config(), job.shard_size))
         yield [s for s in range(job.n_shards(len(source))) if not store.shard_done(s)]
         store.clean_temporaries()
+    except BaseException:
+        store.discard_unused(created)
+        raise
     finally:
         store.unlock()
 

@@ -9,20 +9,29 @@
     out/results.json       key numbers per section
     out/spec.toml          the resolved run spec (when given)
     out/provenance.json    versions, fingerprints, seeds, timings (when given)
+    out/.probing-report    the marker: which files probing wrote here (:mod:`probing.ownership`)
 
 Writing is atomic at the directory level: everything is written into a temporary sibling
 directory, which then replaces ``out``; a report that failed half-way never looks complete.
-All text from data is escaped in HTML (Jinja2 autoescape; tables through ``to_html(escape=True)``).
+Only a folder that is absent, empty, or a report probing wrote (and holding nothing else) is
+ever replaced: a folder of the user's own files is refused with a :class:`ReportError`.
+
+Text from data is escaped for each reader: HTML through Jinja2's autoescape (tables through
+``to_html(escape=True)``), ``README.md`` HTML-escaped as well (Markdown viewers render raw HTML),
+and CSV text cells starting with ``= + - @``, a tab or a carriage return get a leading ``'``
+(OWASP's rule against spreadsheet formula injection; numeric columns are written as they are).
 """
 
 from __future__ import annotations
 
+import glob
+import html
 import json
 import math
 import os
 import re
-import shutil
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,12 +40,19 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from ._fs import pid_alive
-from .errors import ConfigError, ReportError, SchemaError
+from .errors import ReportError, SchemaError
+from .ownership import (
+    check_report_target,
+    folder_lock,
+    pid_alive,
+    remove_report_folder,
+    report_files,
+    write_report_marker,
+)
 from .plots.style import paper_style
 from .sections import Figure, Section, Table
 
-__all__ = ["Figure", "Report", "Section", "Table", "check_output_dir"]
+__all__ = ["Figure", "Report", "Section", "Table", "check_report_target"]
 
 MAX_HTML_ROWS = 40
 
@@ -57,8 +73,38 @@ def _json_number(value: float) -> float | int:
     return int(value) if value.is_integer() and abs(value) < 2**53 else value
 
 
-def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _md_escape(text: object) -> str:
+    """Data text for Markdown: HTML escaped (viewers render raw HTML), on one line, no bare
+    ``|`` (a table cell separator)."""
+    return _md_text(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_text(text: object) -> str:
+    """Data text for Markdown paragraphs: HTML escaped, so ``<script>`` is shown, not run."""
+    return html.escape(str(text), quote=False)
+
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_safe(value: object) -> object:
+    """A string cell starting like a formula gets a leading ``'`` (OWASP's rule); numbers and
+    other cells are unchanged, so negative numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` as CSV, defusing text cells that a spreadsheet would run as formulas."""
+    frame = frame.copy()
+    for col in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[col].dtype) \
+                and not pd.api.types.is_bool_dtype(frame[col].dtype):
+            frame[col] = frame[col].map(_csv_safe)
+    frame.columns = [_csv_safe(str(c)) for c in frame.columns]
+    frame.to_csv(path, index=False)
 
 
 def _md_table(frame: pd.DataFrame, max_rows: int = MAX_HTML_ROWS) -> str:
@@ -129,55 +175,74 @@ class Report:
         self,
         out: str | os.PathLike,
         spec_text: str | None = None,
-        provenance: Mapping | None = None,
+        provenance: Mapping | Callable[[], Mapping] | None = None,
         style: Mapping[str, object] | None = None,
+        protect: Mapping[str | os.PathLike, str] | None = None,
     ) -> Path:
         """Write the report directory atomically (see the module docstring).
+
+        ``out`` is replaced only when it is absent, empty, or a report folder that probing
+        wrote and that holds nothing else (:mod:`probing.ownership`); any other folder is left
+        untouched and a :class:`ReportError` says so.
 
         Parameters
         ----------
         out : path
-            Report directory; replaced as a whole when it exists.
+            Report directory.
         spec_text : str, optional
             The resolved TOML spec, saved as ``spec.toml``.
-        provenance : mapping, optional
-            Saved as ``provenance.json``.
+        provenance : mapping or callable, optional
+            Saved as ``provenance.json``; a callable is called once every figure and table is
+            written (so that it can time the report stage).
         style : mapping, optional
             matplotlib rc overrides for saving figures.
+        protect : mapping, optional
+            Folders the report may neither replace, contain nor lie in (``{path: "the store"}``).
 
         Returns
         -------
         pathlib.Path
             ``out``.
+
+        Raises
+        ------
+        ReportError
+            When ``out`` may not be replaced, or writing fails (nothing is left behind then).
         """
         out = Path(out)
-        check_output_dir(out)
+        check_report_target(out, protect)
         self._check()
         results = self.results()
         parent = out.parent
+        tmp = parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            _remove_stale(parent, out.name)
-            tmp = parent / f".{out.name}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            (tmp / "figures").mkdir(parents=True)
+            with folder_lock(parent):
+                _remove_stale(parent, out.name)
+            tmp.mkdir()
+            write_report_marker(tmp, [], state="writing")
+            (tmp / "figures").mkdir()
             (tmp / "tables").mkdir()
         except OSError as exc:
+            remove_report_folder(tmp, partial=True)
             raise ReportError(
                 f"report output {out} is not writable ({exc.strerror or exc}); choose another "
                 "--out folder."
             ) from exc
         try:
             self._write_files(tmp, results, spec_text, provenance, style)
-            _replace_dir(tmp, out)
+            write_report_marker(tmp, report_files(tmp), state="complete")
+            with folder_lock(parent):
+                check_report_target(out, protect)  # again: another writer may have been first
+                _replace_dir(tmp, out)
         except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_report_folder(tmp, partial=True)
             raise ReportError(
                 f"report {out} could not be written ({exc.strerror or exc}); free disk space or "
                 "choose a writable --out folder (nothing was left behind)."
             ) from exc
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_report_folder(tmp, partial=True)
             raise
         return out
 
@@ -194,11 +259,11 @@ class Report:
                                          dpi=220 if ext == "png" else None,
                                          metadata=_metadata(ext))
                 plt.close(f.figure)
-                f.data.to_csv(tmp / "tables" / f"{f.name}.csv", index=False)
+                _write_csv(f.data, tmp / "tables" / f"{f.name}.csv")
                 figs.append({"name": f.name, "caption": f.caption, "number": number})
             tabs = []
             for t in s.tables:
-                t.frame.to_csv(tmp / "tables" / f"{t.name}.csv", index=False)
+                _write_csv(t.frame, tmp / "tables" / f"{t.name}.csv")
                 shown = len(t.frame) > MAX_HTML_ROWS
                 tabs.append({
                     "name": t.name, "caption": t.caption or t.name,
@@ -224,29 +289,37 @@ class Report:
         (tmp / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         if spec_text is not None:
             (tmp / "spec.toml").write_text(spec_text, encoding="utf-8")
+        if callable(provenance):
+            provenance = provenance()
         if provenance is not None:
             (tmp / "provenance.json").write_text(
                 json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
 
     def _markdown(self, sections: list[dict]) -> str:
-        lines = [f"# {self.title}", "", self.subtitle, "", "## Contents", ""]
-        lines += [f"{i}. [{s['title']}](#{s['anchor']})" for i, s in enumerate(sections, 1)]
+        """README.md: every string from the report (data included) is HTML escaped."""
+        esc, cell = _md_text, _md_escape
+        lines = [f"# {esc(self.title)}", "", esc(self.subtitle), "", "## Contents", ""]
+        lines += [f"{i}. [{cell(s['title'])}](#{s['anchor']})"
+                  for i, s in enumerate(sections, 1)]
         for s in sections:
-            lines += ["", f"## {s['title']}", ""]
-            lines += [p + "\n" for p in s["paragraphs"]]
+            lines += ["", f"## {esc(s['title'])}", ""]
+            lines += [esc(p) + "\n" for p in s["paragraphs"]]
             if s["numbers"]:
                 lines += ["| key number | value |", "|---|---|"]
-                lines += [f"| {_md_escape(k)} | {v} |" for k, v in s["numbers"]]
+                lines += [f"| {cell(k)} | {v} |" for k, v in s["numbers"]]
                 lines.append("")
             for f in s["figures"]:
-                lines += [f"![{_md_escape(f['caption'])}](figures/{f['name']}.png)", "",
-                          f"**Figure {f['number']}.** {f['caption']} "
+                lines += [f"![{cell(f['caption'])}](figures/{f['name']}.png)", "",
+                          f"**Figure {f['number']}.** {esc(f['caption'])} "
                           f"([data](tables/{f['name']}.csv), [SVG](figures/{f['name']}.svg), "
                           f"[PDF](figures/{f['name']}.pdf))", ""]
             for t in s["tables"]:
-                lines += [f"**{t['caption']}** ([CSV](tables/{t['name']}.csv))", "", t["md"], ""]
+                lines += [f"**{esc(t['caption'])}** ([CSV](tables/{t['name']}.csv))", "",
+                          t["md"], ""]
+                if t["note"]:
+                    lines += [f"{t['note']} All rows: [CSV](tables/{t['name']}.csv).", ""]
             if s["references"]:
-                lines += ["References: " + "; ".join(s["references"]), ""]
+                lines += ["References: " + "; ".join(esc(r) for r in s["references"]), ""]
         lines += ["", "Files: [results.json](results.json), [spec.toml](spec.toml), "
                   "[provenance.json](provenance.json).", ""]
         return "\n".join(lines)
@@ -263,28 +336,40 @@ def _metadata(ext: str) -> dict | None:
     return None
 
 
-def check_output_dir(out: Path) -> None:
-    """Raise :class:`ConfigError` when the report output path exists and is not a folder."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"report output {out} is a file; choose a folder path.")
-
-
 def _remove_stale(parent: Path, name: str) -> None:
-    """Delete temporary report folders left by writers that died (killed mid-write)."""
-    for stale in [*parent.glob(f".{name}.tmp-*"), *parent.glob(f".{name}.old-*")]:
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
+    """Delete temporary report folders left by writers that died (killed mid-write).
+
+    Only folders named as :meth:`Report.write` names them (``.NAME.tmp-PID-TOKEN`` and
+    ``.NAME.old-PID-TOKEN``), whose pid is not alive and that carry a report marker are removed.
+    """
+    for stale in [*parent.glob(f".{glob.escape(name)}.tmp-*"),
+                  *parent.glob(f".{glob.escape(name)}.old-*")]:
+        match = _TEMP_NAME.fullmatch(stale.name[len(name) + 1:])
+        if match is None or pid_alive(int(match["pid"])):
             continue
-        shutil.rmtree(stale, ignore_errors=True)
+        remove_report_folder(stale, partial=match["what"] == "tmp")
+
+
+_TEMP_NAME = re.compile(r"\.(?P<what>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}")
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move ``tmp`` to ``out``, replacing an existing ``out`` (never leaving a partial one)."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Move ``tmp`` to ``out``, replacing an existing empty or probing-made ``out``.
+
+    The caller has checked ``out`` with :func:`check_report_target` under the parent's lock.
+    An existing report is first moved aside, so that a failure in between never leaves a
+    partial ``out``; it is put back when the second move fails.
+    """
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = tmp.with_name(f".{out.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        os.replace(old, out)
+        raise
+    remove_report_folder(old)

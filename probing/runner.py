@@ -26,14 +26,15 @@ import torch
 
 from .config import RunSpec, check_params, dump_toml, load_spec
 from .data import ImageSource, iter_batches, open_source
-from .errors import AnalysisError, ProbingError, SchemaError
+from .errors import AnalysisError, ProbingError, ReportError, SchemaError
 from .extract import extract, shard_job, store_manifest
 from .frames import check_finite
 from .hooks import resolve_layers
 from .models import LoadedModel, load_model, random_init_copy
+from .ownership import check_report_target
 from .plots.style import paper_style, style_overrides
-from .registry import PACKAGE_ANALYSES, AnalysisModule, get_analysis
-from .report import Report, check_output_dir
+from .registry import PACKAGE_ANALYSES, AnalysisModule, analysis_dirs, get_analysis
+from .report import Report
 from .sections import Section
 from .store import EmbeddingStore
 
@@ -275,6 +276,30 @@ def _store_key(loaded: LoadedModel, source: ImageSource, capture: dict, spec: Ru
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def output_guard(spec: RunSpec) -> dict[Path, str]:
+    """Folders a run's report may neither replace, contain nor lie in: its store folder and the
+    analyses folders (see :func:`probing.ownership.check_report_target`)."""
+    guard = {Path(spec.store): "the spec's store folder"}
+    guard.update({d: "an analyses folder" for d in analysis_dirs()})
+    return guard
+
+
+def check_writable(path: Path, what: str, option: str) -> None:
+    """Raise ReportError before any work when ``path`` could not be created or written.
+
+    The nearest existing folder at or above ``path`` must be a writable folder.
+    """
+    probe = Path(path).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ReportError(f"{what} {path} cannot be created: {probe} is a file; choose another "
+                          f"folder for {option}.")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ReportError(f"{what} {path} is not writable ({probe} is read-only); choose a "
+                          f"writable folder for {option}.")
+
+
 def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -337,7 +362,10 @@ def run_spec(
     timings: dict[str, float] = {}
     spec = spec if isinstance(spec, RunSpec) else load_spec(spec)
     out_dir = Path(out if out is not None else spec.output)
-    check_output_dir(out_dir)
+    protect = output_guard(spec)
+    check_report_target(out_dir, protect)
+    check_writable(out_dir, "report output", "--out (or the spec's output)")
+    check_writable(Path(spec.store), "store folder", "the spec's store")
     modules = [get_analysis(name) for name in spec.analyses]
     params = {m.name: check_params(m.name, spec.analyses[m.name] or {}, m.params)
               for m in modules}
@@ -449,12 +477,12 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         "timings_s": timings,
         "run_key": run_key,
     }
-    report.write(out_dir, spec_text=dump_toml(spec, params), provenance=provenance,
-                 style=spec.style)
-    timings["report"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t_start
-    # rewrite provenance with the final timings (the report directory is already complete)
-    tmp = out_dir / f".provenance.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, out_dir / "provenance.json")
+
+    def final_provenance() -> dict:  # called by the writer once figures and tables are written
+        timings["report"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t_start
+        return provenance
+
+    report.write(out_dir, spec_text=dump_toml(spec, params), provenance=final_provenance,
+                 style=spec.style, protect=output_guard(spec))
     return RunResult(report_dir=out_dir, store=store, timings=timings, reused_store=reused)

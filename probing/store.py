@@ -23,8 +23,10 @@ Attention table schema: ``image_id``, ``layer`` (int16, block number 1..depth), 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -36,14 +38,20 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._fs import pid_alive
 from .errors import StoreError
 from .frames import SCHEMA_VERSION, frame_from_table, join_labels
 from .layout import TOKEN_KINDS
+from .ownership import pid_alive
 
 __all__ = ["EmbeddingStore"]
 
 MANIFEST = "manifest.json"
+#: What the toolkit itself puts in a store folder before its manifest exists.
+_LOCK_FILES = (".lock", ".lock.guard")
+#: Temporary files of :func:`_atomic_write`: ``.NAME.PID.tmp``.
+_TEMP_FILE = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
+#: Folders of a store that hold its files (temporaries are looked for only there).
+_STORE_DIRS = ("kind=*/layer=*", "attention/layer=*", "labels", "_shards")
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -252,9 +260,62 @@ class EmbeddingStore:
         self.unlock()
 
     def clean_temporaries(self) -> None:
-        """Remove temporary files left by writers that were killed (call while holding the lock)."""
-        for tmp in self.path.rglob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+        """Remove temporary files left by writers that were killed (call while holding the lock).
+
+        Only files the toolkit names (``.NAME.PID.tmp`` in the store's own folders) whose process
+        is gone are removed, and only in a folder that is a store (it has a manifest).
+        """
+        if not self.exists():
+            return
+        for folder in self._own_folders():
+            for tmp in folder.glob(".*.tmp"):
+                match = _TEMP_FILE.fullmatch(tmp.name)
+                if match and tmp.is_file() and not pid_alive(int(match["pid"])):
+                    tmp.unlink(missing_ok=True)
+
+    def _own_folders(self) -> list[Path]:
+        """The store folder and the sub-folders its layout defines."""
+        return [self.path, *(f for pattern in _STORE_DIRS for f in self.path.glob(pattern)
+                             if f.is_dir() and not f.is_symlink())]
+
+    def check_claimable(self) -> None:
+        """Raise StoreError when the folder exists, is not a store and holds anything.
+
+        A store may only be created in a new or empty folder: probing never writes its files
+        among (and later cleans up next to) files it did not make.
+        """
+        if not self.path.is_dir() or self.exists():
+            return
+        foreign = sorted(p.name for p in self.path.iterdir() if p.name not in _LOCK_FILES)
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+            raise StoreError(
+                f"store folder {self.path} is not a probing store and is not empty (it holds "
+                f"{shown}); choose an empty or new folder for the store."
+            )
+
+    def discard_unused(self, created: bool) -> None:
+        """After a failed first extraction: remove what it left when no shard completed.
+
+        Only the store's own files are removed (manifest, lock files, empty folders), never
+        with a recursive delete; the folder itself goes when ``created`` (this run made it)
+        and it is empty then.
+        """
+        if self.done_shards() or not self.path.is_dir():
+            return
+        self.clean_temporaries()
+        for folder in self._own_folders():
+            for part in folder.glob("part-[0-9][0-9][0-9][0-9][0-9].parquet"):
+                part.unlink(missing_ok=True)
+        for name in (MANIFEST, *_LOCK_FILES):
+            (self.path / name).unlink(missing_ok=True)
+        for folder in sorted(self.path.rglob("*"), key=lambda p: -len(p.parts)):
+            if folder.is_dir() and not folder.is_symlink():
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        if created:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
 
     # ------------------------------------------------------------------- shards
     def shard_done(self, shard: int) -> bool:

@@ -102,16 +102,16 @@ def test_html_escapes_text_from_data(tmp_path):
     assert "<table" in html and "&lt;table" not in html
 
 
-def test_failed_write_leaves_no_report(tmp_path):
+def test_failed_write_leaves_no_report(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    class Broken(pd.DataFrame):
-        def to_csv(self, *a, **k):
-            raise OSError(28, "No space left on device")
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
 
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
     report = Report(title="t", sections=[Section(
-        title="s", figures=[Figure("f", plt.figure(), "c", Broken({"a": [1]}))])])
+        title="s", figures=[Figure("f", plt.figure(), "c", pd.DataFrame({"a": [1]}))])])
     with pytest.raises(ProbingError, match="could not be written"):
         report.write(tmp_path / "r")
     assert not (tmp_path / "r").exists()
