@@ -175,12 +175,12 @@ def demo(out, force) -> None:
 
 @main.command("train-demo")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Where to write the weights (default: inside the package).")
+              help="Folder to write the weights to (default ./demo-model; never the package).")
 @click.option("--epochs", default=12, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @_guard
 def train_demo(out, epochs, seed) -> None:
-    """Retrain the built-in demo model from a fixed seed (takes minutes)."""
+    """Retrain the built-in demo model from a fixed seed (about 30 minutes on 2 CPU cores)."""
     from .demo.train import train_demo as train
 
     train(out=out, epochs=epochs, seed=seed)

@@ -62,7 +62,9 @@ def train_demo(
     Parameters
     ----------
     out : pathlib.Path, optional
-        Directory to write to; the package's ``probing/demo`` by default.
+        Directory to write to (``demo-model`` in the working directory by default). It must not
+        hold a ``demo_vit.safetensors`` / ``demo_vit.json`` that ``train-demo`` did not write,
+        nor lie inside the installed package (the shipped weights are never overwritten).
     n_train, n_test : int
         Number of generated training and held-out images.
     epochs, batch_size, lr : int, int, float
@@ -77,6 +79,9 @@ def train_demo(
     """
     import timm
     from safetensors.torch import save_file
+
+    out = Path(out) if out is not None else Path("demo-model")
+    check_train_output(out)
 
     torch.manual_seed(seed)
     t0 = time.perf_counter()
@@ -102,7 +107,6 @@ def train_demo(
         print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}, held-out accuracy {acc:.4f}",
               flush=True)
     seconds = time.perf_counter() - t0
-    out = Path(out) if out is not None else WEIGHTS.parent
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS.name), metadata={"arch": json.dumps(ARCH)})
@@ -120,11 +124,36 @@ def train_demo(
         "train_seconds": round(seconds, 1),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "made_by": MADE_BY,
     }
     (out / RECORD.name).write_text(json.dumps(record, indent=2) + "\n")
     print(f"held-out shape accuracy {acc:.4f} after {epochs} epochs, {seconds:.0f} s; "
-          f"wrote {out / WEIGHTS.name}")
+          f"wrote {out / WEIGHTS.name}; use it with load_model('{out / WEIGHTS.name}')")
     return record
+
+
+MADE_BY = "probing train-demo"
+
+
+def check_train_output(out: Path) -> None:
+    """Raise ConfigError before training when writing into ``out`` could overwrite a file that
+    ``train-demo`` did not write, or the package's shipped weights."""
+    from ..errors import ConfigError
+    from ..ownership import is_within
+
+    if is_within(out, WEIGHTS.parent.parent):
+        raise ConfigError(f"train-demo --out {out} lies inside the probing package; choose a "
+                          "folder outside it (the shipped weights are never overwritten).")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"train-demo --out {out} is a file; choose a folder.")
+    try:
+        ours = json.loads((out / RECORD.name).read_text()).get("made_by") == MADE_BY
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    clash = [p.name for p in (out / WEIGHTS.name, out / RECORD.name) if p.exists()]
+    if clash and not ours:
+        raise ConfigError(f"train-demo --out {out} already holds {', '.join(clash)} that "
+                          "train-demo did not write; choose an empty or new folder.")
 
 
 if __name__ == "__main__":

@@ -277,3 +277,18 @@ def test_csv_cells_cannot_be_formulas_and_markdown_has_no_raw_html(tmp_path):
     for raw in ("<script>", "<img", "<b>", "<i>"):
         assert raw not in md
     assert "&lt;script&gt;" in md and "&lt;img src=x onerror=alert(1)&gt;" in md
+
+
+def test_train_demo_never_overwrites_shipped_or_user_weights(tmp_path):
+    from probing.demo import WEIGHTS
+    from probing.demo.train import check_train_output
+
+    with pytest.raises(ProbingError, match="inside the probing package"):
+        check_train_output(WEIGHTS.parent)
+    (tmp_path / "demo_vit.json").write_text('{"my": "record"}')
+    with pytest.raises(ProbingError, match="demo_vit.json that train-demo did not write"):
+        check_train_output(tmp_path)
+    (tmp_path / "demo_vit.json").write_text('{"made_by": "probing train-demo"}')
+    check_train_output(tmp_path)  # its own earlier output may be replaced
+    result = cli("train-demo", "--out", str(WEIGHTS.parent), "--epochs", "1")
+    assert result.exit_code == 2 and "inside the probing package" in result.output
