@@ -8,9 +8,10 @@ An analysis module defines::
     def run(ctx: RunContext, **params) -> Section: ...
 
 and optionally ``NAME`` (defaults to the file stem) and ``TITLE``. Folders searched, in order:
-those in ``PROBING_ANALYSES_PATH`` (``os.pathsep``-separated), ``./analyses`` in the working
-directory, and the ``analyses/`` folder of the probing source checkout. A later folder never
-overrides a name found earlier.
+those in ``PROBING_ANALYSES_PATH`` (``os.pathsep``-separated), then the analyses installed with
+probing (the repository's top-level ``analyses/`` folder, installed as ``probing.analyses``). A
+later folder never overrides a name found earlier. The working directory is never searched:
+code of an untrusted folder runs only when the user names that folder explicitly.
 """
 
 from __future__ import annotations
@@ -26,7 +27,22 @@ from .errors import AnalysisError
 
 __all__ = ["AnalysisModule", "analysis_dirs", "discover", "get_analysis", "load_analysis"]
 
-PACKAGE_ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
+
+
+def _installed_analyses() -> Path:
+    """The analyses installed with probing: ``probing.analyses`` in an install (it maps the
+    repository's ``analyses/`` folder), or ``analyses/`` beside the package in a source tree."""
+    try:
+        spec = importlib.util.find_spec("probing.analyses")
+    except ImportError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))).resolve()
+    return Path(__file__).resolve().parents[1] / "analyses"
+
+
+#: The folder of the analyses (and ``demo.toml``) installed with probing.
+PACKAGE_ANALYSES = _installed_analyses()
 
 
 @dataclass(frozen=True)
@@ -45,7 +61,7 @@ class AnalysisModule:
 def analysis_dirs() -> list[Path]:
     """Folders searched for analysis modules, in priority order."""
     dirs = [Path(p) for p in os.environ.get("PROBING_ANALYSES_PATH", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "analyses", PACKAGE_ANALYSES]
+    dirs.append(PACKAGE_ANALYSES)
     seen, out = set(), []
     for d in dirs:
         r = d.resolve()

@@ -44,14 +44,14 @@ log = logging.getLogger("probing")
 
 
 def demo_spec_path() -> Path:
-    """``analyses/demo.toml`` of the working directory, or of the probing source checkout."""
-    for folder in (Path.cwd() / "analyses", PACKAGE_ANALYSES):
-        if (folder / "demo.toml").is_file():
-            return folder / "demo.toml"
-    raise AnalysisError(
-        "analyses/demo.toml was not found; run from the probing checkout or install it with "
-        "'pip install -e .'."
-    )
+    """The demo spec installed with probing (never one from the working directory)."""
+    path = PACKAGE_ANALYSES / "demo.toml"
+    if not path.is_file():
+        raise AnalysisError(
+            f"the demo spec {path} is missing from this installation; reinstall probing "
+            "('pip install .' from its source)."
+        )
+    return path
 
 
 @dataclass
