@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +58,16 @@ def _guard(fn: Callable) -> Callable:
 def main(debug: bool, quiet: bool) -> None:
     """Look inside Vision Transformers: embeddings, positional encodings, attention."""
     _State.debug, _State.quiet = debug, quiet
+    if not debug:
+        warnings.showwarning = _one_line_warning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (ours and third parties', e.g. PIL's DecompressionBombWarning) as one line on
+    stderr, without the source line that Python's default format prints; ``--debug`` keeps
+    the default format."""
+    text = " ".join(str(message).split())
+    click.echo(f"warning: {text} ({category.__name__})", err=True)
 
 
 def _split(text: str | None) -> list[str] | None:

@@ -292,3 +292,23 @@ def test_train_demo_never_overwrites_shipped_or_user_weights(tmp_path):
     check_train_output(tmp_path)  # its own earlier output may be replaced
     result = cli("train-demo", "--out", str(WEIGHTS.parent), "--epochs", "1")
     assert result.exit_code == 2 and "inside the probing package" in result.output
+
+
+def test_cli_warnings_are_one_line_each():
+    import warnings
+
+    from probing import cli as cli_module
+
+    @cli_module.main.command("warn-twice")
+    def warn_twice() -> None:
+        warnings.warn("first\nline", UserWarning, stacklevel=1)
+        warnings.warn("second", RuntimeWarning, stacklevel=1)
+
+    saved = warnings.showwarning
+    try:
+        result = CliRunner().invoke(main, ["warn-twice"])
+    finally:
+        cli_module.main.commands.pop("warn-twice")
+        warnings.showwarning = saved
+    lines = result.output.strip().splitlines()
+    assert lines == ["warning: first line (UserWarning)", "warning: second (RuntimeWarning)"]
