@@ -85,7 +85,7 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
                 ax.set_ylabel(str(rv), **LITERAL)
     if cats:
         # one entry per category, also for categories absent from the first panel
-        handles = [Line2D([], [], linestyle="", marker="o", markersize=3, markeredgewidth=0,
+        handles = [Line2D([], [], linestyle="", marker="o", markersize=5, markeredgewidth=0,
                           color=c) for c in _category_colours(len(cats))]
         data_legend(fig, handles, cats, title=color, loc="outside lower center",
                     ncol=min(len(cats), 6))

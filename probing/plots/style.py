@@ -158,7 +158,7 @@ def data_legend(
     """A legend whose entry texts (and title) are drawn literally.
 
     Every label is shown, also one starting with ``_`` (which matplotlib's own legend skips), and
-    none is parsed as mathtext: a class named ``$\\frac{a}$`` is drawn as those characters.
+    none is parsed as mathtext or TeX: a class named ``$\\frac{a}$`` is drawn as those characters.
 
     Parameters
     ----------
@@ -183,8 +183,11 @@ def data_legend(
 
         raise DataError(f"data_legend got {len(handles)} handles for {len(texts)} labels; "
                         "pass one label per handle.")
-    # placeholders that matplotlib never drops or parses; the real texts are set afterwards
-    legend = where.legend(list(handles), [f"entry {i}" for i in range(len(texts))], **kwargs)
+    # placeholders that matplotlib never drops or parses; the real texts are set afterwards.
+    # Made in the toolkit style, so every legend gets its fonts whoever calls.
+    with paper_style():
+        legend = where.legend(list(handles), [f"entry {i}" for i in range(len(texts))],
+                              **kwargs)
     for text, label in zip(legend.get_texts(), texts):
         text.set_text(label)
         text.update(LITERAL)

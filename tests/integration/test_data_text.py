@@ -226,3 +226,131 @@ def test_data_legend_keeps_underscore_labels_and_title():
     for s in NASTY:
         ax2.plot([0, 1], [0, 1], label=s)
     assert "_hidden" not in [t.get_text() for t in ax2.legend().get_texts()]
+
+
+# ------------------------------------------------------------------ the demo analyses end to end
+IDS = ["IMG_01", "img_01", "../../x", "a/b", *NASTY]  # "IMG_01" and "img_01": distinct ids
+STUDIES = """
+title = "data text"
+seed = 0
+store = "{store}"
+
+[model]
+spec = "demo"
+
+[data]
+source = "MANIFEST"
+options = {{ id_column = "id" }}
+
+[capture]
+kinds = ["cls", "patch"]
+pooled = "mean"
+attention = true
+
+[analyses.embedding_map]
+layers = [4]
+methods = ["pca"]
+color = "label"
+
+[analyses.layer_probes]
+target = '$\\undefinedmacro$'
+kinds = ["cls"]
+cv = 3
+solver = "ridge"
+random_init = false
+
+[analyses.cka]
+kinds = ["cls"]
+k = 3
+random_init = false
+
+[analyses.pe_similarity]
+metrics = ["cosine"]
+
+[analyses.pe_decay]
+n_positions = 16
+positions = [0, 4]
+
+[analyses.pe_subspace]
+k = 4
+n_null = 10
+max_images = 16
+
+[analyses.position_probes]
+max_images = 8
+patches_per_image = 8
+cv = 3
+random_init = false
+
+[analyses.attention_maps]
+n_images = 4
+
+[analyses.attention_distance]
+max_images = 8
+
+[analyses.rollout]
+n_images = 8
+
+[analyses.attribution]
+n_images = 4
+methods = ["rollout", "occlusion"]
+n_random = 1
+step = 8
+sanity_images = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def data_text_run(tmp_path_factory, run_spec_text):
+    """The demo analyses on 24 shapes images listed in a manifest whose ids and labels are
+    strings from :data:`IDS` / :data:`NASTY`; a second label column is named
+    ``$\\undefinedmacro$``."""
+    from probing import ShapesSource, demo
+
+    if not demo.WEIGHTS.exists():
+        pytest.skip("the demo weights are not built yet")
+    tmp = tmp_path_factory.mktemp("data_text")
+    source = ShapesSource(n=24, seed=0)
+    (tmp / "images").mkdir()
+    shapes = source.labels()["label"].astype(str)
+    names = {s: NASTY[i % len(NASTY)] for i, s in enumerate(sorted(shapes.unique()))}
+    ids = IDS + [f"IMG_{i:03d}" for i in range(len(source) - len(IDS))]
+    for i in range(len(source)):
+        source.image(i).save(tmp / "images" / f"{i}.png")
+    pd.DataFrame({"path": [f"images/{i}.png" for i in range(len(source))], "id": ids,
+                  "label": shapes.map(names),
+                  "$\\undefinedmacro$": [NASTY[(i + 1) % 4] for i in range(len(source))]}
+                 ).to_csv(tmp / "manifest.csv", index=False)
+    text = STUDIES.replace("MANIFEST", (tmp / "manifest.csv").as_posix())
+    return run_spec_text(tmp, text, "report")
+
+
+def test_demo_analyses_take_any_id_and_label(data_text_run):
+    result, numbers = data_text_run
+    report = result.report_dir
+    assert (report / "index.html").is_file()
+    figures = (report / "figures").resolve()
+    # every file the report wrote lies inside its own folder; figures only in figures/
+    for path in report.rglob("*"):
+        assert path.resolve().is_relative_to(report.resolve()), path
+    for ext in ("png", "svg"):
+        assert list(figures.glob(f"*.{ext}"))
+        for path in figures.glob(f"*.{ext}"):
+            assert path.resolve().parent == figures
+    assert not (report.parent / "x.png").exists() and not (report / "a").exists()
+    stems = {p.stem for p in figures.glob("*.png")}
+    # one attention-map figure per distinct id (IMG_01 and img_01 do not collide)
+    from probing.sections import slug
+
+    shown = {s for s in stems if s.startswith("attention_maps_image")}
+    assert shown == {f"attention_maps_image{slug(i)}" for i in IDS[:4]}
+    assert f"layer_probes_{slug(chr(36) + chr(92) + 'undefinedmacro' + chr(36))}" in stems
+    for name in ("rollout_maps", "attribution_maps", "embedding_map_overview", "cka_heatmap_cls",
+                 "pe_similarity_cosine", "position_probes_r2", "attention_distance"):
+        assert name in stems, name
+    # the literal label text reaches the vector figure (text kept as text)
+    svg = (figures / "embedding_map_overview.svg").read_text()
+    for label in NASTY:
+        assert label in svg, label
+    maps = pd.read_csv(report / "tables" / "rollout_maps.csv", keep_default_na=False)
+    assert set(IDS) <= set(maps["image_id"].astype(str))
