@@ -15,7 +15,7 @@ from __future__ import annotations
 from probing.attention import attention_map_frame
 from probing.errors import ConfigError
 from probing.plots.attention import plot_attention_grid, plot_multihead
-from probing.sections import Figure, Section, Table
+from probing.sections import Figure, Section, Table, slug
 
 TITLE = "Attention maps"
 DESCRIPTION = "Per layer x head attention from a query token (CLS by default) over the image"
@@ -57,7 +57,7 @@ def run(ctx, layers="all", n_images=2, query=None, multihead_layer=-1, alpha=0.6
     for image_id in ids.tolist():
         sub = frame[frame["image_id"] == image_id]
         figures.append(Figure(
-            f"attention_maps_image{image_id}",
+            f"attention_maps_image{slug(image_id)}",
             plot_attention_grid(sub, images.get(image_id), image_id, alpha),
             f"Image {image_id}: attention weight from {who} to each patch, per layer (rows) and "
             "head (columns), on one colour scale; unitless weights (a row sums to 1 over all "

@@ -16,15 +16,13 @@ and, optionally, the online-code minimum description length of the labels in bit
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
 from probing.errors import ConfigError
 from probing.plots.probes import plot_probe_layers
 from probing.probes import probe_layers
-from probing.sections import Figure, Section, Table
+from probing.sections import Figure, Section, Table, slug
 
 TITLE = "Linear probes per layer"
 DESCRIPTION = "grouped-CV linear probes of CLS / mean / patch vectors per layer, with controls"
@@ -138,7 +136,7 @@ def run(ctx, target="label", kinds=("cls", "mean"), patch_target="", layers="all
     for name, part in result.groupby("target", sort=False):
         probed = ", ".join(_KIND_NAMES[k] for k in part["kind"].unique())
         figures.append(Figure(
-            "layer_probes_" + re.sub(r"[^a-z0-9_-]", "_", str(name).lower()),
+            f"layer_probes_{slug(name)}",
             plot_probe_layers(part, title=f"probing {name!r}"),
             f"Held-out score of linear probes for {name!r} from {probed} vectors vs layer "
             f"(line style = vector kind), {cv}-fold grouped CV on {n_images} images; bands are "

@@ -6,6 +6,7 @@ frame of numbers it was drawn from, which the report saves as ``tables/NAME.csv`
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 import re
@@ -16,16 +17,49 @@ from matplotlib.figure import Figure as MplFigure
 
 from .errors import SchemaError
 
-__all__ = ["Figure", "Section", "Table"]
+__all__ = ["Figure", "Section", "Table", "slug"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+
+
+_MAX_PLAIN = 48
+
+
+def slug(value: object) -> str:
+    """A file-safe slug of any value (an image id, a label, a column name), distinct per value.
+
+    A string that already is a short slug (lower-case letters, digits, ``_`` and ``-``, starting
+    with a letter or digit, at most 48 characters, no ``--``) is returned unchanged, so ``0``
+    stays ``"0"`` and ``label`` stays ``"label"``. Anything else becomes its readable part
+    (lower-cased, other characters as ``-``, at most 40 characters; ``id`` when none is left),
+    then ``--`` and 12 hex digits of the SHA-256 of ``str(value)``: ``"IMG_01"`` ->
+    ``"img_01--..."``, ``"../../x"`` -> ``"x--..."``. Only hashed slugs contain ``--``, so two
+    different strings get the same slug only if their 48-bit hashes collide.
+    The result never contains ``/``, ``\\`` or ``.``, so it can never name another folder.
+
+    Parameters
+    ----------
+    value : object
+        Converted with ``str``; ``1`` and ``"1"`` give the same slug.
+
+    Returns
+    -------
+    str
+        Matches ``^[a-z0-9][a-z0-9_\\-]*$``; at most 54 characters.
+    """
+    text = str(value)
+    if len(text) <= _MAX_PLAIN and _NAME.match(text) and "--" not in text:
+        return text
+    readable = re.sub(r"[^a-z0-9_]+", "-", text.lower()).strip("-_")[:40].rstrip("-_")
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{readable or 'id'}--{digest}"
 
 
 def _check_name(name: str, what: str) -> None:
     if not _NAME.match(name):
         raise SchemaError(
             f"{what} name {name!r} is not a file-safe slug; use lower-case letters, digits, "
-            "'_' and '-'."
+            "'_' and '-' (probing.sections.slug makes one of any value)."
         )
 
 

@@ -1,7 +1,8 @@
 """Figures: functions that take result frames and return matplotlib Figures.
 
 Nothing here computes a statistic; every function draws what it is given. One submodule per
-family of figures; all share :mod:`probing.plots.style`.
+family of figures; all share :mod:`probing.plots.style`. Text from data (labels, categories,
+ids, column names) is drawn literally, through :data:`LITERAL` and :func:`data_legend`.
 """
 
 from .attention import plot_attention_distance, plot_attention_grid, plot_multihead
@@ -12,8 +13,10 @@ from .probes import plot_probe_layers
 from .similarity import plot_cka_heatmap, plot_similarity_vs_layer
 from .style import (
     DIVERGING,
+    LITERAL,
     OKABE_ITO,
     SEQUENTIAL,
+    data_legend,
     new_figure,
     paper_style,
     style_overrides,
@@ -21,8 +24,10 @@ from .style import (
 
 __all__ = [
     "DIVERGING",
+    "LITERAL",
     "OKABE_ITO",
     "SEQUENTIAL",
+    "data_legend",
     "new_figure",
     "paper_style",
     "plot_attention_distance",

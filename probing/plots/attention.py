@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import DataError
-from .style import OKABE_ITO, SEQUENTIAL, new_figure
+from .style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure
 
 __all__ = [
     "display_image",
@@ -100,9 +100,9 @@ def plot_attention_grid(
             g = sub[(sub["layer"] == layer) & (sub["head"] == head)]
             im = show_map(ax, _grid(g), image, alpha, 0.0, vmax)
             if i == 0:
-                ax.set_title(f"head {head}")
+                ax.set_title(f"head {head}", **LITERAL)
             if j == 0:
-                ax.set_ylabel(f"layer {layer}")
+                ax.set_ylabel(f"layer {layer}", **LITERAL)
     fig.colorbar(im, ax=axes, shrink=0.6, label="attention weight")
     return fig
 
@@ -141,8 +141,8 @@ def plot_multihead(
     im = None
     for ax, head in zip(axes, heads):
         im = show_map(ax, _grid(sub[sub["head"] == head]), image, alpha, 0.0, vmax)
-        ax.set_title(f"head {head}")
-    fig.suptitle(f"layer {layer}", fontsize=8)
+        ax.set_title(f"head {head}", **LITERAL)
+    fig.suptitle(f"layer {layer}", fontsize=8, **LITERAL)
     fig.colorbar(im, ax=axes, shrink=0.8, label="attention weight")
     return fig
 
@@ -165,12 +165,14 @@ def plot_attention_distance(frame: pd.DataFrame, jitter: float = 0.0) -> Figure:
     fig, ax = new_figure("single", aspect=0.8)
     groups = frame.groupby("model", sort=False) if "model" in frame.columns else [(None, frame)]
     n_heads = max(int(frame["head"].max()) + 1, 1)
+    handles, names = [], []
     for k, (name, g) in enumerate(groups):
         x = g["layer"].to_numpy(float) + jitter * (g["head"].to_numpy(float) / n_heads - 0.5)
-        ax.scatter(x, g["distance_px"], s=8, color=OKABE_ITO[k % len(OKABE_ITO)],
-                   label=name, alpha=0.8, linewidths=0)
+        handles.append(ax.scatter(x, g["distance_px"], s=8, color=OKABE_ITO[k % len(OKABE_ITO)],
+                                  alpha=0.8, linewidths=0))
+        names.append(name)
     if "model" in frame.columns:
-        ax.legend()
+        data_legend(ax, handles, names)
     ax.set_xlabel("network depth (layer)")
     ax.set_ylabel("mean attention distance (pixels)")
     ax.set_ylim(0, float(frame["distance_px"].max()) * 1.08 or 1.0)

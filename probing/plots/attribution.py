@@ -13,9 +13,18 @@ from matplotlib.figure import Figure
 
 from ..errors import DataError
 from .attention import show_map
-from .style import OKABE_ITO, new_figure
+from .style import LITERAL, OKABE_ITO, data_legend, new_figure
 
 __all__ = ["plot_faithfulness", "plot_method_maps", "plot_sanity"]
+
+#: the toolkit's method names, shown with spaces; any other name is drawn as it is
+_METHOD_NAMES = {m: m.replace("_", " ") for m in (
+    "gradient_rollout", "integrated_gradients", "layer_integrated_gradients", "feature_ablation",
+)}
+
+
+def _method(name: object) -> str:
+    return _METHOD_NAMES.get(str(name), str(name))
 
 
 def plot_method_maps(
@@ -49,9 +58,9 @@ def plot_method_maps(
             image = None if images is None else images.get(image_id)
             show_map(axes[i, j], grid, image, alpha)
             if i == 0:
-                axes[i, j].set_title(method.replace("_", " "))
+                axes[i, j].set_title(_method(method), **LITERAL)
             if j == 0:
-                axes[i, j].set_ylabel(f"image {image_id}")
+                axes[i, j].set_ylabel(f"image {image_id}", **LITERAL)
     fig.supxlabel("relevance per patch (each map on its own colour scale; bright = high)",
                   fontsize=6.5)
     return fig
@@ -71,19 +80,21 @@ def plot_faithfulness(curves: pd.DataFrame) -> Figure:
         raise DataError("curves lacks method/mode/fraction/prob; pass faithfulness curves.")
     modes = list(pd.unique(curves["mode"]))
     fig, axes = new_figure("double", aspect=0.38, nrows=1, ncols=len(modes), squeeze=False)
+    handles: dict[str, object] = {}
     for ax, mode in zip(axes[0], modes):
         sub = curves[curves["mode"] == mode]
         for k, (method, g) in enumerate(sub.groupby("method", sort=False)):
             g = g.sort_values("fraction")
             style = ({"color": "0.5", "linestyle": "--"} if method == "random"
                      else {"color": OKABE_ITO[k % len(OKABE_ITO)]})
-            ax.plot(g["fraction"], g["prob"], label=str(method).replace("_", " "), **style)
-        ax.set_title(mode)
+            (line,) = ax.plot(g["fraction"], g["prob"], **style)
+            handles.setdefault(_method(method), line)
+        ax.set_title(str(mode), **LITERAL)
         ax.set_xlabel(f"fraction of patches {'deleted' if mode == 'deletion' else 'inserted'}")
         ax.set_ylabel("target-class probability")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, None)
-    axes[0, -1].legend()
+    data_legend(axes[0, -1], list(handles.values()), list(handles))
     return fig
 
 
@@ -103,19 +114,21 @@ def plot_sanity(summary: pd.DataFrame) -> Figure:
             "summary lacks method/step/randomized/spearman_mean; pass SanityResult.summary."
         )
     fig, ax = new_figure("single", aspect=0.8)
+    handles, names = [], []
     for k, (method, g) in enumerate(summary.groupby("method", sort=False)):
         g = g.sort_values("step")
         color = OKABE_ITO[k % len(OKABE_ITO)]
-        ax.plot(g["step"], g["spearman_mean"], marker="o", color=color,
-                label=str(method).replace("_", " "))
+        handles += ax.plot(g["step"], g["spearman_mean"], marker="o", color=color)
+        names.append(_method(method))
         if "spearman_std" in g:
             ax.fill_between(g["step"], g["spearman_mean"] - g["spearman_std"],
                             g["spearman_mean"] + g["spearman_std"], color=color, alpha=0.15,
                             linewidth=0)
     labels = summary.drop_duplicates("step").sort_values("step")
-    ax.set_xticks(labels["step"], labels["randomized"], rotation=60, ha="right")
+    ax.set_xticks(labels["step"], [str(v) for v in labels["randomized"]], rotation=60, ha="right",
+                  **LITERAL)
     ax.axhline(0, color="0.7", linewidth=0.6)
     ax.set_xlabel("randomised up to (cascading, top first)")
     ax.set_ylabel("Spearman rank correlation\nwith original map")
-    ax.legend()
+    data_legend(ax, handles, names)
     return fig

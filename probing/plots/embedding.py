@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-from .style import OKABE_ITO, SEQUENTIAL, new_figure
+from .style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure
 
 __all__ = ["plot_embedding_maps", "plot_explained_variance"]
 
@@ -39,8 +40,7 @@ def _scatter(ax, panel: pd.DataFrame, color: str, cats: list | None, norm) -> ob
         colours = _category_colours(len(cats))
         for i, cat in enumerate(cats):
             sub = panel[panel[color].astype(str) == cat]
-            ax.scatter(sub["x"], sub["y"], s=3, lw=0, color=colours[i], label=cat,
-                       rasterized=True)
+            ax.scatter(sub["x"], sub["y"], s=3, lw=0, color=colours[i], rasterized=True)
         return None
     return ax.scatter(panel["x"], panel["y"], c=panel[color].astype(float), s=3, lw=0,
                       cmap=SEQUENTIAL, norm=norm, rasterized=True)
@@ -80,15 +80,17 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(f"{cols} {cv}")
+                ax.set_title(f"{cols} {cv}", **LITERAL)
             if j == 0:
-                ax.set_ylabel(str(rv))
+                ax.set_ylabel(str(rv), **LITERAL)
     if cats:
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        fig.legend(handles, labels, title=color, loc="outside lower center", markerscale=3,
-                   ncol=min(len(cats), 6))
+        # one entry per category, also for categories absent from the first panel
+        handles = [Line2D([], [], linestyle="", marker="o", markersize=5, markeredgewidth=0,
+                          color=c) for c in _category_colours(len(cats))]
+        data_legend(fig, handles, cats, title=color, loc="outside lower center",
+                    ncol=min(len(cats), 6))
     elif mappable is not None:
-        fig.colorbar(mappable, ax=axes, shrink=0.8, label=color)
+        fig.colorbar(mappable, ax=axes, shrink=0.8).set_label(str(color), **LITERAL)
     return fig
 
 
@@ -103,16 +105,18 @@ def plot_explained_variance(frame: pd.DataFrame, max_components: int = 20) -> Fi
     layers = sorted(frame["layer"].unique())
     cmap = __import__("matplotlib").colormaps[SEQUENTIAL]
     for ax, kind in zip(axes[0], kinds):
+        handles = []
         for k, layer in enumerate(layers):
             sub = frame[(frame["kind"] == kind) & (frame["layer"] == layer)]
             sub = sub[sub["component"] <= max_components]
-            ax.plot(sub["component"], sub["cumulative"], color=cmap(k / max(1, len(layers) - 1)),
-                    label=f"layer {layer}")
-        ax.set_title(f"{kind}")
+            handles += ax.plot(sub["component"], sub["cumulative"],
+                               color=cmap(k / max(1, len(layers) - 1)))
+        ax.set_title(str(kind), **LITERAL)
         ax.set_xlabel("principal components")
         ax.set_ylabel("cumulative explained variance (fraction)")
         ax.set_ylim(0, 1.02)
-    axes[0, -1].legend(loc="lower right", ncol=1 if len(layers) < 7 else 2)
+    data_legend(axes[0, -1], handles, [f"layer {layer}" for layer in layers], loc="lower right",
+                ncol=1 if len(layers) < 7 else 2)
     return fig
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..errors import SchemaError
-from .style import DIVERGING, OKABE_ITO, new_figure, paper_style
+from .style import DIVERGING, LITERAL, OKABE_ITO, data_legend, new_figure, paper_style
 
 __all__ = ["plot_decay_1d", "plot_decay_2d", "plot_similarity_grid", "plot_subspace_angles"]
 
@@ -82,9 +82,9 @@ def plot_similarity_grid(frame: pd.DataFrame, title: str | None = None,
     ax.set_xlabel("input patch column")
     for side in ("top", "right", "left", "bottom"):
         ax.spines[side].set_visible(False)
-    fig.colorbar(image, ax=ax, shrink=0.8, label=_LABELS.get(metric, metric))
+    fig.colorbar(image, ax=ax, shrink=0.8).set_label(_LABELS.get(metric, metric), **LITERAL)
     if title:
-        ax.set_title(title)
+        ax.set_title(str(title), **LITERAL)
     return fig
 
 
@@ -97,14 +97,16 @@ def plot_decay_1d(frame: pd.DataFrame, value: str = "dot") -> Figure:
     """
     _require(frame, ("p", "k", value), "decay_1d()")
     fig, ax = new_figure("single")
+    handles, names = [], []
     for i, (p, group) in enumerate(frame.groupby("p", sort=True)):
         group = group.sort_values("k")
-        ax.plot(group["k"], group[value], color=OKABE_ITO[i % len(OKABE_ITO)],
-                lw=1.6 - 0.3 * min(i, 3), label=f"p = {p}")
+        handles += ax.plot(group["k"], group[value], color=OKABE_ITO[i % len(OKABE_ITO)],
+                           lw=1.6 - 0.3 * min(i, 3))
+        names.append(f"p = {p}")
     ax.axhline(0, color="0.6", lw=0.5)
     ax.set_xlabel("offset k (positions)")
-    ax.set_ylabel(f"{_LABELS.get(value, value)} PE(p)·PE(p+k)")
-    ax.legend(title="start position")
+    ax.set_ylabel(f"{_LABELS.get(value, value)} PE(p)·PE(p+k)", **LITERAL)
+    data_legend(ax, handles, names, title="start position")
     return fig
 
 
@@ -133,11 +135,13 @@ def plot_decay_2d(
     _require(frame, ("distance", f"{value}_mean"), "decay_2d(by='distance')")
     fig, ax = new_figure("single")
     groups = frame.groupby(hue, sort=False) if hue in frame.columns else [("", frame)]
+    handles, names = [], []
     for i, (name, group) in enumerate(groups):
         colour = OKABE_ITO[i % len(OKABE_ITO)]
         group = group.sort_values("distance")
         x, y = group["distance"].to_numpy(), group[f"{value}_mean"].to_numpy()
-        ax.plot(x, y, color=colour, marker="o", ms=2, label=str(name) or None)
+        handles += ax.plot(x, y, color=colour, marker="o", ms=2)
+        names.append(name)
         if f"{value}_std" in group.columns:
             s = group[f"{value}_std"].to_numpy()
             ax.fill_between(x, y - s, y + s, color=colour, alpha=0.15, lw=0)
@@ -145,9 +149,9 @@ def plot_decay_2d(
             ax.axvline(halving[name], color=colour, ls=":", lw=0.8)
     ax.axhline(0, color="0.6", lw=0.5)
     ax.set_xlabel("grid distance (patches)")
-    ax.set_ylabel(f"mean {_LABELS.get(value, value)}")
+    ax.set_ylabel(f"mean {_LABELS.get(value, value)}", **LITERAL)
     if hue in frame.columns:
-        ax.legend()
+        data_legend(ax, handles, names)
     return fig
 
 

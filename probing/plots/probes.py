@@ -11,7 +11,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import SchemaError
-from .style import OKABE_ITO, new_figure, paper_style
+from .style import LITERAL, OKABE_ITO, data_legend, new_figure, paper_style
 
 __all__ = ["plot_probe_layers"]
 
@@ -76,14 +76,18 @@ def plot_probe_layers(
                 drawn_kinds += [] if kind in drawn_kinds else [kind]
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer (0 = block input, k = output of block k)")
-        ax.set_ylabel(_METRIC_LABEL.get(metric, metric))
+        if metric in _METRIC_LABEL:  # our own labels (mathtext in R^2)
+            ax.set_ylabel(_METRIC_LABEL[metric])
+        else:
+            ax.set_ylabel(str(metric), **LITERAL)
         if title:
-            ax.set_title(title)
+            ax.set_title(str(title), **LITERAL)
         # one legend entry per colour (probe) and per line style (kind), below the axes
-        handles = [Line2D([], [], color=_PROBE_STYLE.get(p, {"color": "k"})["color"],
-                          label=_PROBE_STYLE.get(p, {"label": p})["label"]) for p in drawn_probes]
+        handles = [Line2D([], [], color=_PROBE_STYLE.get(p, {"color": "k"})["color"])
+                   for p in drawn_probes]
+        names = [_PROBE_STYLE.get(p, {"label": p})["label"] for p in drawn_probes]
         if len(drawn_kinds) > 1:
-            handles += [Line2D([], [], color="0.3", linestyle=_KIND_LINES[k], label=k)
-                        for k in drawn_kinds]
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3)
+            handles += [Line2D([], [], color="0.3", linestyle=_KIND_LINES[k]) for k in drawn_kinds]
+            names += drawn_kinds
+        data_legend(ax, handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3)
     return fig

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import SchemaError
-from .style import OKABE_ITO, SEQUENTIAL, new_figure, paper_style
+from .style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure, paper_style
 
 __all__ = ["plot_cka_heatmap", "plot_similarity_vs_layer"]
 
@@ -60,16 +60,16 @@ def _draw_heatmap(result, grid, value, label_a, label_b, title) -> Figure:
     fig, ax = new_figure("single", aspect=0.9)
     image = ax.imshow(grid.to_numpy(dtype=np.float64), cmap=SEQUENTIAL, vmin=0.0, vmax=1.0,
                       origin="lower", aspect="auto", interpolation="nearest")
-    ax.set_xticks(np.arange(grid.shape[1]), [str(v) for v in grid.columns])
-    ax.set_yticks(np.arange(grid.shape[0]), [str(v) for v in grid.index])
-    ax.set_xlabel(label_b or label_a)
-    ax.set_ylabel(label_a)
+    ax.set_xticks(np.arange(grid.shape[1]), [str(v) for v in grid.columns], **LITERAL)
+    ax.set_yticks(np.arange(grid.shape[0]), [str(v) for v in grid.index], **LITERAL)
+    ax.set_xlabel(str(label_b or label_a), **LITERAL)
+    ax.set_ylabel(str(label_a), **LITERAL)
     debiased = "debiased" in result and bool(result["debiased"].any())
     names = {"cka": "debiased linear CKA" if debiased else "linear CKA",
              "mutual_knn": "mutual k-NN overlap"}
-    fig.colorbar(image, ax=ax, label=names.get(value, value))
+    fig.colorbar(image, ax=ax).set_label(names.get(value, str(value)), **LITERAL)
     if title:
-        ax.set_title(title)
+        ax.set_title(str(title), **LITERAL)
     return fig
 
 
@@ -106,19 +106,21 @@ def plot_similarity_vs_layer(
     with paper_style():  # draw in the toolkit style, so the legend gets its fonts too
         fig, ax = new_figure("single", aspect=0.7)
         groups = [(None, result)] if group is None else list(result.groupby(group, sort=False))
+        handles, names = [], []
         for i, (name, part) in enumerate(groups):
             part = part.sort_values(layer)
             color = OKABE_ITO[i % len(OKABE_ITO)]
-            ax.plot(part[layer], part[value], marker="o", color=color,
-                    label=None if name is None else str(name))
+            handles += ax.plot(part[layer], part[value], marker="o", color=color)
+            names.append(name)
             if {"ci_low", "ci_high"} <= set(part.columns):
                 ax.fill_between(part[layer], part["ci_low"], part["ci_high"], color=color,
                                 alpha=0.2, linewidth=0)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer (0 = block input, k = output of block k)")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(str(ylabel), **LITERAL)
         if group is not None:
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=1)
+            data_legend(ax, handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.25),
+                        ncol=1)
         if title:
-            ax.set_title(title)
+            ax.set_title(str(title), **LITERAL)
     return fig

@@ -8,22 +8,31 @@ vector outputs (``svg.fonttype = "none"``, ``pdf.fonttype = 42``).
 Override the style with ``paper_style(overrides={...})``, with :func:`style_overrides` around
 figure-making code, or with a run spec's top-level ``style`` table (matplotlib rc names, e.g.
 ``style = { "font.size" = 9 }``).
+
+Text that comes from data (label values, class names, column names, image ids, names passed by
+a caller) is drawn literally: pass :data:`LITERAL` as Text properties (``ax.set_title(name,
+**LITERAL)``, ``ax.set_xticks(ticks, names, **LITERAL)``) and build legends of data labels with
+:func:`data_legend`. Only the toolkit's own fixed labels may use mathtext (e.g. ``$R^2$``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Literal
 
 import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 
 __all__ = [
     "DIVERGING",
+    "LITERAL",
     "OKABE_ITO",
     "SEQUENTIAL",
     "WIDTHS",
+    "data_legend",
     "new_figure",
     "paper_style",
     "style_overrides",
@@ -64,6 +73,11 @@ _RC = {
     "svg.hashsalt": "probing",  # stable SVG ids: the same figure gives the same bytes
 }
 _OVERRIDES: dict[str, object] = {}
+
+#: Text properties that draw a string exactly as given: no mathtext (``$...$`` stays two dollar
+#: signs and what lies between them) and no TeX even under ``text.usetex``. Use them for every
+#: text that comes from data.
+LITERAL: Mapping[str, object] = MappingProxyType({"parse_math": False, "usetex": False})
 
 
 @contextmanager
@@ -132,3 +146,52 @@ def new_figure(
         fig = Figure(figsize=(w, w * aspect), layout=layout)
         axes = fig.subplots(nrows, ncols, **kwargs)
     return fig, axes
+
+
+def data_legend(
+    where: object,
+    handles: Sequence[object],
+    labels: Sequence[object],
+    title: object | None = None,
+    **kwargs: object,
+) -> Legend:
+    """A legend whose entry texts (and title) are drawn literally.
+
+    Every label is shown, also one starting with ``_`` (which matplotlib's own legend skips), and
+    none is parsed as mathtext or TeX: a class named ``$\\frac{a}$`` is drawn as those characters.
+
+    Parameters
+    ----------
+    where : matplotlib Axes or Figure
+        What the legend belongs to (``where.legend`` is called).
+    handles : sequence of Artist
+        One artist per entry.
+    labels : sequence
+        One label per handle; each is drawn as ``str(label)``.
+    title : optional
+        Legend title, drawn literally (no title when None).
+    **kwargs
+        Passed to ``legend`` (``loc``, ``ncol``, ``markerscale`` ...).
+
+    Returns
+    -------
+    matplotlib.legend.Legend
+    """
+    texts = [str(label) for label in labels]
+    if len(texts) != len(handles):
+        from ..errors import DataError
+
+        raise DataError(f"data_legend got {len(handles)} handles for {len(texts)} labels; "
+                        "pass one label per handle.")
+    # placeholders that matplotlib never drops or parses; the real texts are set afterwards.
+    # Made in the toolkit style, so every legend gets its fonts whoever calls.
+    with paper_style():
+        legend = where.legend(list(handles), [f"entry {i}" for i in range(len(texts))],
+                              **kwargs)
+    for text, label in zip(legend.get_texts(), texts):
+        text.set_text(label)
+        text.update(LITERAL)
+    if title is not None:
+        legend.set_title(str(title))
+        legend.get_title().update(LITERAL)
+    return legend
