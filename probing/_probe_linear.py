@@ -23,7 +23,10 @@ from typing import Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.utils._tags import ClassifierTags, RegressorTags
+
+# public since scikit-learn 1.6 (the floor in pyproject.toml): the estimator-tags dataclasses
+# and validate_data; before 1.6 their only equivalents were private (_more_tags, _validate_data)
+from sklearn.utils import ClassifierTags, RegressorTags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data

@@ -86,6 +86,46 @@ def _layers(text: str) -> str | list:
     return out
 
 
+def _option_value(text: str) -> object:
+    """A ``--mapping-option`` value: comma-separated numbers become a tuple, one number a
+    number (int when integral in form), anything else stays a string."""
+    def scalar(t: str) -> object:
+        for cast in (int, float):
+            try:
+                return cast(t)
+            except ValueError:
+                pass
+        return t
+
+    parts = [t.strip() for t in text.split(",")]
+    return tuple(scalar(t) for t in parts if t) if len(parts) > 1 else scalar(text.strip())
+
+
+def _mapping_options(pairs: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs of ``--mapping-option`` as a ``mapping_options`` dict."""
+    from .errors import ConfigError
+
+    out: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--mapping-option {pair!r} is not KEY=VALUE; pass e.g. --mapping-option mean=0.5."
+            )
+        out[key.strip()] = _option_value(value)
+    return out
+
+
+def _mapping_flags(fn: Callable) -> Callable:
+    """The ``--mapping`` / ``--mapping-option`` options of commands that load a model."""
+    fn = click.option("--mapping-option", "mapping_option", multiple=True, metavar="KEY=VALUE",
+                      help="Option of the mapping (repeatable), e.g. mean=0.1307 std=0.3081 "
+                           "act=relu; a list as mean=0.5,0.5,0.5.")(fn)
+    return click.option("--mapping", default=None,
+                        help="Key mapping of a foreign state dict, e.g. 'lucidrains' (needs "
+                             "--mapping-option mean=... and std=...).")(fn)
+
+
 @main.command()
 @click.option("--model", "model_spec", required=True, help="timm name, checkpoint path or 'demo'.")
 @click.option("--data", "data_spec", required=True,
@@ -104,15 +144,17 @@ def _layers(text: str) -> str | list:
 @click.option("--arch", default=None, help="timm architecture of a checkpoint file.")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise",
               show_default=True, help="Unreadable images: fail, or skip and record them.")
+@_mapping_flags
 @_guard
 def extract(model_spec, data_spec, out, layers, kinds, attention, batch_size, device, n_images,
-            no_pretrained, arch, on_error) -> None:
+            no_pretrained, arch, on_error, mapping, mapping_option) -> None:
     """Extract token vectors (and attention) into a parquet store."""
     from .data import open_source
     from .extract import extract as run_extract
     from .models import load_model
 
-    loaded = load_model(model_spec, pretrained=not no_pretrained, arch=arch, device=device)
+    loaded = load_model(model_spec, pretrained=not no_pretrained, arch=arch, device=device,
+                        mapping=mapping, mapping_options=_mapping_options(mapping_option))
     opts = {} if data_spec in ("shapes", "digits") or data_spec.startswith(("shapes:", "digits:")) \
         else {"on_error": on_error}
     source = open_source(data_spec, **opts)
@@ -128,12 +170,14 @@ def extract(model_spec, data_spec, out, layers, kinds, attention, batch_size, de
 @click.argument("spec")
 @click.option("--no-pretrained", is_flag=True, help="Random-init timm weights (no download).")
 @click.option("--arch", default=None, help="timm architecture of a checkpoint file.")
+@_mapping_flags
 @_guard
-def info(spec, no_pretrained, arch) -> None:
+def info(spec, no_pretrained, arch, mapping, mapping_option) -> None:
     """Print a model's token layout and preprocessing."""
     from .models import load_model
 
-    click.echo(load_model(spec, pretrained=not no_pretrained, arch=arch).describe())
+    click.echo(load_model(spec, pretrained=not no_pretrained, arch=arch, mapping=mapping,
+                          mapping_options=_mapping_options(mapping_option)).describe())
 
 
 @main.command("list")

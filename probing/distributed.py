@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError, ModelError
+from ._rng import seeded
+from .errors import ConfigError, ModelError, StoreError
 from .extract import ShardJob, extract_shard, open_store
 from .models import LoadedModel, load_model
 from .store import EmbeddingStore
@@ -116,7 +117,8 @@ def model_recipe(spec: Any, seed: int = 0, **options: Any) -> dict:
         A timm name, a checkpoint path or ``"demo"`` (anything :func:`probing.load_model`
         accepts except an in-memory module).
     seed : int
-        ``torch.manual_seed`` before loading (random-init weights are then the same everywhere).
+        Seeds torch's global RNG while loading (random-init weights are then the same
+        everywhere); the worker's RNG state is restored afterwards.
     **options
         Other :func:`probing.load_model` keyword arguments (``pretrained``, ``arch``,
         ``mapping``, ``mapping_options``, ``device`` and timm options).
@@ -164,8 +166,8 @@ def worker_model(recipe: dict) -> LoadedModel:
     """The model of ``recipe``, loaded once per process (cached)."""
     key = "model:" + _key(recipe)
     if key not in _CACHE:
-        torch.manual_seed(recipe["seed"])
-        _CACHE[key] = load_model(recipe["spec"], **recipe["options"])
+        with seeded(recipe["seed"]):  # leaves the worker's global torch RNG state as it was
+            _CACHE[key] = load_model(recipe["spec"], **recipe["options"])
     return _CACHE[key]
 
 
@@ -181,6 +183,8 @@ def worker_source(recipe: dict):
 
 
 def _checked_model(recipe: dict, fingerprint: str) -> LoadedModel:
+    """The worker's model of ``recipe``, refused unless its weights have ``fingerprint`` (the
+    client's): every task, extraction or analysis, runs on the model the store was made by."""
     loaded = worker_model(recipe)
     if loaded.fingerprint != fingerprint:
         raise ModelError(
@@ -242,8 +246,12 @@ def extract_on_dask(client: Any, model: dict, data: dict, loaded: LoadedModel, s
 
 def analysis_task(model: dict, data: dict, store: str, seed: int, batch_size: int,
                   analysis: str | os.PathLike, params: dict,
-                  style: dict | None = None) -> tuple[Any, float]:
+                  style: dict | None = None, fingerprint: str | None = None
+                  ) -> tuple[Any, float]:
     """Dask task: run the analysis defined in file ``analysis`` on a worker-built context.
+
+    The worker's model must have the weight ``fingerprint`` of the client's model (by default
+    the one in the store's manifest), as for :func:`shard_task`.
 
     Returns
     -------
@@ -253,22 +261,40 @@ def analysis_task(model: dict, data: dict, store: str, seed: int, batch_size: in
     from .registry import load_analysis
     from .runner import RunContext, run_analysis
 
-    loaded = worker_model(model)
+    store_ = EmbeddingStore(store)
+    loaded = _checked_model(model, fingerprint or _store_fingerprint(store_))
     source, _ = worker_source(data)
-    ctx = RunContext(model=loaded, source=source, store=EmbeddingStore(store), seed=seed,
+    ctx = RunContext(model=loaded, source=source, store=store_, seed=seed,
                      batch_size=batch_size, quiet=True)
     t = time.perf_counter()
     section = run_analysis(load_analysis(Path(analysis)).run, ctx, params, style)
     return section, time.perf_counter() - t
 
 
+def _store_fingerprint(store: EmbeddingStore) -> str:
+    """The model fingerprint recorded in ``store``'s manifest."""
+    fingerprint = ((store.manifest or {}).get("model") or {}).get("fingerprint")
+    if not fingerprint:
+        raise StoreError(
+            f"store {store.path} records no model fingerprint, so Dask workers cannot check "
+            "their weights against it; re-extract into a new store path."
+        )
+    return str(fingerprint)
+
+
 def run_analyses_on_dask(client: Any, model: dict, data: dict, store: EmbeddingStore,
                          seed: int, batch_size: int, modules: Sequence[Any], params: dict,
-                         style: dict | None = None) -> list[tuple[Any, float]]:
-    """Submit one :func:`analysis_task` per analysis module; results in ``modules`` order."""
+                         style: dict | None = None, fingerprint: str | None = None
+                         ) -> list[tuple[Any, float]]:
+    """Submit one :func:`analysis_task` per analysis module; results in ``modules`` order.
+
+    ``fingerprint`` is the client's model fingerprint that every worker's model must match
+    (default: the one in the store's manifest, which the client's model matched).
+    """
     path = str(store.path.resolve())
+    fingerprint = fingerprint or _store_fingerprint(store)
     futures = [client.submit(analysis_task, model, data, path, seed, batch_size, str(m.path),
-                             params[m.name], style,
+                             params[m.name], style, fingerprint,
                              key=f"probing-analysis-{m.name}-{store.path.name}",
                              pure=False)
                for m in modules]

@@ -2,8 +2,11 @@
 
 A mapping turns a foreign ``state_dict`` into (a) the keyword arguments of a timm
 ``VisionTransformer`` with the same computation, (b) a state dict in timm's key names, and
-(c) the preprocessing the foreign model expects, when known. The mapped model is a stock timm
-model, so every hook and analysis works on it unchanged.
+(c) the preprocessing the foreign model expects. A state dict stores no preprocessing, so the
+input normalisation it was trained with is a required option (``mean``, ``std``); a wrong guess
+would quietly cost accuracy (the MNIST ViT fixture drops from 97.2% to 88.0% with 0.5 / 0.5
+instead of its 0.1307 / 0.3081) while probes still look plausible. The mapped model is a stock
+timm model, so every hook and analysis works on it unchanged.
 
 Mapping ``"lucidrains"`` (``vit-pytorch``'s ``ViT``)
 --------------------------------------------------
@@ -29,12 +32,15 @@ The attention head dimension is read from ``to_out`` (inner width / heads), so m
 inner width differs from the embedding width (e.g. 4 heads of 64 on a width-64 model) map
 exactly; the feed-forward activation and LayerNorm eps are not stored in a state dict and
 are options (``act="relu"`` or ``"gelu"``, ``eps=1e-5``). The number of heads is an option too
-(``heads``), since ``to_qkv`` stores only ``heads * dim_head``.
+(``heads``), since ``to_qkv`` stores only ``heads * dim_head``. Images are expected scaled to
+[0, 1] and then normalised with the required ``mean`` and ``std`` (one value per channel, or one
+value for all channels).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +49,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from .errors import ModelError
+from .errors import ConfigError, ModelError
 
 __all__ = ["FOREIGN_MAPPINGS", "ForeignModel", "map_lucidrains"]
 
@@ -76,6 +82,28 @@ def _require(sd: dict, key: str) -> torch.Tensor:
     return sd[key]
 
 
+def _per_channel(name: str, value: float | tuple[float, ...], chans: int) -> tuple[float, ...]:
+    """``value`` as ``chans`` floats: one number broadcast, or a sequence of exactly ``chans``."""
+    values = (value,) if isinstance(value, numbers.Real) else tuple(value)
+    try:
+        values = tuple(float(v) for v in values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"mapping option {name}={value!r} is not a number or a list of numbers; pass e.g. "
+            f"{name}=0.5 or {name}=(0.5, 0.5, 0.5)."
+        ) from exc
+    if len(values) == 1:
+        values = values * chans
+    if len(values) != chans:
+        raise ConfigError(
+            f"mapping option {name}={value!r} has {len(values)} values but the model takes "
+            f"{chans} input channel(s); pass one value or {chans}."
+        )
+    if name == "std" and min(values) <= 0:
+        raise ConfigError(f"mapping option std={value!r} must be positive; pass e.g. std=0.5.")
+    return values
+
+
 def map_lucidrains(
     state_dict: dict[str, torch.Tensor],
     heads: int | None = None,
@@ -83,8 +111,8 @@ def map_lucidrains(
     eps: float = 1e-5,
     in_chans: int | None = None,
     img_size: int | tuple[int, int] | None = None,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
+    mean: float | tuple[float, ...] | None = None,
+    std: float | tuple[float, ...] | None = None,
 ) -> ForeignModel:
     """Map a ``vit-pytorch`` (lucidrains) ``ViT`` state dict onto a timm ``VisionTransformer``.
 
@@ -105,13 +133,29 @@ def map_lucidrains(
     img_size : int or (int, int), optional
         Training image size in pixels ``(height, width)``; for a square grid it is inferred
         from the positional table (``sqrt(N) * patch``), otherwise it must be given.
-    mean, std : tuple of float, optional
-        Input normalisation recorded in the data config.
+    mean, std : float or tuple of float
+        Required: the per-channel input normalisation the foreign model was trained with, on
+        images scaled to [0, 1] (one value is used for every channel). None raises ConfigError,
+        since a state dict does not record it.
 
     Returns
     -------
     ForeignModel
+
+    Raises
+    ------
+    ConfigError
+        When ``mean`` or ``std`` is missing or does not fit the number of input channels.
+    ModelError
+        When the state dict is not a lucidrains ViT or its shapes contradict the options.
     """
+    if mean is None or std is None:
+        raise ConfigError(
+            "a foreign state dict carries no preprocessing, so the mapping needs the input "
+            "normalisation the model was trained with: pass mapping_options = {mean, std} "
+            "(e.g. mapping_options={'mean': (0.1307,), 'std': (0.3081,)}; CLI: --mapping-option "
+            "mean=0.1307 --mapping-option std=0.3081)."
+        )
     pos = _require(state_dict, "pos_embedding")
     patch_keys = [k for k in state_dict if re.fullmatch(r"to_patch_embedding\.\d+\.weight", k)]
     if not patch_keys:
@@ -202,8 +246,8 @@ def map_lucidrains(
         "interpolation": "bilinear",
         "crop_pct": 1.0,
         "crop_mode": "center",
-        "mean": tuple(mean) if mean else (0.5,) * in_chans,
-        "std": tuple(std) if std else (0.5,) * in_chans,
+        "mean": _per_channel("mean", mean, in_chans),
+        "std": _per_channel("std", std, in_chans),
     }
     return ForeignModel(build=build, state_dict=out, data_config=config)
 

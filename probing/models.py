@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ModelError
+from ._rng import seeded
+from .errors import ConfigError, ModelError
 from .layout import TokenLayout
 
 __all__ = ["LoadedModel", "load_model", "random_init_copy"]
@@ -121,7 +122,8 @@ def load_model(
     mapping : str, optional
         Name of a foreign key mapping (``"lucidrains"``) for another codebase's state dict.
     mapping_options : dict, optional
-        Options of the mapping (e.g. ``{"act": "relu", "mean": (0.1307,), "std": (0.3081,)}``).
+        Options of the mapping (e.g. ``{"act": "relu", "mean": (0.1307,), "std": (0.3081,)}``);
+        ``mean`` and ``std`` are required, since a foreign state dict carries no preprocessing.
     num_classes : int, optional
         Head size; for checkpoints it is read from the checkpoint's head so the classifier is
         never silently re-initialised.
@@ -138,8 +140,13 @@ def load_model(
     Raises
     ------
     ModelError
-        Unknown name, weights not available offline, unreadable or mismatched checkpoint, or a
-        module that is not a ViT.
+        Each with its own message: an unknown name or pretrained tag, options timm cannot build
+        with, an architecture or module that is not a ViT, pretrained weights missing (offline
+        or unreachable), a corrupt or unreadable weights file, a checkpoint that does not fit,
+        or one holding non-floating or non-finite weights.
+    ConfigError
+        Unknown, missing or malformed ``mapping_options`` (a foreign mapping needs ``mean`` and
+        ``std``: a state dict carries no preprocessing).
     """
     if isinstance(spec, LoadedModel):
         return spec
@@ -150,11 +157,16 @@ def load_model(
             f"model spec {spec!r} is not a timm name, a checkpoint path, 'demo' or an nn.Module; "
             "pass one of those."
         )
+    if mapping_options and mapping is None:
+        raise ConfigError(
+            f"mapping_options {sorted(mapping_options)} were given without a mapping; pass "
+            "mapping='lucidrains' (CLI: --mapping lucidrains) or drop the options."
+        )
     text = os.fspath(spec)
     if text == "demo":
         return _load_demo(device)
     path = Path(text).expanduser()
-    if path.suffix.lower() in _CHECKPOINT_SUFFIXES or path.exists():
+    if path.suffix.lower() in _CHECKPOINT_SUFFIXES or path.exists() or mapping is not None:
         return _load_checkpoint(path, arch, mapping, mapping_options or {}, num_classes,
                                 device, timm_kwargs)
     return _load_timm(text, pretrained, num_classes, device, timm_kwargs)
@@ -219,13 +231,21 @@ def _timm_names() -> list[str]:
 
 def _create(name: str, pretrained: bool, kwargs: dict) -> nn.Module:
     import timm
+    from timm.models import split_model_name_tag
 
-    if name not in _timm_names():
-        close = difflib.get_close_matches(name, _timm_names(), n=3)
+    arch, tag = split_model_name_tag(name)
+    if arch not in _timm_names():
+        close = difflib.get_close_matches(arch, _timm_names(), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ModelError(
             f"model {name!r} is neither a timm model name, an existing checkpoint file nor "
             f"'demo'; check the spelling (timm.list_models() lists names).{hint}"
+        )
+    if tag and name not in timm.list_pretrained(f"{arch}.*"):
+        tags = ", ".join(timm.list_pretrained(f"{arch}.*")) or "none"
+        raise ModelError(
+            f"timm model {arch!r} has no pretrained tag {tag!r}; use one of its tagged names "
+            f"({tags}) or the bare name {arch!r}."
         )
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
@@ -253,16 +273,48 @@ def _load_timm(name, pretrained, num_classes, device, kwargs) -> LoadedModel:
             model = _create(name, pretrained, kwargs)
     except ModelError:
         raise
-    except Exception as exc:  # network, cache or hub errors from timm / huggingface_hub
+    except Exception as exc:  # noqa: BLE001 - network, cache, file and hub errors
+        raise _pretrained_error(name, exc) from exc
+    arch = {"kind": "timm", "name": name, "kwargs": {k: v for k, v in kwargs.items()}}
+    return _finish(model, name, _module_config(model), arch, device)
+
+
+def _pretrained_error(name: str, exc: Exception) -> ModelError:
+    """The ModelError for a failure of ``timm.create_model(name, pretrained=True)``: weights
+    missing (offline or unreachable), a corrupt weights file, weights of another shape, or
+    anything else, each said as such."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    text = str(exc)
+    if isinstance(exc, (SafetensorError, pickle.UnpicklingError, EOFError)) or (
+            isinstance(exc, RuntimeError)
+            and any(s in text for s in ("PytorchStreamReader", "weights_only", "zip archive",
+                                        "magic number"))):
+        return ModelError(
+            f"the pretrained weights file of {name!r} is corrupt or unreadable "
+            f"({type(exc).__name__}: {text[:200]}); delete it from the Hugging Face / torch "
+            "cache and download it again, or pass a good local file with arch=."
+        )
+    if isinstance(exc, RuntimeError) and "loading state_dict" in text:
+        return ModelError(
+            f"the pretrained weights of {name!r} do not fit the architecture built with the "
+            f"options given ({text.splitlines()[0]} ...); drop the options that change "
+            "parameter shapes (depth, embed_dim, patch_size) or pass pretrained=False."
+        )
+    if isinstance(exc, OSError):  # FileNotFoundError, hub / connection errors, offline mode
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        raise ModelError(
+        return ModelError(
             f"pretrained weights for {name!r} are not available "
             f"{'offline (HF_HUB_OFFLINE is set)' if offline else 'locally or from the hub'}; "
             "download them into the Hugging Face cache on a connected machine, or pass a local "
             f"file: load_model('weights.safetensors', arch={name!r})."
-        ) from exc
-    arch = {"kind": "timm", "name": name, "kwargs": {k: v for k, v in kwargs.items()}}
-    return _finish(model, name, _module_config(model), arch, device)
+        )
+    return ModelError(
+        f"timm failed to load the pretrained weights of {name!r} ({type(exc).__name__}: "
+        f"{text[:200]}); pass pretrained=False or a local checkpoint with arch=."
+    )
 
 
 @contextmanager
@@ -298,6 +350,24 @@ def _load_demo(device) -> LoadedModel:
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors by key; refuses unreadable files and non-finite weights."""
+    return _check_finite(_read_tensors(path), path)
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Raise ModelError naming the first floating tensor of ``state`` with a NaN or inf."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ModelError(
+                f"checkpoint {path} tensor {key!r} holds {bad} NaN/inf value(s), so every "
+                "embedding would be non-finite; use an intact checkpoint (a training run that "
+                "diverged saves such weights)."
+            )
+    return state
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ModelError(f"checkpoint {path} does not exist; check the path.")
     if path.suffix.lower() == ".safetensors":
@@ -355,7 +425,7 @@ def _load_checkpoint(path, arch, mapping, mapping_options, num_classes, device, 
             raise ModelError(
                 f"mapping {mapping!r} is unknown; use one of {', '.join(FOREIGN_MAPPINGS)}."
             )
-        foreign = FOREIGN_MAPPINGS[mapping](state, **mapping_options)
+        foreign = FOREIGN_MAPPINGS[mapping](state, **_mapping_options(mapping, mapping_options))
         model = foreign.build()
         _load_state(model, foreign.state_dict, str(path))
         config = {**_module_config(model), **foreign.data_config}
@@ -377,6 +447,28 @@ def _load_checkpoint(path, arch, mapping, mapping_options, num_classes, device, 
     return _finish(model, str(path), _module_config(model), spec, device)
 
 
+def _mapping_options(mapping: str, options: dict) -> dict:
+    """``options`` checked against the keyword arguments of the mapping function."""
+    import inspect
+
+    from .foreign import FOREIGN_MAPPINGS
+
+    if not isinstance(options, dict):
+        raise ConfigError(
+            f"mapping_options {options!r} is not a table; pass e.g. "
+            "mapping_options = {mean = [0.5], std = [0.5]}."
+        )
+    known = [n for n in inspect.signature(FOREIGN_MAPPINGS[mapping]).parameters
+             if n != "state_dict"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"mapping {mapping!r} has no option(s) {', '.join(map(repr, unknown))}; use "
+            f"{', '.join(known)}."
+        )
+    return options
+
+
 def _adapt(state: dict, model: nn.Module) -> dict:
     """Resample a positional table of another grid size the way timm does for new resolutions."""
     pos = state.get("pos_embed")
@@ -396,6 +488,16 @@ def _load_state(model: nn.Module, state: dict, source: str) -> None:
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    # load_state_dict would silently cast an int/bool tensor into a float parameter
+    dtypes = [k for k in own if k in state and own[k].is_floating_point()
+              and not state[k].is_floating_point()]
+    if dtypes:
+        k = dtypes[0]
+        raise ModelError(
+            f"checkpoint {source} tensor for {k!r} is {state[k].dtype}, not a floating dtype "
+            f"({len(dtypes)} such tensor(s)); loading would cast the weights, so export the "
+            "checkpoint with floating-point (float32/float16/bfloat16) weights."
+        )
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -415,7 +517,8 @@ def _load_state(model: nn.Module, state: dict, source: str) -> None:
 def random_init_copy(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
     """A copy of the same architecture with freshly initialised parameters.
 
-    Built again from its timm name when known (timm's own initialisation, seeded by ``seed``);
+    Built again from its timm name when known (timm's own initialisation, seeded by ``seed``
+    without changing the caller's global torch RNG state);
     otherwise a deep copy whose parameters are re-initialised by each module's
     ``reset_parameters`` (and timm's ``init_weights`` where the model has it).
 
@@ -424,17 +527,17 @@ def random_init_copy(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
     LoadedModel
         Same layout and preprocessing, name ``"<name> (random init, seed N)"``.
     """
-    torch.manual_seed(seed)
     arch = loaded.arch
-    if arch.get("kind") == "timm":
-        model = _create(arch["name"], False, dict(arch.get("kwargs", {})))
-    else:
-        model = copy.deepcopy(loaded.model)
-        for module in model.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-        if hasattr(model, "init_weights"):
-            model.init_weights()
+    with seeded(seed):  # the caller's global torch RNG state is left as it was
+        if arch.get("kind") == "timm":
+            model = _create(arch["name"], False, dict(arch.get("kwargs", {})))
+        else:
+            model = copy.deepcopy(loaded.model)
+            for module in model.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+            if hasattr(model, "init_weights"):
+                model.init_weights()
     dev = next(loaded.model.parameters()).device
     return LoadedModel(
         model=model.to(dev).eval(),

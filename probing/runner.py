@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ._rng import seeded
 from .config import RunSpec, check_params, dump_toml, load_spec
 from .data import ImageSource, iter_batches, open_source
 from .errors import AnalysisError, ProbingError, ReportError, SchemaError
@@ -369,14 +370,14 @@ def run_spec(
     modules = [get_analysis(name) for name in spec.analyses]
     params = {m.name: check_params(m.name, spec.analyses[m.name] or {}, m.params)
               for m in modules}
-    torch.manual_seed(spec.seed)
+    with seeded(spec.seed):  # the run is seeded; the caller's global torch RNG is left as it was
+        if workers is None and scheduler is None:
+            return _run_spec(spec, out_dir, modules, params, None, quiet, t_start, timings, force)
+        from .distributed import dask_client
 
-    if workers is None and scheduler is None:
-        return _run_spec(spec, out_dir, modules, params, None, quiet, t_start, timings, force)
-    from .distributed import dask_client
-
-    with dask_client(workers, scheduler) as client:
-        return _run_spec(spec, out_dir, modules, params, client, quiet, t_start, timings, force)
+        with dask_client(workers, scheduler) as client:
+            return _run_spec(spec, out_dir, modules, params, client, quiet, t_start, timings,
+                             force)
 
 
 def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], params: dict,

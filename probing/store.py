@@ -93,7 +93,8 @@ class EmbeddingStore:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store path {self.path} is a file, not a folder; choose a folder.")
-        self._lock_held = False
+        self._lock_depth = 0  # nesting of this object's lock() calls (the lock is reentrant)
+        self._lock_pid: int | None = None  # the process holding it (a forked child does not)
 
     # ----------------------------------------------------------------- manifest
     @property
@@ -166,6 +167,11 @@ class EmbeddingStore:
     def lock(self, timeout: float = 0.0, poll: float = 0.2) -> None:
         """Take the store's write lock, recovering a stale lock left by a dead process.
 
+        The lock is reentrant for this object in this process: a nested ``lock()`` (e.g.
+        ``with store: extract(..., store=store)``) only counts one level deeper, and the lock
+        file is removed when the outermost level is released. Another object, even in the same
+        process, is refused like any other holder.
+
         Parameters
         ----------
         timeout : float
@@ -174,8 +180,12 @@ class EmbeddingStore:
         Raises
         ------
         StoreError
-            When another live process holds the lock after ``timeout`` seconds.
+            When another live process (or another object) holds the lock after ``timeout``
+            seconds.
         """
+        if self._holds_lock():
+            self._lock_depth += 1
+            return
         lock = self.path / ".lock"
         deadline = time.monotonic() + timeout
         me = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
@@ -189,7 +199,7 @@ class EmbeddingStore:
                     "store folder."
                 ) from exc
             if holder is None:
-                self._lock_held = True
+                self._lock_depth, self._lock_pid = 1, os.getpid()
                 self.clean_temporaries()
                 return
             if time.monotonic() >= deadline:
@@ -226,11 +236,19 @@ class EmbeddingStore:
             finally:
                 fcntl.flock(guard, fcntl.LOCK_UN)
 
+    def _holds_lock(self) -> bool:
+        """Whether this object holds the lock in this process (a forked child does not)."""
+        return self._lock_depth > 0 and self._lock_pid == os.getpid()
+
     def unlock(self) -> None:
-        """Release the write lock if this object holds it."""
-        if self._lock_held:
+        """Release one level of the write lock if this object holds it; the lock file is
+        removed when the outermost level is released."""
+        if not self._holds_lock():
+            return
+        self._lock_depth -= 1
+        if self._lock_depth == 0:
             (self.path / ".lock").unlink(missing_ok=True)
-            self._lock_held = False
+            self._lock_pid = None
 
     @staticmethod
     def _read_lock(lock: Path) -> dict | None:

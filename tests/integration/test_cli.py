@@ -74,3 +74,31 @@ def test_errors_are_one_line_without_traceback(tmp_path, args, needle):
 def test_debug_shows_traceback():
     res = probing("--debug", "info", "vit_nope_patch16")
     assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_info_and_extract_take_a_foreign_mapping(shared_fixtures, tmp_path):
+    weights = str(shared_fixtures / "mnist_vit" / "vit_mnist_gpu.pt")
+    flags = ["--mapping", "lucidrains", "--mapping-option", "act=relu",
+             "--mapping-option", "mean=0.1307", "--mapping-option", "std=0.3081"]
+    res = invoke("info", weights, *flags)
+    assert res.exit_code == 0, res.output
+    assert "mean (0.1307,), std (0.3081,)" in res.output and "6 blocks x 64, 4 heads" in res.output
+    res = invoke("info", weights, "--mapping", "lucidrains")  # no preprocessing: refused
+    assert res.exit_code == 2 and "mapping_options = {mean, std}" in res.output
+    assert "Traceback" not in res.output
+    res = invoke("info", weights, "--mapping", "lucidrains", "--mapping-option", "mean")
+    assert res.exit_code == 2 and "is not KEY=VALUE" in res.output
+    out = tmp_path / "s"
+    res = invoke("--quiet", "extract", "--model", weights, *flags, "--data", "digits",
+                 "--n-images", "6", "--layers", "-1", "--kinds", "cls", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    manifest = EmbeddingStore(out).manifest
+    assert manifest["preprocessing"]["mean"] == [0.1307]
+    assert len(EmbeddingStore(out).read(kind="cls", layer=6)) == 6
+
+
+def test_mapping_option_values_parse_to_numbers_and_tuples():
+    from probing.cli import _mapping_options
+
+    assert _mapping_options(("mean=0.5,0.4,0.3", "heads=4", "eps=1e-6", "act=gelu")) == {
+        "mean": (0.5, 0.4, 0.3), "heads": 4, "eps": 1e-6, "act": "gelu"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -183,6 +184,23 @@ def test_store_lock_refuses_live_holder_and_recovers_stale(tmp_path):
     a.unlock()
 
 
+def test_store_lock_is_reentrant_for_the_same_object(tiny, tmp_path):
+    store = EmbeddingStore(tmp_path / "s")
+    lock = tmp_path / "s" / ".lock"
+    with store:
+        extract(tiny, "shapes:n=3", layers=[1], kinds="cls", store=store, progress=False)
+        # the inner extract released only its own level: the lock is still ours ...
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with pytest.raises(StoreError, match="locked"):  # ... and another object is refused
+            EmbeddingStore(tmp_path / "s").lock()
+    assert not lock.exists()
+    assert store.read(kind="cls", layer=1).shape[0] == 3
+    store.unlock()  # one more release than takes is harmless
+    store.lock()
+    store.unlock()
+    assert not lock.exists()
+
+
 def test_store_path_is_a_file(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
@@ -191,8 +209,6 @@ def test_store_path_is_a_file(tmp_path):
 
 
 def test_empty_old_lock_is_stale_and_unwritable_store_is_a_store_error(tmp_path):
-    import os
-
     store = EmbeddingStore(tmp_path / "s")
     (tmp_path / "s").mkdir()
     lock = tmp_path / "s" / ".lock"

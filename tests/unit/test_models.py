@@ -145,3 +145,91 @@ def test_demo_model_is_accurate_on_held_out_shapes(demo_model):
 def test_foreign_mnist_vit_reaches_97_percent(mnist_model, mnist_source):
     acc, n = _accuracy(mnist_model, mnist_source, "label")
     assert n == 10000 and acc >= 0.970
+
+
+# ------------------------------------------------------------ failures said as what they are
+def test_foreign_mapping_requires_preprocessing():
+    from probing import ConfigError
+    from probing.foreign import map_lucidrains
+
+    with pytest.raises(ConfigError, match=r"mapping_options = \{mean, std\}"):
+        map_lucidrains({}, act="relu")  # nothing is read before the preprocessing is known
+    with pytest.raises(ConfigError, match=r"mapping_options = \{mean, std\}"):
+        map_lucidrains({}, mean=(0.5,))
+
+
+def test_foreign_mnist_vit_without_preprocessing_is_refused(shared_fixtures):
+    from probing import ConfigError
+
+    path = shared_fixtures / "mnist_vit" / "vit_mnist_gpu.pt"
+    with pytest.raises(ConfigError, match=r"mapping_options = \{mean, std\}"):
+        load_model(path, mapping="lucidrains", mapping_options={"act": "relu"})
+    with pytest.raises(ConfigError, match="has no option.*'means'"):
+        load_model(path, mapping="lucidrains", mapping_options={"means": 0.1, "std": 0.3})
+    with pytest.raises(ConfigError, match="has 3 values but the model takes 1"):
+        load_model(path, mapping="lucidrains", mapping_options={"mean": (0.1, 0.1, 0.1),
+                                                                "std": 0.3})
+    loaded = load_model(path, mapping="lucidrains", mapping_options={"mean": 0.1307,
+                                                                     "std": 0.3081})
+    assert loaded.data_config["mean"] == (0.1307,) and loaded.data_config["std"] == (0.3081,)
+
+
+def test_mapping_options_without_mapping_are_refused(tmp_path):
+    from probing import ConfigError
+
+    with pytest.raises(ConfigError, match="without a mapping"):
+        load_model("demo", mapping_options={"mean": 0.5, "std": 0.5})
+
+
+def _tiny_file(tmp_path, change=None):
+    state = {k: v.contiguous() for k, v in _tiny().state_dict().items()}
+    if change:
+        state.update(change(state))
+    path = tmp_path / "w.safetensors"
+    save_file(state, str(path))
+    return path
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.bool])
+def test_non_floating_weights_are_refused(tmp_path, dtype):
+    key = "blocks.0.attn.qkv.weight"
+    path = _tiny_file(tmp_path, lambda s: {key: (s[key] * 100).to(dtype)})
+    with pytest.raises(ModelError, match=rf"{path.name}.*{key}.*{str(dtype)}.*floating"):
+        load_model(path, arch="vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(tmp_path, bad):
+    key = "blocks.1.mlp.fc1.weight"
+
+    def poison(state):
+        w = state[key].clone()
+        w[0, 0] = bad
+        return {key: w}
+
+    path = _tiny_file(tmp_path, poison)
+    with pytest.raises(ModelError, match=rf"{path.name} tensor '{key}' holds 1 NaN/inf"):
+        load_model(path, arch="vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2)
+
+
+def test_pretrained_failures_are_told_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file" * 4)
+    small = _tiny_file(tmp_path)  # weights of a depth-2, patch-8 model
+    small_overlay = {"pretrained_cfg_overlay": {"file": str(small)}}
+    cases = [
+        ({"pretrained_cfg_overlay": {"file": str(bad)}}, "corrupt or unreadable"),
+        ({"pretrained_cfg_overlay": {"file": str(tmp_path / "gone.pth")}}, "not available"),
+        (small_overlay, "do not fit the architecture"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ModelError, match=message):
+            load_model("vit_tiny_patch16_224", pretrained=True, **options)
+    with pytest.raises(ModelError, match="has no pretrained tag 'bogus'"):
+        load_model("vit_tiny_patch16_224.bogus", pretrained=False)
+    with pytest.raises(ModelError, match="is not a Vision Transformer"):
+        load_model("resnet18", pretrained=False)
+    tagged = load_model("vit_tiny_patch16_224.augreg_in21k_ft_in1k", pretrained=False,
+                        img_size=32, patch_size=8, depth=1)
+    assert tagged.layout.grid == (4, 4)
