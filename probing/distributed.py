@@ -29,10 +29,10 @@ from typing import Any
 
 import torch
 
-from ._rng import seeded
 from .errors import ConfigError, ModelError, StoreError
 from .extract import ShardJob, extract_shard, open_store
 from .models import LoadedModel, load_model
+from .seeding import seeded
 from .store import EmbeddingStore
 
 __all__ = ["analysis_task", "dask_client", "data_recipe", "extract_on_dask", "model_recipe",

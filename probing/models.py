@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._rng import seeded
 from .errors import ConfigError, ModelError
 from .layout import TokenLayout
+from .seeding import seeded
 
 __all__ = ["LoadedModel", "load_model", "random_init_copy"]
 

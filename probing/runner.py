@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._rng import seeded
 from .config import RunSpec, check_params, dump_toml, load_spec
 from .data import ImageSource, iter_batches, open_source
 from .errors import AnalysisError, ProbingError, ReportError, SchemaError
@@ -37,6 +36,7 @@ from .plots.style import paper_style, style_overrides
 from .registry import PACKAGE_ANALYSES, AnalysisModule, analysis_dirs, get_analysis
 from .report import Report
 from .sections import Section
+from .seeding import seeded
 from .store import EmbeddingStore
 
 __all__ = ["RunContext", "RunResult", "demo_spec_path", "run_spec"]
