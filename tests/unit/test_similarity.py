@@ -89,7 +89,7 @@ def _frame(n=40, d=10, layers=3, seed=0):
     return pd.concat(parts, ignore_index=True)
 
 
-@pytest.mark.parametrize("kind", ["cls", "mean", "patch"])
+@pytest.mark.parametrize("kind", ["cls", "pooled", "patch"])
 def test_layer_similarity_one_model(kind):
     out = layer_similarity(_frame(), kind=kind)
     grid = out.pivot(index="layer_a", columns="layer_b", values="cka").to_numpy()
