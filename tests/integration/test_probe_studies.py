@@ -196,3 +196,35 @@ def test_mnist_vit_last_cls_probe_is_at_least_95_percent(mnist_model, mnist_sour
     result = _last_cls_probe(mnist_model, mnist_source, 2000)
     assert result.loc["task", "n"] == 2000
     assert result.loc["task", "mean"] >= 0.95
+
+
+def test_layer_probes_of_embed_and_a_block_probe_those_sites(tmp_path):
+    """Regression (issue 11, defect 1): ``layers = ["embed", 1]`` resolved to labels
+    ``[-1, 1]`` that were resolved again as a selection (-1 = last block) by the store read,
+    the probe views and the random-init extraction: no embed row, block 1 reported twice."""
+    from probing import load_model, open_source
+    from probing.extract import extract
+    from probing.frames import LAYER_EMBED, embedding_matrix
+    from probing.registry import get_analysis
+    from probing.runner import RunContext
+
+    model = load_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
+                       embed_dim=32, depth=3, num_heads=2)
+    source = open_source("shapes").subset(30)
+    store = extract(model, source, layers=["embed", "all"], kinds=["cls", "patch"],
+                    pooled="mean", store=tmp_path / "store", progress=False)
+    ctx = RunContext(model=model, source=source, store=store, seed=0, quiet=True)
+    assert set(ctx.tokens("patch", ctx.layers(["embed", 1]))["layer"]) == {LAYER_EMBED, 1}
+    section = get_analysis("layer_probes").run(ctx, kinds=["pooled"], layers=["embed", 1],
+                                               cv=3, solver="ridge")
+    table = section.tables[0].frame
+    assert sorted(table["layer"].unique()) == [LAYER_EMBED, 1]
+    assert (table.groupby(["layer", "probe", "metric"]).size() == 1).all()
+    # the random-init copy was extracted at the same sites (embed is patch tokens only there)
+    random = ctx.extract(ctx.random_init_model(), kinds=["pooled"], layers=ctx.layers(
+        ["embed", 1]), pooled="mean", n_images=30)
+    assert set(random["layer"]) == {LAYER_EMBED, 1}
+    direct = extract(ctx.random_init_model(), source, layers="embed", kinds=["pooled"],
+                     pooled="mean", progress=False)
+    np.testing.assert_array_equal(embedding_matrix(random[random["layer"] == LAYER_EMBED]),
+                                  embedding_matrix(direct))
