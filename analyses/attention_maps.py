@@ -16,6 +16,7 @@ from probing.attention import attention_map_frame
 from probing.errors import ConfigError
 from probing.plots.attention import plot_attention_grid, plot_multihead
 from probing.sections import Figure, Section, Table, slug
+from probing.selection import select_layers
 
 TITLE = "Attention maps"
 DESCRIPTION = "Per layer x head attention from a query token (CLS by default) over the image"
@@ -44,12 +45,8 @@ def run(ctx, layers="all", n_images=2, query=None, multihead_layer=-1, alpha=0.6
     attn_by_layer = {int(layer): attn[:, i] for i, layer in enumerate(labels)}
     frame = attention_map_frame(attn_by_layer, ctx.layout, query, ids)
     shown = sorted(attn_by_layer)
-    mh_layer = shown[-1] if int(multihead_layer) == -1 else int(multihead_layer)
-    if mh_layer not in attn_by_layer:
-        raise ConfigError(
-            f"attention_maps.multihead_layer {multihead_layer} is not among the shown layers "
-            f"{shown}; pick one of them or -1 (the last)."
-        )
+    (mh_layer,) = select_layers(int(multihead_layer), shown, error=ConfigError,
+                                where="the layers shown (attention_maps.multihead_layer)")
     pictures, picture_ids = ctx.display_images(int(n_images))
     images = dict(zip(picture_ids.tolist(), pictures))
     who = _query_label(ctx.layout, query)

@@ -26,7 +26,7 @@ from probing.similarity import cls_patch_cosine, layer_mutual_knn, layer_similar
 TITLE = "Representation similarity across layers (CKA)"
 DESCRIPTION = "layer x layer linear CKA, CLS-patch cosine and mutual k-NN, vs a random-init copy"
 PARAMS = {
-    "kinds": ["cls", "mean"],   # image representations: CLS vector, mean of patch vectors
+    "kinds": ["cls", "pooled"],  # image representations: CLS vector, mean of patch vectors
     "layers": "all",
     "debiased": False,          # debiased CKA (unbiased HSIC) instead of the biased estimator
     "k": 10,                    # neighbours for mutual k-NN
@@ -40,18 +40,18 @@ REFERENCES = [
     "Song et al. (2012), Feature Selection via Dependence Maximization (unbiased HSIC)",
     "Huh et al. (2024), The Platonic Representation Hypothesis (mutual k-NN)",
 ]
-_KIND_NAMES = {"cls": "CLS", "mean": "mean patch"}
+_KIND_NAMES = {"cls": "CLS", "pooled": "mean patch"}
 
 
 def _kinds(ctx, kinds) -> tuple[list[str], list[str]]:
     bad = [k for k in kinds if k not in _KIND_NAMES]
     if bad or not kinds:
-        raise ConfigError(f"cka.kinds={list(kinds)!r} is invalid; pick from 'cls', 'mean'.")
+        raise ConfigError(f"cka.kinds={list(kinds)!r} is invalid; pick from 'cls', 'pooled'.")
     kinds = list(dict.fromkeys(kinds))
     if ctx.layout.has_cls:
         return kinds, []
     note = "The model has no CLS token: CLS similarities and the CLS-patch cosine are skipped."
-    return [k for k in kinds if k != "cls"] or ["mean"], [note]
+    return [k for k in kinds if k != "cls"] or ["pooled"], [note]
 
 
 def _consecutive(frame: pd.DataFrame, layers: list[int], value: str) -> pd.DataFrame:
@@ -90,7 +90,7 @@ def _numbers(cka: pd.DataFrame, curves: pd.DataFrame, layers: list[int], k: int,
     return {name: float(v) for name, v in out.items() if np.isfinite(float(v))}
 
 
-def run(ctx, kinds=("cls", "mean"), layers="all", debiased=False, k=10, random_init=True,
+def run(ctx, kinds=("cls", "pooled"), layers="all", debiased=False, k=10, random_init=True,
         max_images=0) -> Section:
     kinds, notes = _kinds(ctx, kinds)
     if max_images < 0:

@@ -15,6 +15,7 @@ from probing.frames import embedding_matrix
 from probing.maps import default_methods, embedding_map, explained_variance
 from probing.plots.embedding import plot_embedding_maps, plot_explained_variance
 from probing.sections import Figure, Section, Table
+from probing.selection import LayerLabels
 
 TITLE = "Embedding maps"
 DESCRIPTION = "PCA / t-SNE / UMAP maps of CLS and mean-pooled patch embeddings per layer"
@@ -30,11 +31,11 @@ PARAMS = {
 NEEDS = {"kinds": ["cls"], "pooled": "mean"}
 
 
-def _layers(ctx, spec) -> list[int]:
+def _layers(ctx, spec) -> LayerLabels:
     if spec == "auto":
         d = ctx.depth
-        return sorted({0, d // 2, d})
-    return [k for k in ctx.layers(spec) if k >= 0]
+        return LayerLabels({0, d // 2, d})
+    return LayerLabels(k for k in ctx.layers(spec) if k >= 0)
 
 
 def run(ctx, layers="auto", kinds=("cls", "pooled"), methods="auto", color="label",

@@ -25,10 +25,10 @@ from probing.probes import probe_layers
 from probing.sections import Figure, Section, Table, slug
 
 TITLE = "Linear probes per layer"
-DESCRIPTION = "grouped-CV linear probes of CLS / mean / patch vectors per layer, with controls"
+DESCRIPTION = "grouped-CV linear probes of CLS / pooled / patch vectors per layer, with controls"
 PARAMS = {
     "target": "label",          # image-level label column probed from cls and mean vectors
-    "kinds": ["cls", "mean"],   # any of cls, mean, patch ("patch" probes patch_target per patch)
+    "kinds": ["cls", "pooled"],  # any of cls, pooled, patch ("patch" probes patch_target per patch)
     "patch_target": "",         # per-patch target column for kind "patch" ("" = same as target)
     "layers": "all",
     "cv": 5,
@@ -47,7 +47,7 @@ REFERENCES = [
     "Hewitt & Liang (2019), Designing and Interpreting Probes with Control Tasks",
     "Voita & Titov (2020), Information-Theoretic Probing with Minimum Description Length",
 ]
-_KIND_NAMES = {"cls": "CLS", "mean": "mean-pooled patches", "patch": "per-patch"}
+_KIND_NAMES = {"cls": "CLS", "pooled": "mean-pooled patches", "patch": "per-patch"}
 
 
 def _check(ctx, kinds, target, patch_target, max_images) -> tuple[list[str], list[str]]:
@@ -55,7 +55,7 @@ def _check(ctx, kinds, target, patch_target, max_images) -> tuple[list[str], lis
     bad = [k for k in kinds if k not in _KIND_NAMES]
     if bad or not kinds:
         raise ConfigError(
-            f"layer_probes.kinds={list(kinds)!r} is invalid; pick from 'cls', 'mean', 'patch'."
+            f"layer_probes.kinds={list(kinds)!r} is invalid; pick from 'cls', 'pooled', 'patch'."
         )
     columns = set(ctx.labels().columns) | {"row", "col", "token"}
     for name, column in (("target", target), ("patch_target", patch_target or target)):
@@ -73,7 +73,7 @@ def _check(ctx, kinds, target, patch_target, max_images) -> tuple[list[str], lis
         notes.append("The model has no CLS token, so no CLS probe was trained.")
     if not kinds:
         raise ConfigError("layer_probes.kinds holds only 'cls' but the model has no CLS token; "
-                          "add 'mean'.")
+                          "add 'pooled'.")
     return kinds, notes
 
 
@@ -105,7 +105,7 @@ def _numbers(result: pd.DataFrame) -> dict[str, float]:
     return {k: float(v) for k, v in out.items() if np.isfinite(float(v))}
 
 
-def run(ctx, target="label", kinds=("cls", "mean"), patch_target="", layers="all", cv=5,
+def run(ctx, target="label", kinds=("cls", "pooled"), patch_target="", layers="all", cv=5,
         solver="logistic", alpha=1.0, C=1.0, control_by="image", random_init=True, mdl=False,
         max_images=0) -> Section:
     kinds, notes = _check(ctx, kinds, target, patch_target, max_images)
@@ -114,7 +114,7 @@ def run(ctx, target="label", kinds=("cls", "mean"), patch_target="", layers="all
     n_images = len(ids) if max_images == 0 else min(max_images, len(ids))
     ids = ids[:n_images]
     stored = ["cls"] if "cls" in kinds else []
-    stored += ["pooled"] if "mean" in kinds else []
+    stored += ["pooled"] if "pooled" in kinds else []
     stored += ["patch"] if "patch" in kinds else []
     frame = _subset(ctx.tokens(stored, layers), ids)
     if "patch" in kinds and not (frame["kind"] == "patch").any():

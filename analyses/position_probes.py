@@ -24,6 +24,7 @@ from probing.errors import ConfigError
 from probing.plots.probes import plot_probe_layers
 from probing.probes import probe_layers
 from probing.sections import Figure, Section, Table
+from probing.selection import LayerLabels
 
 TITLE = "Position probes"
 DESCRIPTION = "ridge probes of each patch token's (row, col) and grid cell per layer"
@@ -62,7 +63,7 @@ def run(ctx, layers="all", max_images=96, patches_per_image=32, cv=5, alpha=1.0,
     if not 0 <= int(patches_per_image):
         raise ConfigError(f"position_probes.patches_per_image={patches_per_image!r} must be >= 0 "
                           "(0 = all patches).")
-    chosen = [k for k in ctx.layers(layers) if k >= 0]
+    chosen = LayerLabels(k for k in ctx.layers(layers) if k >= 0)
     ids = ctx.labels()["image_id"].to_numpy()[: int(max_images)]
     n_cells, per = layout.num_patches, int(patches_per_image)
     picked = np.ones((len(ids), n_cells), dtype=bool)

@@ -3,8 +3,8 @@
 A *view* of a token frame is one ``(n, D)`` matrix per layer for one token kind:
 
 - ``"cls"``: the ``kind == "cls"`` rows, one per image;
-- ``"mean"``: the ``kind == "pooled"`` rows when the layer has them, otherwise the mean of the
-  layer's patch rows per image (accumulated in float64);
+- ``"pooled"``: the ``kind == "pooled"`` rows when the layer has them, otherwise the mean of
+  the layer's patch rows per image (accumulated in float64);
 - ``"patch"``: every ``kind == "patch"`` row.
 
 Rows are ordered by ``(image_id, token)`` so that views of two frames over the same images line
@@ -20,18 +20,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, LayoutError, SchemaError
+from .errors import LayoutError, SchemaError
 from .frames import embedding_matrix
+from .selection import LayerLabels, LayerSelection, resolve_view_kind, select_layers
 
-ViewKind = Literal["cls", "mean", "patch"]
-VIEW_KINDS: tuple[str, ...] = ("cls", "mean", "patch")
-
-
-def check_view_kind(kind: str) -> str:
-    """Return ``kind`` or raise :class:`ConfigError` when it is not a view kind."""
-    if kind not in VIEW_KINDS:
-        raise ConfigError(f"kind {kind!r} is unknown; use one of {', '.join(VIEW_KINDS)}.")
-    return kind
+ViewKind = Literal["cls", "pooled", "patch"]
 
 
 class FrameViews:
@@ -56,27 +49,16 @@ class FrameViews:
         self.kind = np.asarray(frame["kind"].astype(str).to_numpy())
 
     @property
-    def layers(self) -> list[int]:
-        """Sorted layer labels present in the frame."""
-        return sorted(int(v) for v in np.unique(self.layer))
+    def layers(self) -> LayerLabels:
+        """Layer labels present in the frame, in forward-pass order."""
+        return LayerLabels(np.unique(self.layer))
 
-    def resolve_layers(self, layers: Sequence[int] | None) -> list[int]:
-        """Stored layer labels for ``layers`` (None = all; negative = blocks from the end)."""
-        present = self.layers
-        if layers is None:
-            return present
-        blocks = [v for v in present if v >= 0]
-        out = []
-        for value in layers:
-            v = int(value)
-            if v < 0 and v not in present and blocks and -v <= max(blocks):
-                v = max(blocks) + 1 + v
-            if v not in present:
-                raise LayoutError(
-                    f"layer {value} is not in the frame (it has {present}); pick one of those."
-                )
-            out.append(v)
-        return out
+    def select(self, layers: LayerSelection | None, where: str = "the frame") -> LayerLabels:
+        """Stored labels of a layer selection (:func:`probing.selection.select_layers`: None =
+        every layer the frame holds, ``"all"`` = its blocks, negative ints = blocks from its last
+        one, ``"embed"``/``"norm"`` by name, :class:`~probing.selection.LayerLabels` as they
+        are)."""
+        return select_layers(layers, self.layers, where=where)
 
     def get(
         self, layer: int, kind: ViewKind, columns: Sequence[str] = ()
@@ -87,10 +69,10 @@ class FrameViews:
         ----------
         layer : int
             Stored layer label.
-        kind : {"cls", "mean", "patch"}
+        kind : {"cls", "pooled", "patch"}
             The view (module docstring).
         columns : sequence of str
-            Frame columns to carry into the metadata (labels, groups). For ``"mean"`` built from
+            Frame columns to carry into the metadata (labels, groups). For ``"pooled"`` built from
             patches, the first value per image is taken (they must be image-level columns).
 
         Returns
@@ -99,7 +81,7 @@ class FrameViews:
             ``(n, D)`` vectors (float32 as stored, float64 for patch means) and an ``n``-row
             frame with ``image_id``, ``token`` and ``columns``, ordered by ``(image_id, token)``.
         """
-        check_view_kind(kind)
+        resolve_view_kind(kind)
         for column in columns:
             if column not in self.frame.columns:
                 raise SchemaError(
@@ -107,14 +89,13 @@ class FrameViews:
                     f"(columns: {', '.join(map(str, self.frame.columns))})."
                 )
         at_layer = self.layer == layer
-        wanted = {"cls": "cls", "patch": "patch", "mean": "pooled"}[kind]
-        idx = np.flatnonzero(at_layer & (self.kind == wanted))
-        if kind == "mean" and idx.size == 0:
+        idx = np.flatnonzero(at_layer & (self.kind == kind))
+        if kind == "pooled" and idx.size == 0:
             return self._patch_mean(np.flatnonzero(at_layer & (self.kind == "patch")), columns)
         if idx.size == 0:
             raise LayoutError(
-                f"layer {layer} has no {wanted!r} rows; pick a kind the frame holds "
-                "(a model without CLS has no 'cls' rows: use kind='mean')."
+                f"layer {layer} has no {kind!r} rows; pick a kind the frame holds "
+                "(a model without CLS has no 'cls' rows: use kind='pooled')."
             )
         meta = self._meta(idx, columns)
         order = _order(meta)
@@ -132,7 +113,7 @@ class FrameViews:
         if idx.size == 0:
             raise LayoutError(
                 "the frame has neither 'pooled' nor 'patch' rows at this layer; extract patch "
-                "tokens to probe kind='mean'."
+                "tokens to probe kind='pooled'."
             )
         meta = self._meta(idx, columns)
         codes, _ = pd.factorize(meta["image_id"], sort=True)

@@ -6,10 +6,13 @@ non-square grids). Nothing here assumes that token 0 is CLS.
 
 Conventions
 -----------
-- ``attentions`` is post-softmax attention, either an array ``(batch, layers, heads, N, N)``
-  (numpy or torch; layers labelled ``1..L``) or the dict ``{layer: (batch, heads, N, N)}`` that
-  :func:`probing._attn.capture_attention` fills (layers labelled by their keys, 1-based block
-  numbers, taken in increasing order). Rows are queries, columns keys.
+- ``attentions`` is post-softmax attention in any form :mod:`probing.attention_input` accepts
+  (one parser for every function): an array ``(batch, layers, heads, N, N)`` or
+  ``(layers, heads, N, N)``, a list/tuple of per-layer ``(batch, heads, N, N)`` or
+  ``(heads, N, N)`` arrays (lists mean layers, never images), the dict
+  ``{layer: (batch, heads, N, N)}`` that :func:`probing._attn.capture_attention` fills, or the
+  store's attention frame. Rows are queries, columns keys.
+- ``layout`` is the second parameter of every function that takes ``attentions``.
 - Maps over the patch grid are ``(..., rows, cols)`` in the layout's row-major patch order.
 - Computation is in float64, except rollout: its per-layer matrices and their products
   keep the input's precision (float32 for captured attention, which is float32 already;
@@ -21,11 +24,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from .attention_input import AttentionInput, parse_attention
 from .errors import ConfigError, DataError, LayoutError
 from .layout import TokenLayout
 
@@ -43,7 +47,6 @@ __all__ = [
     "stack_attentions",
 ]
 
-AttentionInput = Union[np.ndarray, "object", Mapping[int, object]]
 Query = int | str | None
 HeadFusion = Literal["mean", "max", "min"]
 
@@ -60,36 +63,37 @@ def stack_attentions(attentions: AttentionInput) -> tuple[np.ndarray, np.ndarray
 
     Parameters
     ----------
-    attentions : array or dict
-        ``(batch, layers, heads, N, N)`` numpy/torch array, or ``{layer: (batch, heads, N, N)}``.
+    attentions : array, list, tuple, dict or attention frame
+        Any form of :mod:`probing.attention_input`.
 
     Returns
     -------
     (numpy.ndarray, numpy.ndarray)
         The ``(batch, layers, heads, N, N)`` float64 array and the ``(layers,)`` int64 labels
-        (``1..L`` for an array, the sorted dict keys for a dict).
+        (``1..L`` for an array or a list, the sorted keys of a dict, the stored labels of a
+        frame).
 
     Raises
     ------
     DataError
-        When the shape is wrong or the values are not finite.
+        When the form or shape is wrong or the values are not finite.
     """
-    if isinstance(attentions, Mapping):
-        if not attentions:
-            raise DataError("attentions is an empty dict; capture at least one layer.")
-        labels = np.array(sorted(int(k) for k in attentions), dtype=np.int64)
-        arr = np.stack([_to_numpy(attentions[int(k)]) for k in labels], axis=1)
-    else:
-        arr = _to_numpy(attentions)
-        labels = np.arange(1, arr.shape[1] + 1 if arr.ndim > 1 else 1, dtype=np.int64)
-    if arr.ndim != 5 or arr.shape[-1] != arr.shape[-2]:
-        raise DataError(
-            f"attentions has shape {arr.shape}; pass (batch, layers, heads, N, N) or a dict "
-            "{layer: (batch, heads, N, N)}."
-        )
+    parsed = parse_attention(attentions)
+    arr = parsed.stacked(np.float64)
     if not np.all(np.isfinite(arr)):
         raise DataError("attentions holds NaN or infinite values; pass post-softmax weights.")
-    return arr, labels
+    return arr, parsed.labels
+
+
+def _check_layout_arg(layout: object, required: bool = True) -> None:
+    """Refuse a ``layout`` that is not a TokenLayout (e.g. an old positional argument)."""
+    if layout is None and not required:
+        return
+    if not isinstance(layout, TokenLayout):
+        raise ConfigError(
+            f"layout {layout!r} is not a TokenLayout; pass TokenLayout.from_model(model) as the "
+            "second argument (or layout=...)."
+        )
 
 
 def _check_layout(arr: np.ndarray, layout: TokenLayout) -> None:
@@ -122,9 +126,8 @@ def attention_maps(
 
     Parameters
     ----------
-    attentions : array or dict
-        Post-softmax attention, ``(batch, layers, heads, N, N)`` or
-        ``{layer: (batch, heads, N, N)}``.
+    attentions : array, list, tuple, dict or attention frame
+        Post-softmax attention in any form of :mod:`probing.attention_input`.
     layout : TokenLayout
         The model's token layout.
     query : int, str or None
@@ -138,6 +141,7 @@ def attention_maps(
         ``(batch, layers, heads, rows, cols)`` float64 weights the query gives each patch key
         (not renormalised: prefix keys take the rest of the row's mass).
     """
+    _check_layout_arg(layout)
     arr, _ = stack_attentions(attentions)
     _check_layout(arr, layout)
     return _to_grid(_query_rows(arr, layout, query), layout)
@@ -182,12 +186,13 @@ def attention_map_frame(
     -------
     pandas.DataFrame
         Columns ``image_id, layer, head, row, col, value``; ``layer`` the 1-based block number,
-        ``head`` 0-based.
+        ``head`` 0-based. ``image_id`` defaults to an attention frame's ids (else ``0..B-1``).
     """
-    arr, labels = stack_attentions(attentions)
-    maps = attention_maps(arr, layout, query)
+    parsed = parse_attention(attentions)
+    maps = attention_maps(parsed.layers, layout, query)
     heads = np.arange(maps.shape[2])
-    return _grid_frame(maps, ["layer", "head"], {"layer": labels, "head": heads}, image_ids)
+    ids = parsed.image_ids if image_ids is None else image_ids
+    return _grid_frame(maps, ["layer", "head"], {"layer": parsed.labels, "head": heads}, ids)
 
 
 def relevance_frame(
@@ -251,9 +256,8 @@ def mean_attention_distance(
 
     Parameters
     ----------
-    attentions : array or dict
-        Post-softmax attention, ``(batch, layers, heads, N, N)`` or
-        ``{layer: (batch, heads, N, N)}``.
+    attentions : array, list, tuple, dict or attention frame
+        Post-softmax attention in any form of :mod:`probing.attention_input`.
     layout : TokenLayout
         The model's token layout (grid, patch size, prefix positions).
     patch_size : int or (int, int), optional
@@ -266,7 +270,8 @@ def mean_attention_distance(
     per_image : bool
         Return one row per image, layer and head instead of the summary over images.
     image_ids : sequence, optional
-        Ids of the images (``0..batch-1`` by default), used with ``per_image``.
+        Ids of the images (an attention frame's ids, else ``0..batch-1``, by default), used
+        with ``per_image``.
 
     Returns
     -------
@@ -276,7 +281,12 @@ def mean_attention_distance(
         images (``distance_std`` with ddof 0). ``per_image=True``: ``image_id, layer, head,
         distance_px``. ``layer`` is the 1-based block number, ``head`` 0-based.
     """
-    arr, labels = stack_attentions(attentions)
+    _check_layout_arg(layout)
+    parsed = parse_attention(attentions)
+    if image_ids is None:
+        image_ids = parsed.image_ids
+    arr, labels = stack_attentions(parsed.layers)
+    labels = parsed.labels
     _check_layout(arr, layout)
     dist = pairwise_patch_distances(layout, patch_size)
     sl = layout.patch_slice
@@ -349,36 +359,10 @@ def _fused_layers(attentions: AttentionInput, head_fusion: str) -> tuple[np.ndar
     """
     if head_fusion not in ("mean", "max", "min"):
         raise ConfigError(f"head_fusion {head_fusion!r} is unknown; use 'mean', 'max' or 'min'.")
-    if isinstance(attentions, Mapping):
-        items = sorted((int(k), v) for k, v in attentions.items())
-    else:
-        items = [(None, attentions)]
-    arrays, labels = [], []
-    for key, value in items:
-        if hasattr(value, "detach"):
-            import torch
-
-            value = value.detach().cpu()
-            a = (value if value.dtype == torch.float64 else value.float()).numpy()
-        else:
-            a = np.asarray(value)
-        ndim = 4 if key is not None else 5
-        if a.ndim != ndim or a.shape[-1] != a.shape[-2]:
-            raise DataError(
-                f"attentions has shape {a.shape}; pass (batch, layers, heads, N, N) or a dict "
-                "{layer: (batch, heads, N, N)}."
-            )
-        if key is None:
-            arrays += [a[:, i] for i in range(a.shape[1])]
-            labels += list(range(1, a.shape[1] + 1))
-        else:
-            arrays.append(a)
-            labels.append(key)
-    shapes = {(x.shape[0], x.shape[-1]) for x in arrays}
-    if len(shapes) > 1:
-        raise DataError(f"the layers' attentions have different (batch, N): {sorted(shapes)}.")
+    parsed = parse_attention(attentions)
+    arrays, labels = parsed.layers, parsed.labels.tolist()
     dtype = np.float64 if any(_work_dtype(x) == np.float64 for x in arrays) else np.float32
-    b, n = shapes.pop()
+    b, n = arrays[0].shape[0], arrays[0].shape[-1]
     out = np.empty((b, len(arrays), n, n), dtype=dtype)
     # heads fused with elementwise ufuncs into the preallocated output: a contiguous loop over
     # heads measured ~2.8x faster than ndarray.mean over the head axis
@@ -428,9 +412,9 @@ def _discard(fused: np.ndarray, ratio: float, protect: int | None) -> np.ndarray
 
 def rollout(
     attentions: AttentionInput,
+    layout: TokenLayout | None = None,
     head_fusion: HeadFusion = "mean",
     discard_ratio: float = 0.0,
-    layout: TokenLayout | None = None,
     start_layer: int | None = None,
     residual: bool = True,
 ) -> JointAttention:
@@ -448,9 +432,10 @@ def rollout(
 
     Parameters
     ----------
-    attentions : array or dict
-        Post-softmax attention, ``(batch, layers, heads, N, N)`` or
-        ``{layer: (batch, heads, N, N)}``.
+    attentions : array, list, tuple, dict or attention frame
+        Post-softmax attention in any form of :mod:`probing.attention_input`.
+    layout : TokenLayout, optional
+        Needed when ``discard_ratio > 0`` (to find CLS); also checks ``N``.
     head_fusion : {"mean", "max", "min"}
         How heads are fused per layer.
     discard_ratio : float
@@ -458,8 +443,6 @@ def rollout(
         chosen per image and layer. The CLS->CLS entry (position from ``layout``) is never
         zeroed; for models without CLS no entry is protected (with ``residual=True`` the
         identity keeps every row non-zero anyway).
-    layout : TokenLayout, optional
-        Needed when ``discard_ratio > 0`` (to find CLS); also checks ``N``.
     start_layer : int, optional
         First layer label to include (1-based block number; layers before it are skipped). All
         layers by default.
@@ -493,6 +476,7 @@ def _rollout_layers(
     residual: bool,
 ) -> tuple[np.ndarray, list[str]]:
     """Each layer's ``Ã_l`` of :func:`rollout`, ``(batch, layers, N, N)``, and zero-row notes."""
+    _check_layout_arg(layout, required=False)
     fused, labels = _fused_layers(attentions, head_fusion)  # (B, L, N, N)
     if not 0.0 <= float(discard_ratio) < 1.0:
         raise ConfigError(f"discard_ratio {discard_ratio!r} is outside [0, 1); pass e.g. 0.9.")
@@ -572,6 +556,7 @@ def rollout_map(
         ``(batch, rows, cols)`` float64, each image divided by its maximum (an all-zero map
         stays zero).
     """
+    _check_layout_arg(layout)
     fused, _ = _rollout_layers(
         attentions, head_fusion, discard_ratio, layout, start_layer, residual
     )

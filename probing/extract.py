@@ -24,16 +24,15 @@ from .attention_frames import attention_frame, attention_table
 from .data import ImageSource, iter_batches, open_source
 from .errors import ConfigError, DataError
 from .frames import (
-    LAYER_EMBED,
-    LAYER_NORM,
     SCHEMA_VERSION,
     _token_table,
     frame_from_table,
     join_labels,
 )
-from .hooks import LayerSpec, capture, resolve_kinds, resolve_layers
+from .hooks import LayerSpec, capture
 from .layout import TOKEN_KINDS
 from .models import LoadedModel, load_model
+from .selection import LayerLabels, resolve_kinds, resolve_layers
 from .store import EmbeddingStore
 
 __all__ = ["ShardJob", "extract", "extract_shard", "open_store", "shard_job", "store_manifest"]
@@ -110,7 +109,7 @@ def extract(
         A data source (or spec, see :func:`probing.data.open_source`), or an already-preprocessed
         ``(batch, channels, H, W)`` tensor whose rows get ``image_id`` 0..batch-1.
     layers : int, str or sequence
-        Layers to keep (see :func:`probing.hooks.resolve_layers`): ``"all"`` = 0..depth.
+        Layers to keep (see :func:`probing.selection.resolve_layers`): ``"all"`` = 0..depth.
     kinds : str or sequence of str
         Token kinds to keep: any of ``cls``, ``reg``, ``dist``, ``patch``, ``pooled``.
     pooled : {"mean", "model"}, optional
@@ -244,7 +243,7 @@ class ShardJob:
 
     def capture_config(self) -> dict:
         """The ``capture`` entry of the store manifest."""
-        return {"layers": list(self.layers), "kinds": [k for k in self.kinds if k != "pooled"],
+        return {"layers": sorted(self.layers), "kinds": [k for k in self.kinds if k != "pooled"],
                 "pooled": self.pooled, "attention": bool(self.attention), "dtype": self.dtype,
                 "autocast": self.autocast}
 
@@ -414,10 +413,8 @@ def _run(loaded, source, tensor, positions, job: ShardJob, dev, bar):
     amp = (torch.autocast(dev.type, dtype=_AUTOCAST[job.autocast]) if job.autocast
            else nullcontext())
     cuda = dev.type == "cuda"
-    # stored labels -> a layer spec: capture() reads a bare -1 / -2 as blocks from the end
-    named = [{LAYER_EMBED: "embed", LAYER_NORM: "norm"}.get(k, k) for k in job.layers]
     batches = _batches(source, tensor, positions, job.batch_size, loaded, job.num_workers, cuda)
-    with capture(model, layout, named, list(job.kinds), job.pooled, job.attention,
+    with capture(model, layout, LayerLabels(job.layers), list(job.kinds), job.pooled, job.attention,
                  stop_early=True) as cap:
         for images, ids, skip in _to_device(batches, dev):
             skipped.extend(skip)

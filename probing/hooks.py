@@ -30,78 +30,13 @@ from torch import nn
 from ._attn import capture_attention
 from .errors import LayoutError, ModelError
 from .frames import LAYER_EMBED, LAYER_NORM
-from .layout import PREFIX_KINDS, TokenLayout
+from .layout import TokenLayout
+from .selection import LayerLabels, LayerSelection, resolve_kinds, resolve_layers
 
-__all__ = ["Capture", "capture", "resolve_kinds", "resolve_layers"]
+__all__ = ["Capture", "capture"]
 
-LayerSpec = int | str | Sequence[int | str]
+LayerSpec = LayerSelection
 PooledMode = Literal["mean", "model"]
-
-
-def resolve_layers(layers: LayerSpec, depth: int) -> list[int]:
-    """Resolve a layer selection to stored layer labels.
-
-    Parameters
-    ----------
-    layers : int, str or sequence
-        ``"all"`` (0..depth), an int (negative counts from the end: -1 is the last block's
-        output, ``-(depth + 1)`` is layer 0), ``"embed"``, ``"norm"``, ``"last"``, or a sequence
-        of these.
-    depth : int
-        Number of blocks.
-
-    Returns
-    -------
-    list of int
-        Sorted unique labels: -1 embed, -2 norm, 0..depth.
-    """
-    if isinstance(layers, str) and layers == "all":
-        return list(range(depth + 1))
-    items = [layers] if isinstance(layers, (int, str, np.integer)) else list(layers)
-    out: set[int] = set()
-    for item in items:
-        if isinstance(item, str):
-            named = {"embed": LAYER_EMBED, "norm": LAYER_NORM, "last": depth}
-            if item == "all":
-                out.update(range(depth + 1))
-                continue
-            if item not in named:
-                raise LayoutError(
-                    f"layer {item!r} is not a layer; use an int in -{depth + 1}..{depth}, "
-                    "'all', 'last', 'embed' or 'norm'."
-                )
-            out.add(named[item])
-            continue
-        k = int(item)
-        if not -(depth + 1) <= k <= depth:
-            raise LayoutError(
-                f"layer {k} is out of range for a model with {depth} blocks; use 0..{depth} "
-                f"(0 = input to the first block) or -1..-{depth + 1} counted from the end."
-            )
-        out.add(k if k >= 0 else depth + 1 + k)
-    if not out:
-        raise LayoutError("layers selects nothing; pass 'all' or at least one layer.")
-    return sorted(out)
-
-
-def resolve_kinds(kinds: str | Sequence[str], layout: TokenLayout) -> tuple[str, ...]:
-    """Check requested token kinds against the layout (``"pooled"`` is passed through)."""
-    items = (kinds,) if isinstance(kinds, str) else tuple(kinds)
-    if not items:
-        raise LayoutError("kinds selects nothing; pass e.g. ('cls', 'patch').")
-    for kind in items:
-        if kind == "pooled":
-            continue
-        if kind not in PREFIX_KINDS + ("patch",):
-            raise LayoutError(
-                f"token kind {kind!r} is unknown; use cls, reg, dist, patch or pooled."
-            )
-        if kind not in layout.kinds:
-            raise LayoutError(
-                f"token kind {kind!r} does not exist in this model (it has "
-                f"{', '.join(layout.kinds)}); drop it from kinds."
-            )
-    return tuple(dict.fromkeys(items))
 
 
 @dataclass
@@ -163,7 +98,8 @@ def capture(
     layout : TokenLayout, optional
         The model's layout; derived from the model when omitted.
     layers : int, str or sequence
-        Layers to capture (see :func:`resolve_layers`).
+        Layers to capture, a selection or :class:`~probing.selection.LayerLabels` (see
+        :func:`probing.selection.resolve_layers`).
     kinds : str or sequence of str
         Token kinds to capture: ``cls``, ``reg``, ``dist``, ``patch``.
     pooled : {"mean", "model"}, optional
@@ -171,7 +107,8 @@ def capture(
         ``"model"`` = the model's own ``pool`` (timm ``global_pool``) applied to that layer's
         tokens. Not available at the ``embed`` site for ``"model"``.
     attention : bool or layer selection
-        Capture post-softmax attention of all blocks (True) or the chosen blocks (1-based).
+        Capture post-softmax attention of all blocks (True) or the chosen blocks (a layer
+        selection; only block outputs ``1..depth`` have attention).
     stop_early : bool
         Stop the forward pass after the last captured site, so that capturing early layers
         costs only those layers. Run the model with :meth:`Capture.forward` then (a plain
@@ -185,6 +122,8 @@ def capture(
     layout = layout or TokenLayout.from_model(model)
     depth = len(model.blocks)
     labels = resolve_layers(layers, depth)
+    att_labels = None if attention is True or attention is False else \
+        resolve_layers(attention, depth).blocks
     kinds = resolve_kinds(kinds, layout)
     if pooled is None and "pooled" in kinds:
         pooled = "mean"
@@ -254,7 +193,7 @@ def capture(
             else:
                 handles.append(blocks[layer - 1].register_forward_hook(
                     lambda _m, _a, out, _l=layer: grab(_l, out)))
-        stop_at = _stop_site(labels, attention, depth) if stop_early else None
+        stop_at = _stop_site(labels, attention, att_labels, depth) if stop_early else None
         if stop_at is not None:
             def stop(*_args: object) -> None:
                 raise _StopForward
@@ -266,8 +205,7 @@ def capture(
                 handles.append(site.register_forward_hook(stop))
         stack.callback(lambda: [h.remove() for h in handles])
         if attention is not False:
-            att_layers = None if attention is True else [
-                k for k in resolve_layers(attention, depth) if k >= 1]
+            att_layers = None if att_labels is None else list(att_labels)
             result.attention = stack.enter_context(capture_attention(model, att_layers))
         yield result
 
@@ -276,13 +214,14 @@ class _StopForward(Exception):
     """Raised by a hook to end a forward pass once everything asked for is captured."""
 
 
-def _stop_site(labels: list[int], attention: bool | LayerSpec, depth: int) -> int | None:
+def _stop_site(labels: LayerLabels, attention: bool | LayerSpec,
+               att_labels: LayerLabels | None, depth: int) -> int | None:
     """Block number (or LAYER_EMBED) after which nothing more is needed, or None."""
     if LAYER_NORM in labels or attention is True:
         return None
     last = max(labels)
-    if attention is not False:
-        last = max([last, *resolve_layers(attention, depth)])
+    if att_labels is not None:
+        last = max([last, *att_labels])
     if last == LAYER_EMBED:
         return LAYER_EMBED
     return last if 0 <= last < depth else None

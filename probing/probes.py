@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 
 from ._probe_cv import fold_sweep, group_folds, t_interval
-from ._probe_features import FrameViews, ViewKind, align_rows, check_view_kind
+from ._probe_features import FrameViews, ViewKind, align_rows
 from ._probe_linear import LinearProbe, Solver
 from ._probe_mdl import MDL_FRACTIONS, online_codelength
 from .errors import ConfigError, DataError, SchemaError
+from .selection import LayerSelection, resolve_view_kind
 
 __all__ = [
     "MDL_FRACTIONS",
@@ -84,7 +85,7 @@ def probe_layers(
     kind: ViewKind | Sequence[ViewKind] = "cls",
     *,
     task: TaskName = "auto",
-    layers: Sequence[int] | None = None,
+    layers: LayerSelection | None = None,
     cv: int = 5,
     groups: str = "image_id",
     solver: Solver = "logistic",
@@ -108,13 +109,15 @@ def probe_layers(
     target : str or sequence of str
         Label column(s). Image-level (``label``) or per-row (a patch label, ``row``, ``col``).
         Several columns mean multi-output regression.
-    kind : {"cls", "mean", "patch"} or a sequence of them
+    kind : {"cls", "pooled", "patch"} or a sequence of them
         Which vectors to probe: CLS rows; the ``pooled`` rows, or else the mean of the patch
         rows per image; every patch row.
     task : {"auto", "classification", "regression"}
         ``"auto"``: regression for several targets or non-integer floats, else classification.
-    layers : sequence of int, optional
-        Layer labels (negative = blocks from the end); all layers when None.
+    layers : layer selection or LayerLabels, optional
+        Layers to probe, in the forms every ``layers=`` takes (``"all"``, ints, negative ints
+        = blocks from the frame's last one, ``"embed"``, ``"norm"``, lists of these;
+        :func:`probing.selection.select_layers`); every layer of the frame when None.
     cv : int
         Number of grouped folds.
     groups : str
@@ -162,13 +165,13 @@ def probe_layers(
     targets = [target] if isinstance(target, str) else list(target)
     kinds = [kind] if isinstance(kind, str) else list(kind)
     for k in kinds:
-        check_view_kind(k)
+        resolve_view_kind(k)
     _check_options(frame, targets, groups, task, control_by, cv)
     task = _resolve_task(frame, targets, task)
     if mdl and task == "regression":
         raise ConfigError("mdl=True needs a classification target; set mdl=False for regression.")
     views = FrameViews(frame)
-    chosen = views.resolve_layers(layers)
+    chosen = views.select(layers)
     random_views = None if random_frame is None else FrameViews(random_frame)
     fold_map = _fold_map(frame, random_frame, groups, cv, seed)
     settings = dict(task=task, solver=solver, alpha=alpha, C=C, max_iter=max_iter,

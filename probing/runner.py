@@ -29,7 +29,6 @@ from .data import ImageSource, iter_batches, open_source
 from .errors import AnalysisError, ProbingError, ReportError, SchemaError
 from .extract import extract, shard_job, store_manifest
 from .frames import check_finite
-from .hooks import resolve_layers
 from .models import LoadedModel, load_model, random_init_copy
 from .ownership import check_report_target
 from .plots.style import paper_style, style_overrides
@@ -37,6 +36,7 @@ from .registry import PACKAGE_ANALYSES, AnalysisModule, analysis_dirs, get_analy
 from .report import Report
 from .sections import Section
 from .seeding import seeded
+from .selection import LayerLabels, resolve_layers, to_selection
 from .store import EmbeddingStore
 
 __all__ = ["RunContext", "RunResult", "demo_spec_path", "run_spec"]
@@ -89,13 +89,18 @@ class RunContext:
         """Number of blocks."""
         return self.model.depth
 
-    def layers(self, spec: Any = "all") -> list[int]:
-        """Resolve a layer selection (see :func:`probing.hooks.resolve_layers`)."""
+    def layers(self, spec: Any = "all") -> LayerLabels:
+        """Resolve a layer selection to stored labels, once (see
+        :func:`probing.selection.resolve_layers`); the result passes through every other
+        ``layers=`` unchanged."""
         return resolve_layers(spec, self.depth)
 
     def tokens(self, kind: str | Sequence[str] = "cls", layers: Any = "all",
                columns: Sequence[str] | None = None) -> pd.DataFrame:
         """Token rows of the store (with label columns) for the given kinds and layers.
+
+        ``layers`` is a selection or the :class:`~probing.selection.LayerLabels` of
+        :meth:`layers`.
 
         Raises
         ------
@@ -119,9 +124,9 @@ class RunContext:
 
     def attention(self, layers: Any = "all", max_images: int | None = None
                   ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """Stored attention ``(n_images, n_layers, heads, N, N)``, image ids, layer labels."""
-        wanted = [k for k in self.layers(layers) if k >= 1]
-        return self.store.attention(wanted, max_images=max_images)
+        """Stored attention ``(n_images, n_layers, heads, N, N)``, image ids, layer labels
+        (only block outputs ``1..depth`` of the selection have attention)."""
+        return self.store.attention(self.layers(layers).blocks, max_images=max_images)
 
     def images(self, n: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
         """The first ``n`` preprocessed images ``(n, C, H, W)`` and their ids."""
@@ -151,10 +156,13 @@ class RunContext:
 
     def extract(self, model: LoadedModel, kinds: Sequence[str] = ("cls",), layers: Any = "all",
                 pooled: str | None = None, n_images: int | None = None) -> pd.DataFrame:
-        """Extract (in memory, cached per arguments) from another model over the same images."""
-        key = ("extract", model.name, tuple(kinds), json.dumps(layers), pooled, n_images)
+        """Extract (in memory, cached per arguments) from another model over the same images.
+
+        ``layers`` is resolved against ``model``'s depth once (labels pass through)."""
+        labels = resolve_layers(layers, model.depth)
+        key = ("extract", model.name, tuple(kinds), tuple(labels), pooled, n_images)
         if key not in self._cache:
-            self._cache[key] = extract(model, self.source, layers=layers, kinds=kinds,
+            self._cache[key] = extract(model, self.source, layers=labels, kinds=kinds,
                                        pooled=pooled, batch_size=self.batch_size,
                                        n_images=n_images, progress=False)
         return self._cache[key]
@@ -258,14 +266,14 @@ def _capture_settings(spec: RunSpec, modules: Iterable[AnalysisModule],
                   and (k == "pooled" or k in loaded.layout.kinds)]
         attention = attention or bool(m.needs.get("attention", False))
         pooled = pooled or m.needs.get("pooled")
-    layers = cap.layers
+    labels = set(resolve_layers(cap.layers, loaded.depth))
     for m in modules:
-        extra = list(m.needs.get("layers") or [])
-        if layers == "all":  # "all" is 0..depth: only the special sites add anything to it
-            extra = [x for x in extra if x in ("embed", "norm")]
-        if extra:
-            layers = list(dict.fromkeys([*(layers if isinstance(layers, list) else [layers]),
-                                         *extra]))
+        if m.needs.get("layers"):
+            labels |= set(resolve_layers(m.needs["layers"], loaded.depth))
+    # one canonical selection (labels written back as names and block numbers), "all" kept
+    # as it is when nothing beyond 0..depth was asked for
+    layers = "all" if labels == set(resolve_layers("all", loaded.depth)) else \
+        to_selection(labels)
     return {"kinds": kinds, "pooled": pooled, "attention": attention, "layers": layers}
 
 

@@ -36,6 +36,7 @@ import pandas as pd
 from ._probe_cv import t_interval
 from ._probe_features import FrameViews, ViewKind, align_rows
 from .errors import ConfigError, DataError, LayoutError
+from .selection import LayerSelection
 
 __all__ = [
     "cls_patch_cosine",
@@ -328,19 +329,29 @@ def minibatch_cka(
 
 
 # --------------------------------------------------------------------------- frames
+def _layer_views(views: FrameViews, kind: str, layers: LayerSelection | None, name: str
+                 ) -> tuple[list[int], list[np.ndarray], pd.DataFrame]:
+    """One frame's labels, per-layer matrices and their common row metadata; every layer must
+    hold the same ``(image_id, token)`` rows in the same order."""
+    labels = views.select(layers, where=name)
+    mats, metas = zip(*(views.get(layer, kind) for layer in labels))
+    keys = [meta[["image_id", "token"]] for meta in metas]
+    for layer, key in zip(labels[1:], keys[1:]):
+        if not key.equals(keys[0]):
+            raise DataError(
+                f"layer {layer} of {name} holds other images (or tokens) than layer "
+                f"{labels[0]}; pass a frame with the same rows at every layer."
+            )
+    return list(labels), list(mats), metas[0]
+
+
 def _aligned_views(frame_a, frame_b, kind, layers, layers_b):
-    views_a = FrameViews(frame_a)
-    views_b = views_a if frame_b is None else FrameViews(frame_b)
-    la = views_a.resolve_layers(layers)
-    lb = la if frame_b is None else views_b.resolve_layers(layers_b if layers_b else layers)
-    mats_a, metas_a = zip(*(views_a.get(layer, kind) for layer in la))
-    for meta in metas_a[1:]:
-        if not meta[["image_id", "token"]].equals(metas_a[0][["image_id", "token"]]):
-            raise DataError("layers of frame_a hold different images; pass a complete frame.")
+    la, mats_a, meta_a = _layer_views(FrameViews(frame_a), kind, layers, "frame_a")
     if frame_b is None:
-        return la, lb, list(mats_a), None
-    mats_b, metas_b = zip(*(views_b.get(layer, kind) for layer in lb))
-    here, there = align_rows(metas_a[0], metas_b[0])
+        return la, la, mats_a, None
+    lb, mats_b, meta_b = _layer_views(FrameViews(frame_b), kind,
+                                      layers if layers_b is None else layers_b, "frame_b")
+    here, there = align_rows(meta_a, meta_b)
     if here.size < 4:
         raise DataError(
             "the two frames share fewer than 4 (image_id, token) rows; extract both models on "
@@ -353,8 +364,8 @@ def layer_similarity(
     frame_a: pd.DataFrame,
     frame_b: pd.DataFrame | None = None,
     kind: ViewKind = "cls",
-    layers: Sequence[int] | None = None,
-    layers_b: Sequence[int] | None = None,
+    layers: LayerSelection | None = None,
+    layers_b: LayerSelection | None = None,
     debiased: bool = False,
     method: Method = "auto",
 ) -> pd.DataFrame:
@@ -367,10 +378,13 @@ def layer_similarity(
     frame_b : pandas.DataFrame, optional
         Token frame of the second model; None compares ``frame_a``'s layers with each other.
         Rows are aligned on ``(image_id, token)``; only shared rows are used.
-    kind : {"cls", "mean", "patch"}
+    kind : {"cls", "pooled", "patch"}
         Which vectors represent an item (see :func:`probing.probes.probe_layers`).
-    layers, layers_b : sequence of int, optional
-        Layers of each frame (all when None; ``layers_b`` defaults to ``layers``).
+    layers, layers_b : layer selection or LayerLabels, optional
+        Layers of each frame, in the forms every ``layers=`` takes (``"all"``, ints, negative
+        ints = blocks from the frame's last one, ``"embed"``, ``"norm"``, lists of these); every
+        layer of the frame when None; ``layers_b`` defaults to ``layers``. Each frame must hold
+        the same rows at every chosen layer (a :class:`~probing.errors.DataError` otherwise).
     debiased : bool
         Debiased CKA (unbiased HSIC, Song et al. 2012).
     method : {"auto", "feature", "gram"}
@@ -396,7 +410,7 @@ def layer_similarity(
 
 
 def cls_patch_cosine(
-    frame: pd.DataFrame, layers: Sequence[int] | None = None, level: float = 0.95
+    frame: pd.DataFrame, layers: LayerSelection | None = None, level: float = 0.95
 ) -> pd.DataFrame:
     """Cosine similarity of the CLS token to the patch tokens, per layer.
 
@@ -407,8 +421,8 @@ def cls_patch_cosine(
     ----------
     frame : pandas.DataFrame
         Token frame with ``cls`` and ``patch`` rows.
-    layers : sequence of int, optional
-        Layers (all when None).
+    layers : layer selection or LayerLabels, optional
+        Layers (every layer of the frame when None), as for :func:`layer_similarity`.
     level : float
         Confidence level.
 
@@ -420,7 +434,7 @@ def cls_patch_cosine(
     """
     views = FrameViews(frame)
     records = []
-    for layer in views.resolve_layers(layers):
+    for layer in views.select(layers):
         cls, cmeta = views.get(layer, "cls")
         patch, pmeta = views.get(layer, "patch")
         img = pd.Index(cmeta["image_id"])
@@ -502,8 +516,8 @@ def layer_mutual_knn(
     frame_b: pd.DataFrame | None = None,
     kind: ViewKind = "cls",
     k: int = 10,
-    layers: Sequence[int] | None = None,
-    layers_b: Sequence[int] | None = None,
+    layers: LayerSelection | None = None,
+    layers_b: LayerSelection | None = None,
 ) -> pd.DataFrame:
     """Mutual k-NN alignment (Huh et al. 2024) between every pair of layers.
 

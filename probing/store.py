@@ -409,7 +409,7 @@ class EmbeddingStore:
     def read(
         self,
         kind: str | Sequence[str] | None = None,
-        layer: int | Sequence[int] | None = None,
+        layer: int | str | Iterable[int | str] | None = None,
         columns: Sequence[str] | None = None,
         filters: Any = None,
         labels: bool = True,
@@ -420,8 +420,12 @@ class EmbeddingStore:
         ----------
         kind : str or sequence, optional
             Kinds to read (all when None).
-        layer : int or sequence, optional
-            Stored layer labels to read (all when None). Only the matching partitions are opened.
+        layer : layer selection or LayerLabels, optional
+            The layers to read, in the forms every ``layers=`` takes
+            (:func:`probing.selection.select_layers`): ``"all"`` (every stored block), ints
+            (negative = blocks from the last stored one), ``"embed"``, ``"norm"``, lists of
+            these, or :class:`~probing.selection.LayerLabels`. All stored layers when None. Only
+            the matching partitions are opened.
         columns : sequence of str, optional
             Token-frame columns to read (all when None).
         filters : optional
@@ -434,20 +438,30 @@ class EmbeddingStore:
         pandas.DataFrame
             Rows grouped by layer, then kind; within a group in source order, tokens in sequence
             order.
+
+        Raises
+        ------
+        StoreError
+            Naming the requested layers (or kinds) the store does not hold.
         """
+        from .selection import select_layers
+
         kinds = self.kinds() if kind is None else ([kind] if isinstance(kind, str) else list(kind))
-        wanted = None if layer is None else {int(x) for x in np.atleast_1d(layer)}
+        missing_kinds = [k for k in kinds if k not in self.kinds()]
+        if missing_kinds:
+            raise StoreError(
+                f"store {self.path} holds no kind {', '.join(map(str, missing_kinds))} (it has "
+                f"{self.kinds()}); ask for those or extract the missing kinds."
+            )
+        held = sorted({v for k in kinds for v in self.layers(k)})
+        wanted = select_layers(layer, held, where=f"store {self.path} for kind={kind!r}",
+                               error=StoreError)
         parts: list[tuple[int, int, Path]] = []
         for k in kinds:
             for folder in (self.path / f"kind={k}").glob("layer=*"):
                 lay = int(folder.name.split("=", 1)[1])
-                if wanted is None or lay in wanted:
+                if lay in wanted:
                     parts.append((lay, TOKEN_KINDS.index(k), folder))
-        if not parts:
-            raise StoreError(
-                f"store {self.path} has no rows for kind={kind!r}, layer={layer!r} (it has kinds "
-                f"{self.kinds()} and layers {self.layers()}); ask for those."
-            )
         tables = []
         for _, _, folder in sorted(parts):
             for f in self._files(folder):
@@ -466,27 +480,41 @@ class EmbeddingStore:
 
     def read_attention(
         self,
-        layer: int | Sequence[int] | None = None,
+        layer: int | str | Iterable[int | str] | None = None,
         filters: Any = None,
     ) -> pd.DataFrame:
-        """Read attention rows (schema in the module docstring) as a frame."""
-        folders = sorted((self.path / "attention").glob("layer=*"),
-                         key=lambda p: int(p.name.split("=", 1)[1]))
-        wanted = None if layer is None else {int(x) for x in np.atleast_1d(layer)}
-        tables = [pq.read_table(f, filters=filters) for folder in folders
-                  if wanted is None or int(folder.name.split("=", 1)[1]) in wanted
-                  for f in self._files(folder)]
-        if not tables:
+        """Read attention rows (schema in the module docstring) as a frame.
+
+        ``layer`` takes the forms of :meth:`read` (all stored blocks when None); a requested
+        block without stored attention raises :class:`StoreError` naming it.
+        """
+        from .selection import select_layers
+
+        folders = {int(p.name.split("=", 1)[1]): p
+                   for p in (self.path / "attention").glob("layer=*")}
+        if not folders:
             raise StoreError(
-                f"store {self.path} holds no attention for layer={layer!r}; extract with "
-                "attention=True."
+                f"store {self.path} holds no attention; extract with attention=True."
             )
+        wanted = select_layers(layer, folders, where=f"the attention of store {self.path}",
+                               error=StoreError)
+        tables = [pq.read_table(f, filters=filters) for k in wanted
+                  for f in self._files(folders[k])]
+        if not tables:
+            raise StoreError(f"store {self.path} holds no complete shard; run an extraction.")
         return frame_from_table(pa.concat_tables(tables))
 
     def attention(
-        self, layers: Iterable[int] | None = None, max_images: int | None = None
+        self, layers: int | str | Iterable[int | str] | None = None, max_images: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """Attention as a dense array.
+
+        Parameters
+        ----------
+        layers : layer selection or LayerLabels, optional
+            As ``layer`` of :meth:`read_attention` (all stored blocks when None).
+        max_images : int, optional
+            Keep the first images only.
 
         Returns
         -------
@@ -496,5 +524,5 @@ class EmbeddingStore:
         """
         from .attention_frames import attention_array
 
-        frame = self.read_attention(None if layers is None else list(layers))
+        frame = self.read_attention(layers)
         return attention_array(frame, max_images=max_images)

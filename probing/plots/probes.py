@@ -21,7 +21,7 @@ _PROBE_STYLE = {
     "random_init": {"color": OKABE_ITO[2], "label": "random-init model"},
     "majority": {"color": "0.5", "label": "majority class"},
 }
-_KIND_LINES = {"cls": "-", "mean": "--", "patch": ":"}
+_KIND_LINES = {"cls": "-", "pooled": "--", "patch": ":"}
 _METRIC_LABEL = {"accuracy": "held-out accuracy", "r2": "held-out $R^2$"}
 
 

@@ -187,7 +187,7 @@ def test_subspace_uses_the_embed_site_and_a_sound_null(demo_run):
 
     pe = learned_table(load_model("demo"))
     pe = embedding_matrix(pe[pe["kind"] == "patch"])
-    tokens = result.store.read(kind="patch", layer=[LAYER_EMBED, 0],
+    tokens = result.store.read(kind="patch", layer=["embed", 0],
                                filters=[("image_id", "<", 3)], labels=False)
     x = {k: embedding_matrix(tokens[tokens["layer"] == k]).reshape(3, 64, -1)
          for k in (LAYER_EMBED, 0)}

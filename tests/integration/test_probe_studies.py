@@ -62,7 +62,7 @@ def _numbers(report: Path, section: str) -> dict:
 # --------------------------------------------------------------------------- layer_probes
 def test_probe_table_has_every_control_for_every_layer_and_kind(report):
     table = _table(report, "layer_probes")
-    assert set(table["kind"]) == {"cls", "mean"}
+    assert set(table["kind"]) == {"cls", "pooled"}
     assert set(table["layer"]) == set(range(5))  # demo depth 4: layers 0..4
     for (layer, kind), part in table.groupby(["layer", "kind"]):
         assert {"task", "majority", "control", "random_init", "mdl"} <= set(part["probe"]), (
@@ -82,7 +82,7 @@ def test_probe_scores_and_selectivity_are_consistent(report):
                                atol=1e-12)
     # one image-level majority baseline whatever the vector kind (same folds, same labels)
     image_level = wide.xs("cls", level="kind")["majority"]
-    np.testing.assert_allclose(image_level, wide.xs("mean", level="kind")["majority"])
+    np.testing.assert_allclose(image_level, wide.xs("pooled", level="kind")["majority"])
     # the CLS vector at layer 0 is the same for every image: its probe is the majority class
     assert wide.loc[(0, "cls"), "task"] == pytest.approx(wide.loc[(0, "cls"), "majority"])
     mdl = table[(table["probe"] == "mdl") & (table["metric"] == "compression")]
@@ -108,7 +108,7 @@ def test_probe_key_numbers_match_the_table(report):
 # --------------------------------------------------------------------------- cka
 def test_cka_matrix_is_symmetric_with_unit_diagonal(report):
     cka = _table(report, "cka_layers")
-    assert set(cka["kind"]) == {"cls", "mean"}
+    assert set(cka["kind"]) == {"cls", "pooled"}
     for _, part in cka.groupby("kind"):
         grid = part.pivot_table(index="layer_a", columns="layer_b", values="cka",
                                 dropna=False).to_numpy()
@@ -121,12 +121,12 @@ def test_cka_matrix_is_symmetric_with_unit_diagonal(report):
     # CLS at layer 0 is one constant vector: CKA undefined; every mean-patch layer is defined
     cls = cka[cka["kind"] == "cls"]
     assert cls.loc[cls["layer_a"] == 0, "cka"].isna().all()
-    assert cka.loc[cka["kind"] == "mean", "cka"].notna().all()
+    assert cka.loc[cka["kind"] == "pooled", "cka"].notna().all()
 
 
 def test_mutual_knn_and_random_init_comparison(report):
     knn = _table(report, "mutual_knn_layers")
-    mean = knn[knn["kind"] == "mean"]
+    mean = knn[knn["kind"] == "pooled"]
     same = mean[mean["layer_a"] == mean["layer_b"]]
     np.testing.assert_allclose(same["mutual_knn"], 1.0)
     assert knn.loc[(knn["kind"] == "cls") & (knn["layer_a"] == 0), "mutual_knn"].isna().all()
@@ -139,8 +139,8 @@ def test_mutual_knn_and_random_init_comparison(report):
     assert numbers["cka_cls_vs_random_init_last"] < 0.95
     curves = _table(report, "similarity_vs_layer")
     assert set(curves["key"]) == {"cls_patch_cosine", "mutual_knn_cls_consecutive",
-                                  "mutual_knn_mean_consecutive"}
-    for name in ("cka_heatmap_cls", "cka_heatmap_mean", "similarity_vs_layer",
+                                  "mutual_knn_pooled_consecutive"}
+    for name in ("cka_heatmap_cls", "cka_heatmap_pooled", "similarity_vs_layer",
                  "similarity_vs_random_init"):
         assert (report / "figures" / f"{name}.png").is_file()
 
@@ -158,18 +158,18 @@ def test_studies_skip_cls_for_a_model_without_it(tmp_path):
     store = extract(model, source, kinds=["patch"], pooled="mean", store=tmp_path / "store",
                     progress=False)
     ctx = RunContext(model=model, source=source, store=store, seed=0, quiet=True)
-    probes = get_analysis("layer_probes").run(ctx, kinds=["cls", "mean", "patch"],
+    probes = get_analysis("layer_probes").run(ctx, kinds=["cls", "pooled", "patch"],
                                               patch_target="row", cv=3, solver="ridge")
     assert "no CLS" in probes.text
     table = probes.tables[0].frame
-    assert set(table["kind"]) == {"mean", "patch"}
+    assert set(table["kind"]) == {"pooled", "patch"}
     # the patch probe predicts each patch's grid row (4 x 4 grid) on every patch of every image
     patch = table[table["kind"] == "patch"]
     assert set(patch["target"]) == {"row"} and (patch["n"] == 48 * 16).all()
     assert {f.name for f in probes.figures} == {"layer_probes_label", "layer_probes_row"}
     cka = get_analysis("cka").run(ctx, k=3)
     assert "no CLS" in cka.text
-    assert set(cka.tables[0].frame["kind"]) == {"mean"}
+    assert set(cka.tables[0].frame["kind"]) == {"pooled"}
     assert not any(key.startswith("cls") for key in cka.numbers)
 
 
@@ -196,3 +196,35 @@ def test_mnist_vit_last_cls_probe_is_at_least_95_percent(mnist_model, mnist_sour
     result = _last_cls_probe(mnist_model, mnist_source, 2000)
     assert result.loc["task", "n"] == 2000
     assert result.loc["task", "mean"] >= 0.95
+
+
+def test_layer_probes_of_embed_and_a_block_probe_those_sites(tmp_path):
+    """Regression (issue 11, defect 1): ``layers = ["embed", 1]`` resolved to labels
+    ``[-1, 1]`` that were resolved again as a selection (-1 = last block) by the store read,
+    the probe views and the random-init extraction: no embed row, block 1 reported twice."""
+    from probing import load_model, open_source
+    from probing.extract import extract
+    from probing.frames import LAYER_EMBED, embedding_matrix
+    from probing.registry import get_analysis
+    from probing.runner import RunContext
+
+    model = load_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
+                       embed_dim=32, depth=3, num_heads=2)
+    source = open_source("shapes").subset(30)
+    store = extract(model, source, layers=["embed", "all"], kinds=["cls", "patch"],
+                    pooled="mean", store=tmp_path / "store", progress=False)
+    ctx = RunContext(model=model, source=source, store=store, seed=0, quiet=True)
+    assert set(ctx.tokens("patch", ctx.layers(["embed", 1]))["layer"]) == {LAYER_EMBED, 1}
+    section = get_analysis("layer_probes").run(ctx, kinds=["pooled"], layers=["embed", 1],
+                                               cv=3, solver="ridge")
+    table = section.tables[0].frame
+    assert sorted(table["layer"].unique()) == [LAYER_EMBED, 1]
+    assert (table.groupby(["layer", "probe", "metric"]).size() == 1).all()
+    # the random-init copy was extracted at the same sites (embed is patch tokens only there)
+    random = ctx.extract(ctx.random_init_model(), kinds=["pooled"], layers=ctx.layers(
+        ["embed", 1]), pooled="mean", n_images=30)
+    assert set(random["layer"]) == {LAYER_EMBED, 1}
+    direct = extract(ctx.random_init_model(), source, layers="embed", kinds=["pooled"],
+                     pooled="mean", progress=False)
+    np.testing.assert_array_equal(embedding_matrix(random[random["layer"] == LAYER_EMBED]),
+                                  embedding_matrix(direct))

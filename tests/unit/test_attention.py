@@ -127,7 +127,7 @@ def test_joint_attention_rows_sum_to_one_for_every_fusion_and_discard():
     a = _random_attention(rng, 2, 4, 3, layout.n_tokens)
     for fusion in ("mean", "max", "min"):
         for ratio in (0.0, 0.5, 0.9):
-            joint = rollout(a, fusion, ratio, layout)
+            joint = rollout(a, layout, fusion, ratio)
             assert joint.shape == (2, 11, 11) and not joint.warnings
             np.testing.assert_allclose(joint.sum(-1), 1.0, atol=1e-12)
 

@@ -220,3 +220,20 @@ def test_empty_old_lock_is_stale_and_unwritable_store_is_a_store_error(tmp_path)
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="cannot lock store"):
         EmbeddingStore(tmp_path / "file" / "sub").lock()
+
+
+def test_store_read_takes_selections_and_names_missing_layers(tiny, tmp_path):
+    """Regression (issue 11, defect 2): store.read silently dropped requested layers that are
+    not stored, and read a stored -1 (embed) where a selection's -1 means the last block."""
+    store = extract(tiny, "shapes:n=3", layers=["embed", 0, 2], kinds=("cls", "patch"),
+                    attention=True, store=tmp_path / "s", progress=False)
+    assert set(store.read(layer=-1)["layer"]) == {2}  # the last block, not the embed site
+    assert set(store.read(kind="patch", layer="embed")["layer"]) == {-1}
+    assert set(store.read(layer="all")["layer"]) == {0, 2}
+    with pytest.raises(StoreError, match=r"layers \[1\] are not in store"):
+        store.read(layer=[1, 2])
+    with pytest.raises(StoreError, match=r"\['norm'\] are not in store"):
+        store.read(layer="norm")
+    assert store.attention(-1)[2] == [2]
+    with pytest.raises(StoreError, match=r"\[3\] are not in the attention"):
+        store.read_attention([1, 3])

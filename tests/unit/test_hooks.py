@@ -9,7 +9,6 @@ import torch
 
 from probing import LayoutError, TokenLayout, capture
 from probing.frames import LAYER_EMBED, LAYER_NORM
-from probing.hooks import resolve_layers
 
 MODELS = [
     ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 3}),
@@ -132,19 +131,6 @@ def test_logits_with_attention_equal_unfused_forward():
         with capture(model, layers="all", attention=True):
             captured = model(x)
     assert torch.equal(unfused, captured)
-
-
-def test_resolve_layers():
-    assert resolve_layers("all", 4) == [0, 1, 2, 3, 4]
-    assert resolve_layers([-1, 0], 4) == [0, 4]
-    assert resolve_layers(-5, 4) == [0]
-    assert resolve_layers(["embed", "norm", "last"], 4) == [LAYER_NORM, LAYER_EMBED, 4]
-    with pytest.raises(LayoutError, match="out of range"):
-        resolve_layers(5, 4)
-    with pytest.raises(LayoutError, match="out of range"):
-        resolve_layers(-6, 4)
-    with pytest.raises(LayoutError):
-        resolve_layers("middle", 4)
 
 
 def test_unknown_kind_is_layout_error():

@@ -179,7 +179,7 @@ def test_patch_probe_of_column_and_mean_kind():
     out = probe_layers(frame, "col", kind="patch", task="regression", control=False)
     r2 = out[(out.probe == "task") & (out.metric == "r2")]["mean"].iloc[0]
     assert r2 > 0.9 and out.n.iloc[0] == 120 * LAYOUT.num_patches
-    mean = probe_layers(frame, "label", kind="mean", control=False, solver="ridge")
+    mean = probe_layers(frame, "label", kind="pooled", control=False, solver="ridge")
     assert (mean.n == 120).all()
 
 
@@ -219,7 +219,7 @@ def test_plot_probe_layers_draws_one_line_per_probe_and_kind():
     from probing.plots.probes import plot_probe_layers
 
     frame = _frame(layers=2)
-    out = probe_layers(frame, "label", kind=["cls", "mean"], solver="ridge", random_frame=frame)
+    out = probe_layers(frame, "label", kind=["cls", "pooled"], solver="ridge", random_frame=frame)
     fig = plot_probe_layers(out)
     ax = fig.axes[0]
     assert len(ax.lines) == 4 * 2  # task, control, random_init, majority x (cls, mean)

@@ -89,7 +89,7 @@ def _frame(n=40, d=10, layers=3, seed=0):
     return pd.concat(parts, ignore_index=True)
 
 
-@pytest.mark.parametrize("kind", ["cls", "mean", "patch"])
+@pytest.mark.parametrize("kind", ["cls", "pooled", "patch"])
 def test_layer_similarity_one_model(kind):
     out = layer_similarity(_frame(), kind=kind)
     grid = out.pivot(index="layer_a", columns="layer_b", values="cka").to_numpy()
@@ -137,3 +137,30 @@ def test_similarity_figures():
     assert fig.axes[1].get_ylabel() == "linear CKA"  # the colour bar is labelled
     fig = plot_similarity_vs_layer(cls_patch_cosine(_frame()))
     assert len(fig.axes[0].lines) == 1 and fig.axes[0].get_ylabel() == "cosine similarity"
+
+
+def test_layer_similarity_checks_frame_b_rows_per_layer_too():
+    """Regression (issue 11, defect 4): frame_b's layers were not checked to hold the same
+    images, so misaligned layers of frame_b gave a CKA instead of an error."""
+    from probing.errors import DataError
+
+    a = _frame()
+    b = _frame(seed=3)
+    late = b["layer"] == 2  # layer 2 of b holds two other images in place of im0, im1
+    b.loc[late, "image_id"] = b.loc[late, "image_id"].replace({"im0": "im40", "im1": "im41"})
+    with pytest.raises(DataError, match="layer 2 of frame_b"):
+        layer_similarity(a, b, kind="cls")
+    with pytest.raises(DataError, match="layer 2 of frame_b"):
+        layer_mutual_knn(a, b, kind="cls", k=3)
+    with pytest.raises(DataError, match="layer 2 of frame_a"):
+        layer_similarity(b, a, kind="cls")
+
+
+def test_layer_similarity_layers_take_every_selection_form():
+    frame = _frame()
+    full = layer_similarity(frame, kind="cls")
+    assert layer_similarity(frame, kind="cls", layers="all").equals(full)
+    last = layer_similarity(frame, kind="cls", layers=[-1])
+    assert set(last["layer_a"]) == {2}  # -1 is the last block, whatever the frame stores
+    with pytest.raises(Exception, match=r"\[5\] are not in frame_a"):
+        layer_similarity(frame, kind="cls", layers=[5])
