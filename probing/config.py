@@ -243,8 +243,8 @@ def check_style(style: dict) -> dict:
         except (ValueError, TypeError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(
-                f"style {key!r} = {value!r} is not a valid value ({reason}); fix it in the run "
-                "spec's style table."
+                f"style {key!r} = {value!r} is not a valid value ({reason}); write e.g. "
+                f"{key!r} = {matplotlib.rcParamsDefault[key]!r} in the spec's style table."
             ) from exc
     return dict(style)
 

@@ -20,6 +20,7 @@ Analyses state their parameters' rules with :class:`Param` in ``PARAMS``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Literal
@@ -162,9 +163,12 @@ class Layers(Rule):
     def accepts(self, value: Any) -> bool:
         if isinstance(value, str):
             return value in (*self._NAMES, *self.extra)
-        if isinstance(value, (list, tuple)):
-            return len(value) > 0 and all(_is_int(v) or (isinstance(v, str) and v in self._NAMES)
-                                          for v in value)
+        if isinstance(value, Sequence) or hasattr(value, "tolist"):  # lists, ranges, arrays
+            items = value.tolist() if hasattr(value, "tolist") else list(value)
+            if not isinstance(items, list):  # a numpy scalar
+                return _is_int(items)
+            return len(items) > 0 and all(_is_int(v) or (isinstance(v, str) and v in self._NAMES)
+                                          for v in items)
         return _is_int(value)
 
     def describe(self) -> str:

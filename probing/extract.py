@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .attention_frames import attention_frame, attention_table
-from .constraints import MAX_COUNT, Interval, Name, Options, check
+from .constraints import MAX_COUNT, Interval, Layers, Name, Options, check
 from .data import ImageSource, iter_batches, open_source
 from .errors import ConfigError, DataError
 from .frames import (
@@ -54,6 +54,7 @@ ARGUMENT_RULES: dict[str, tuple] = {
     "autocast": ((Options("bf16", "fp16"), None), "bf16"),
     "pooled": ((Options("mean", "model"), None), "mean"),
     "lock_timeout": (Interval(float, 0, None), 0.0),
+    "layers": (Layers(), "all"),
 }
 
 
@@ -177,11 +178,12 @@ def extract(
     ------
     ConfigError
         An argument out of range (``batch_size``, ``n_images``, ``shard_size``, ``num_workers``,
-        ``lock_timeout``, ``dtype``, ``autocast``, ``pooled``), before the model is loaded.
+        ``lock_timeout``, ``dtype``, ``autocast``, ``pooled``, the form of ``layers``), before
+        the model is loaded; layer numbers beyond the model's depth are a LayoutError.
     """
     check_arguments(batch_size=batch_size, n_images=n_images, shard_size=shard_size,
                     num_workers=num_workers, dtype=dtype, autocast=autocast, pooled=pooled,
-                    lock_timeout=lock_timeout)
+                    lock_timeout=lock_timeout, layers=layers)
     loaded = load_model(model)
     if device is not None:
         from .models import _device
