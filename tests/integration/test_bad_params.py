@@ -329,3 +329,19 @@ def test_scheduler_timeout_setting_is_checked(tmp, monkeypatch):
     monkeypatch.setenv("PROBING_SCHEDULER_TIMEOUT", "soon")
     with pytest.raises(ConfigError, match="PROBING_SCHEDULER_TIMEOUT=soon is invalid"):
         run_spec(_spec(tmp, "timeout-setting"), scheduler="tcp://127.0.0.1:1", quiet=True)
+
+
+def test_a_real_scheduler_still_connects_through_the_probe(monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    import logging
+
+    from probing.distributed import dask_client
+
+    monkeypatch.setenv("PROBING_SCHEDULER_TIMEOUT", "10")
+    cluster = distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None,
+                                       silence_logs=logging.ERROR)
+    try:
+        with dask_client(scheduler=cluster.scheduler_address) as client:
+            assert client.scheduler_info()["type"] == "Scheduler"
+    finally:
+        cluster.close()
