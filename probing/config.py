@@ -117,7 +117,7 @@ class CaptureSpec:
 
     layers: str | list = _ruled("all", Layers())
     kinds: list = _ruled_list(["cls", "patch"],
-                              Items(Options("cls", "reg", "dist", "patch", "pooled"), min_len=1))
+                              Items(Options("cls", "reg", "dist", "patch", "pooled")))
     pooled: str | None = _ruled("mean", (Options("mean", "model"), None))
     attention: bool = False
     batch_size: int = _ruled(64, _COUNT)
