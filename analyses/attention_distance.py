@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from probing.attention import mean_attention_distance, pairwise_patch_distances
+from probing.constraints import Interval, Layers, Param
 from probing.errors import ConfigError
 from probing.plots.attention import plot_attention_distance
 from probing.sections import Figure, Section, Table
@@ -21,10 +22,14 @@ from probing.sections import Figure, Section, Table
 TITLE = "Mean attention distance"
 DESCRIPTION = "Attention-weighted query-key patch distance in pixels per layer and head"
 PARAMS = {
-    "layers": "all",        # blocks (1-based), "all" or a list
-    "max_images": 64,       # images averaged over (first n of the data)
-    "renormalize": False,   # convention of the figure: False = raw weights (ViT notebook)
-    "jitter": 0.3,          # horizontal spread of a layer's heads in the figure, in layers
+    # blocks (1-based), "all" or a list
+    "layers": Param("all", Layers()),
+    # images averaged over (first n of the data)
+    "max_images": Param(64, Interval(int, 1, None)),
+    # convention of the figure: False = raw weights (ViT notebook)
+    "renormalize": False,
+    # horizontal spread of a layer's heads in the figure, in layers
+    "jitter": Param(0.3, Interval(float, 0, 1)),
 }
 NEEDS = {"attention": True}
 

@@ -13,6 +13,7 @@ tokens. One layers x heads grid per image, then one layer's heads side by side.
 from __future__ import annotations
 
 from probing.attention import attention_map_frame
+from probing.constraints import Interval, Layers, Options, Param
 from probing.errors import ConfigError
 from probing.plots.attention import plot_attention_grid, plot_multihead
 from probing.sections import Figure, Section, Table, slug
@@ -21,12 +22,17 @@ from probing.selection import select_layers
 TITLE = "Attention maps"
 DESCRIPTION = "Per layer x head attention from a query token (CLS by default) over the image"
 PARAMS = {
-    "layers": "all",        # blocks to show (1-based), "all" or a list
-    "n_images": 2,          # images with a layers x heads grid figure each
-    "query": None,          # None: CLS (mean over patch queries without CLS); "cls", "mean",
-                            # "reg", "dist" or a sequence position
-    "multihead_layer": -1,  # layer of the multi-head figure; -1 = last shown layer
-    "alpha": 0.6,           # opacity of the maps over the images
+    # blocks to show (1-based), "all" or a list
+    "layers": Param("all", Layers()),
+    # images with a layers x heads grid figure each
+    "n_images": Param(2, Interval(int, 1, None)),
+    # None: CLS (mean over patch queries without CLS); "cls", "mean", "reg", "dist" or a
+    # sequence position
+    "query": Param(None, (None, Options("cls", "mean", "reg", "dist"), Interval(int, 0, None))),
+    # layer of the multi-head figure; -1 = last shown layer
+    "multihead_layer": Param(-1, (Options(-1), Interval(int, 1, None))),
+    # opacity of the maps over the images
+    "alpha": Param(0.6, Interval(float, 0, 1)),
 }
 NEEDS = {"attention": True}
 

@@ -25,31 +25,49 @@ import pandas as pd
 import torch
 
 from probing.attribution import (
+    ATTENTION_METHODS,
+    CAPTUM_METHODS,
     attribute,
     cascading_randomization,
     faithfulness_curves,
     make_baseline,
 )
+from probing.constraints import Interval, Items, Options, Param
 from probing.errors import ConfigError
 from probing.plots.attribution import plot_faithfulness, plot_method_maps, plot_sanity
 from probing.sections import Figure, Section, Table
 
 TITLE = "Attribution, faithfulness and sanity checks"
 DESCRIPTION = "Rollout, gradient rollout, IG and occlusion maps; deletion/insertion; sanity check"
+_METHOD = Options(*CAPTUM_METHODS, *ATTENTION_METHODS)
+_BASELINE = Options("zero", "mean", "blur")
 PARAMS = {
-    "n_images": 4,                      # images explained (first n of the data)
-    "methods": ["rollout", "gradient_rollout", "integrated_gradients", "occlusion"],
-    "n_steps": 32,                      # integrated-gradients steps
-    "baseline": "zero",                 # IG reference and occlusion fill: zero, mean or blur
-    "deletion_baseline": "zero",        # what deleted patches become
-    "insertion_baseline": "blur",       # what insertion starts from
-    "n_random": 2,                      # random patch orders per image (the reference curve)
-    "step": 2,                          # patches deleted / inserted per curve point
-    "sanity": True,                     # run the cascading randomisation
-    "sanity_images": 3,                 # images of the sanity check
-    "sanity_threshold": 0.5,            # final mean Spearman at or above which a method is flagged
-    "internal_batch_size": 256,         # inputs per forward pass inside captum
-    "torch_threads": 1,                 # CPU threads while attributing (0: leave torch's setting)
+    # images explained (first n of the data)
+    "n_images": Param(4, Interval(int, 1, None)),
+    "methods": Param(["rollout", "gradient_rollout", "integrated_gradients", "occlusion"],
+                     (_METHOD, Items(_METHOD, min_len=1))),
+    # integrated-gradients steps
+    "n_steps": Param(32, Interval(int, 1, None)),
+    # IG reference and occlusion fill
+    "baseline": Param("zero", _BASELINE),
+    # what deleted patches become
+    "deletion_baseline": Param("zero", _BASELINE),
+    # what insertion starts from
+    "insertion_baseline": Param("blur", _BASELINE),
+    # random patch orders per image (the reference curve)
+    "n_random": Param(2, Interval(int, 0, None)),
+    # patches deleted / inserted per curve point
+    "step": Param(2, Interval(int, 1, None)),
+    # run the cascading randomisation
+    "sanity": True,
+    # images of the sanity check
+    "sanity_images": Param(3, Interval(int, 1, None)),
+    # final mean Spearman at or above which a method is flagged
+    "sanity_threshold": Param(0.5, Interval(float, -1, 1)),
+    # inputs per forward pass inside captum
+    "internal_batch_size": Param(256, Interval(int, 1, None)),
+    # CPU threads while attributing (0: leave torch's setting)
+    "torch_threads": Param(1, Interval(int, 0, None)),
 }
 NEEDS = {"attention": False}  # maps come from the model itself, not the store
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from probing.constraints import Interval, Items, Layers, Options, Param
 from probing.errors import ConfigError
 from probing.plots.similarity import plot_cka_heatmap, plot_similarity_vs_layer
 from probing.sections import Figure, Section, Table
@@ -26,12 +27,17 @@ from probing.similarity import cls_patch_cosine, layer_mutual_knn, layer_similar
 TITLE = "Representation similarity across layers (CKA)"
 DESCRIPTION = "layer x layer linear CKA, CLS-patch cosine and mutual k-NN, vs a random-init copy"
 PARAMS = {
-    "kinds": ["cls", "pooled"],  # image representations: CLS vector, mean of patch vectors
-    "layers": "all",
-    "debiased": False,          # debiased CKA (unbiased HSIC) instead of the biased estimator
-    "k": 10,                    # neighbours for mutual k-NN
-    "random_init": True,        # compare with a randomly initialised copy of the architecture
-    "max_images": 0,            # use the first N images only (0 = all)
+    # image representations: CLS vector, mean of patch vectors
+    "kinds": Param(["cls", "pooled"], Items(Options("cls", "pooled"), min_len=1)),
+    "layers": Param("all", Layers()),
+    # debiased CKA (unbiased HSIC) instead of the biased estimator
+    "debiased": False,
+    # neighbours for mutual k-NN (below the number of images)
+    "k": Param(10, Interval(int, 1, None)),
+    # compare with a randomly initialised copy of the architecture
+    "random_init": True,
+    # use the first N images only (0 = all)
+    "max_images": Param(0, Interval(int, 0, None)),
 }
 NEEDS = {"kinds": ["cls", "patch"], "pooled": "mean"}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from probing.constraints import Interval, Items, Layers, Options, Param
 from probing.frames import embedding_matrix
 from probing.maps import default_methods, embedding_map, explained_variance
 from probing.plots.embedding import plot_embedding_maps, plot_explained_variance
@@ -20,13 +21,19 @@ from probing.selection import LayerLabels
 TITLE = "Embedding maps"
 DESCRIPTION = "PCA / t-SNE / UMAP maps of CLS and mean-pooled patch embeddings per layer"
 PARAMS = {
-    "layers": "auto",          # "auto" = first, middle and last layer; or a list / "all"
-    "kinds": ["cls", "pooled"],
-    "methods": "auto",          # "auto" = PCA, t-SNE, and UMAP when umap-learn is installed
-    "color": "label",
-    "max_points": 600,
-    "perplexity": 30.0,
-    "components": 20,
+    # "auto" = first, middle and last layer; or a list / "all"
+    "layers": Param("auto", Layers("auto")),
+    "kinds": Param(["cls", "pooled"],
+                   Items(Options("cls", "reg", "dist", "patch", "pooled"), min_len=1)),
+    # "auto" = PCA, t-SNE, and UMAP when umap-learn is installed
+    "methods": Param("auto", (Options("auto"), Items(Options("pca", "tsne", "umap"), min_len=1))),
+    # label column the points are coloured by
+    "color": Param("label", str),
+    # images mapped (a random subset of this many when there are more); a map needs 3
+    "max_points": Param(600, Interval(int, 3, None)),
+    "perplexity": Param(30.0, Interval(float, 0, None, closed="neither")),
+    # principal components in the explained-variance figure
+    "components": Param(20, Interval(int, 1, None)),
 }
 NEEDS = {"kinds": ["cls"], "pooled": "mean"}
 

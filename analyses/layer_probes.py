@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from probing.constraints import Interval, Items, Layers, Options, Param
 from probing.errors import ConfigError
 from probing.plots.probes import plot_probe_layers
 from probing.probes import probe_layers
@@ -27,18 +28,29 @@ from probing.sections import Figure, Section, Table, slug
 TITLE = "Linear probes per layer"
 DESCRIPTION = "grouped-CV linear probes of CLS / pooled / patch vectors per layer, with controls"
 PARAMS = {
-    "target": "label",          # image-level label column probed from cls and mean vectors
-    "kinds": ["cls", "pooled"],  # any of cls, pooled, patch ("patch" probes patch_target per patch)
-    "patch_target": "",         # per-patch target column for kind "patch" ("" = same as target)
-    "layers": "all",
-    "cv": 5,
-    "solver": "logistic",       # or "ridge" (closed form, much faster on many rows)
-    "alpha": 1.0,               # ridge penalty
-    "C": 1.0,                   # inverse logistic penalty
-    "control_by": "image",      # control task type: "image" or "label"
-    "random_init": True,        # also probe a randomly initialised copy of the architecture
-    "mdl": False,               # add online-code MDL rows (classification only)
-    "max_images": 0,            # probe the first N images only (0 = all)
+    # image-level label column probed from cls and pooled vectors
+    "target": Param("label", str),
+    # any of cls, pooled, patch ("patch" probes patch_target per patch)
+    "kinds": Param(["cls", "pooled"], Items(Options("cls", "pooled", "patch"), min_len=1)),
+    # per-patch target column for kind "patch" ("" = same as target)
+    "patch_target": Param("", str),
+    "layers": Param("all", Layers()),
+    # cross-validation folds (grouped by image)
+    "cv": Param(5, Interval(int, 2, None)),
+    # or "ridge" (closed form, much faster on many rows)
+    "solver": Param("logistic", Options("logistic", "ridge")),
+    # ridge penalty
+    "alpha": Param(1.0, Interval(float, 0, None)),
+    # inverse logistic penalty
+    "C": Param(1.0, Interval(float, 0, None, closed="neither")),
+    # control task type
+    "control_by": Param("image", Options("image", "label")),
+    # also probe a randomly initialised copy of the architecture
+    "random_init": True,
+    # add online-code MDL rows (classification only)
+    "mdl": False,
+    # probe the first N images only (0 = all)
+    "max_images": Param(0, Interval(int, 0, None)),
 }
 NEEDS = {"kinds": ["cls"], "pooled": "mean"}
 

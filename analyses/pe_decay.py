@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from probing.constraints import Interval, Items, Options, Param
 from probing.errors import ConfigError, ModelError
 from probing.plots.posenc import plot_decay_1d, plot_decay_2d
 from probing.posenc import (
@@ -37,10 +38,14 @@ from probing.sections import Figure, Section, Table
 TITLE = "Positional similarity vs distance"
 DESCRIPTION = "decay of PE similarity with offset: 1-D/2-D sinusoidal, learned and resampled"
 PARAMS = {
-    "n_positions": 128,  # length of the 1-D sinusoidal table
-    "positions": [0, 16, 32, 64],  # start positions p of the 1-D curves
-    "dim": 0,  # width of the sinusoidal tables; 0 = the model's width
-    "resample_grid": [],  # grid to resample the learned table to; [] = twice the model's grid
+    # length of the 1-D sinusoidal table
+    "n_positions": Param(128, Interval(int, 2, None)),
+    # start positions p of the 1-D curves (below n_positions)
+    "positions": Param([0, 16, 32, 64], Items(Interval(int, 0, None), min_len=1)),
+    # width of the sinusoidal tables, a multiple of 4; 0 = the model's width
+    "dim": Param(0, Interval(int, 0, None)),
+    # grid [rows, cols] to resample the learned table to; [] = twice the model's grid
+    "resample_grid": Param([], (Options([]), Items(Interval(int, 1, None), 2, 2))),
 }
 NEEDS: dict = {}
 

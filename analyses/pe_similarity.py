@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from probing.constraints import Interval, Items, Options, Param
 from probing.errors import ConfigError, ModelError
 from probing.plots.posenc import plot_similarity_grid
 from probing.posenc import decay_2d, learned_table, similarity_frame, sincos_2d
@@ -26,8 +27,11 @@ from probing.sections import Figure, Section, Table
 TITLE = "Positional-embedding similarity"
 DESCRIPTION = "cosine / dot similarity of each patch's PE to all others (ViT Fig. 7 centre)"
 PARAMS = {
-    "metrics": ["cosine", "dot"],  # which grids of grids to draw
-    "far_fraction": 0.5,  # "far" = grid distance >= this fraction of the largest distance
+    # which grids of grids to draw
+    "metrics": Param(["cosine", "dot"], (Options("cosine", "dot"),
+                                         Items(Options("cosine", "dot"), min_len=1))),
+    # "far" = grid distance >= this fraction of the largest distance
+    "far_fraction": Param(0.5, Interval(float, 0, 1, closed="right")),
 }
 NEEDS: dict = {}
 

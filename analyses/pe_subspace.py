@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from probing.constraints import Interval, Param
 from probing.errors import ConfigError, ModelError
 from probing.plots.posenc import plot_subspace_angles
 from probing.posenc import learned_table, subspace_overlap
@@ -28,9 +29,12 @@ from probing.sections import Figure, Section, Table
 TITLE = "Positional and content subspaces"
 DESCRIPTION = "principal angles / variance fractions between PE and pre-PE patch subspaces"
 PARAMS = {
-    "k": 8,  # subspace dimension
-    "n_null": 200,  # random subspaces in the null
-    "max_images": 256,  # images whose patch projections form the content sample
+    # subspace dimension
+    "k": Param(8, Interval(int, 1, None)),
+    # random subspaces in the null
+    "n_null": Param(200, Interval(int, 1, None)),
+    # images whose patch projections form the content sample
+    "max_images": Param(256, Interval(int, 2, None)),
 }
 NEEDS = {"kinds": ["patch"], "layers": ["embed"]}
 REFERENCES = ["Dosovitskiy et al. (2021), An Image is Worth 16x16 Words (ViT)",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from probing.constraints import Interval, Layers, Param
 from probing.errors import ConfigError
 from probing.plots.probes import plot_probe_layers
 from probing.probes import probe_layers
@@ -29,12 +30,17 @@ from probing.selection import LayerLabels
 TITLE = "Position probes"
 DESCRIPTION = "ridge probes of each patch token's (row, col) and grid cell per layer"
 PARAMS = {
-    "layers": "all",
-    "max_images": 96,  # images probed (the first ones of the source)
-    "patches_per_image": 32,  # random patches per image; 0 = all
-    "cv": 5,
-    "alpha": 1.0,  # ridge penalty on standardised features
-    "random_init": True,  # add the random-init control
+    "layers": Param("all", Layers()),
+    # images probed (the first ones of the source; at least cv)
+    "max_images": Param(96, Interval(int, 2, None)),
+    # random patches per image; 0 = all
+    "patches_per_image": Param(32, Interval(int, 0, None)),
+    # cross-validation folds (grouped by image)
+    "cv": Param(5, Interval(int, 2, None)),
+    # ridge penalty on standardised features
+    "alpha": Param(1.0, Interval(float, 0, None)),
+    # add the random-init control
+    "random_init": True,
 }
 NEEDS = {"kinds": ["patch"]}
 

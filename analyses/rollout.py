@@ -19,6 +19,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from probing.attention import gradient_rollout, relevance_frame, rollout_map
+from probing.constraints import Interval, Options, Param
 from probing.errors import ConfigError
 from probing.plots.attribution import plot_method_maps
 from probing.sections import Figure, Section, Table
@@ -26,12 +27,17 @@ from probing.sections import Figure, Section, Table
 TITLE = "Attention rollout"
 DESCRIPTION = "Attention rollout (Abnar & Zuidema) and gradient rollout (Chefer et al.) maps"
 PARAMS = {
-    "n_images": 4,             # images shown
-    "head_fusion": "mean",     # "mean", "max" or "min"
-    "discard_ratio": 0.0,      # fraction of lowest fused entries zeroed per image and layer
-    "start_layer": 1,          # first block included in the rollout
-    "query": None,             # None: CLS (mean over patch queries without CLS) or as in maps
-    "gradient": True,          # also the gradient rollout of the predicted class
+    # images shown
+    "n_images": Param(4, Interval(int, 1, None)),
+    "head_fusion": Param("mean", Options("mean", "max", "min")),
+    # fraction of lowest fused entries zeroed per image and layer
+    "discard_ratio": Param(0.0, Interval(float, 0, 1, closed="left")),
+    # first block included in the rollout
+    "start_layer": Param(1, Interval(int, 1, None)),
+    # None: CLS (mean over patch queries without CLS) or as in attention_maps
+    "query": Param(None, (None, Options("cls", "mean", "reg", "dist"), Interval(int, 0, None))),
+    # also the gradient rollout of the predicted class
+    "gradient": True,
 }
 NEEDS = {"attention": True}
 

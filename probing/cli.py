@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from .constraints import MAX_COUNT, SEED, Interval, Layers, Name, check
 from .errors import ProbingError
 
 __all__ = ["main"]
@@ -68,6 +69,41 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     the default format."""
     text = " ".join(str(message).split())
     click.echo(f"warning: {text} ({category.__name__})", err=True)
+
+
+class _Integer(click.ParamType):
+    """An integer flag whose unparsable text reaches the command unchanged, so that
+    :func:`_check_flags` reports it in one line naming the flag (not click's usage block)."""
+
+    name = "integer"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return value
+
+
+INTEGER = _Integer()
+
+# value rules of the flags that are not extraction arguments: {parameter: (rule, example)}
+_FLAG_RULES = {
+    "workers": (Interval(int, 1, MAX_COUNT), 4),
+    "epochs": (Interval(int, 1, None), 12),
+    "seed": (SEED, 0),
+}
+
+
+def _check_flags(rules: dict | None = None, **values) -> None:
+    """Check flag values (keyword = the command's parameter name) before anything runs; the
+    message names the flag (``--n-images``) and a valid value. ``rules`` defaults to
+    :data:`_FLAG_RULES`."""
+    rules = _FLAG_RULES if rules is None else rules
+    for key, value in values.items():
+        rule, example = rules[key]
+        check(Name.flag("--" + key.replace("_", "-")), value, rule, example)
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -137,9 +173,11 @@ def _mapping_flags(fn: Callable) -> Callable:
 @click.option("--kinds", default="cls,patch", show_default=True,
               help="Comma-separated token kinds: cls, reg, dist, patch, pooled.")
 @click.option("--attention", is_flag=True, help="Also store post-softmax attention.")
-@click.option("--batch-size", default=64, show_default=True, type=int)
+@click.option("--batch-size", default=64, show_default=True, type=INTEGER,
+              help="Images per forward pass (1 or more).")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--n-images", default=None, type=int, help="Use only the first N images.")
+@click.option("--n-images", default=None, type=INTEGER,
+              help="Use only the first N images (1 or more).")
 @click.option("--no-pretrained", is_flag=True, help="Random-init timm weights (no download).")
 @click.option("--arch", default=None, help="timm architecture of a checkpoint file.")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise",
@@ -150,20 +188,26 @@ def extract(model_spec, data_spec, out, layers, kinds, attention, batch_size, de
             no_pretrained, arch, on_error, mapping, mapping_option) -> None:
     """Extract token vectors (and attention) into a parquet store."""
     from .data import open_source
+    from .extract import ARGUMENT_RULES
     from .extract import extract as run_extract
     from .models import load_model
 
+    _check_flags(ARGUMENT_RULES, batch_size=batch_size, n_images=n_images)
+    parsed = _layers(layers)
+    check(Name.flag("--layers"), parsed, Layers(), "all", shown=layers)
     loaded = load_model(model_spec, pretrained=not no_pretrained, arch=arch, device=device,
                         mapping=mapping, mapping_options=_mapping_options(mapping_option))
     opts = {} if data_spec in ("shapes", "digits") or data_spec.startswith(("shapes:", "digits:")) \
         else {"on_error": on_error}
     source = open_source(data_spec, **opts)
-    store = run_extract(loaded, source, layers=_layers(layers), kinds=_split(kinds),
+    store = run_extract(loaded, source, layers=parsed, kinds=_split(kinds),
                         attention=attention, store=out, batch_size=batch_size, n_images=n_images,
                         progress=None if not _State.quiet else False)
     if not _State.quiet:
+        from .selection import to_selection
+
         click.echo(f"wrote {store.path} (kinds {', '.join(store.kinds())}; layers "
-                   f"{', '.join(map(str, store.layers()))})")
+                   f"{', '.join(map(str, to_selection(store.layers())))})")
 
 
 @main.command()
@@ -201,14 +245,19 @@ def list_cmd() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Report directory (overrides the spec's output): new, empty or a probing "
               "report folder.")
-@click.option("--workers", type=int, default=None, help="Run on a local Dask cluster of N workers.")
-@click.option("--scheduler", default=None, help="Run on an existing Dask scheduler ADDRESS.")
+@click.option("--workers", type=INTEGER, default=None,
+              help="Run on a local Dask cluster of N workers (1 or more).")
+@click.option("--scheduler", default=None,
+              help="Run on an existing Dask scheduler ADDRESS (tcp://host:8786); gives up after "
+                   "PROBING_SCHEDULER_TIMEOUT seconds (default 20) without an answer.")
 @click.option("--force", is_flag=True, help="Recompute analyses and report even if up to date.")
 @_guard
 def run(spec, out, workers, scheduler, force) -> None:
     """Run a TOML spec: extract (or reuse the store), analyse, write the report."""
     from .runner import run_spec
 
+    if workers is not None:
+        _check_flags(workers=workers)
     result = run_spec(spec, out=out, workers=workers, scheduler=scheduler, quiet=_State.quiet,
                       force=force)
     click.echo(f"report: {result.report_dir / 'index.html'}")
@@ -231,11 +280,12 @@ def demo(out, force) -> None:
 @main.command("train-demo")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Folder to write the weights to (default ./demo-model; never the package).")
-@click.option("--epochs", default=12, show_default=True, type=int)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--epochs", default=12, show_default=True, type=INTEGER)
+@click.option("--seed", default=0, show_default=True, type=INTEGER)
 @_guard
 def train_demo(out, epochs, seed) -> None:
     """Retrain the built-in demo model from a fixed seed (about 30 minutes on 2 CPU cores)."""
+    _check_flags(epochs=epochs, seed=seed)
     from .demo.train import train_demo as train
 
     train(out=out, epochs=epochs, seed=seed)

@@ -36,8 +36,11 @@ Format (every key optional except ``[analyses]``)::
     [analyses.embedding_map]      # one table per analysis, keys are its parameters
     layers = [0, 2, 4]
 
-Unknown keys and wrong types raise :class:`~probing.errors.ConfigError` naming the key, with a
-"did you mean" suggestion.
+Unknown keys, wrong types and values out of range raise :class:`~probing.errors.ConfigError`
+naming the key (with a "did you mean" suggestion for unknown keys and a valid value for bad ones),
+when the spec is read: before any model is loaded or image extracted. The ranges are declared
+once, as rules (:mod:`probing.constraints`) in the ``rule`` metadata of the fields below and in the
+``PARAMS`` of each analysis.
 """
 
 from __future__ import annotations
@@ -50,6 +53,17 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
 
+from .constraints import (
+    MAX_COUNT,
+    SEED,
+    Interval,
+    Items,
+    Layers,
+    Name,
+    Options,
+    Param,
+    check,
+)
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -57,8 +71,22 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["CaptureSpec", "DataSpec", "ModelSpec", "RunSpec", "check_params", "dump_toml",
-           "load_spec", "parse_spec"]
+__all__ = ["CaptureSpec", "DataSpec", "ModelSpec", "RunSpec", "check_params", "check_style",
+           "dump_toml", "load_spec", "parse_spec"]
+
+
+def _ruled(default: Any, rule: Any, example: Any = None) -> Any:
+    """A dataclass field whose values :func:`_build` checks against ``rule`` (``example``: the
+    valid value that messages suggest; the default when omitted)."""
+    meta = {"rule": rule} if example is None else {"rule": rule, "example": example}
+    return field(default=default, metadata=meta)
+
+
+def _ruled_list(default: list, rule: Any) -> Any:
+    return field(default_factory=lambda: list(default), metadata={"rule": rule})
+
+
+_COUNT = Interval(int, 1, MAX_COUNT)
 
 
 @dataclass(frozen=True)
@@ -79,7 +107,7 @@ class DataSpec:
     """The ``[data]`` table."""
 
     source: str = "shapes"
-    n: int | None = None
+    n: int | None = _ruled(None, (Interval(int, 1, None), None), example=512)
     options: dict = field(default_factory=dict)
 
 
@@ -87,15 +115,16 @@ class DataSpec:
 class CaptureSpec:
     """The ``[capture]`` table."""
 
-    layers: str | list = "all"
-    kinds: list = field(default_factory=lambda: ["cls", "patch"])
-    pooled: str | None = "mean"
+    layers: str | list = _ruled("all", Layers())
+    kinds: list = _ruled_list(["cls", "patch"],
+                              Items(Options("cls", "reg", "dist", "patch", "pooled")))
+    pooled: str | None = _ruled("mean", (Options("mean", "model"), None))
     attention: bool = False
-    batch_size: int = 64
-    dtype: str = "float32"
-    shard_size: int = 256
-    autocast: str | None = None
-    num_workers: int = 0
+    batch_size: int = _ruled(64, _COUNT)
+    dtype: str = _ruled("float32", Options("float32", "float16"))
+    shard_size: int = _ruled(256, _COUNT)
+    autocast: str | None = _ruled(None, (Options("bf16", "fp16"), None))
+    num_workers: int = _ruled(0, Interval(int, 0, MAX_COUNT))
 
 
 @dataclass(frozen=True)
@@ -103,7 +132,7 @@ class RunSpec:
     """A whole run spec."""
 
     title: str = "probing report"
-    seed: int = 0
+    seed: int = _ruled(0, SEED)
     output: str = "reports/run"
     store: str = ".probing/stores"
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -151,7 +180,8 @@ def _build(cls: type, table: Any, where: str) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table, not {type(table).__name__}; write [{where}].")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls) if f.name != "source_path"]
+    declared = {f.name: f for f in fields(cls) if f.name != "source_path"}
+    names = list(declared)
     kwargs = {}
     for key, value in table.items():
         if key not in names:
@@ -161,6 +191,11 @@ def _build(cls: type, table: Any, where: str) -> Any:
                 f"key {where}.{key} is {value!r} but must be {_type_name(hints[key])}; fix its "
                 "value in the run spec."
             )
+        meta = declared[key].metadata
+        if "rule" in meta:
+            example = meta.get("example", getattr(cls(), key))
+            check(Name.key(key, None if where == "spec" else where), value, meta["rule"],
+                  example)
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -181,8 +216,37 @@ def parse_spec(data: dict, source_path: str | None = None) -> RunSpec:
     style = data.get("style", {})
     if not isinstance(style, dict):
         raise ConfigError("style must be a table of matplotlib rc settings: style = { ... }.")
-    return replace(spec, **tables, analyses=dict(analyses), style=dict(style),
+    return replace(spec, **tables, analyses=dict(analyses), style=check_style(style),
                    source_path=source_path)
+
+
+def check_style(style: dict) -> dict:
+    """Check a spec's ``style`` table: matplotlib rc names with values matplotlib accepts.
+
+    Raises
+    ------
+    ConfigError
+        An unknown rc name (with a "did you mean" suggestion) or a value matplotlib rejects.
+    """
+    if not style:
+        return dict(style)
+    import matplotlib
+
+    known = list(matplotlib.rcParams.keys())
+    for key, value in style.items():
+        if key not in matplotlib.rcParams:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}?" if close else "use names such as 'font.size'."
+            raise ConfigError(f"style key {key!r} is not a matplotlib rc setting; {hint}")
+        try:
+            matplotlib.RcParams.validate[key](value)
+        except (ValueError, TypeError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(
+                f"style {key!r} = {value!r} is not a valid value ({reason}); write e.g. "
+                f"{key!r} = {matplotlib.rcParamsDefault[key]!r} in the spec's style table."
+            ) from exc
+    return dict(style)
 
 
 def load_spec(path: str | Path) -> RunSpec:
@@ -204,12 +268,19 @@ def load_spec(path: str | Path) -> RunSpec:
 
 
 def check_params(analysis: str, params: dict, defaults: dict) -> dict:
-    """Merge ``params`` over an analysis's ``defaults``, checking names and types.
+    """Merge ``params`` over an analysis's ``defaults`` (its ``PARAMS``), checking each value.
 
-    A parameter's type is that of its default (None defaults accept anything; ints are accepted
-    where floats are expected; a default of ``"all"`` also accepts a list).
+    A default given as :class:`~probing.constraints.Param` states its rule (ranges, options);
+    a plain default's type is its rule (None defaults accept anything; ints are accepted where
+    floats are expected; a string default also accepts a list). Returns plain values.
+
+    Raises
+    ------
+    ConfigError
+        An unknown parameter (with a "did you mean" suggestion) or a value its rule rejects,
+        naming ``[analyses.NAME] key`` and a valid value.
     """
-    out = dict(defaults)
+    out = {k: d.default if isinstance(d, Param) else d for k, d in defaults.items()}
     for key, value in params.items():
         if key not in defaults:
             raise ConfigError(
@@ -217,22 +288,28 @@ def check_params(analysis: str, params: dict, defaults: dict) -> dict:
                 f"{_suggest(key, list(defaults))}"
             )
         default = defaults[key]
-        ok = (default is None or value is None
-              or (isinstance(default, bool) and isinstance(value, bool))
-              or (not isinstance(default, bool) and isinstance(default, int)
-                  and isinstance(value, int) and not isinstance(value, bool))
-              or (isinstance(default, float) and isinstance(value, (int, float))
-                  and not isinstance(value, bool))
-              or (isinstance(default, str) and isinstance(value, (str, list)))
-              or (isinstance(default, (list, tuple)) and isinstance(value, (list, tuple, str)))
-              or (isinstance(default, dict) and isinstance(value, dict)))
-        if not ok:
+        if isinstance(default, Param):
+            check(Name.key(key, f"analyses.{analysis}"), value, default.rule, default.default)
+        elif not _like(value, default):
             raise ConfigError(
                 f"parameter {analysis}.{key} is {value!r} but must be like its default "
                 f"{default!r}; fix it in the run spec."
             )
         out[key] = value
     return out
+
+
+def _like(value: Any, default: Any) -> bool:
+    """Whether ``value`` has the type of a plain (rule-less) parameter default."""
+    return (default is None or value is None
+            or (isinstance(default, bool) and isinstance(value, bool))
+            or (not isinstance(default, bool) and isinstance(default, int)
+                and isinstance(value, int) and not isinstance(value, bool))
+            or (isinstance(default, float) and isinstance(value, (int, float))
+                and not isinstance(value, bool))
+            or (isinstance(default, str) and isinstance(value, (str, list)))
+            or (isinstance(default, (list, tuple)) and isinstance(value, (list, tuple, str)))
+            or (isinstance(default, dict) and isinstance(value, dict)))
 
 
 # ------------------------------------------------------------------- TOML writing

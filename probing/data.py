@@ -28,8 +28,9 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import DataError
-from .shapes import SHAPES, factors_frame, render_shape, shape_factors
+from .constraints import MAX_COUNT, SEED, Interval, Is, Items, Name, Options, check
+from .errors import ConfigError, DataError
+from .shapes import BACKGROUNDS, SHAPES, factors_frame, render_shape, shape_factors
 
 __all__ = [
     "ArraySource",
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 OnError = Literal["raise", "skip"]
+_COUNT = Interval(int, 1, MAX_COUNT)
+N_DIGITS = 1797
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm")
 
@@ -81,7 +84,14 @@ class ImageSource(ABC):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def subset(self, n: int | None) -> ImageSource:
-        """The first ``n`` images (all when None)."""
+        """The first ``n`` images (all when None or when ``n`` is at least their number).
+
+        Raises
+        ------
+        ConfigError
+            When ``n`` is not None or an integer >= 1.
+        """
+        check(Name.arg("n"), n, (Interval(int, 1, None), None), 512, ConfigError)
         if n is None or n >= len(self):
             return self
         return _Subset(self, int(n))
@@ -113,16 +123,31 @@ class ShapesSource(ImageSource):
     Parameters
     ----------
     n : int
-        Number of images; ``image_id`` is 0..n-1.
+        Number of images (1 to 2**31 - 1); ``image_id`` is 0..n-1.
     seed : int
-        Dataset seed; image ``i`` depends on ``(seed, i)`` only.
+        Dataset seed (0 to 2**32 - 1); image ``i`` depends on ``(seed, i)`` only.
     size : int
-        Image side in pixels.
+        Image side in pixels (8 to 4096).
     shapes, backgrounds : sequence of str
-        Shapes and background kinds to draw from.
+        Shapes and background kinds to draw from (non-empty subsets of
+        :data:`~probing.shapes.SHAPES` and :data:`~probing.shapes.BACKGROUNDS`).
     rotation : bool
         Rotate shapes uniformly at random.
+
+    Raises
+    ------
+    DataError
+        An option outside its range, naming the option and a valid value.
     """
+
+    RULES = {
+        "n": (_COUNT, 512),
+        "seed": (SEED, 0),
+        "size": (Interval(int, 8, 4096), 32),
+        "shapes": (Items(Options(*SHAPES), min_len=1), list(SHAPES)),
+        "backgrounds": (Items(Options(*BACKGROUNDS), min_len=1), ["plain"]),
+        "rotation": (Is(bool), False),
+    }
 
     name = "shapes"
 
@@ -130,8 +155,8 @@ class ShapesSource(ImageSource):
                  shapes: Sequence[str] = SHAPES, backgrounds: Sequence[str] = ("plain",),
                  rotation: bool = False) -> None:
         super().__init__()
-        if int(n) < 1:
-            raise DataError(f"shapes n={n} must be at least 1.")
+        _check_options("shapes", self.RULES, n=n, seed=seed, size=size, shapes=shapes,
+                       backgrounds=backgrounds, rotation=rotation)
         self.n, self.seed, self.size = int(n), int(seed), int(size)
         self.shapes, self.backgrounds, self.rotation = tuple(shapes), tuple(backgrounds), rotation
         self._factors = [shape_factors(i, self.seed, self.size, self.shapes, self.backgrounds,
@@ -157,12 +182,24 @@ class DigitsSource(ImageSource):
 
     Columns: ``label`` (0-9) and ``split`` (``test`` for every fifth image, else ``train``).
     Pixel values 0..16 are scaled to 0..255.
+
+    Parameters
+    ----------
+    n : int, optional
+        Use the first ``n`` images (1 to 1,797; all when None).
+
+    Raises
+    ------
+    DataError
+        When ``n`` is out of range.
     """
 
     name = "digits"
+    RULES = {"n": ((Interval(int, 1, N_DIGITS), None), N_DIGITS)}
 
     def __init__(self, n: int | None = None) -> None:
         super().__init__()
+        _check_options("digits", self.RULES, n=n)
         from sklearn.datasets import load_digits
 
         digits = load_digits()
@@ -326,9 +363,14 @@ class ManifestSource(_FileSource):
         What to do with missing or unreadable images.
     """
 
+    RULES = {"path_column": (Is(str), "path"), "id_column": ((Is(str), None), "id"),
+             "on_error": (Options("raise", "skip"), "skip")}
+
     def __init__(self, path: str | os.PathLike, path_column: str = "path",
                  id_column: str | None = None, on_error: OnError = "raise") -> None:
         path = Path(path)
+        _check_options("manifest", self.RULES, path_column=path_column, id_column=id_column,
+                       on_error=on_error)
         if not path.is_file():
             raise DataError(f"manifest {path} does not exist; check the path.")
         try:
@@ -348,6 +390,14 @@ class ManifestSource(_FileSource):
             raise DataError(
                 f"manifest {path} has {int(blank.sum())} row(s) without a {path_column!r} "
                 f"(first: row {int(blank.to_numpy().argmax())}); fill or drop them."
+            )
+        not_text = [i for i, p in enumerate(frame[path_column]) if not isinstance(p, str)]
+        if not_text:
+            i = not_text[0]
+            raise DataError(
+                f"manifest {path} column {path_column!r} holds {frame[path_column].iloc[i]!r} "
+                f"(row {i}), not an image file path; point path_column= at the column of "
+                "image paths."
             )
         base = path.parent
         full = [str(p if Path(p).is_absolute() else base / p) for p in frame[path_column]]
@@ -377,6 +427,13 @@ class ManifestSource(_FileSource):
                 "files": self._file_summary()}
 
 
+def _check_options(source: str, rules: dict, **values: Any) -> None:
+    """Check a source's options against its ``RULES`` (``{option: (rule, example)}``)."""
+    for key, value in values.items():
+        rule, example = rules[key]
+        check(Name.arg(key, owner=f"{source} option"), value, rule, example, DataError)
+
+
 def _check_unique_ids(ids: pd.Series, where: str) -> None:
     dup = pd.Series(ids)[pd.Series(ids).duplicated()]
     if len(dup):
@@ -403,25 +460,34 @@ def open_source(spec: str | os.PathLike | ImageSource, **options: Any) -> ImageS
     name, _, rest = text.partition(":")
     if name in ("shapes", "digits") and not Path(text).exists():
         opts = {**_parse_options(rest), **options}
-        try:
-            return ShapesSource(**opts) if name == "shapes" else DigitsSource(**opts)
-        except TypeError as exc:
-            raise DataError(f"data source {text!r} has an unknown option: {exc}.") from exc
+        kind = ShapesSource if name == "shapes" else DigitsSource
+        _known_options(kind, text, (), opts)
+        return kind(**opts)
     path = Path(text).expanduser()
     kind = ImageFolderSource if path.is_dir() else ManifestSource \
         if path.suffix.lower() in (".csv", ".parquet", ".pq") else None
     if kind is not None:
-        try:
-            return kind(path, **options)
-        except TypeError as exc:
-            raise DataError(
-                f"data source {text!r} got an unknown option ({exc}); options of "
-                f"{kind.__name__} are in its docstring."
-            ) from exc
+        _known_options(kind, text, (path,), options)
+        return kind(path, **options)
     raise DataError(
         f"data source {text!r} is not 'shapes', 'digits', an image folder or a CSV/parquet "
         "manifest; check the path or name."
     )
+
+
+def _known_options(kind: type, text: str, args: tuple, options: dict) -> None:
+    """DataError when ``options`` are not keyword options of ``kind``'s constructor."""
+    import inspect
+
+    params = inspect.signature(kind).parameters
+    try:
+        inspect.signature(kind).bind(*args, **options)
+    except TypeError as exc:
+        known = [p for p in params if p not in ("path", "root")]
+        raise DataError(
+            f"data source {text!r} has an unknown option ({exc}); the options of "
+            f"{kind.__name__} are {', '.join(known) or 'none'}."
+        ) from exc
 
 
 def _parse_options(text: str) -> dict:
@@ -548,6 +614,8 @@ def iter_batches(
         Unreadable images are skipped (and listed in ``Batch.skipped``) when the source's
         ``on_error`` is ``"skip"``; otherwise they raise :class:`DataError`.
     """
+    check(Name.arg("batch_size"), batch_size, _COUNT, 64)
+    check(Name.arg("num_workers"), num_workers, Interval(int, 0, MAX_COUNT), 0)
     pos = np.arange(len(source)) if positions is None else np.asarray(positions, dtype=np.int64)
     ids = source.labels()["image_id"].to_numpy()
     loader = torch.utils.data.DataLoader(

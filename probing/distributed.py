@@ -29,14 +29,16 @@ from typing import Any
 
 import torch
 
+from .constraints import MAX_COUNT, Interval, Name, check
 from .errors import ConfigError, ModelError, StoreError
 from .extract import ShardJob, extract_shard, open_store
 from .models import LoadedModel, load_model
 from .seeding import seeded
 from .store import EmbeddingStore
 
-__all__ = ["analysis_task", "dask_client", "data_recipe", "extract_on_dask", "model_recipe",
-           "run_analyses_on_dask", "shard_task", "worker_model", "worker_source"]
+__all__ = ["SCHEDULER_TIMEOUT_S", "analysis_task", "dask_client", "data_recipe",
+           "extract_on_dask", "model_recipe", "run_analyses_on_dask", "scheduler_timeout",
+           "shard_task", "worker_model", "worker_source"]
 
 log = logging.getLogger("probing")
 
@@ -54,8 +56,92 @@ def _distributed():
     return distributed
 
 
+SCHEDULER_TIMEOUT_S = 20.0
+"""Seconds to wait for a ``--scheduler`` to answer (``PROBING_SCHEDULER_TIMEOUT`` overrides)."""
+WORKERS = Interval(int, 1, MAX_COUNT)
+
+
+def scheduler_timeout(timeout: float | None = None) -> float:
+    """``timeout``, else ``PROBING_SCHEDULER_TIMEOUT`` (seconds), else 20 s.
+
+    Raises
+    ------
+    ConfigError
+        When the value is not a number > 0.
+    """
+    if timeout is not None:
+        return float(check(Name.arg("timeout"), timeout, _TIMEOUT, SCHEDULER_TIMEOUT_S))
+    text = os.environ.get("PROBING_SCHEDULER_TIMEOUT", "").strip()
+    if not text:
+        return SCHEDULER_TIMEOUT_S
+    try:
+        value: Any = float(text)
+    except ValueError:
+        value = text
+    check(Name.env("PROBING_SCHEDULER_TIMEOUT"), value, _TIMEOUT, SCHEDULER_TIMEOUT_S,
+          shown=text)
+    return float(value)
+
+
+_TIMEOUT = Interval(float, 0, 3600, closed="right")
+
+
+def _probe_scheduler(dist: Any, address: str, timeout: float) -> None:
+    """Ask ``address`` for its identity within ``timeout`` seconds, or raise a ConfigError.
+
+    ``distributed.Client`` bounds only the TCP connect by its timeout, not the handshake that
+    follows: a port that accepts connections and never answers would hang it, and one that
+    answers with something else than Dask's protocol can make it allocate exabytes. This
+    probe runs in its own thread and event loop, so it is bounded even where a loop is running.
+    """
+    import asyncio
+    import threading
+
+    async def identity() -> Any:
+        comm = await dist.comm.connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["reply"] = asyncio.run(asyncio.wait_for(identity(), timeout))
+        except BaseException as exc:  # noqa: BLE001 - reported below, in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name="probing-scheduler-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 5.0)
+    exc = result.get("error")
+    fix = ("check the address (tcp://HOST:PORT of a running `dask scheduler`, port 8786 by "
+           "default)")
+    if thread.is_alive() or isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        raise ConfigError(
+            f"the Dask scheduler {address} did not answer within {timeout:g} s; {fix}, or wait "
+            "longer with PROBING_SCHEDULER_TIMEOUT=SECONDS."
+        ) from exc
+    if isinstance(exc, OSError):
+        raise ConfigError(
+            f"cannot reach the Dask scheduler {address} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no details'}); {fix} and that the "
+            "scheduler is running."
+        ) from exc
+    reply = result.get("reply")
+    if exc is not None or not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        what = (f"reading its answer raised {type(exc).__name__}" if exc is not None
+                else f"it answered {str(reply)[:40]!r}")
+        raise ConfigError(
+            f"{address} is not a Dask scheduler ({what}); {fix}."
+        ) from exc
+
+
 @contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
+def dask_client(workers: int | None = None, scheduler: str | None = None,
+                timeout: float | None = None) -> Iterator[Any]:
     """A ``distributed.Client``: a new local cluster of ``workers`` processes, or ``scheduler``.
 
     Parameters
@@ -66,33 +152,42 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
     scheduler : str, optional
         Address of a running scheduler (``tcp://host:8786``); its workers must have probing (and
         the analyses folder, the model weights and the data) at the same paths.
+    timeout : float, optional
+        Seconds to wait for ``scheduler`` to answer (connect and handshake) before giving up;
+        default ``PROBING_SCHEDULER_TIMEOUT`` from the environment, else 20.
 
     Raises
     ------
     ConfigError
-        Both or neither given, a non-positive worker count, Dask missing, or an unreachable
-        scheduler.
+        Both or neither given, a worker count out of range, Dask missing, or a scheduler that
+        cannot be reached, does not answer within ``timeout`` or does not speak Dask.
     """
     if (workers is None) == (scheduler is None):
         raise ConfigError("give either workers=N or scheduler=ADDRESS, not both or neither.")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise ConfigError(f"workers={workers!r} must be a positive integer; use e.g. 4.")
+    if workers is not None:
+        check(Name.arg("workers"), workers, WORKERS, 4)
+    if scheduler is not None and not isinstance(scheduler, str):
+        raise ConfigError(f"scheduler={scheduler!r} is not an address; pass e.g. "
+                          "'tcp://127.0.0.1:8786'.")
+    seconds = scheduler_timeout(timeout) if scheduler is not None else None
     dist = _distributed()
     cluster = None
     try:
         if scheduler is not None:
-            client = dist.Client(scheduler, timeout="30s")
+            _probe_scheduler(dist, scheduler, seconds)
+            client = dist.Client(scheduler, timeout=seconds)
         else:
             cluster = dist.LocalCluster(n_workers=workers, processes=True, threads_per_worker=1,
                                         dashboard_address=None, silence_logs=logging.ERROR)
             client = dist.Client(cluster)
-    except (OSError, TimeoutError) as exc:
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Dask raises OSError, TimeoutError, ValueError ...
         if cluster is not None:
             cluster.close()
         raise ConfigError(
-            f"cannot reach the Dask scheduler {scheduler or 'of the local cluster'} ({exc}); "
-            "check the address and that the scheduler is running."
+            f"cannot reach the Dask scheduler {scheduler or 'of the local cluster'} "
+            f"({type(exc).__name__}); check the address and that the scheduler is running."
         ) from exc
     try:
         yield client

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .attention_frames import attention_frame, attention_table
+from .constraints import MAX_COUNT, Interval, Layers, Name, Options, check
 from .data import ImageSource, iter_batches, open_source
 from .errors import ConfigError, DataError
 from .frames import (
@@ -35,17 +36,38 @@ from .models import LoadedModel, load_model
 from .selection import LayerLabels, resolve_kinds, resolve_layers
 from .store import EmbeddingStore
 
-__all__ = ["ShardJob", "extract", "extract_shard", "open_store", "shard_job", "store_manifest"]
+__all__ = ["ARGUMENT_RULES", "ShardJob", "check_arguments", "extract", "extract_shard",
+           "open_store", "shard_job", "store_manifest"]
 
 Autocast = Literal["bf16", "fp16"] | None
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r} must be a positive integer; use e.g. 64.")
-    return int(batch_size)
+# the value rules of extraction arguments: {argument: (rule, example)}
+ARGUMENT_RULES: dict[str, tuple] = {
+    "batch_size": (Interval(int, 1, MAX_COUNT), 64),
+    "shard_size": (Interval(int, 1, MAX_COUNT), 256),
+    "num_workers": (Interval(int, 0, MAX_COUNT), 0),
+    "n_images": ((Interval(int, 1, None), None), 512),
+    "dtype": (Options("float32", "float16"), "float32"),
+    "autocast": ((Options("bf16", "fp16"), None), "bf16"),
+    "pooled": ((Options("mean", "model"), None), "mean"),
+    "lock_timeout": (Interval(float, 0, None), 0.0),
+    "layers": (Layers(), "all"),
+}
+
+
+def check_arguments(**arguments) -> None:
+    """Check extraction arguments (names as :func:`extract`'s) against :data:`ARGUMENT_RULES`.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first argument out of range (``n_images=0``) and a valid value.
+    """
+    for key, value in arguments.items():
+        rule, example = ARGUMENT_RULES[key]
+        check(Name.arg(key), value, rule, example)
 
 
 def _tensor_source(data: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
@@ -150,7 +172,17 @@ def extract(
     pandas.DataFrame, EmbeddingStore, or (pandas.DataFrame, pandas.DataFrame)
         The token frame; the store when ``store`` is given; ``(tokens, attention)`` when
         ``attention=True`` without a store (attention schema in :mod:`probing.attention_frames`).
+
+    Raises
+    ------
+    ConfigError
+        An argument out of range (``batch_size``, ``n_images``, ``shard_size``, ``num_workers``,
+        ``lock_timeout``, ``dtype``, ``autocast``, ``pooled``, the form of ``layers``), before
+        the model is loaded; layer numbers beyond the model's depth are a LayoutError.
     """
+    check_arguments(batch_size=batch_size, n_images=n_images, shard_size=shard_size,
+                    num_workers=num_workers, dtype=dtype, autocast=autocast, pooled=pooled,
+                    lock_timeout=lock_timeout, layers=layers)
     loaded = load_model(model)
     if device is not None:
         from .models import _device
@@ -267,20 +299,16 @@ def shard_job(loaded: LoadedModel, *, layers: LayerSpec = "all",
     Raises
     ------
     ConfigError
-        A non-positive batch or shard size, or an unknown dtype or autocast.
+        An argument out of range (see :func:`check_arguments`).
     """
-    batch_size = _check_batch_size(batch_size)
-    shard_size = _check_batch_size(shard_size)
-    if dtype not in ("float32", "float16"):
-        raise ConfigError(f"dtype={dtype!r} is not supported; use 'float32' or 'float16'.")
-    if autocast not in (None, "bf16", "fp16"):
-        raise ConfigError(f"autocast={autocast!r} is unknown; use 'bf16', 'fp16' or None.")
+    check_arguments(batch_size=batch_size, shard_size=shard_size, num_workers=num_workers,
+                    dtype=dtype, autocast=autocast, pooled=pooled)
     kinds_sel = resolve_kinds(kinds, loaded.layout)
     if pooled is None and "pooled" in kinds_sel:
         pooled = "mean"
     return ShardJob(layers=tuple(resolve_layers(layers, loaded.depth)), kinds=tuple(kinds_sel),
-                    pooled=pooled, attention=bool(attention), batch_size=batch_size,
-                    shard_size=shard_size, num_workers=int(num_workers), dtype=dtype,
+                    pooled=pooled, attention=bool(attention), batch_size=int(batch_size),
+                    shard_size=int(shard_size), num_workers=int(num_workers), dtype=dtype,
                     autocast=autocast)
 
 

@@ -54,7 +54,7 @@ def test_list_shows_analyses():
     (["info", "vit_nope_patch16"], "neither a timm model name"),
     (["extract", "--model", "demo", "--data", "nowhere/", "--out", "x"], "data source"),
     (["extract", "--model", "demo", "--data", "shapes:n=3", "--out", "{tmp}/s",
-      "--batch-size", "0"], "batch_size=0"),
+      "--batch-size", "0"], "--batch-size 0 is invalid"),
     (["extract", "--model", "demo", "--data", "shapes:n=3", "--out", "{tmp}/s",
       "--kinds", "reg"], "token kind 'reg' does not exist"),
     (["extract", "--model", "demo", "--data", "shapes:n=3", "--out", "{tmp}/s",

@@ -128,5 +128,5 @@ def test_in_memory_model_cannot_go_to_workers():
 def test_workers_and_scheduler_are_exclusive(tmp_path):
     with pytest.raises(ConfigError, match="not both"):
         run_spec(_spec(tmp_path, "x"), workers=2, scheduler="tcp://127.0.0.1:1", quiet=True)
-    with pytest.raises(ConfigError, match="positive integer"):
+    with pytest.raises(ConfigError, match="workers=0 is invalid"):
         run_spec(_spec(tmp_path, "x"), workers=0, quiet=True)
