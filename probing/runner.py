@@ -186,11 +186,11 @@ class RunResult:
     reused_report: bool = False
 
 
-def _run_key(store_id: str, spec_text: str, modules: Iterable[AnalysisModule]) -> str:
-    """Hash of everything a report depends on: the store's identity (its manifest key), the
+def _run_key(store: EmbeddingStore, spec_text: str, modules: Iterable[AnalysisModule]) -> str:
+    """Hash of everything a report depends on: the store (manifest and shard markers), the
     resolved spec, the analysis files and probing's own source files (and report template)."""
     h = hashlib.sha256()
-    h.update(store_id.encode())
+    h.update(store.content_key().encode())
     h.update(spec_text.encode())
     for m in modules:
         h.update(m.path.name.encode())
@@ -363,9 +363,9 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
     job = shard_job(loaded, **settings)
     wanted = store_manifest(loaded, source, job.capture_config(), job.shard_size)
     store, reused = _select_store(Path(spec.store), wanted, job.n_shards(len(source)))
-    store_id = manifest_key(store.manifest if reused else wanted)
-    run_key = _run_key(store_id, dump_toml(spec, params), modules)
-    if reused and not force and _report_is_current(out_dir, run_key):
+    spec_text = dump_toml(spec, params)
+    if reused and not force and _report_is_current(out_dir,
+                                                   _run_key(store, spec_text, modules)):
         if not quiet:
             print(f"report {out_dir} is up to date (same spec, store, analyses and code)",
                   file=sys.stderr)
@@ -390,6 +390,8 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
 
             extract_on_dask(client, *recipes, loaded, source, store, job)
     timings["extract"] = time.perf_counter() - t
+    run_key = _run_key(store, spec_text, modules)  # of the complete store
+    store_content = store.content_key()
 
     ctx = RunContext(model=loaded, source=source, store=store, seed=spec.seed,
                      batch_size=spec.capture.batch_size, quiet=quiet)
@@ -399,7 +401,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         f"seed {spec.seed}."))
     context = {"seed": spec.seed, "style": spec.style, "device": spec.model.device,
                "batch_size": spec.capture.batch_size}
-    keys = {m.name: section_key(store_id, m.name, params[m.name], m.path, context)
+    keys = {m.name: section_key(store_content, m.name, params[m.name], m.path, context)
             for m in modules}
     cached: dict[str, tuple[Section, float]] = {}
     for m in [] if force else modules:
@@ -450,13 +452,13 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
                  "n_images": len(source), "skipped": source.skipped},
         "seed": spec.seed,
         "store": {"path": str(store.path), "reused": reused, "capture": capture,
-                  "key": store_id},
+                  "key": manifest_key(store.manifest), "content_key": store_content},
         "analyses": analyses,
         "spec_path": spec.source_path,
         "timings_s": timings,
         "run_key": run_key,
     }
-    report.write(out_dir, spec_text=dump_toml(spec, params), provenance=provenance,
+    report.write(out_dir, spec_text=spec_text, provenance=provenance,
                  style=spec.style)
     timings["report"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start

@@ -3,11 +3,12 @@
 An entry is one pickle file ``<store>/analyses-cache/<key>.pkl`` holding the analysis's
 :class:`~probing.sections.Section` as it returned it (matplotlib figures included: figures pickle
 with their data, and the report writer draws them as it draws fresh ones). ``key`` hashes what
-the section depends on (:func:`section_key`): the store's identity, the analysis name, its
-resolved parameters, the seed and figure style, the analysis file's bytes, probing's source and
-the versions of the libraries a pickle depends on. An entry is written atomically (temporary name,
-then ``os.replace``); an entry that cannot be read back (corrupt, truncated, from another
-matplotlib) is ignored and recomputed, never an error. Deleting the folder only costs time.
+the section depends on (:func:`section_key`): the store's identity and shard markers, the
+analysis name, its resolved parameters, the seed and figure style, the analysis file's bytes,
+probing's source and the versions of the libraries a pickle depends on. An entry is written
+atomically (temporary name, then ``os.replace``); an entry that cannot be read back (corrupt,
+truncated, from another matplotlib) is ignored and recomputed, never an error. Deleting the
+folder only costs time.
 
 Entries are pickles: load a store's cache only from stores you trust, as you would run its
 analysis files.
@@ -65,7 +66,8 @@ def section_key(store_id: str, name: str, params: dict, analysis_file: Path,
     Parameters
     ----------
     store_id : str
-        The store's identity (:func:`probing.store.manifest_key` of its manifest).
+        The store's identity and content (:meth:`probing.store.EmbeddingStore.content_key`:
+        its manifest and its shard markers).
     name : str
         Analysis name.
     params : dict

@@ -8,13 +8,21 @@ Layout of a store directory
     kind=cls/layer=3/part-00000.parquet  token rows of shard 0 (token-frame schema, no labels)
     attention/layer=3/part-00000.parquet attention rows of shard 0 (schema below)
     labels/part-00000.parquet            image_id + label columns of shard 0's images
-    _shards/shard-00000.json             written last: shard 0 is complete
+    _shards/shard-00000.json             written last: shard 0's files and their sizes
+    analyses-cache/KEY.pkl               cached analysis sections (probing.section_cache)
     .lock                                held by the process writing (pid, host, time)
 
 A shard is a fixed range of image positions (``shard_size`` images). Every file is written to a
 temporary name and moved into place with ``os.replace``, so a file is either whole or absent, and
-a shard counts as present only once its marker exists: a killed run, rerun, recomputes exactly
-the missing shards and never duplicates rows.
+a shard counts as present only once its marker exists and its files match the marker's list
+(present, with the listed sizes): a killed run, rerun, recomputes exactly the missing shards and
+never duplicates rows, and a shard whose file was deleted or truncated is redone by the next
+extraction (reading it before that is a StoreError naming the shard). Markers without a file
+list (written before probing listed them) are trusted as they are.
+
+The store's identity is its manifest: :func:`manifest_key` hashes it (the runner names store
+folders by it) and :func:`manifest_mismatch` is the one rule saying whether a store serves a
+run (every field equal, except that the capture may hold more layers, kinds and attention).
 
 Attention table schema: ``image_id``, ``layer`` (int16, block number 1..depth), ``head`` (int16),
 ``query`` (int16, sequence position of the query token), ``weights``
@@ -447,6 +455,16 @@ class EmbeddingStore:
         """Numbers of the complete shards (marker present, files as the marker lists them)."""
         return [s for s, m in sorted(self._markers().items())
                 if self._shard_problem(s, m) is None]
+
+    def content_key(self) -> str:
+        """A hash (16 hex digits) of the manifest and of every complete shard's marker (its
+        files and their sizes): what a result computed from the store depends on, so a cached
+        result is recomputed when a shard was rewritten."""
+        h = hashlib.sha256(manifest_key(self.manifest or {}).encode())
+        markers = self._markers()
+        for shard in self.done_shards():
+            h.update(json.dumps(markers[shard], sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
 
     def write_shard(
         self,
