@@ -217,7 +217,7 @@ class EmbeddingStore:
         try:
             data = json.loads(path.read_bytes().decode("utf-8"))
         except (OSError, ValueError) as exc:  # ValueError: UnicodeDecodeError, JSONDecodeError
-            reason = exc.strerror if isinstance(exc, OSError) else type(exc).__name__
+            reason = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
             raise StoreError(
                 f"store manifest {path} is unreadable ({reason}); delete the store folder "
                 f"{self.path} and re-extract."
