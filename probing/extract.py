@@ -7,6 +7,7 @@ same selection returns the same rows in the same order.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,8 @@ from .store import EmbeddingStore
 
 __all__ = ["ARGUMENT_RULES", "ShardJob", "check_arguments", "extract", "extract_shard",
            "open_store", "shard_job", "store_manifest"]
+
+log = logging.getLogger("probing")
 
 Autocast = Literal["bf16", "fp16"] | None
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -85,7 +88,12 @@ def _tensor_source(data: torch.Tensor, loaded: LoadedModel) -> torch.Tensor:
 
 def store_manifest(loaded: LoadedModel, source: ImageSource | None, capture_cfg: dict,
                    shard_size: int) -> dict:
-    """The manifest describing a store made from this model, data and capture settings."""
+    """The manifest describing a store made from this model, data and capture settings.
+
+    The one builder of a store's identity: the store key is
+    :func:`probing.store.manifest_key` of this dict, and whether a store serves a run is
+    :func:`probing.store.manifest_mismatch` of its manifest against this one.
+    """
     return {
         "schema_version": SCHEMA_VERSION,
         "model": {"name": loaded.name, "arch": loaded.arch, "fingerprint": loaded.fingerprint},
@@ -334,6 +342,9 @@ def open_store(store: EmbeddingStore, loaded: LoadedModel, source: ImageSource, 
     try:
         store.check_claimable()
         store.prepare(store_manifest(loaded, source, job.capture_config(), job.shard_size))
+        for shard, problem in store.damaged_shards().items():
+            log.warning("store %s: re-extracting damaged shard %d (%s)", store.path, shard,
+                        problem)
         yield [s for s in range(job.n_shards(len(source))) if not store.shard_done(s)]
         store.clean_temporaries()
     except BaseException:

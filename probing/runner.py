@@ -1,8 +1,10 @@
 """Run a spec: extract (or reuse the store), run each analysis, write the report.
 
-The store of a run lives in ``<spec.store>/<key>`` where ``key`` hashes the model, the data and
-the capture settings, so rerunning an unchanged spec finds the complete store and only analyses
-and the report are recomputed.
+The store of a run lives in ``<spec.store>/<key>`` where ``key`` is the hash of its whole
+manifest (:func:`probing.store.manifest_key` of :func:`probing.extract.store_manifest`), so
+rerunning an unchanged spec finds the complete store. Each analysis's section is cached in the
+store (:mod:`probing.section_cache`), keyed by the store, its parameters, its file and probing's
+code, so a rerun recomputes only the analyses whose inputs changed.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ from .ownership import check_report_target
 from .plots.style import paper_style, style_overrides
 from .registry import PACKAGE_ANALYSES, AnalysisModule, analysis_dirs, get_analysis
 from .report import Report
+from .section_cache import load_section, package_digest, save_section, section_key
 from .sections import Section
 from .seeding import seeded
 from .selection import LayerLabels, resolve_layers, to_selection
-from .store import EmbeddingStore
+from .store import EmbeddingStore, manifest_covers, manifest_key
 
 __all__ = ["RunContext", "RunResult", "demo_spec_path", "run_spec"]
 
@@ -194,50 +197,44 @@ class RunResult:
 
 
 def _run_key(store: EmbeddingStore, spec_text: str, modules: Iterable[AnalysisModule]) -> str:
-    """Hash of everything a report depends on: the store (model, data, capture), the resolved
-    spec, the analysis files and probing's own source files."""
+    """Hash of everything a report depends on: the store (manifest and shard markers), the
+    resolved spec, the analysis files and probing's own source files (and report template)."""
     h = hashlib.sha256()
-    h.update(store.path.name.encode())
+    h.update(store.content_key().encode())
     h.update(spec_text.encode())
-    package = Path(__file__).resolve().parent
-    files = [m.path for m in modules] + sorted(package.rglob("*.py")) \
-        + sorted(package.rglob("*.html"))
-    for path in files:
-        h.update(str(path.name).encode())
-        h.update(Path(path).read_bytes())
+    for m in modules:
+        h.update(m.path.name.encode())
+        h.update(Path(m.path).read_bytes())
+    h.update(package_digest((".py", ".html")).encode())
     return h.hexdigest()[:20]
 
 
-def _covers(have: dict, need: dict) -> bool:
-    """Whether a store captured with ``have`` holds everything ``need`` asks for."""
-    return (set(need["layers"]) <= set(have["layers"])
-            and set(need["kinds"]) <= set(have["kinds"])
-            and need["pooled"] in (None, have["pooled"])
-            and (not need["attention"] or have["attention"])
-            and need["dtype"] == have["dtype"] and need["autocast"] == have["autocast"])
+def _complete(store: EmbeddingStore, n_shards: int) -> bool:
+    return set(range(n_shards)) <= set(store.done_shards())
 
 
-def _covering_store(root: Path, wanted: dict, n_shards: int) -> EmbeddingStore | None:
-    """A complete store under ``root`` from the same model, preprocessing, data and shard
-    size whose capture covers ``wanted["capture"]`` (so removing an analysis, or asking for
-    fewer layers, never extracts again)."""
-    if not root.is_dir():
-        return None
-    same = ("schema_version", "model", "preprocessing", "data", "shard_size")
-    key = json.dumps({k: wanted.get(k) for k in same}, sort_keys=True, default=str)
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+def _select_store(root: Path, wanted: dict, n_shards: int) -> tuple[EmbeddingStore, bool]:
+    """The store a run reads, and whether it is reused as it is.
+
+    The run's own store is ``root / manifest_key(wanted)``. It is reused when it is complete and
+    its manifest serves ``wanted``; otherwise any complete store under ``root`` that serves
+    ``wanted`` (a wider capture of the same model and data: removing an analysis, or asking
+    for fewer layers, never extracts again). Both decisions go through
+    :func:`probing.store.manifest_covers`. Otherwise the run extracts into its own store (whose
+    manifest, when one is there, must then equal ``wanted``).
+    """
+    own = EmbeddingStore(root / manifest_key(wanted))
+    others = sorted(p for p in root.iterdir() if p.is_dir() and p != own.path) \
+        if root.is_dir() else []
+    for store in [own, *(EmbeddingStore(p) for p in others)]:
         try:
-            store = EmbeddingStore(folder)
             manifest = store.manifest
         except ProbingError:
             continue
-        if not manifest or json.dumps({k: manifest.get(k) for k in same}, sort_keys=True,
-                                      default=str) != key:
-            continue
-        if _covers(manifest["capture"], wanted["capture"]) \
-                and len(store.done_shards()) == n_shards:
-            return store
-    return None
+        if manifest is not None and manifest_covers(manifest, wanted) \
+                and _complete(store, n_shards):
+            return store, True
+    return own, False
 
 
 def _report_is_current(out_dir: Path, run_key: str) -> bool:
@@ -275,14 +272,6 @@ def _capture_settings(spec: RunSpec, modules: Iterable[AnalysisModule],
     layers = "all" if labels == set(resolve_layers("all", loaded.depth)) else \
         to_selection(labels)
     return {"kinds": kinds, "pooled": pooled, "attention": attention, "layers": layers}
-
-
-def _store_key(loaded: LoadedModel, source: ImageSource, capture: dict, spec: RunSpec) -> str:
-    blob = json.dumps({"model": loaded.fingerprint, "name": loaded.name,
-                       "data": source.fingerprint(), "capture": capture,
-                       "dtype": spec.capture.dtype, "shard": spec.capture.shard_size,
-                       "pre": loaded.data_config}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def output_guard(spec: RunSpec) -> dict[Path, str]:
@@ -342,9 +331,11 @@ def run_spec(
     """Run a spec end to end.
 
     Rerunning is incremental: a complete store for the same model, data and capture settings
-    is reused (no extraction), and when the report in ``out`` was made by the same resolved
-    spec, the same analysis files and the same probing code, nothing is recomputed at all
-    (``force=True`` recomputes analyses and report anyway).
+    is reused (no extraction), an analysis whose store, parameters, file and probing code are
+    unchanged takes its cached section (provenance ``analyses.NAME.cached``), and when the
+    report in ``out`` was made by the same resolved spec, the same analysis files and the same
+    probing code, nothing is recomputed at all (``force=True`` recomputes analyses and report
+    anyway).
 
     Parameters
     ----------
@@ -407,16 +398,11 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
                 "autocast": spec.capture.autocast, "shard_size": spec.capture.shard_size,
                 "num_workers": spec.capture.num_workers}
     job = shard_job(loaded, **settings)
-    store = EmbeddingStore(Path(spec.store) / _store_key(loaded, source, capture, spec))
-    n_shards = job.n_shards(len(source))
-    reused = store.exists() and len(store.done_shards()) == n_shards
-    if not reused:  # a complete store made for a wider capture serves this run as well
-        wanted = store_manifest(loaded, source, job.capture_config(), job.shard_size)
-        covering = _covering_store(Path(spec.store), wanted, n_shards)
-        if covering is not None:
-            store, reused = covering, True
-    run_key = _run_key(store, dump_toml(spec, params), modules)
-    if reused and not force and _report_is_current(out_dir, run_key):
+    wanted = store_manifest(loaded, source, job.capture_config(), job.shard_size)
+    store, reused = _select_store(Path(spec.store), wanted, job.n_shards(len(source)))
+    spec_text = dump_toml(spec, params)
+    if reused and not force and _report_is_current(out_dir,
+                                                   _run_key(store, spec_text, modules)):
         if not quiet:
             print(f"report {out_dir} is up to date (same spec, store, analyses and code)",
                   file=sys.stderr)
@@ -441,6 +427,8 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
 
             extract_on_dask(client, *recipes, loaded, source, store, job)
     timings["extract"] = time.perf_counter() - t
+    run_key = _run_key(store, spec_text, modules)  # of the complete store
+    store_content = store.content_key()
 
     ctx = RunContext(model=loaded, source=source, store=store, seed=spec.seed,
                      batch_size=spec.capture.batch_size, quiet=quiet)
@@ -448,28 +436,47 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         f"Model {loaded.name} ({loaded.depth} blocks, width {loaded.embed_dim}, grid "
         f"{loaded.layout.rows}x{loaded.layout.cols}); data {source.name} ({len(source)} images); "
         f"seed {spec.seed}."))
-    if client is not None:
+    context = {"seed": spec.seed, "style": spec.style, "device": spec.model.device,
+               "batch_size": spec.capture.batch_size}
+    keys = {m.name: section_key(store_content, m.name, params[m.name], m.path, context)
+            for m in modules}
+    cached: dict[str, tuple[Section, float]] = {}
+    for m in [] if force else modules:
+        t = time.perf_counter()
+        if (hit := load_section(store, keys[m.name])) is not None:
+            cached[m.name] = (hit, time.perf_counter() - t)
+    todo = [m for m in modules if m.name not in cached]
+    if client is not None and todo:
         from .distributed import run_analyses_on_dask
 
         if not quiet:
-            print(f"analyses {', '.join(m.name for m in modules)} on Dask ...", file=sys.stderr)
-        done = run_analyses_on_dask(client, *recipes, store, spec.seed, spec.capture.batch_size,
-                                    modules, params, spec.style)
-    for i, m in enumerate(modules):
+            print(f"analyses {', '.join(m.name for m in todo)} on Dask ...", file=sys.stderr)
+        done = dict(zip([m.name for m in todo],
+                        run_analyses_on_dask(client, *recipes, store, spec.seed,
+                                             spec.capture.batch_size, todo, params, spec.style)))
+    analyses: dict[str, dict] = {}
+    for m in modules:
         t = time.perf_counter()
-        if client is None:
+        if m.name in cached:
+            section, seconds = cached[m.name]
+            t -= seconds
+        elif client is None:
             if not quiet:
                 print(f"analysis {m.name} ...", file=sys.stderr)
             section = run_analysis(m.run, ctx, params[m.name], spec.style)
         else:
-            section, seconds = done[i]
+            section, seconds = done[m.name]
             t -= seconds
         if not isinstance(section, Section):
             raise AnalysisError(f"analysis {m.name!r} returned {type(section).__name__}, not a "
                                 "Section; return probing.sections.Section.")
         section.name = section.name or m.name
+        if m.name not in cached:
+            section.check_numbers()  # an invalid section fails now, and is never cached
+            save_section(store, keys[m.name], section)
         report.add(section)
         timings[f"analysis:{m.name}"] = time.perf_counter() - t
+        analyses[m.name] = {"cached": m.name in cached, "cache_key": keys[m.name]}
 
     t = time.perf_counter()
     provenance = {
@@ -479,9 +486,11 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         "model": {"name": loaded.name, "arch": loaded.arch, "fingerprint": loaded.fingerprint,
                   "data_config": loaded.data_config},
         "data": {"describe": source.describe(), "fingerprint": source.fingerprint(),
-                 "n_images": len(source), "skipped": source.skipped},
+                 "n_images": len(source), "skipped": store.skipped()},
         "seed": spec.seed,
-        "store": {"path": str(store.path), "reused": reused, "capture": capture},
+        "store": {"path": str(store.path), "reused": reused, "capture": capture,
+                  "key": manifest_key(store.manifest), "content_key": store_content},
+        "analyses": analyses,
         "spec_path": spec.source_path,
         "timings_s": timings,
         "run_key": run_key,
@@ -492,6 +501,6 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         timings["total"] = time.perf_counter() - t_start
         return provenance
 
-    report.write(out_dir, spec_text=dump_toml(spec, params), provenance=final_provenance,
+    report.write(out_dir, spec_text=spec_text, provenance=final_provenance,
                  style=spec.style, protect=output_guard(spec))
     return RunResult(report_dir=out_dir, store=store, timings=timings, reused_store=reused)

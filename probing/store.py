@@ -8,13 +8,21 @@ Layout of a store directory
     kind=cls/layer=3/part-00000.parquet  token rows of shard 0 (token-frame schema, no labels)
     attention/layer=3/part-00000.parquet attention rows of shard 0 (schema below)
     labels/part-00000.parquet            image_id + label columns of shard 0's images
-    _shards/shard-00000.json             written last: shard 0 is complete
+    _shards/shard-00000.json             written last: shard 0's files and their sizes
+    analyses-cache/KEY.pkl               cached analysis sections (probing.section_cache)
     .lock                                held by the process writing (pid, host, time)
 
 A shard is a fixed range of image positions (``shard_size`` images). Every file is written to a
 temporary name and moved into place with ``os.replace``, so a file is either whole or absent, and
-a shard counts as present only once its marker exists: a killed run, rerun, recomputes exactly
-the missing shards and never duplicates rows.
+a shard counts as present only once its marker exists and its files match the marker's list
+(present, with the listed sizes): a killed run, rerun, recomputes exactly the missing shards and
+never duplicates rows, and a shard whose file was deleted or truncated is redone by the next
+extraction (reading it before that is a StoreError naming the shard). Markers without a file
+list (written before probing listed them) are trusted as they are.
+
+The store's identity is its manifest: :func:`manifest_key` hashes it (the runner names store
+folders by it) and :func:`manifest_mismatch` is the one rule saying whether a store serves a
+run (every field equal, except that the capture may hold more layers, kinds and attention).
 
 Attention table schema: ``image_id``, ``layer`` (int16, block number 1..depth), ``head`` (int16),
 ``query`` (int16, sequence position of the query token), ``weights``
@@ -24,6 +32,7 @@ Attention table schema: ``image_id``, ``layer`` (int16, block number 1..depth), 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -43,7 +52,8 @@ from .frames import SCHEMA_VERSION, frame_from_table, join_labels
 from .layout import TOKEN_KINDS
 from .ownership import pid_alive
 
-__all__ = ["EmbeddingStore"]
+__all__ = ["SUPERSET_FIELDS", "EmbeddingStore", "atomic_write_bytes", "manifest_covers",
+           "manifest_key", "manifest_mismatch"]
 
 MANIFEST = "manifest.json"
 #: What the toolkit itself puts in a store folder before its manifest exists.
@@ -72,12 +82,116 @@ def _atomic_write(path: Path, write) -> None:
         ) from exc
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (a StoreError naming the path when it fails)."""
     _atomic_write(path, lambda f: f.write(data))
 
 
 def _atomic_write_table(path: Path, table: pa.Table) -> None:
     _atomic_write(path, lambda f: pq.write_table(table, f, compression="zstd"))
+
+
+def _read_marker(path: Path) -> dict | None:
+    """A shard marker's JSON, or None when it is unreadable or not a JSON object."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_part(path: Path, **kwargs: Any) -> pa.Table:
+    """Read one part file; a corrupt one is a StoreError naming it."""
+    try:
+        return pq.read_table(path, **kwargs)
+    except (OSError, pa.ArrowException) as exc:
+        raise StoreError(
+            f"store part file {path} is unreadable ({exc}); delete its shard's marker in "
+            "_shards/ and rerun the extraction to re-extract it."
+        ) from exc
+
+
+#: Manifest fields in which a store may hold more than a run needs (``capture.pooled`` may be
+#: anything when the run asks for no pooled rows); every other field must be equal.
+SUPERSET_FIELDS = ("capture.layers", "capture.kinds", "capture.attention")
+
+_WHAT = {"schema_version": "another schema version", "model": "a different model",
+         "preprocessing": "other preprocessing", "data": "other data",
+         "layout": "another token layout", "shard_size": "another shard size",
+         "capture": "other capture settings"}
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists, odd types strings)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _fields(manifest: dict) -> dict[str, Any]:
+    """The manifest's fields, with the ``capture`` table's entries as ``capture.NAME``."""
+    out = {k: v for k, v in _canonical(manifest).items() if k != "capture"}
+    capture = manifest.get("capture")
+    if isinstance(capture, dict):
+        out.update({f"capture.{k}": v for k, v in _canonical(capture).items()})
+    else:
+        out["capture"] = _canonical(capture)
+    return out
+
+
+def manifest_key(manifest: dict) -> str:
+    """The store identity: a hash (16 hex digits) of the whole manifest.
+
+    Two manifests have the same key exactly when :func:`manifest_mismatch` with ``exact=True``
+    finds no difference, so a store folder named after its key holds what its name says.
+    """
+    text = json.dumps(_canonical(manifest), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def manifest_mismatch(have: dict, need: dict, exact: bool = False) -> str | None:
+    """The first manifest field in which a store made with ``have`` cannot serve ``need``.
+
+    The one compatibility rule of the store. Every field (model fingerprint, preprocessing,
+    data fingerprint, schema version, shard size, layout, ``capture.dtype``,
+    ``capture.autocast``, and any field added later) must be equal, except
+    :data:`SUPERSET_FIELDS`: the store may hold more layers and kinds than needed, and attention
+    when none is needed; ``capture.pooled`` may differ when ``need`` asks for no pooled rows.
+
+    Parameters
+    ----------
+    have, need : dict
+        Manifests (:func:`probing.extract.store_manifest`): the store's, and the one wanted.
+    exact : bool
+        Require every field to be equal (the rule for writing into a store).
+
+    Returns
+    -------
+    str or None
+        The field's name (``"data"``, ``"capture.autocast"``, ...), or None when ``have``
+        serves ``need``.
+    """
+    a, b = _fields(have), _fields(need)
+    order = list(_WHAT)  # the identity fields first, in this order, then capture.* and others
+    for field in sorted(set(a) | set(b), key=lambda f: (
+            order.index(f) if f in order else len(order), f)):
+        x, y = a.get(field), b.get(field)
+        if x == y:
+            continue
+        if not exact:
+            if field in ("capture.layers", "capture.kinds") and isinstance(x, list) \
+                    and isinstance(y, list) and set(map(str, y)) <= set(map(str, x)):
+                continue
+            if field == "capture.attention" and not y:
+                continue
+            if field == "capture.pooled" and y is None:
+                continue
+        return field
+    return None
+
+
+def manifest_covers(have: dict, need: dict) -> bool:
+    """Whether a store made with manifest ``have`` holds everything ``need`` asks for
+    (:func:`manifest_mismatch` finds nothing)."""
+    return manifest_mismatch(have, need) is None
 
 
 class EmbeddingStore:
@@ -99,29 +213,43 @@ class EmbeddingStore:
     # ----------------------------------------------------------------- manifest
     @property
     def manifest(self) -> dict | None:
-        """The store's manifest, or None for a new store."""
+        """The store's manifest, or None for a new store.
+
+        Raises
+        ------
+        StoreError
+            When ``manifest.json`` is unreadable, not UTF-8 JSON, or not a JSON object.
+        """
         path = self.path / MANIFEST
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as exc:  # ValueError: UnicodeDecodeError, JSONDecodeError
+            reason = exc.strerror if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
             raise StoreError(
-                f"store manifest {path} is unreadable ({exc}); delete the store and re-extract."
+                f"store manifest {path} is unreadable ({reason}); delete the store folder "
+                f"{self.path} and re-extract."
             ) from exc
+        if not isinstance(data, dict):
+            raise StoreError(
+                f"store manifest {path} holds a JSON {type(data).__name__}, not an object; "
+                f"delete the store folder {self.path} and re-extract."
+            )
+        return data
 
     def exists(self) -> bool:
         """Whether the store has a manifest."""
         return (self.path / MANIFEST).exists()
 
     def prepare(self, manifest: dict) -> None:
-        """Create the store or check that it matches ``manifest``.
+        """Create the store or check that it matches ``manifest`` exactly (it is written into).
 
         Raises
         ------
         StoreError
-            When the store was made by another model, preprocessing, data, capture settings or a
-            newer schema version.
+            When the store was made by another model, preprocessing, data, capture settings or
+            schema version (see :func:`manifest_mismatch`).
         """
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -132,17 +260,30 @@ class EmbeddingStore:
             ) from exc
         old = self.manifest
         if old is None:
-            _atomic_write_bytes(self.path / MANIFEST,
-                                json.dumps(manifest, indent=2, default=str).encode())
+            atomic_write_bytes(self.path / MANIFEST,
+                               json.dumps(manifest, indent=2, default=str).encode())
             return
-        self.check_compatible(manifest, old)
+        self.check_compatible(manifest, old, exact=True)
 
-    def check_compatible(self, new: dict, old: dict | None = None) -> None:
-        """Raise StoreError naming the first difference between ``new`` and the stored manifest."""
+    def check_compatible(self, new: dict, old: dict | None = None, exact: bool = True) -> None:
+        """Raise StoreError naming the first field in which the stored manifest cannot serve
+        ``new``.
+
+        Parameters
+        ----------
+        new : dict
+            The manifest a run or extraction needs (:func:`probing.extract.store_manifest`).
+        old : dict, optional
+            The stored manifest (read from the store when None; a new store is compatible).
+        exact : bool
+            Require every field to be equal (writing into the store); when False the store may
+            hold a superset of the capture (reading from it, :func:`manifest_mismatch`).
+        """
         old = old if old is not None else self.manifest
         if old is None:
             return
-        version = int(old.get("schema_version", 0))
+        version = old.get("schema_version", 0)
+        version = version if isinstance(version, int) else -1
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"store {self.path} has schema version {version}, newer than this probing "
@@ -152,16 +293,13 @@ class EmbeddingStore:
             raise StoreError(
                 f"store {self.path} has old schema version {version}; re-extract into a new path."
             )
-        for key, what in (("model", "a different model"), ("preprocessing", "other preprocessing"),
-                          ("data", "other data"), ("capture", "other capture settings"),
-                          ("shard_size", "another shard size")):
-            a = json.dumps(old.get(key), sort_keys=True, default=str)
-            b = json.dumps(new.get(key), sort_keys=True, default=str)
-            if a != b:
-                raise StoreError(
-                    f"store {self.path} was made with {what} ({key} differs); use a new store "
-                    "path or delete this one."
-                )
+        field = manifest_mismatch(old, new, exact=exact)
+        if field is not None:
+            what = _WHAT.get(field.split(".", 1)[0], f"another {field}")
+            raise StoreError(
+                f"store {self.path} was made with {what} ({field} differs); use a new store "
+                "path or delete this one."
+            )
 
     # --------------------------------------------------------------------- lock
     def lock(self, timeout: float = 0.0, poll: float = 0.2) -> None:
@@ -336,16 +474,83 @@ class EmbeddingStore:
                 self.path.rmdir()
 
     # ------------------------------------------------------------------- shards
+    def _marker(self, shard: int) -> Path:
+        return self.path / "_shards" / f"shard-{shard:05d}.json"
+
+    def _markers(self) -> dict[int, dict | None]:
+        """Every shard marker, by shard number: its JSON, or None when it is unreadable."""
+        folder = self.path / "_shards"
+        out: dict[int, dict | None] = {}
+        for path in folder.glob("shard-*.json") if folder.is_dir() else ():
+            try:
+                shard = int(path.stem.split("-", 1)[1])
+            except ValueError:
+                continue
+            out[shard] = _read_marker(path)
+        return out
+
+    def _shard_problem(self, shard: int, marker: dict | None,
+                       folder: Path | None = None) -> str | None:
+        """What is wrong with shard ``shard`` against its marker (only its file in ``folder``
+        when given), or None when its files are whole.
+
+        A marker lists the shard's files with their sizes in bytes; a marker written before
+        that (no ``files`` entry) is trusted as it is.
+        """
+        if marker is None:
+            return f"its marker {self._marker(shard).name} is unreadable"
+        files = marker.get("files")
+        if files is None:
+            return None
+        if not isinstance(files, dict):
+            return f"its marker {self._marker(shard).name} has no valid file list"
+        name = f"part-{shard:05d}.parquet"
+        for rel, size in files.items():
+            path = self.path / rel
+            if folder is not None and path != folder / name:
+                continue
+            try:
+                actual = path.stat().st_size
+            except OSError:
+                return f"{rel} is missing"
+            if actual != size:
+                return f"{rel} has {actual} bytes where its marker says {size} (truncated)"
+        return None
+
+    def damaged_shards(self) -> dict[int, str]:
+        """Shards whose marker exists but whose files do not match it: ``{shard: problem}``.
+
+        They do not count as done, so the next extraction into the store redoes them.
+        """
+        return {s: problem for s, m in sorted(self._markers().items())
+                if (problem := self._shard_problem(s, m)) is not None}
+
     def shard_done(self, shard: int) -> bool:
-        """Whether shard ``shard`` is complete."""
-        return (self.path / "_shards" / f"shard-{shard:05d}.json").exists()
+        """Whether shard ``shard`` is complete: its marker exists and its files match it."""
+        path = self._marker(shard)
+        return path.exists() and self._shard_problem(shard, _read_marker(path)) is None
 
     def done_shards(self) -> list[int]:
-        """Numbers of the complete shards."""
-        folder = self.path / "_shards"
-        if not folder.exists():
-            return []
-        return sorted(int(p.stem.split("-")[1]) for p in folder.glob("shard-*.json"))
+        """Numbers of the complete shards (marker present, files as the marker lists them)."""
+        return [s for s, m in sorted(self._markers().items())
+                if self._shard_problem(s, m) is None]
+
+    def skipped(self) -> list[dict]:
+        """Images the extraction skipped as unreadable, from every complete shard's marker
+        (``position``, ``image_id``, ``error``), so that a reused store reports them too."""
+        markers = self._markers()
+        return [item for shard in self.done_shards()
+                for item in (markers[shard] or {}).get("skipped") or []]
+
+    def content_key(self) -> str:
+        """A hash (16 hex digits) of the manifest and of every complete shard's marker (its
+        files and their sizes): what a result computed from the store depends on, so a cached
+        result is recomputed when a shard was rewritten."""
+        h = hashlib.sha256(manifest_key(self.manifest or {}).encode())
+        markers = self._markers()
+        for shard in self.done_shards():
+            h.update(json.dumps(markers[shard], sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
 
     def write_shard(
         self,
@@ -355,7 +560,10 @@ class EmbeddingStore:
         attention: dict[int, pa.Table] | None = None,
         info: dict | None = None,
     ) -> None:
-        """Write one shard's files, then its completion marker.
+        """Write one shard's files, then its completion marker listing them with their sizes.
+
+        An old marker of the shard is removed first, so a shard being rewritten (a damaged one
+        redone) is not done until all its new files are in place.
 
         Parameters
         ----------
@@ -370,16 +578,20 @@ class EmbeddingStore:
         info : dict, optional
             Extra JSON for the marker (e.g. skipped images).
         """
+        marker_path = self._marker(shard)
+        marker_path.unlink(missing_ok=True)
         name = f"part-{shard:05d}.parquet"
-        for (kind, layer), table in tokens.items():
-            _atomic_write_table(self.path / f"kind={kind}" / f"layer={layer}" / name, table)
-        for layer, table in (attention or {}).items():
-            _atomic_write_table(self.path / "attention" / f"layer={layer}" / name, table)
-        _atomic_write_table(self.path / "labels" / name, labels)
-        marker = {"shard": shard, "rows": int(labels.num_rows), **(info or {})}
-        (self.path / "_shards").mkdir(exist_ok=True)
-        _atomic_write_bytes(self.path / "_shards" / f"shard-{shard:05d}.json",
-                            json.dumps(marker, default=str).encode())
+        paths = [(self.path / f"kind={kind}" / f"layer={layer}" / name, table)
+                 for (kind, layer), table in tokens.items()]
+        paths += [(self.path / "attention" / f"layer={layer}" / name, table)
+                  for layer, table in (attention or {}).items()]
+        paths.append((self.path / "labels" / name, labels))
+        files = {}
+        for path, table in paths:
+            _atomic_write_table(path, table)
+            files[path.relative_to(self.path).as_posix()] = path.stat().st_size
+        marker = {"shard": shard, "rows": int(labels.num_rows), **(info or {}), "files": files}
+        atomic_write_bytes(marker_path, json.dumps(marker, default=str).encode())
 
     # ------------------------------------------------------------------ reading
     def kinds(self) -> list[str]:
@@ -395,16 +607,36 @@ class EmbeddingStore:
         return sorted(found)
 
     def _files(self, folder: Path) -> list[Path]:
-        done = set(self.done_shards())
-        return sorted(p for p in folder.glob("part-*.parquet")
-                      if int(p.stem.split("-")[1]) in done)
+        """Part files in ``folder`` of the shards that have a marker, in shard order.
+
+        Raises
+        ------
+        StoreError
+            When a marked shard's file in ``folder`` is missing or truncated, or its marker is
+            unreadable (naming the shard; rerunning the extraction redoes it).
+        """
+        out = []
+        for shard, marker in sorted(self._markers().items()):
+            problem = self._shard_problem(shard, marker, folder)
+            if problem is not None:
+                raise StoreError(
+                    f"store {self.path} shard {shard} is damaged ({problem}); rerun the "
+                    "extraction into this store (probing run, or extract with store=) to "
+                    "re-extract that shard, or delete the store."
+                )
+            path = folder / f"part-{shard:05d}.parquet"
+            listed = marker.get("files") if marker else None
+            if (path.relative_to(self.path).as_posix() in listed) if isinstance(listed, dict) \
+                    else path.exists():
+                out.append(path)
+        return out
 
     def labels(self) -> pd.DataFrame:
         """``image_id`` and label columns of every stored image, in source order."""
         files = self._files(self.path / "labels")
         if not files:
             raise StoreError(f"store {self.path} holds no complete shard; run an extraction.")
-        return frame_from_table(pa.concat_tables([pq.read_table(f) for f in files]))
+        return frame_from_table(pa.concat_tables([_read_part(f) for f in files]))
 
     def read(
         self,

@@ -245,6 +245,12 @@ def test_non_finite_vectors_in_a_store(tmp_path):
 
     idx = table.column_names.index("emb")
     pq.write_table(table.set_column(idx, "emb", vectors_to_arrow(emb)), part)
+    # as if extraction wrote the NaN: the shard marker records the file's new size
+    store = part.parents[2]
+    marker = store / "_shards" / "shard-00000.json"
+    info = json.loads(marker.read_text())
+    info["files"][part.relative_to(store).as_posix()] = part.stat().st_size
+    marker.write_text(json.dumps(info))
     with pytest.raises(SchemaError, match="NaN or inf"):
         run_spec(spec, out=tmp_path / "rep2", quiet=True)
     assert not (tmp_path / "rep2").exists()

@@ -64,3 +64,32 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     assert not resumed.duplicated(["image_id", "layer", "token"]).any()
     pd.testing.assert_frame_equal(resumed, ref_tokens)
     pd.testing.assert_frame_equal(store.read_attention(), ref_att)
+
+
+def test_provenance_lists_skipped_images_when_the_store_is_reused(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from probing.runner import run_spec
+
+    for cls in ("a", "b"):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(
+                tmp_path / "images" / cls / f"{i}.png")
+    (tmp_path / "images" / "a" / "broken.png").write_bytes(b"not an image")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        f'store = "{(tmp_path / "stores").as_posix()}"\n[model]\nspec = "demo"\n'
+        f'[data]\nsource = "{(tmp_path / "images").as_posix()}"\n'
+        'options = { on_error = "skip" }\n[capture]\nkinds = ["cls"]\n'
+        '[analyses.embedding_map]\nmethods = ["pca"]\n')
+    first = run_spec(spec, out=tmp_path / "r1", quiet=True)
+    second = run_spec(spec, out=tmp_path / "r2", quiet=True)
+    assert not first.reused_store and second.reused_store
+    for report in ("r1", "r2"):
+        prov = json.loads((tmp_path / report / "provenance.json").read_text())
+        skipped = prov["data"]["skipped"]
+        assert len(skipped) == 1 and "broken.png" in json.dumps(skipped), skipped

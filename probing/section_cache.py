@@ -1,0 +1,137 @@
+"""A cache of analysis results (report sections), so a rerun recomputes only what changed.
+
+An entry is one pickle file ``<store>/analyses-cache/<key>.pkl`` holding the analysis's
+:class:`~probing.sections.Section` as it returned it (matplotlib figures included: figures pickle
+with their data, and the report writer draws them as it draws fresh ones). ``key`` hashes what
+the section depends on (:func:`section_key`): the store's identity and shard markers, the
+analysis name, its resolved parameters, the seed and figure style, the analysis file's bytes,
+probing's source and the versions of the libraries a pickle depends on. An entry is written
+atomically (temporary name, then ``os.replace``); an entry that cannot be read back (corrupt,
+truncated, from another matplotlib) is ignored and recomputed, never an error. Deleting the
+folder only costs time.
+
+Entries are pickles: load a store's cache only from stores you trust, as you would run its
+analysis files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import StoreError
+from .sections import Section
+from .store import EmbeddingStore, atomic_write_bytes
+
+__all__ = ["CACHE_DIR", "load_section", "package_digest", "save_section", "section_key"]
+
+log = logging.getLogger("probing")
+
+CACHE_DIR = "analyses-cache"
+_FORMAT = 1
+
+
+@lru_cache(maxsize=4)
+def package_digest(suffixes: tuple[str, ...] = (".py",)) -> str:
+    """Hash of probing's own source files with these suffixes (names and bytes)."""
+    package = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(p for p in package.rglob("*") if p.suffix in suffixes and p.is_file()):
+        h.update(path.relative_to(package).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _library_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for pkg in ("matplotlib", "numpy", "pandas", "pyarrow"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def section_key(store_id: str, name: str, params: dict, analysis_file: Path,
+                context: dict[str, Any]) -> str:
+    """The cache key of one analysis's section.
+
+    Parameters
+    ----------
+    store_id : str
+        The store's identity and content (:meth:`probing.store.EmbeddingStore.content_key`:
+        its manifest and its shard markers).
+    name : str
+        Analysis name.
+    params : dict
+        Its resolved parameters.
+    analysis_file : path
+        The analysis module's file (its bytes are hashed).
+    context : dict
+        Run settings the section depends on beyond the store (seed, figure style, device,
+        batch size), JSON-able.
+
+    Returns
+    -------
+    str
+        32 hex digits.
+    """
+    import platform
+
+    blob = json.dumps({"format": _FORMAT, "store": store_id, "analysis": name, "params": params,
+                       "context": context, "python": platform.python_version(),
+                       "versions": _library_versions()}, sort_keys=True, default=str)
+    h = hashlib.sha256(blob.encode())
+    h.update(Path(analysis_file).read_bytes())
+    h.update(package_digest().encode())
+    return h.hexdigest()[:32]
+
+
+def _entry(store: EmbeddingStore, key: str) -> Path:
+    return store.path / CACHE_DIR / f"{key}.pkl"
+
+
+def load_section(store: EmbeddingStore, key: str) -> Section | None:
+    """The cached section under ``key``, or None when there is none or it cannot be read."""
+    path = _entry(store, key)
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f)
+    except Exception as exc:  # noqa: BLE001 - any unreadable entry is recomputed
+        log.warning("ignoring unreadable analysis cache entry %s (%s)", path, exc)
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key \
+            or not isinstance(entry.get("section"), Section):
+        log.warning("ignoring analysis cache entry %s: not a cached section", path)
+        return None
+    return entry["section"]
+
+
+def save_section(store: EmbeddingStore, key: str, section: Section) -> bool:
+    """Cache ``section`` under ``key``; returns whether it was written.
+
+    A section that cannot be pickled (a figure holding a lambda) or a store folder that is not
+    writable only costs the cache: a warning, no error.
+    """
+    try:
+        data = pickle.dumps({"key": key, "name": section.name, "section": section},
+                            protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - whatever pickling raises, the run goes on
+        log.warning("analysis %s is not cached: its section cannot be pickled (%s)",
+                    section.name, exc)
+        return False
+    try:
+        atomic_write_bytes(_entry(store, key), data)
+    except StoreError as exc:
+        log.warning("analysis %s is not cached: %s", section.name, exc)
+        return False
+    return True
