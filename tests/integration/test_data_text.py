@@ -139,9 +139,9 @@ def _subspace_angles():
 def _probe_layers():
     result = pd.DataFrame([{"layer": layer, "kind": kind, "probe": probe, "metric": NASTY[1],
                             "mean": 0.5 + 0.1 * layer, "ci_low": 0.4, "ci_high": 0.9}
-                           for probe in NASTY for kind in ("cls", "mean") for layer in range(3)])
+                           for probe in NASTY for kind in ("cls", "pooled") for layer in range(3)])
     fig = plots.plot_probe_layers(result, metric=NASTY[1], probes=tuple(NASTY), title=NASTY[3])
-    return fig, [NASTY[1], NASTY[3]], [*NASTY, "cls", "mean"]
+    return fig, [NASTY[1], NASTY[3]], [*NASTY, "cls", "pooled"]
 
 
 def _cka_heatmap():
