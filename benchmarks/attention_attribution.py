@@ -21,8 +21,8 @@ def run(quick: bool = False) -> list[Row]:
     """Measure the rows above; ``quick`` keeps the whole run under a minute on 2 CPU cores."""
     import timm
 
-    from probing._attn import capture_attention
     from probing.attention import gradient_rollout, rollout, rollout_map
+    from probing.attention_hooks import capture_attention
     from probing.attribution import attribution_maps
     from probing.layout import TokenLayout
 

@@ -4,7 +4,7 @@
     and ``16N`` generated shape images into a fresh store, each in its own subprocess (so peak
     RSS, ``ru_maxrss``, is that run's alone). Peak RSS must stay flat (shards are written and
     dropped); the time per image at ``16N`` is compared with that at ``N``.
-(b) A 5-fold ridge probe sweep (:func:`probing._probe_cv.fold_sweep`, sufficient statistics
+(b) A 5-fold ridge probe sweep (:func:`probing.probes.cv.fold_sweep`, sufficient statistics
     accumulated in float64 row chunks) and linear CKA between two layers
     (:func:`probing.similarity.linear_cka`, feature form over row chunks) on ``n = 10^4, 10^5,
     10^6`` synthetic rows of width ``d = 64``. Time (best of 2-3 calls) is compared per decade
@@ -90,7 +90,7 @@ def _time_and_memory(fn, repeat: int = 3) -> tuple[float, int]:
 
 
 def _scaling_rows(quick: bool) -> list[Row]:
-    from probing._probe_cv import fold_sweep, group_folds
+    from probing.probes.cv import fold_sweep, group_folds
     from probing.similarity import linear_cka
 
     d = 64

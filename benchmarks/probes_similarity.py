@@ -1,7 +1,7 @@
 """Probe sweeps and layer CKA against plain baselines, timed in the same run.
 
 (a) A ``L``-layer x 5-fold probe sweep on ``n x d`` features (synthetic: 10 Gaussian classes
-    whose separation grows with depth) with :func:`probing._probe_cv.fold_sweep`, against
+    whose separation grows with depth) with :func:`probing.probes.cv.fold_sweep`, against
     ``L * 5`` fits of plain ``sklearn.linear_model.LogisticRegression`` on standardised
     features (default threads). The sklearn fits are slow, so the 5 folds of the first,
     middle and last layer are timed and their mean multiplied by ``L`` (said in the figure
@@ -41,7 +41,7 @@ def _probe_rows(quick: bool) -> list[Row]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from probing._probe_cv import fold_sweep, group_folds
+    from probing.probes.cv import fold_sweep, group_folds
 
     n, d, layers, folds = (2000, 128, 4, 5) if quick else (10000, 768, 12, 5)
     mats, y = _features(n, d, layers)

@@ -30,16 +30,17 @@ from .errors import (
     StoreError,
 )
 from .extract import extract
-from .frames import LAYER_EMBED, LAYER_NORM, embedding_matrix, to_frame, validate_frame
+from .frames import embedding_matrix, to_frame, validate_frame
 from .hooks import capture
 from .layout import TokenLayout
 from .models import LoadedModel, load_model, random_init_copy
+from .selection import LAYER_EMBED, LAYER_NORM
 from .store import EmbeddingStore
 
 #: Submodules imported on first access (``probing.probes``, ``probing.attention`` ...), so that
 #: ``import probing`` stays light (captum, for one, loads only with ``probing.attribution``).
-_LAZY = ("attention", "attribution", "config", "maps", "plots", "posenc", "probes", "report",
-         "runner", "similarity")
+_LAZY = ("attention", "attribution", "maps", "plots", "posenc", "probes", "report", "run",
+         "selection", "similarity", "stats", "style", "views")
 
 
 def __getattr__(name: str):

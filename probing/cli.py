@@ -228,7 +228,7 @@ def info(spec, no_pretrained, arch, mapping, mapping_option) -> None:
 @_guard
 def list_cmd() -> None:
     """List the available analyses, built-in models and datasets."""
-    from .registry import discover
+    from .run.registry import discover
 
     click.echo("analyses:")
     for name, mod in sorted(discover().items()):
@@ -254,7 +254,7 @@ def list_cmd() -> None:
 @_guard
 def run(spec, out, workers, scheduler, force) -> None:
     """Run a TOML spec: extract (or reuse the store), analyse, write the report."""
-    from .runner import run_spec
+    from .run.runner import run_spec
 
     if workers is not None:
         _check_flags(workers=workers)
@@ -271,7 +271,7 @@ def run(spec, out, workers, scheduler, force) -> None:
 @_guard
 def demo(out, force) -> None:
     """Run the demo spec on the built-in model and data (offline) and write its report."""
-    from .runner import demo_spec_path, run_spec
+    from .run.runner import demo_spec_path, run_spec
 
     result = run_spec(demo_spec_path(), out=out, quiet=_State.quiet, force=force)
     click.echo(f"report: {result.report_dir / 'index.html'}")

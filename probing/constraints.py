@@ -330,7 +330,7 @@ class Param:
     """An analysis parameter's default and its rule, for ``PARAMS``.
 
     ``PARAMS = {"k": Param(10, Interval(int, 1, None)), "debiased": False}``: a plain default's
-    type is its rule (see :func:`probing.config.check_params`).
+    type is its rule (see :func:`probing.run.spec.check_params`).
     """
 
     default: Any

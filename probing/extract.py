@@ -27,9 +27,9 @@ from .data import ImageSource, iter_batches, open_source
 from .errors import ConfigError, DataError
 from .frames import (
     SCHEMA_VERSION,
-    _token_table,
     frame_from_table,
     join_labels,
+    token_table,
 )
 from .hooks import LayerSpec, capture
 from .layout import TOKEN_KINDS
@@ -193,9 +193,9 @@ def extract(
                     lock_timeout=lock_timeout, layers=layers)
     loaded = load_model(model)
     if device is not None:
-        from .models import _device
+        from .models import resolve_device
 
-        loaded.model.to(_device(device))
+        loaded.model.to(resolve_device(device))
     labels_all = None
     if isinstance(data, torch.Tensor):
         tensor = _tensor_source(data, loaded)
@@ -465,7 +465,7 @@ def _run(loaded, source, tensor, positions, job: ShardJob, dev, bar):
                 arr = t.float().cpu().numpy().astype(np_dtype, copy=False)
                 idx = cap.token_index[layer]
                 for kind, sel in _kind_columns(idx, layout).items():
-                    table = _token_table(arr[:, sel], layout, layer, ids, idx[sel], None)
+                    table = token_table(arr[:, sel], layout, layer, ids, idx[sel], None)
                     parts.setdefault((kind, layer), []).append(table)
             for layer, a in cap.attention.items():
                 att_parts.setdefault(layer, []).append(

@@ -9,9 +9,10 @@ image_id   ``int64[pyarrow]`` or ``string[pyarrow]``  stable id of the image in 
 layer      ``int16[pyarrow]``                         0 = input to the first block (patch projection
                                                       + positional encoding, prefix tokens
                                                       prepended); k = output of block k;
-                                                      :data:`LAYER_EMBED` (-1) = patch projection
+                                                      ``LAYER_EMBED`` (-1) = patch projection
                                                       before the positional encoding;
-                                                      :data:`LAYER_NORM` (-2) = final-norm output
+                                                      ``LAYER_NORM`` (-2) = final-norm output
+                                                      (both in :mod:`probing.selection`)
 kind       ``category`` (:data:`KIND_DTYPE`)          cls, reg, dist, patch, pooled
 token      ``int16[pyarrow]``                         position in the sequence (-1 for pooled rows)
 row, col   ``int16[pyarrow]``, null for non-patches   the patch's place on the grid
@@ -39,20 +40,17 @@ __all__ = [
     "FRAME_COLUMNS",
     "check_finite",
     "KIND_DTYPE",
-    "LAYER_EMBED",
-    "LAYER_NORM",
     "SCHEMA_VERSION",
     "embedding_matrix",
     "frame_from_table",
     "frame_to_table",
     "join_labels",
     "to_frame",
+    "token_table",
     "validate_frame",
 ]
 
 SCHEMA_VERSION = 1
-LAYER_EMBED = -1
-LAYER_NORM = -2
 KIND_DTYPE = pd.CategoricalDtype(list(TOKEN_KINDS))
 FRAME_COLUMNS = ("image_id", "layer", "kind", "token", "row", "col", "emb")
 
@@ -97,10 +95,10 @@ def to_frame(
     pandas.DataFrame
         ``n_images * n_selected`` rows, image-major, in the documented schema.
     """
-    return frame_from_table(_token_table(tokens, layout, layer, image_ids, token_index, labels))
+    return frame_from_table(token_table(tokens, layout, layer, image_ids, token_index, labels))
 
 
-def _token_table(tokens, layout, layer, image_ids, token_index, labels) -> pa.Table:
+def token_table(tokens, layout, layer, image_ids, token_index, labels) -> pa.Table:
     tokens = np.asarray(tokens)
     n_img, n_tok, dim = tokens.shape
     if token_index is None:

@@ -2,12 +2,12 @@
 
 Capture sites and their stored layer labels (see :mod:`probing.frames`)
 -----------------------------------------------------------------------
-- ``"embed"`` (:data:`~probing.frames.LAYER_EMBED`, -1): output of ``patch_embed``, the patch
+- ``"embed"`` (:data:`~probing.selection.LAYER_EMBED`, -1): output of ``patch_embed``, the patch
   projection before the positional encoding (patch tokens only);
 - ``0``: the input to the first block (after positional encoding, prefix tokens prepended,
   patch dropout and ``norm_pre``), read by a forward pre-hook on ``blocks[0]``;
 - ``k`` (1..depth): the output of block ``k``;
-- ``"norm"`` (:data:`~probing.frames.LAYER_NORM`, -2): the output of the final ``norm``. In
+- ``"norm"`` (:data:`~probing.selection.LAYER_NORM`, -2): the output of the final ``norm``. In
   timm models that average-pool (``global_pool="avg"``) ``norm`` is an identity and the
   normalisation (``fc_norm``) comes after pooling, so this site equals the last block's output.
 
@@ -27,11 +27,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._attn import capture_attention
+from .attention_hooks import capture_attention
 from .errors import LayoutError, ModelError
-from .frames import LAYER_EMBED, LAYER_NORM
 from .layout import TokenLayout
-from .selection import LayerLabels, LayerSelection, resolve_kinds, resolve_layers
+from .selection import (
+    LAYER_EMBED,
+    LAYER_NORM,
+    LayerLabels,
+    LayerSelection,
+    resolve_kinds,
+    resolve_layers,
+)
 
 __all__ = ["Capture", "capture"]
 

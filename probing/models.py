@@ -31,7 +31,7 @@ from .errors import ConfigError, ModelError
 from .layout import TokenLayout
 from .seeding import seeded
 
-__all__ = ["LoadedModel", "load_model", "random_init_copy"]
+__all__ = ["LoadedModel", "load_model", "random_init_copy", "resolve_device"]
 
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
@@ -177,14 +177,14 @@ def _finish(model: nn.Module, name: str, config: dict, arch: dict, device) -> Lo
     layout = TokenLayout.from_model(model)
     try:
         if device is not None:
-            model = model.to(_device(device))
+            model = model.to(resolve_device(device))
         model = model.eval()
     except (RuntimeError, AssertionError) as exc:
         raise ModelError(f"device {device!r} is not available; use 'cpu' or 'cuda'.") from exc
     return LoadedModel(model=model, layout=layout, data_config=config, name=name, arch=arch)
 
 
-def _device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError as exc:

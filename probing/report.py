@@ -49,8 +49,8 @@ from .ownership import (
     report_files,
     write_report_marker,
 )
-from .plots.style import paper_style
 from .sections import Figure, Section, Table
+from .style import paper_style
 
 __all__ = ["Figure", "Report", "Section", "Table", "check_report_target"]
 

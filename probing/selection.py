@@ -8,8 +8,8 @@ timm's ``_take_indices``: ``-1`` is the last block; ``"last"`` is the same), the
 norm), or a list of these.
 
 A *label* is what a frame stores in its ``layer`` column (:mod:`probing.frames`): block numbers
-``0..depth`` and the special-site labels :data:`~probing.frames.LAYER_EMBED` (-1) and
-:data:`~probing.frames.LAYER_NORM` (-2). Special sites never have a number in a selection: a
+``0..depth`` and the special-site labels :data:`LAYER_EMBED` (-1) and
+:data:`LAYER_NORM` (-2). Special sites never have a number in a selection: a
 site is selected by its name only, so ``-1`` in a selection can only mean the last block.
 
 :func:`resolve_layers` turns a selection into :class:`LayerLabels` once. ``LayerLabels`` is
@@ -31,10 +31,11 @@ from typing import SupportsIndex
 import numpy as np
 
 from .errors import ConfigError, LayoutError
-from .frames import LAYER_EMBED, LAYER_NORM
 from .layout import PREFIX_KINDS, TokenLayout
 
 __all__ = [
+    "LAYER_EMBED",
+    "LAYER_NORM",
     "SITE_NAMES",
     "VIEW_KINDS",
     "LayerLabels",
@@ -45,6 +46,11 @@ __all__ = [
     "select_layers",
     "to_selection",
 ]
+
+#: Stored label of the ``embed`` site: the patch projection before the positional encoding.
+LAYER_EMBED = -1
+#: Stored label of the ``norm`` site: the output of the model's final norm.
+LAYER_NORM = -2
 
 SITE_NAMES: dict[str, int] = {"embed": LAYER_EMBED, "norm": LAYER_NORM}
 _SITE_OF_LABEL = {v: k for k, v in SITE_NAMES.items()}

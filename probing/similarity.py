@@ -33,10 +33,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ._probe_cv import t_interval
-from ._probe_features import FrameViews, ViewKind, align_rows
 from .errors import ConfigError, DataError, LayoutError
 from .selection import LayerSelection
+from .stats import t_interval
+from .views import FrameViews, ViewKind, align_rows
 
 __all__ = [
     "cls_patch_cosine",
@@ -379,7 +379,7 @@ def layer_similarity(
         Token frame of the second model; None compares ``frame_a``'s layers with each other.
         Rows are aligned on ``(image_id, token)``; only shared rows are used.
     kind : {"cls", "pooled", "patch"}
-        Which vectors represent an item (see :func:`probing.probes.probe_layers`).
+        Which vectors represent an item (see :func:`probing.probes.layers.probe_layers`).
     layers, layers_b : layer selection or LayerLabels, optional
         Layers of each frame, in the forms every ``layers=`` takes (``"all"``, ints, negative
         ints = blocks from the frame's last one, ``"embed"``, ``"norm"``, lists of these); every

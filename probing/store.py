@@ -9,7 +9,7 @@ Layout of a store directory
     attention/layer=3/part-00000.parquet attention rows of shard 0 (schema below)
     labels/part-00000.parquet            image_id + label columns of shard 0's images
     _shards/shard-00000.json             written last: shard 0's files and their sizes
-    analyses-cache/KEY.pkl               cached analysis sections (probing.section_cache)
+    analyses-cache/KEY.pkl               cached analysis sections (probing.run.cache)
     .lock                                held by the process writing (pid, host, time)
 
 A shard is a fixed range of image positions (``shard_size`` images). Every file is written to a

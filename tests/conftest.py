@@ -71,7 +71,7 @@ def _run_spec_text(tmp: Path, text: str, name: str):
     """
     import json
 
-    from probing.runner import run_spec
+    from probing.run.runner import run_spec
 
     spec = tmp / f"{name}.toml"
     spec.write_text(text.format(store=(tmp / "stores").as_posix()))

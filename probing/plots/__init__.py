@@ -1,17 +1,11 @@
 """Figures: functions that take result frames and return matplotlib Figures.
 
 Nothing here computes a statistic; every function draws what it is given. One submodule per
-family of figures; all share :mod:`probing.plots.style`. Text from data (labels, categories,
+family of figures; all share :mod:`probing.style`. Text from data (labels, categories,
 ids, column names) is drawn literally, through :data:`LITERAL` and :func:`data_legend`.
 """
 
-from .attention import plot_attention_distance, plot_attention_grid, plot_multihead
-from .attribution import plot_faithfulness, plot_method_maps, plot_sanity
-from .embedding import plot_embedding_maps, plot_explained_variance
-from .posenc import plot_decay_1d, plot_decay_2d, plot_similarity_grid, plot_subspace_angles
-from .probes import plot_probe_layers
-from .similarity import plot_cka_heatmap, plot_similarity_vs_layer
-from .style import (
+from ..style import (
     DIVERGING,
     LITERAL,
     OKABE_ITO,
@@ -21,6 +15,12 @@ from .style import (
     paper_style,
     style_overrides,
 )
+from .attention import plot_attention_distance, plot_attention_grid, plot_multihead
+from .attribution import plot_faithfulness, plot_method_maps, plot_sanity
+from .embedding import plot_embedding_maps, plot_explained_variance
+from .posenc import plot_decay_1d, plot_decay_2d, plot_similarity_grid, plot_subspace_angles
+from .probes import plot_probe_layers
+from .similarity import plot_cka_heatmap, plot_similarity_vs_layer
 
 __all__ = [
     "DIVERGING",

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import DataError
-from .style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure
+from ..style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure
 
 __all__ = [
     "display_image",

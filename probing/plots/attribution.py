@@ -12,8 +12,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..errors import DataError
+from ..style import LITERAL, OKABE_ITO, data_legend, new_figure
 from .attention import show_map
-from .style import LITERAL, OKABE_ITO, data_legend, new_figure
 
 __all__ = ["plot_faithfulness", "plot_method_maps", "plot_sanity"]
 

@@ -6,7 +6,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure
+from ..style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure
 
 __all__ = ["plot_embedding_maps", "plot_explained_variance"]
 

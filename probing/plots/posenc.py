@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..errors import SchemaError
-from .style import DIVERGING, LITERAL, OKABE_ITO, data_legend, new_figure, paper_style
+from ..style import DIVERGING, LITERAL, OKABE_ITO, data_legend, new_figure, paper_style
 
 __all__ = ["plot_decay_1d", "plot_decay_2d", "plot_similarity_grid", "plot_subspace_angles"]
 

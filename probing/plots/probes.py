@@ -1,6 +1,6 @@
 """Figures of layer probes: score vs layer with interval bands, task vs controls, one line per kind.
 
-Draws a :func:`probing.probes.probe_layers` frame; computes nothing.
+Draws a :func:`probing.probes.layers.probe_layers` frame; computes nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import SchemaError
-from .style import LITERAL, OKABE_ITO, data_legend, new_figure, paper_style
+from ..style import LITERAL, OKABE_ITO, data_legend, new_figure, paper_style
 
 __all__ = ["plot_probe_layers"]
 
@@ -40,7 +40,7 @@ def plot_probe_layers(
     Parameters
     ----------
     result : pandas.DataFrame
-        Output of :func:`probing.probes.probe_layers`.
+        Output of :func:`probing.probes.layers.probe_layers`.
     metric : str, optional
         ``"accuracy"`` or ``"r2"``; the one present in ``result`` when None.
     probes : tuple of str

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import SchemaError
-from .style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure, paper_style
+from ..style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure, paper_style
 
 __all__ = ["plot_cka_heatmap", "plot_similarity_vs_layer"]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from probing.runner import run_spec
-from probing.section_cache import CACHE_DIR
+from probing.run.cache import CACHE_DIR
+from probing.run.runner import run_spec
 
 # a test analysis that logs each run to runs.log beside its file and draws a figure
 COUNTING = '''

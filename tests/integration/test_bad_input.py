@@ -28,8 +28,8 @@ from probing import (
     StoreError,
 )
 from probing.cli import main
-from probing.config import load_spec
-from probing.runner import run_spec
+from probing.run.runner import run_spec
+from probing.run.spec import load_spec
 
 TINY = {"img_size": 32, "patch_size": 8, "depth": 2}
 

@@ -22,11 +22,11 @@ from click.testing import CliRunner
 import probing
 from probing import ConfigError, DataError, ProbingError
 from probing.cli import main
-from probing.config import check_params, load_spec
 from probing.constraints import Interval, Items, Options, Param, accepts, describe, example_of
 from probing.data import DigitsSource, iter_batches, open_source
-from probing.registry import discover
-from probing.runner import run_spec
+from probing.run.registry import discover
+from probing.run.runner import run_spec
+from probing.run.spec import check_params, load_spec
 
 
 # ------------------------------------------------------------------------- rule language
@@ -335,7 +335,7 @@ def test_a_real_scheduler_still_connects_through_the_probe(monkeypatch):
     distributed = pytest.importorskip("distributed")
     import logging
 
-    from probing.distributed import dask_client
+    from probing.run.distributed import dask_client
 
     monkeypatch.setenv("PROBING_SCHEDULER_TIMEOUT", "10")
     cluster = distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=None,

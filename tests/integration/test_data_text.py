@@ -20,7 +20,7 @@ import pytest
 from matplotlib.text import Text
 
 from probing import plots
-from probing.plots.style import paper_style
+from probing.style import paper_style
 
 NASTY = ["$\\frac{a}$", "$\\undefinedmacro$", "_hidden", "a|b"]
 

@@ -10,7 +10,7 @@ import pytest
 
 from probing import EmbeddingStore
 from probing.errors import ConfigError
-from probing.runner import run_spec
+from probing.run.runner import run_spec
 
 pytest.importorskip("distributed")
 
@@ -119,7 +119,7 @@ def test_dask_resume_redoes_only_missing_shards(runs):
 
 def test_in_memory_model_cannot_go_to_workers():
     from probing import load_model
-    from probing.distributed import model_recipe
+    from probing.run.distributed import model_recipe
 
     with pytest.raises(ConfigError, match="cannot be re-created on Dask workers"):
         model_recipe(load_model("demo"))

@@ -43,7 +43,7 @@ def test_wheel_holds_the_analyses_and_demo_spec(installed, tmp_path):
         "from pathlib import Path\nPath('RAN').write_text('x')\ndef run(ctx):\n    pass\n")
     (tmp_path / "analyses" / "demo.toml").write_text('output = "/tmp/elsewhere"\n')
     res = _python(installed, tmp_path, (
-        "import probing, probing.runner as r, probing.registry as g\n"
+        "import probing, probing.run.runner as r, probing.run.registry as g\n"
         "print(probing.__file__)\nprint(r.demo_spec_path())\nprint(sorted(g.discover()))\n"))
     assert res.returncode == 0, res.stderr
     module, demo, names = res.stdout.strip().splitlines()

@@ -20,7 +20,7 @@ from probing import ArraySource, EmbeddingStore, ProbingError, ReportError, Stor
 from probing.cli import main
 from probing.ownership import REPORT_MARKER, check_report_target
 from probing.report import Figure, Report, Section, Table
-from probing.runner import run_spec
+from probing.run.runner import run_spec
 
 SPEC = """title = "safety"
 seed = 0

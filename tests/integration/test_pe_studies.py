@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from probing.config import load_spec
 from probing.errors import ConfigError
-from probing.frames import LAYER_EMBED
-from probing.runner import run_spec
+from probing.run.runner import run_spec
+from probing.run.spec import load_spec
+from probing.selection import LAYER_EMBED
 
 DEMO_SPEC = """
 title = "pe studies"

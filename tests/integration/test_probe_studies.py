@@ -1,6 +1,6 @@
 """The layer-probe and CKA studies end to end, and the issue's model-level probe checks.
 
-The studies run through :func:`probing.runner.run_spec` on the demo model (128 shapes images);
+The studies run through :func:`probing.run.runner.run_spec` on the demo model (128 shapes images);
 the assertions are properties that hold for any correct implementation (CKA symmetric with a
 unit diagonal, selectivity = task - control, every control present), not snapshots.
 """
@@ -43,7 +43,7 @@ k = 5
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
-    from probing.runner import run_spec
+    from probing.run.runner import run_spec
 
     root = tmp_path_factory.mktemp("probe_studies")
     spec = root / "spec.toml"
@@ -149,8 +149,8 @@ def test_mutual_knn_and_random_init_comparison(report):
 def test_studies_skip_cls_for_a_model_without_it(tmp_path):
     from probing import load_model, open_source
     from probing.extract import extract
-    from probing.registry import get_analysis
-    from probing.runner import RunContext
+    from probing.run.registry import get_analysis
+    from probing.run.runner import RunContext
 
     model = load_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
                        embed_dim=32, depth=2, num_heads=2, class_token=False, global_pool="avg")
@@ -204,9 +204,10 @@ def test_layer_probes_of_embed_and_a_block_probe_those_sites(tmp_path):
     the probe views and the random-init extraction: no embed row, block 1 reported twice."""
     from probing import load_model, open_source
     from probing.extract import extract
-    from probing.frames import LAYER_EMBED, embedding_matrix
-    from probing.registry import get_analysis
-    from probing.runner import RunContext
+    from probing.frames import embedding_matrix
+    from probing.run.registry import get_analysis
+    from probing.run.runner import RunContext
+    from probing.selection import LAYER_EMBED
 
     model = load_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
                        embed_dim=32, depth=3, num_heads=2)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from probing import StoreError, extract
-from probing.runner import run_spec
+from probing.run.runner import run_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 SLOW = Path(__file__).resolve().parent / "slow_analyses"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from probing import ConfigError, ProbingError
-from probing.config import load_spec
 from probing.report import Report
-from probing.runner import demo_spec_path, run_spec
+from probing.run.runner import demo_spec_path, run_spec
+from probing.run.spec import load_spec
 from probing.sections import Figure, Section, Table
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -72,7 +72,7 @@ def test_provenance_lists_skipped_images_when_the_store_is_reused(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from probing.runner import run_spec
+    from probing.run.runner import run_spec
 
     for cls in ("a", "b"):
         (tmp_path / "images" / cls).mkdir(parents=True)

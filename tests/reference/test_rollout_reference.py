@@ -7,8 +7,8 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from probing._attn import capture_attention
 from probing.attention import gradient_relevance, gradient_rollout, rollout, rollout_map
+from probing.attention_hooks import capture_attention
 from probing.layout import TokenLayout
 
 

@@ -8,7 +8,7 @@ import timm
 import torch
 
 from probing import LayoutError, TokenLayout, capture
-from probing.frames import LAYER_EMBED, LAYER_NORM
+from probing.selection import LAYER_EMBED, LAYER_NORM
 
 MODELS = [
     ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 3}),

@@ -227,7 +227,7 @@ def test_plot_probe_layers_draws_one_line_per_probe_and_kind():
 
 
 def test_mdl_blocks_never_split_a_group():
-    from probing._probe_mdl import _random_order, _snap_to_groups
+    from probing.probes.mdl import _random_order, _snap_to_groups
 
     groups = np.repeat(np.arange(200), 10)
     ordered = groups[_random_order(groups.size, groups, seed=3)]

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from probing import LayoutError
 from probing.errors import ConfigError
-from probing.frames import LAYER_EMBED, LAYER_NORM
 from probing.selection import (
+    LAYER_EMBED,
+    LAYER_NORM,
     LayerLabels,
     resolve_layers,
     resolve_view_kind,

@@ -133,7 +133,7 @@ def _spec(tmp: Path, root: str, seed: int = 0) -> Path:
 
 
 def test_run_never_reuses_a_store_holding_other_data(tmp_path, monkeypatch):
-    from probing.runner import run_spec
+    from probing.run.runner import run_spec
 
     (tmp_path / "an").mkdir()
     (tmp_path / "an" / "cls_norms.py").write_text(ANALYSIS)
@@ -147,7 +147,7 @@ def test_run_never_reuses_a_store_holding_other_data(tmp_path, monkeypatch):
 
 
 def test_run_redoes_a_damaged_shard(tmp_path, monkeypatch):
-    from probing.runner import run_spec
+    from probing.run.runner import run_spec
 
     (tmp_path / "an").mkdir()
     (tmp_path / "an" / "cls_norms.py").write_text(ANALYSIS)
@@ -165,7 +165,7 @@ def test_run_redoes_a_damaged_shard(tmp_path, monkeypatch):
 
 
 def test_bf16_run_does_not_reuse_the_float32_store(tmp_path, monkeypatch):
-    from probing.runner import run_spec
+    from probing.run.runner import run_spec
 
     (tmp_path / "an").mkdir()
     (tmp_path / "an" / "cls_norms.py").write_text(ANALYSIS)

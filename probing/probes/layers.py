@@ -27,22 +27,15 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ._probe_cv import fold_sweep, group_folds, t_interval
-from ._probe_features import FrameViews, ViewKind, align_rows
-from ._probe_linear import LinearProbe, Solver
-from ._probe_mdl import MDL_FRACTIONS, online_codelength
-from .errors import ConfigError, DataError, SchemaError
-from .selection import LayerSelection, resolve_view_kind
+from ..errors import ConfigError, DataError, SchemaError
+from ..selection import LayerSelection, resolve_view_kind
+from ..stats import t_interval
+from ..views import FrameViews, ViewKind, align_rows
+from .cv import fold_sweep, group_folds
+from .linear import Solver
+from .mdl import online_codelength
 
-__all__ = [
-    "MDL_FRACTIONS",
-    "PROBE_COLUMNS",
-    "LinearProbe",
-    "control_labels",
-    "group_folds",
-    "online_codelength",
-    "probe_layers",
-]
+__all__ = ["PROBE_COLUMNS", "control_labels", "probe_layers"]
 
 #: Columns of the frame :func:`probe_layers` returns.
 PROBE_COLUMNS = (

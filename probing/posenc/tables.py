@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .errors import ConfigError, DataError, LayoutError
-from .frames import KIND_DTYPE, embedding_matrix, frame_from_table, vectors_to_arrow
-from .layout import TOKEN_KINDS, TokenLayout
+from ..errors import ConfigError, DataError, LayoutError
+from ..frames import KIND_DTYPE, embedding_matrix, frame_from_table, vectors_to_arrow
+from ..layout import TOKEN_KINDS, TokenLayout
 
 __all__ = [
     "patch_matrix",

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._probe_linear import LinearProbe
-from .errors import ConfigError
+from ..errors import ConfigError
+from .linear import LinearProbe
 
 __all__ = ["MDL_FRACTIONS", "online_codelength"]
 

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
 
-from .constraints import (
+from ..constraints import (
     MAX_COUNT,
     SEED,
     Interval,
@@ -64,7 +64,7 @@ from .constraints import (
     Param,
     check,
 )
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -31,7 +31,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["LinearProbe"]
 

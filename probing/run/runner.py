@@ -3,7 +3,7 @@
 The store of a run lives in ``<spec.store>/<key>`` where ``key`` is the hash of its whole
 manifest (:func:`probing.store.manifest_key` of :func:`probing.extract.store_manifest`), so
 rerunning an unchanged spec finds the complete store. Each analysis's section is cached in the
-store (:mod:`probing.section_cache`), keyed by the store, its parameters, its file and probing's
+store (:mod:`probing.run.cache`), keyed by the store, its parameters, its file and probing's
 code, so a rerun recomputes only the analyses whose inputs changed.
 """
 
@@ -17,30 +17,25 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import torch
-
-from .config import RunSpec, check_params, dump_toml, load_spec
-from .data import ImageSource, iter_batches, open_source
-from .errors import AnalysisError, ProbingError, ReportError, SchemaError
-from .extract import extract, shard_job, store_manifest
-from .frames import check_finite
-from .models import LoadedModel, load_model, random_init_copy
-from .ownership import check_report_target
-from .plots.style import paper_style, style_overrides
+from ..data import open_source
+from ..errors import AnalysisError, ProbingError, ReportError
+from ..extract import extract, shard_job, store_manifest
+from ..models import LoadedModel, load_model
+from ..ownership import check_report_target
+from ..report import Report
+from ..sections import Section
+from ..seeding import seeded
+from ..selection import resolve_layers, to_selection
+from ..store import EmbeddingStore, manifest_covers, manifest_key
+from .cache import load_section, package_digest, save_section, section_key
+from .context import RunContext, run_analysis
 from .registry import PACKAGE_ANALYSES, AnalysisModule, analysis_dirs, get_analysis
-from .report import Report
-from .section_cache import load_section, package_digest, save_section, section_key
-from .sections import Section
-from .seeding import seeded
-from .selection import LayerLabels, resolve_layers, to_selection
-from .store import EmbeddingStore, manifest_covers, manifest_key
+from .spec import RunSpec, check_params, dump_toml, load_spec
 
 __all__ = ["RunContext", "RunResult", "demo_spec_path", "run_spec"]
 
@@ -56,133 +51,6 @@ def demo_spec_path() -> Path:
             "('pip install .' from its source)."
         )
     return path
-
-
-@dataclass
-class RunContext:
-    """What an analysis gets: the model, the data, the store and the seed.
-
-    Attributes
-    ----------
-    model : LoadedModel
-        The model (``.model``, ``.layout``, ``.data_config``).
-    source : ImageSource
-        The image source (first ``n`` images of the spec).
-    store : EmbeddingStore
-        The extraction store holding the captured tokens (and attention).
-    seed : int
-        The spec's seed; analyses derive every random step from it.
-    """
-
-    model: LoadedModel
-    source: ImageSource
-    store: EmbeddingStore
-    seed: int = 0
-    batch_size: int = 64
-    quiet: bool = False
-    _cache: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def layout(self):
-        """The model's :class:`~probing.layout.TokenLayout`."""
-        return self.model.layout
-
-    @property
-    def depth(self) -> int:
-        """Number of blocks."""
-        return self.model.depth
-
-    def layers(self, spec: Any = "all") -> LayerLabels:
-        """Resolve a layer selection to stored labels, once (see
-        :func:`probing.selection.resolve_layers`); the result passes through every other
-        ``layers=`` unchanged."""
-        return resolve_layers(spec, self.depth)
-
-    def tokens(self, kind: str | Sequence[str] = "cls", layers: Any = "all",
-               columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """Token rows of the store (with label columns) for the given kinds and layers.
-
-        ``layers`` is a selection or the :class:`~probing.selection.LayerLabels` of
-        :meth:`layers`.
-
-        Raises
-        ------
-        SchemaError
-            When a stored vector holds NaN or inf (a diverged model or a corrupt store).
-        """
-        frame = self.store.read(kind=kind, layer=self.layers(layers), columns=columns)
-        if "emb" in frame.columns:
-            try:
-                check_finite(frame)
-            except SchemaError as exc:
-                raise SchemaError(
-                    f"store {self.store.path} holds non-finite vectors for kind={kind!r}: "
-                    f"{exc}"
-                ) from exc
-        return frame
-
-    def labels(self) -> pd.DataFrame:
-        """``image_id`` and label columns of the stored images, in source order."""
-        return self.store.labels()
-
-    def attention(self, layers: Any = "all", max_images: int | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """Stored attention ``(n_images, n_layers, heads, N, N)``, image ids, layer labels
-        (only block outputs ``1..depth`` of the selection have attention)."""
-        return self.store.attention(self.layers(layers).blocks, max_images=max_images)
-
-    def images(self, n: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
-        """The first ``n`` preprocessed images ``(n, C, H, W)`` and their ids."""
-        n = len(self.source) if n is None else min(int(n), len(self.source))
-        batches = list(iter_batches(self.source, self.model.data_config, max(1, n),
-                                    np.arange(n)))
-        imgs = torch.cat([b.images for b in batches if len(b.images)])
-        ids = np.concatenate([b.image_ids for b in batches if len(b.images)])
-        return imgs, ids
-
-    def display_images(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The first ``n`` model inputs de-normalised for display: ``(n, H, W, 3)`` in [0, 1]."""
-        imgs, ids = self.images(n)
-        cfg = self.model.data_config
-        mean = torch.tensor(cfg["mean"]).view(1, -1, 1, 1)
-        std = torch.tensor(cfg["std"]).view(1, -1, 1, 1)
-        x = (imgs * std + mean).clamp(0, 1)
-        if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        return x.permute(0, 2, 3, 1).numpy(), ids
-
-    def random_init_model(self) -> LoadedModel:
-        """A random-initialised copy of the model's architecture (seeded by the spec)."""
-        if "random_init" not in self._cache:
-            self._cache["random_init"] = random_init_copy(self.model, seed=self.seed)
-        return self._cache["random_init"]
-
-    def extract(self, model: LoadedModel, kinds: Sequence[str] = ("cls",), layers: Any = "all",
-                pooled: str | None = None, n_images: int | None = None) -> pd.DataFrame:
-        """Extract (in memory, cached per arguments) from another model over the same images.
-
-        ``layers`` is resolved against ``model``'s depth once (labels pass through)."""
-        labels = resolve_layers(layers, model.depth)
-        key = ("extract", model.name, tuple(kinds), tuple(labels), pooled, n_images)
-        if key not in self._cache:
-            self._cache[key] = extract(model, self.source, layers=labels, kinds=kinds,
-                                       pooled=pooled, batch_size=self.batch_size,
-                                       n_images=n_images, progress=False)
-        return self._cache[key]
-
-    def rng(self, salt: str = "") -> np.random.Generator:
-        """A numpy generator derived from the spec's seed and ``salt``."""
-        digest = hashlib.sha256(f"{self.seed}:{salt}".encode()).digest()
-        return np.random.default_rng(int.from_bytes(digest[:8], "little"))
-
-
-def run_analysis(run: Callable[..., Any], ctx: RunContext, params: dict,
-                 style: dict | None = None) -> Any:
-    """Call an analysis's ``run(ctx, **params)`` with the toolkit's figure style applied, so
-    every figure element it creates (legends and labels drawn after the axes too) is styled,
-    with the spec's ``style`` overrides on top."""
-    with paper_style(style), style_overrides(style):
-        return run(ctx, **params)
 
 
 @dataclass
@@ -314,7 +182,7 @@ def _versions() -> dict:
 def _git_revision() -> str | None:
     try:
         res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).resolve().parents[1])
+                             timeout=5, cwd=Path(__file__).resolve().parents[2])
     except (OSError, subprocess.SubprocessError):
         return None
     return res.stdout.strip() or None if res.returncode == 0 else None
@@ -345,7 +213,7 @@ def run_spec(
         Report directory; overrides the spec's ``output``.
     workers : int, optional
         Run extraction shards and analyses as tasks on a new local Dask cluster of ``workers``
-        processes (:mod:`probing.distributed`; needs ``pip install 'probing[dask]'``).
+        processes (:mod:`probing.run.distributed`; needs ``pip install 'probing[dask]'``).
     scheduler : str, optional
         Run them on the Dask cluster whose scheduler is at this address instead. Results are
         identical to the default in-process run.

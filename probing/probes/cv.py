@@ -4,7 +4,7 @@ One sweep fits the task probe, optional control probe and the majority (or mean)
 every fold of one feature matrix:
 
 - ridge (classification on one-hot targets, or regression): the per-fold float64 statistics
-  (:class:`probing._probe_linear.Moments`) are accumulated in one chunked pass; each training
+  (:class:`probing.probes.linear.Moments`) are accumulated in one chunked pass; each training
   set is ``total - fold``; task and control targets are extra right-hand sides of the same solve;
 - logistic: the per-fold standardisation comes from the same kind of statistics (diagonal only);
   each fold's standardised training matrix is built once and serves every target; lbfgs starts
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._probe_linear import (
+from ..errors import ConfigError
+from .linear import (
     Moments,
     blas_threads,
     data_shift,
@@ -31,9 +32,8 @@ from ._probe_linear import (
     softmax_coef,
     standardisation,
 )
-from .errors import ConfigError
 
-__all__ = ["fold_sweep", "group_folds", "t_interval"]
+__all__ = ["fold_sweep", "group_folds"]
 
 
 def group_folds(groups: np.ndarray, n_folds: int, seed: int = 0) -> np.ndarray:
@@ -42,8 +42,8 @@ def group_folds(groups: np.ndarray, n_folds: int, seed: int = 0) -> np.ndarray:
     Groups are visited largest first, ties in a random order drawn from ``seed``, and each goes
     to the fold with the fewest rows so far (``GroupKFold``'s rule, made seedable). The result
     depends only on the multiset of ``groups`` and ``seed``, not on row order. Given one row
-    per group (as :func:`probing.probes.probe_layers` does, so that every kind and layer shares
-    the folds) this is a seeded round-robin of the groups.
+    per group (as :func:`probing.probes.probe_layers` does, so that every kind and layer
+    shares the folds) this is a seeded round-robin of the groups.
 
     Parameters
     ----------
@@ -74,18 +74,6 @@ def group_folds(groups: np.ndarray, n_folds: int, seed: int = 0) -> np.ndarray:
         fold_of[g] = f
         loads[f] += counts[g]
     return fold_of[codes.ravel()]
-
-
-def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """``(mean, low, high)`` Student-t interval of ``values`` (NaN bounds for fewer than 2)."""
-    from scipy import stats
-
-    values = np.asarray(values, dtype=np.float64)
-    mean = float(values.mean())
-    if values.size < 2:
-        return mean, float("nan"), float("nan")
-    half = stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
-    return mean, mean - float(half), mean + float(half)
 
 
 def _accuracy(scores: np.ndarray, codes: np.ndarray) -> float:
@@ -128,7 +116,7 @@ def fold_sweep(
     n_folds : int
         Number of folds.
     task, solver, alpha, C, max_iter, tol, n_threads
-        As :class:`probing.probes.LinearProbe`.
+        As :class:`probing.probes.layers.LinearProbe`.
 
     Returns
     -------

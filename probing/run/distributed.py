@@ -1,6 +1,6 @@
 """Run extraction shards and analyses as Dask tasks (``probing run SPEC --workers N``).
 
-The client process (the one running :func:`probing.runner.run_spec`) holds the store's lock,
+The client process (the one running :func:`probing.run.runner.run_spec`) holds the store's lock,
 writes the manifest and decides which shards are missing; each missing shard becomes one task.
 A worker re-creates the model and the image source from *recipes* (plain dictionaries: a timm
 name, checkpoint path or ``"demo"``, and a data spec string), keeps them in a per-process cache
@@ -9,7 +9,7 @@ store with :func:`probing.extract.extract_shard`, the function the in-process ru
 worker killed mid-shard leaves no marker, so Dask's retry (or a later rerun) redoes exactly that
 shard and nothing is duplicated.
 
-Analyses run one task per analysis: the worker builds a :class:`~probing.runner.RunContext` from
+Analyses run one task per analysis: the worker builds a :class:`~probing.run.runner.RunContext` from
 the same recipes and returns the analysis's :class:`~probing.sections.Section`; the client
 assembles the report in spec order, so ``results.json`` is identical to an in-process run.
 
@@ -29,12 +29,12 @@ from typing import Any
 
 import torch
 
-from .constraints import MAX_COUNT, Interval, Name, check
-from .errors import ConfigError, ModelError, StoreError
-from .extract import ShardJob, extract_shard, open_store
-from .models import LoadedModel, load_model
-from .seeding import seeded
-from .store import EmbeddingStore
+from ..constraints import MAX_COUNT, Interval, Name, check
+from ..errors import ConfigError, ModelError, StoreError
+from ..extract import ShardJob, extract_shard, open_store
+from ..models import LoadedModel, load_model
+from ..seeding import seeded
+from ..store import EmbeddingStore
 
 __all__ = ["SCHEDULER_TIMEOUT_S", "analysis_task", "dask_client", "data_recipe",
            "extract_on_dask", "model_recipe", "run_analyses_on_dask", "scheduler_timeout",
@@ -268,7 +268,7 @@ def worker_model(recipe: dict) -> LoadedModel:
 
 def worker_source(recipe: dict):
     """``(source, labels)`` of ``recipe``, opened once per process (cached)."""
-    from .data import open_source
+    from ..data import open_source
 
     key = "data:" + _key(recipe)
     if key not in _CACHE:
@@ -353,8 +353,8 @@ def analysis_task(model: dict, data: dict, store: str, seed: int, batch_size: in
     (Section, float)
         What the analysis returned and its wall time in seconds.
     """
+    from .context import RunContext, run_analysis
     from .registry import load_analysis
-    from .runner import RunContext, run_analysis
 
     store_ = EmbeddingStore(store)
     loaded = _checked_model(model, fingerprint or _store_fingerprint(store_))

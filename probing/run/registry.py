@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from .errors import AnalysisError
+from ..errors import AnalysisError
 
 __all__ = ["AnalysisModule", "analysis_dirs", "discover", "get_analysis", "load_analysis"]
 
@@ -38,7 +38,7 @@ def _installed_analyses() -> Path:
         spec = None
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations))).resolve()
-    return Path(__file__).resolve().parents[1] / "analyses"
+    return Path(__file__).resolve().parents[2] / "analyses"
 
 
 #: The folder of the analyses (and ``demo.toml``) installed with probing.

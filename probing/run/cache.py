@@ -24,9 +24,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreError
-from .sections import Section
-from .store import EmbeddingStore, atomic_write_bytes
+from ..errors import StoreError
+from ..sections import Section
+from ..store import EmbeddingStore, atomic_write_bytes
 
 __all__ = ["CACHE_DIR", "load_section", "package_digest", "save_section", "section_key"]
 
@@ -39,7 +39,7 @@ _FORMAT = 1
 @lru_cache(maxsize=4)
 def package_digest(suffixes: tuple[str, ...] = (".py",)) -> str:
     """Hash of probing's own source files with these suffixes (names and bytes)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for path in sorted(p for p in package.rglob("*") if p.suffix in suffixes and p.is_file()):
         h.update(path.relative_to(package).as_posix().encode())

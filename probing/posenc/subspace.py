@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, DataError
-from .frames import embedding_matrix
+from ..errors import ConfigError, DataError
+from ..frames import embedding_matrix
 
 __all__ = ["principal_angles", "principal_subspace", "subspace_overlap", "variance_fraction"]
 

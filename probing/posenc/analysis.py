@@ -11,9 +11,9 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ._posenc_tables import patch_matrix
-from .errors import AnalysisError, ConfigError, DataError
-from .frames import embedding_matrix
+from ..errors import AnalysisError, ConfigError, DataError
+from ..frames import embedding_matrix
+from .tables import patch_matrix
 
 __all__ = [
     "decay_1d",

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._posenc_tables import table_frame
-from .errors import LayoutError, ModelError
-from .layout import TokenLayout
+from ..errors import LayoutError, ModelError
+from ..layout import TokenLayout
+from .tables import table_frame
 
 __all__ = ["learned_table", "relpos_bias", "rope_frequencies"]
 
@@ -86,8 +86,8 @@ def relpos_bias(model: object, layer: int = 1) -> np.ndarray:
         A model with relative-position bias.
     layer : int
         1-based block number (layer ``k`` is block ``k - 1``, as in
-        :func:`probing._attn.capture_attention`); negative counts from the end. Ignored when the
-        model shares one bias across blocks.
+        :func:`probing.attention_hooks.capture_attention`); negative counts from the end.
+        Ignored when the model shares one bias across blocks.
 
     Returns
     -------

@@ -101,7 +101,7 @@ def style_overrides(overrides: Mapping[str, object] | None) -> Iterator[None]:
     try:
         bad = [k for k in (overrides or {}) if k not in matplotlib.rcParams]
         if bad:
-            from ..errors import ConfigError
+            from .errors import ConfigError
 
             raise ConfigError(
                 f"style key {bad[0]!r} is not a matplotlib rcParam; use names such as "
@@ -179,7 +179,7 @@ def data_legend(
     """
     texts = [str(label) for label in labels]
     if len(texts) != len(handles):
-        from ..errors import DataError
+        from .errors import DataError
 
         raise DataError(f"data_legend got {len(handles)} handles for {len(texts)} labels; "
                         "pass one label per handle.")

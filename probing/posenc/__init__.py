@@ -28,21 +28,21 @@ Analyses
 
 from __future__ import annotations
 
-from ._posenc_analysis import (
+from .analysis import (
     decay_1d,
     decay_2d,
     halving_distance,
     similarity_frame,
     similarity_grid,
 )
-from ._posenc_models import learned_table, relpos_bias, rope_frequencies
-from ._posenc_subspace import (
+from .models import learned_table, relpos_bias, rope_frequencies
+from .subspace import (
     principal_angles,
     principal_subspace,
     subspace_overlap,
     variance_fraction,
 )
-from ._posenc_tables import (
+from .tables import (
     patch_matrix,
     resample,
     sincos_1d,

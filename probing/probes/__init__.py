@@ -1,0 +1,26 @@
+"""Linear probes per layer, with the controls that make them trustworthy (the face).
+
+- :mod:`.layers`: :func:`probe_layers` (every layer x kind x target, grouped CV, control tasks,
+  random-init baseline, MDL) and :func:`control_labels`;
+- :mod:`.linear`: :class:`LinearProbe`, a scikit-learn estimator (ridge or logistic);
+- :mod:`.cv`: grouped folds and the per-fold sweep shared by every layer;
+- :mod:`.mdl`: the online code of Voita & Titov (2020).
+
+Design matrices come from :mod:`probing.views`; intervals from :mod:`probing.stats`.
+"""
+
+from .cv import fold_sweep, group_folds
+from .layers import PROBE_COLUMNS, control_labels, probe_layers
+from .linear import LinearProbe
+from .mdl import MDL_FRACTIONS, online_codelength
+
+__all__ = [
+    "MDL_FRACTIONS",
+    "PROBE_COLUMNS",
+    "LinearProbe",
+    "control_labels",
+    "fold_sweep",
+    "group_folds",
+    "online_codelength",
+    "probe_layers",
+]

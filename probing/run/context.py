@@ -1,0 +1,150 @@
+"""RunContext: what an analysis gets (model, data, store, seed), and how it is called."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data import ImageSource, iter_batches
+from ..errors import SchemaError
+from ..extract import extract
+from ..frames import check_finite
+from ..models import LoadedModel, random_init_copy
+from ..selection import LayerLabels, resolve_layers
+from ..store import EmbeddingStore
+from ..style import paper_style, style_overrides
+
+__all__ = ["RunContext", "run_analysis"]
+
+
+@dataclass
+class RunContext:
+    """What an analysis gets: the model, the data, the store and the seed.
+
+    Attributes
+    ----------
+    model : LoadedModel
+        The model (``.model``, ``.layout``, ``.data_config``).
+    source : ImageSource
+        The image source (first ``n`` images of the spec).
+    store : EmbeddingStore
+        The extraction store holding the captured tokens (and attention).
+    seed : int
+        The spec's seed; analyses derive every random step from it.
+    """
+
+    model: LoadedModel
+    source: ImageSource
+    store: EmbeddingStore
+    seed: int = 0
+    batch_size: int = 64
+    quiet: bool = False
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def layout(self):
+        """The model's :class:`~probing.layout.TokenLayout`."""
+        return self.model.layout
+
+    @property
+    def depth(self) -> int:
+        """Number of blocks."""
+        return self.model.depth
+
+    def layers(self, spec: Any = "all") -> LayerLabels:
+        """Resolve a layer selection to stored labels, once (see
+        :func:`probing.selection.resolve_layers`); the result passes through every other
+        ``layers=`` unchanged."""
+        return resolve_layers(spec, self.depth)
+
+    def tokens(self, kind: str | Sequence[str] = "cls", layers: Any = "all",
+               columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Token rows of the store (with label columns) for the given kinds and layers.
+
+        ``layers`` is a selection or the :class:`~probing.selection.LayerLabels` of
+        :meth:`layers`.
+
+        Raises
+        ------
+        SchemaError
+            When a stored vector holds NaN or inf (a diverged model or a corrupt store).
+        """
+        frame = self.store.read(kind=kind, layer=self.layers(layers), columns=columns)
+        if "emb" in frame.columns:
+            try:
+                check_finite(frame)
+            except SchemaError as exc:
+                raise SchemaError(
+                    f"store {self.store.path} holds non-finite vectors for kind={kind!r}: "
+                    f"{exc}"
+                ) from exc
+        return frame
+
+    def labels(self) -> pd.DataFrame:
+        """``image_id`` and label columns of the stored images, in source order."""
+        return self.store.labels()
+
+    def attention(self, layers: Any = "all", max_images: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Stored attention ``(n_images, n_layers, heads, N, N)``, image ids, layer labels
+        (only block outputs ``1..depth`` of the selection have attention)."""
+        return self.store.attention(self.layers(layers).blocks, max_images=max_images)
+
+    def images(self, n: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
+        """The first ``n`` preprocessed images ``(n, C, H, W)`` and their ids."""
+        n = len(self.source) if n is None else min(int(n), len(self.source))
+        batches = list(iter_batches(self.source, self.model.data_config, max(1, n),
+                                    np.arange(n)))
+        imgs = torch.cat([b.images for b in batches if len(b.images)])
+        ids = np.concatenate([b.image_ids for b in batches if len(b.images)])
+        return imgs, ids
+
+    def display_images(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``n`` model inputs de-normalised for display: ``(n, H, W, 3)`` in [0, 1]."""
+        imgs, ids = self.images(n)
+        cfg = self.model.data_config
+        mean = torch.tensor(cfg["mean"]).view(1, -1, 1, 1)
+        std = torch.tensor(cfg["std"]).view(1, -1, 1, 1)
+        x = (imgs * std + mean).clamp(0, 1)
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        return x.permute(0, 2, 3, 1).numpy(), ids
+
+    def random_init_model(self) -> LoadedModel:
+        """A random-initialised copy of the model's architecture (seeded by the spec)."""
+        if "random_init" not in self._cache:
+            self._cache["random_init"] = random_init_copy(self.model, seed=self.seed)
+        return self._cache["random_init"]
+
+    def extract(self, model: LoadedModel, kinds: Sequence[str] = ("cls",), layers: Any = "all",
+                pooled: str | None = None, n_images: int | None = None) -> pd.DataFrame:
+        """Extract (in memory, cached per arguments) from another model over the same images.
+
+        ``layers`` is resolved against ``model``'s depth once (labels pass through)."""
+        labels = resolve_layers(layers, model.depth)
+        key = ("extract", model.name, tuple(kinds), tuple(labels), pooled, n_images)
+        if key not in self._cache:
+            self._cache[key] = extract(model, self.source, layers=labels, kinds=kinds,
+                                       pooled=pooled, batch_size=self.batch_size,
+                                       n_images=n_images, progress=False)
+        return self._cache[key]
+
+    def rng(self, salt: str = "") -> np.random.Generator:
+        """A numpy generator derived from the spec's seed and ``salt``."""
+        digest = hashlib.sha256(f"{self.seed}:{salt}".encode()).digest()
+        return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def run_analysis(run: Callable[..., Any], ctx: RunContext, params: dict,
+                 style: dict | None = None) -> Any:
+    """Call an analysis's ``run(ctx, **params)`` with the toolkit's figure style applied, so
+    every figure element it creates (legends and labels drawn after the axes too) is styled,
+    with the spec's ``style`` overrides on top."""
+    with paper_style(style), style_overrides(style):
+        return run(ctx, **params)
