@@ -178,9 +178,13 @@ def test_store_lock_refuses_live_holder_and_recovers_stale(tmp_path):
     import socket
 
     lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}))
-    (tmp_path / "s" / ".part-00000.parquet.1.tmp").write_text("stale")
-    a.lock()  # stale lock of a dead process is recovered, stale temporaries removed
-    assert not list((tmp_path / "s").rglob("*.tmp"))
+    (tmp_path / "s" / "manifest.json").write_text("{}")  # a store: its temporaries are cleaned
+    dead_tmp = tmp_path / "s" / f".part-00000.parquet.{2**22 + 12345}.tmp"
+    dead_tmp.write_text("stale")
+    live_tmp = tmp_path / "s" / ".part-00001.parquet.1.tmp"  # pid 1 is alive: not touched
+    live_tmp.write_text("in progress")
+    a.lock()  # stale lock of a dead process is recovered, its temporaries removed
+    assert not dead_tmp.exists() and live_tmp.exists()
     a.unlock()
 
 
