@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,10 +30,12 @@ from PIL import Image, UnidentifiedImageError
 
 from .constraints import MAX_COUNT, SEED, Interval, Is, Items, Name, Options, check
 from .errors import ConfigError, DataError
+from .frames import FRAME_COLUMNS
 from .shapes import BACKGROUNDS, SHAPES, factors_frame, render_shape, shape_factors
 
 __all__ = [
     "ArraySource",
+    "check_label_columns",
     "DigitsSource",
     "ImageFolderSource",
     "ImageSource",
@@ -248,6 +250,7 @@ class ArraySource(ImageSource):
         frame = pd.DataFrame(index=range(len(images))) if labels is None else labels.copy()
         if len(frame) != len(images):
             raise DataError(f"labels has {len(frame)} rows for {len(images)} images; match them.")
+        check_label_columns(frame.columns, "labels", allowed=("image_id",))
         if "image_id" not in frame.columns:
             frame.insert(0, "image_id", np.arange(len(images)))
         _check_unique_ids(frame["image_id"], "labels")
@@ -401,6 +404,10 @@ class ManifestSource(_FileSource):
             )
         base = path.parent
         full = [str(p if Path(p).is_absolute() else base / p) for p in frame[path_column]]
+        if id_column is None and "image_id" in frame.columns:
+            id_column = "image_id"  # a manifest's own image_id column is its id column
+        check_label_columns(frame.drop(columns=[path_column]).columns, f"manifest {path}",
+                            allowed=(id_column,))
         if id_column is not None:
             if id_column not in frame.columns:
                 raise DataError(f"manifest {path} has no id column {id_column!r}; fix id_column.")
@@ -432,6 +439,19 @@ def _check_options(source: str, rules: dict, **values: Any) -> None:
     for key, value in values.items():
         rule, example = rules[key]
         check(Name.arg(key, owner=f"{source} option"), value, rule, example, DataError)
+
+
+def check_label_columns(columns: Iterable[object], where: str,
+                        allowed: Iterable[object] = ()) -> None:
+    """Raise DataError when a label column takes a name the token frame uses itself
+    (``image_id``, ``layer``, ``kind``, ``token``, ``row``, ``col``, ``emb``): joined onto token
+    rows it would silently replace them. ``allowed`` names are the source's own id column."""
+    clash = [c for c in columns if c in FRAME_COLUMNS and c not in set(allowed)]
+    if clash:
+        raise DataError(
+            f"{where} has a label column named {clash[0]!r}, a name the token frame uses for "
+            f"its own column; rename that column (reserved: {', '.join(FRAME_COLUMNS)})."
+        )
 
 
 def _check_unique_ids(ids: pd.Series, where: str) -> None:

@@ -341,13 +341,20 @@ class EmbeddingStore:
                 self.clean_temporaries()
                 return
             if time.monotonic() >= deadline:
-                who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else \
-                    "another process"
-                raise StoreError(
-                    f"store {self.path} is locked by {who}; wait for it to finish (or pass a "
-                    "lock timeout), or use another store path."
-                )
+                raise StoreError(self._locked_message(holder))
             time.sleep(poll)
+
+    def _locked_message(self, holder: dict | None) -> str:
+        """Why the lock is refused and how to get past it, for a holder on this host or
+        another (whose process probing cannot see, so the user has to say it is gone)."""
+        lock = self.path / ".lock"
+        if holder and holder.get("host") != socket.gethostname():
+            return (f"store {self.path} is locked by process {holder.get('pid')} on host "
+                    f"{holder.get('host')}, which this machine cannot check; wait for it to "
+                    f"finish, or, if no run uses the store any more, delete {lock}.")
+        who = f"process {holder.get('pid')}" if holder else "another process"
+        return (f"store {self.path} is locked by {who} on this machine; wait for it to finish "
+                "(or pass a lock timeout), or use another store path.")
 
     def _try_lock(self, lock: Path, me: dict) -> dict | None:
         """Create the lock file unless a live holder has it; returns that holder, or None.

@@ -165,3 +165,31 @@ def test_worker_errors_stay_one_sentence_and_blank_manifest_paths(tmp_path):
         ManifestSource(tmp_path / "m.csv")
     with pytest.raises(DataError, match="unknown option"):
         open_source(root, colour="red")
+
+
+@pytest.mark.parametrize("column", ["row", "col", "layer", "kind", "token", "emb"])
+def test_label_columns_may_not_take_token_frame_names(tmp_path, column):
+    import numpy as np
+    import pandas as pd
+
+    from probing import ArraySource, DataError, ManifestSource
+
+    with pytest.raises(DataError, match=f"label column named '{column}'.*rename"):
+        ArraySource(np.zeros((2, 8, 8), np.uint8), pd.DataFrame({column: [1, 2]}))
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    pd.DataFrame({"path": ["a.png"], column: [1]}).to_csv(tmp_path / "m.csv", index=False)
+    with pytest.raises(DataError, match=f"label column named '{column}'"):
+        ManifestSource(tmp_path / "m.csv")
+
+
+def test_a_manifest_image_id_column_is_its_id_column(tmp_path):
+    import pandas as pd
+
+    from probing import ManifestSource
+
+    for name in ("a", "b"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    pd.DataFrame({"path": ["a.png", "b.png"], "image_id": ["x7", "y9"], "label": [0, 1]}).to_csv(
+        tmp_path / "m.csv", index=False)
+    labels = ManifestSource(tmp_path / "m.csv").labels()
+    assert list(labels["image_id"]) == ["x7", "y9"] and list(labels["label"]) == [0, 1]

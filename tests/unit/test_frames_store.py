@@ -241,3 +241,12 @@ def test_store_read_takes_selections_and_names_missing_layers(tiny, tmp_path):
     assert store.attention(-1)[2] == [2]
     with pytest.raises(StoreError, match=r"\[3\] are not in the attention"):
         store.read_attention([1, 3])
+
+
+def test_lock_of_another_host_says_how_to_clear_it(tmp_path):
+    store = EmbeddingStore(tmp_path / "s")
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / ".lock").write_text(json.dumps({"pid": 1, "host": "elsewhere-node7"}))
+    with pytest.raises(StoreError, match=r"host elsewhere-node7.*delete .*\.lock"):
+        store.lock()
+    assert (tmp_path / "s" / ".lock").exists()  # never taken over: that host may still run
