@@ -18,7 +18,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("attention_hooks", "hooks"),
     ("store",),
     ("extract",),
-    ("views", "stats", "patchgrid", "maps", "similarity"),
+    ("views", "stats", "patchgrid", "targets", "maps", "similarity"),
     ("probes", "posenc", "attention", "attribution"),
     ("plots",),
     ("sections", "report"),

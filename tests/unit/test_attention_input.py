@@ -16,8 +16,8 @@ from probing.attention import (
     rollout_map,
     stack_attentions,
 )
+from probing.attention.inputs import parse_attention
 from probing.attention_frames import attention_frame
-from probing.attention_input import parse_attention
 from probing.errors import ConfigError, DataError
 from probing.layout import TokenLayout
 

@@ -8,9 +8,9 @@ area). The curve has ``ceil(P / step) + 1`` points at fractions ``0 .. 1`` of th
 patches; the area is the trapezoidal integral over the fraction. A random order (the mean curve
 over ``n_random`` seeded permutations per image) is the reference every method should beat.
 
-Baselines are :func:`probing.attribution.make_baseline`'s (``"zero"``, ``"mean"``, ``"blur"``);
-Petsiuk et al. used a constant (zero) for deletion and a blurred image for insertion. Pass a
-dict such as ``{"deletion": "zero", "insertion": "blur"}`` to choose per mode.
+Baselines are :func:`probing.attribution.inputs.make_baseline`'s (``"zero"``, ``"mean"``,
+``"blur"``); Petsiuk et al. used a constant (zero) for deletion and a blurred image for
+insertion. Pass a dict such as ``{"deletion": "zero", "insertion": "blur"}`` to choose per mode.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .attention import image_id_array, resolve_targets
-from .attribution import Baseline, _prepare, make_baseline
-from .errors import ConfigError, DataError
-from .layout import TokenLayout
+from ..errors import ConfigError, DataError
+from ..layout import TokenLayout
+from ..patchgrid import image_id_array
+from ..targets import resolve_targets
+from .inputs import Baseline, make_baseline, prepare
 
 __all__ = ["FaithfulnessResult", "deletion_curve", "faithfulness_curves", "insertion_curve"]
 
@@ -104,7 +105,7 @@ def _run_mode(model, images, maps, mode, baseline, target, layout, step, batch_s
               blur_sigma):
     import torch
 
-    x, layout = _prepare(model, images, layout, device)
+    x, layout = prepare(model, images, layout, device)
     maps = _check_maps(maps, x.shape[0], layout)
     was_training = model.training
     model.eval()
@@ -245,7 +246,7 @@ def faithfulness_curves(
     if int(step) < 1 or int(n_random) < 0:
         raise ConfigError(f"step {step!r} must be >= 1 and n_random {n_random!r} >= 0.")
     method_maps, ids = _maps_from(maps, image_ids)
-    x, layout = _prepare(model, images, layout, device)
+    x, layout = prepare(model, images, layout, device)
     ids = image_id_array(ids, x.shape[0])
     orders = {m: _orders(_check_maps(v, x.shape[0], layout)) for m, v in method_maps.items()}
     rng = np.random.default_rng(seed)

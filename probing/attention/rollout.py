@@ -1,4 +1,4 @@
-"""Attention maps, mean attention distance, attention rollout and gradient-weighted rollout.
+"""Attention rollout and gradient-weighted rollout (joint attention, relevance, their maps).
 
 Every function is layout-aware: token positions come from a :class:`~probing.layout.TokenLayout`
 (CLS, distillation and register tokens at any position, models without a CLS token,
@@ -6,321 +6,56 @@ non-square grids). Nothing here assumes that token 0 is CLS.
 
 Conventions
 -----------
-- ``attentions`` is post-softmax attention in any form :mod:`probing.attention_input` accepts
+- ``attentions`` is post-softmax attention in any form :mod:`probing.attention.inputs` accepts
   (one parser for every function): an array ``(batch, layers, heads, N, N)`` or
   ``(layers, heads, N, N)``, a list/tuple of per-layer ``(batch, heads, N, N)`` or
   ``(heads, N, N)`` arrays (lists mean layers, never images), the dict
-  ``{layer: (batch, heads, N, N)}`` that :func:`probing._attn.capture_attention` fills, or the
-  store's attention frame. Rows are queries, columns keys.
+  ``{layer: (batch, heads, N, N)}`` that
+  :func:`probing.attention_hooks.capture_attention` fills, or the store's attention frame. Rows are queries, columns keys.
 - ``layout`` is the second parameter of every function that takes ``attentions``.
 - Maps over the patch grid are ``(..., rows, cols)`` in the layout's row-major patch order.
-- Computation is in float64, except rollout: its per-layer matrices and their products
-  keep the input's precision (float32 for captured attention, which is float32 already;
-  float64 for float64 input), which halves the memory traffic and is ~10x faster in BLAS.
-  Every function returns float64 numpy.
+- Rollout's per-layer matrices and their products keep the input's precision (float32 for
+  captured attention, which is float32 already; float64 for float64 input), which halves the
+  memory traffic and is ~10x faster in BLAS. Every function returns float64 numpy.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 
-from .attention_input import AttentionInput, parse_attention
-from .errors import ConfigError, DataError, LayoutError
-from .layout import TokenLayout
+from ..errors import ConfigError, DataError, LayoutError
+from ..layout import TokenLayout
+from ..patchgrid import to_grid
+from ..targets import model_device, resolve_targets
+from .inputs import (
+    AttentionInput,
+    Query,
+    check_layout,
+    check_layout_arg,
+    parse_attention,
+    query_rows,
+)
 
 __all__ = [
+    "HeadFusion",
     "JointAttention",
-    "attention_map_frame",
-    "attention_maps",
     "gradient_relevance",
     "gradient_rollout",
-    "mean_attention_distance",
-    "pairwise_patch_distances",
-    "relevance_frame",
     "rollout",
     "rollout_map",
-    "stack_attentions",
 ]
 
-Query = int | str | None
 HeadFusion = Literal["mean", "max", "min"]
 
 
-# ------------------------------------------------------------------------------------ inputs
 def _to_numpy(x: object) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()  # type: ignore[union-attr]
     return np.asarray(x, dtype=np.float64)
-
-
-def stack_attentions(attentions: AttentionInput) -> tuple[np.ndarray, np.ndarray]:
-    """Stack attention into one float64 array and its layer labels.
-
-    Parameters
-    ----------
-    attentions : array, list, tuple, dict or attention frame
-        Any form of :mod:`probing.attention_input`.
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        The ``(batch, layers, heads, N, N)`` float64 array and the ``(layers,)`` int64 labels
-        (``1..L`` for an array or a list, the sorted keys of a dict, the stored labels of a
-        frame).
-
-    Raises
-    ------
-    DataError
-        When the form or shape is wrong or the values are not finite.
-    """
-    parsed = parse_attention(attentions)
-    arr = parsed.stacked(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise DataError("attentions holds NaN or infinite values; pass post-softmax weights.")
-    return arr, parsed.labels
-
-
-def _check_layout_arg(layout: object, required: bool = True) -> None:
-    """Refuse a ``layout`` that is not a TokenLayout (e.g. an old positional argument)."""
-    if layout is None and not required:
-        return
-    if not isinstance(layout, TokenLayout):
-        raise ConfigError(
-            f"layout {layout!r} is not a TokenLayout; pass TokenLayout.from_model(model) as the "
-            "second argument (or layout=...)."
-        )
-
-
-def _check_layout(arr: np.ndarray, layout: TokenLayout) -> None:
-    if arr.shape[-1] != layout.n_tokens:
-        raise LayoutError(
-            f"attention has {arr.shape[-1]} tokens but the layout has {layout.n_tokens} "
-            f"({layout.num_prefix_tokens} prefix + {layout.num_patches} patches); pass the "
-            "layout of the model (and image size) that produced it."
-        )
-
-
-def _query_rows(a: np.ndarray, layout: TokenLayout, query: Query) -> np.ndarray:
-    """The query's row over all keys: ``a[..., q, :]`` or the mean over patch queries."""
-    q = layout.query_index(query)
-    if q is None:
-        return a[..., layout.patch_slice, :].mean(axis=-2)
-    return a[..., q, :]
-
-
-def _to_grid(rows: np.ndarray, layout: TokenLayout) -> np.ndarray:
-    """``(..., N)`` rows over all keys -> ``(..., rows, cols)`` over patch keys."""
-    return rows[..., layout.patch_slice].reshape(*rows.shape[:-1], layout.rows, layout.cols)
-
-
-# ------------------------------------------------------------------------------ maps
-def attention_maps(
-    attentions: AttentionInput, layout: TokenLayout, query: Query = None
-) -> np.ndarray:
-    """Each layer's and head's attention from one query over the patch grid.
-
-    Parameters
-    ----------
-    attentions : array, list, tuple, dict or attention frame
-        Post-softmax attention in any form of :mod:`probing.attention_input`.
-    layout : TokenLayout
-        The model's token layout.
-    query : int, str or None
-        ``None``: the CLS token, or the mean over patch queries for models without CLS;
-        ``"cls"``, ``"dist"``, ``"reg"`` (the first token of that kind); ``"mean"`` (mean over
-        patch queries); or a sequence position.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(batch, layers, heads, rows, cols)`` float64 weights the query gives each patch key
-        (not renormalised: prefix keys take the rest of the row's mass).
-    """
-    _check_layout_arg(layout)
-    arr, _ = stack_attentions(attentions)
-    _check_layout(arr, layout)
-    return _to_grid(_query_rows(arr, layout, query), layout)
-
-
-def image_id_array(image_ids: Sequence | None, n: int) -> np.ndarray:
-    """``image_ids`` as an array (``0..n-1`` when None), checked to hold one id per image."""
-    ids = np.arange(n) if image_ids is None else np.asarray(image_ids)
-    if len(ids) != n:
-        raise ConfigError(f"image_ids has {len(ids)} entries for {n} images; pass one per image.")
-    return ids
-
-
-def _grid_frame(
-    maps: np.ndarray, dims: Sequence[str], labels: Mapping[str, Sequence], image_ids=None
-) -> pd.DataFrame:
-    """Tidy frame of an ``(batch, *dims, rows, cols)`` array, one row per value."""
-    maps = np.asarray(maps, dtype=np.float64)
-    shape = maps.shape
-    ids = image_id_array(image_ids, shape[0])
-    axes = [ids, *[np.asarray(labels[d]) for d in dims], np.arange(shape[-2]), np.arange(shape[-1])]
-    grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-    cols = {}
-    for name, ax, g in zip(["image_id", *dims, "row", "col"], axes, grids):
-        cols[name] = ax[g.ravel()]
-    cols["value"] = maps.ravel()
-    frame = pd.DataFrame(cols)
-    for name in ("row", "col"):
-        frame[name] = frame[name].astype("int16")
-    return frame
-
-
-def attention_map_frame(
-    attentions: AttentionInput,
-    layout: TokenLayout,
-    query: Query = None,
-    image_ids: Sequence | None = None,
-) -> pd.DataFrame:
-    """:func:`attention_maps` as a tidy frame (what the attention-map figures draw).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``image_id, layer, head, row, col, value``; ``layer`` the 1-based block number,
-        ``head`` 0-based. ``image_id`` defaults to an attention frame's ids (else ``0..B-1``).
-    """
-    parsed = parse_attention(attentions)
-    maps = attention_maps(parsed.layers, layout, query)
-    heads = np.arange(maps.shape[2])
-    ids = parsed.image_ids if image_ids is None else image_ids
-    return _grid_frame(maps, ["layer", "head"], {"layer": parsed.labels, "head": heads}, ids)
-
-
-def relevance_frame(
-    maps: np.ndarray, method: str, image_ids: Sequence | None = None
-) -> pd.DataFrame:
-    """A ``(batch, rows, cols)`` map as a tidy frame ``image_id, method, row, col, value``.
-
-    The same schema as :func:`probing.attribution.attribute`, so rollout, gradient rollout and
-    captum maps can be concatenated and drawn side by side.
-    """
-    maps = np.asarray(maps, dtype=np.float64)
-    if maps.ndim != 3:
-        raise DataError(f"maps has shape {maps.shape}; pass (batch, rows, cols).")
-    frame = _grid_frame(maps, [], {}, image_ids)
-    frame.insert(1, "method", method)
-    return frame
-
-
-# ------------------------------------------------------------- mean attention distance
-def pairwise_patch_distances(
-    layout: TokenLayout, patch_size: int | tuple[int, int] | None = None
-) -> np.ndarray:
-    """Euclidean distances in pixels between all patch centres.
-
-    Parameters
-    ----------
-    layout : TokenLayout
-        Gives the grid and (unless overridden) the patch size.
-    patch_size : int or (int, int), optional
-        Patch ``(height, width)`` in pixels; defaults to ``layout.patch_size``.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(num_patches, num_patches)`` float64 distances in pixels, patches in sequence order.
-    """
-    if patch_size is None:
-        centers = layout.patch_centers_px()
-    else:
-        ps = (patch_size, patch_size) if np.isscalar(patch_size) else tuple(patch_size)
-        if len(ps) != 2 or min(ps) <= 0:
-            raise ConfigError(f"patch_size {patch_size!r} is not positive; pass pixels, e.g. 16.")
-        centers = (layout.grid_coords() + 0.5) * np.asarray(ps, dtype=np.float64)
-    diff = centers[:, None, :] - centers[None, :, :]
-    return np.sqrt((diff**2).sum(-1))
-
-
-def mean_attention_distance(
-    attentions: AttentionInput,
-    layout: TokenLayout,
-    patch_size: int | tuple[int, int] | None = None,
-    renormalize: bool = False,
-    per_image: bool = False,
-    image_ids: Sequence | None = None,
-) -> pd.DataFrame:
-    """Mean attention distance per layer and head (Dosovitskiy et al. 2021, ViT, Fig. 7 right).
-
-    For each image, layer and head: ``mean_i sum_j A_ij d_ij`` over patch queries ``i`` and patch
-    keys ``j``, ``d_ij`` the Euclidean distance in pixels between the patch centres. Prefix-token
-    rows and columns (CLS, distillation, register) are dropped.
-
-    Parameters
-    ----------
-    attentions : array, list, tuple, dict or attention frame
-        Post-softmax attention in any form of :mod:`probing.attention_input`.
-    layout : TokenLayout
-        The model's token layout (grid, patch size, prefix positions).
-    patch_size : int or (int, int), optional
-        Patch size in pixels overriding ``layout.patch_size``.
-    renormalize : bool
-        False (default, the widely used convention of the ViT paper's released notebook): the
-        patch-to-patch weights are used as they are, so each query's distance is scaled by
-        ``1 - (its attention to prefix tokens)``. True: each query row is first renormalised to
-        sum 1 over patch keys (a row with no patch mass contributes 0).
-    per_image : bool
-        Return one row per image, layer and head instead of the summary over images.
-    image_ids : sequence, optional
-        Ids of the images (an attention frame's ids, else ``0..batch-1``, by default), used
-        with ``per_image``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Summary (default): ``layer, head, distance_px, distance_std, distance_min,
-        distance_max, n_images`` with ``distance_px`` the mean over images and the spread over
-        images (``distance_std`` with ddof 0). ``per_image=True``: ``image_id, layer, head,
-        distance_px``. ``layer`` is the 1-based block number, ``head`` 0-based.
-    """
-    _check_layout_arg(layout)
-    parsed = parse_attention(attentions)
-    if image_ids is None:
-        image_ids = parsed.image_ids
-    arr, labels = stack_attentions(parsed.layers)
-    labels = parsed.labels
-    _check_layout(arr, layout)
-    dist = pairwise_patch_distances(layout, patch_size)
-    sl = layout.patch_slice
-    b, n_layers, n_heads = arr.shape[:3]
-    out = np.empty((b, n_layers, n_heads))
-    for li in range(n_layers):  # one layer at a time bounds memory
-        p = arr[:, li, :, sl, sl]
-        if renormalize:
-            s = p.sum(-1, keepdims=True)
-            p = np.divide(p, s, out=np.zeros_like(p), where=s > 0)
-        out[:, li] = np.einsum("bhij,ij->bhi", p, dist).mean(-1)
-    ids = image_id_array(image_ids, b)
-    img, lay, head = np.meshgrid(
-        np.arange(b), np.arange(n_layers), np.arange(n_heads), indexing="ij"
-    )
-    frame = pd.DataFrame(
-        {
-            "image_id": ids[img.ravel()],
-            "layer": labels[lay.ravel()],
-            "head": head.ravel(),
-            "distance_px": out.ravel(),
-        }
-    )
-    if per_image:
-        return frame
-    g = frame.groupby(["layer", "head"], sort=True)["distance_px"]
-    summary = g.agg(
-        distance_px="mean",
-        distance_std=lambda s: float(np.std(s)),
-        distance_min="min",
-        distance_max="max",
-        n_images="size",
-    )
-    return summary.reset_index()
 
 
 # ------------------------------------------------------------------------------ rollout
@@ -355,7 +90,7 @@ def _fused_layers(attentions: AttentionInput, head_fusion: str) -> tuple[np.ndar
 
     The result is float32 when every layer's input is float32 (or narrower), else float64 (see
     the module docstring); fusing first keeps the copy ``heads`` times smaller than
-    :func:`stack_attentions`'.
+    :func:`~probing.attention.inputs.stack_attentions`'.
     """
     if head_fusion not in ("mean", "max", "min"):
         raise ConfigError(f"head_fusion {head_fusion!r} is unknown; use 'mean', 'max' or 'min'.")
@@ -433,7 +168,7 @@ def rollout(
     Parameters
     ----------
     attentions : array, list, tuple, dict or attention frame
-        Post-softmax attention in any form of :mod:`probing.attention_input`.
+        Post-softmax attention in any form of :mod:`probing.attention.inputs`.
     layout : TokenLayout, optional
         Needed when ``discard_ratio > 0`` (to find CLS); also checks ``N``.
     head_fusion : {"mean", "max", "min"}
@@ -476,12 +211,12 @@ def _rollout_layers(
     residual: bool,
 ) -> tuple[np.ndarray, list[str]]:
     """Each layer's ``Ã_l`` of :func:`rollout`, ``(batch, layers, N, N)``, and zero-row notes."""
-    _check_layout_arg(layout, required=False)
+    check_layout_arg(layout, required=False)
     fused, labels = _fused_layers(attentions, head_fusion)  # (B, L, N, N)
     if not 0.0 <= float(discard_ratio) < 1.0:
         raise ConfigError(f"discard_ratio {discard_ratio!r} is outside [0, 1); pass e.g. 0.9.")
     if layout is not None:
-        _check_layout(fused, layout)
+        check_layout(fused, layout)
     elif discard_ratio > 0:
         raise ConfigError(
             "discard_ratio > 0 needs the layout to protect the CLS->CLS entry; pass "
@@ -556,11 +291,11 @@ def rollout_map(
         ``(batch, rows, cols)`` float64, each image divided by its maximum (an all-zero map
         stays zero).
     """
-    _check_layout_arg(layout)
+    check_layout_arg(layout)
     fused, _ = _rollout_layers(
         attentions, head_fusion, discard_ratio, layout, start_layer, residual
     )
-    _check_layout(fused, layout)
+    check_layout(fused, layout)
     # the query's row of R = Ã_L ··· Ã_1, propagated from the left: e_q^T Ã_L ... Ã_1
     # (or the mean of the patch rows), O(N^2) per layer instead of the full O(N^3) product
     q = layout.query_index(query)
@@ -572,35 +307,10 @@ def rollout_map(
     row = np.broadcast_to(row, (fused.shape[0], fused.shape[-1]))
     for li in range(fused.shape[1] - 1, -1, -1):
         row = np.einsum("bi,bij->bj", row, fused[:, li])
-    return _scale_max(_to_grid(row.astype(np.float64), layout))
+    return _scale_max(to_grid(row.astype(np.float64), layout))
 
 
 # ----------------------------------------------------------------- gradient rollout
-def _model_device(model: object):
-    import torch
-
-    p = next(iter(model.parameters()), None)  # type: ignore[attr-defined]
-    return p.device if p is not None else torch.device("cpu")
-
-
-def resolve_targets(logits, target: int | Sequence[int] | None):
-    """Target class per image as a ``(batch,)`` long tensor (None: the predicted class)."""
-    import torch
-
-    b = logits.shape[0]
-    if target is None:
-        return logits.argmax(-1)
-    t = torch.as_tensor(target, dtype=torch.long, device=logits.device).reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(b)
-    if t.numel() != b or int(t.min()) < 0 or int(t.max()) >= logits.shape[-1]:
-        raise ConfigError(
-            f"target {target!r} does not give one class in 0..{logits.shape[-1] - 1} per image "
-            f"for {b} images; pass an int or one int per image."
-        )
-    return t
-
-
 def gradient_relevance(
     model: object,
     images: object,
@@ -612,8 +322,8 @@ def gradient_relevance(
     ``R = I``; for each layer in forward order ``R = R + Ā_l R`` with
     ``Ā_l = mean_heads((∇A_l ⊙ A_l)^+)``, ``∇A_l`` the gradient of the target logit with
     respect to layer ``l``'s own attention ``A_l``. Runs the stock timm model with hooks
-    (:func:`probing._attn.capture_attention`), no re-implemented ViT. A popular implementation
-    pairs the attentions with the gradients in reverse order (its issue #6); here each layer's
+    (:func:`probing.attention_hooks.capture_attention`), no re-implemented ViT. A popular
+    implementation pairs the attentions with the gradients in reverse order (its issue #6); here each layer's
     attention is paired with its own gradient.
 
     Parameters
@@ -634,9 +344,9 @@ def gradient_relevance(
     """
     import torch
 
-    from ._attn import capture_attention
+    from ..attention_hooks import capture_attention
 
-    x = torch.as_tensor(images, dtype=torch.float32).to(_model_device(model))
+    x = torch.as_tensor(images, dtype=torch.float32).to(model_device(model))
     was_training = model.training  # type: ignore[attr-defined]
     model.eval()  # type: ignore[attr-defined]
     try:
@@ -693,4 +403,4 @@ def gradient_rollout(
         layout = TokenLayout.from_model(model, img_size=tuple(np.shape(images)[-2:]))
     rel = gradient_relevance(model, images, target, layout)
     rel = rel - np.eye(rel.shape[-1])
-    return _scale_max(_to_grid(_query_rows(rel, layout, query), layout))
+    return _scale_max(to_grid(query_rows(rel, layout, query), layout))

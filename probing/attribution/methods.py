@@ -1,4 +1,4 @@
-"""Attributions over the patch grid (captum), faithfulness curves and sanity checks.
+"""Attribution maps over the patch grid: captum wrappers and the attention methods.
 
 The attribution methods wrap captum (Kokhlikyan et al. 2020); nothing here re-implements them:
 
@@ -8,7 +8,7 @@ The attribution methods wrap captum (Kokhlikyan et al. 2020); nothing here re-im
 - ``"occlusion"`` (Zeiler & Fergus 2014): captum ``Occlusion`` with a window and stride of one
   patch, so each patch is occluded exactly once.
 - ``"feature_ablation"``: captum ``FeatureAblation`` with a patch-grid feature mask
-  (:func:`patch_feature_mask`).
+  (:func:`probing.patchgrid.patch_feature_mask`).
 - ``"layer_integrated_gradients"``: captum ``LayerIntegratedGradients`` on ``model.patch_embed``
   (the patch projection, before positional encoding), with its convergence delta.
 - ``"rollout"`` and ``"gradient_rollout"``: :func:`probing.attention.rollout_map` and
@@ -20,13 +20,7 @@ perturbation methods (occlusion, feature ablation) give every pixel of a patch t
 change, and the patch value is that change (the mean over the patch). Layer integrated
 gradients are summed over the embedding dimension of each patch token.
 
-Baselines (``baseline=``), in the model's input space (after preprocessing): ``"zero"`` (all
-zeros, i.e. the normalisation mean colour for mean/std-normalised inputs), ``"mean"`` (each
-image's per-channel mean), ``"blur"`` (the image under a Gaussian blur, sigma = half the larger
-patch side in pixels unless ``blur_sigma`` is given), or a tensor of the images' shape.
-
-Faithfulness curves (Petsiuk et al. 2018) are in :func:`faithfulness_curves`; the cascading
-randomisation sanity check (Adebayo et al. 2018) in :func:`cascading_randomization`.
+Baselines (``baseline=``) are :func:`probing.attribution.inputs.make_baseline`'s.
 """
 
 from __future__ import annotations
@@ -38,25 +32,26 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .attention import image_id_array, relevance_frame, resolve_targets
-from .errors import ConfigError, LayoutError, ModelError
-from .layout import TokenLayout
+from ..attention.rollout import gradient_rollout, rollout_map
+from ..errors import ConfigError, ModelError
+from ..layout import TokenLayout
+from ..patchgrid import (
+    image_id_array,
+    layer_to_patches,
+    patch_feature_mask,
+    pixels_to_patches,
+    relevance_frame,
+)
+from ..targets import resolve_targets
+from .inputs import Baseline, make_baseline, prepare
 
 __all__ = [
     "ATTENTION_METHODS",
     "CAPTUM_METHODS",
     "AttributionMaps",
-    "FaithfulnessResult",
-    "SanityResult",
+    "Method",
     "attribute",
     "attribution_maps",
-    "cascading_randomization",
-    "deletion_curve",
-    "faithfulness_curves",
-    "insertion_curve",
-    "make_baseline",
-    "patch_feature_mask",
-    "pixels_to_patches",
 ]
 
 Method = Literal[
@@ -68,7 +63,6 @@ Method = Literal[
     "rollout",
     "gradient_rollout",
 ]
-Baseline = Literal["zero", "mean", "blur"]
 CAPTUM_METHODS: tuple[str, ...] = (
     "integrated_gradients",
     "saliency",
@@ -77,7 +71,6 @@ CAPTUM_METHODS: tuple[str, ...] = (
     "layer_integrated_gradients",
 )
 ATTENTION_METHODS: tuple[str, ...] = ("rollout", "gradient_rollout")
-_DELTA_METHODS = ("integrated_gradients", "layer_integrated_gradients")
 
 
 @dataclass(frozen=True)
@@ -101,137 +94,6 @@ class AttributionMaps:
     maps: np.ndarray
     target: np.ndarray
     delta: np.ndarray | None = None
-
-
-# ----------------------------------------------------------------------- helpers
-def _prepare(model, images, layout: TokenLayout | None, device):
-    """Images as a float tensor on the model's device, and the layout checked against them."""
-    import torch
-
-    if device is not None:
-        model.to(device)
-    p = next(iter(model.parameters()), None)
-    dev = p.device if p is not None else torch.device("cpu")
-    x = torch.as_tensor(images, dtype=torch.float32).to(dev)
-    if x.ndim != 4:
-        raise ConfigError(
-            f"images has shape {tuple(x.shape)}; pass (batch, channels, height, width)."
-        )
-    if layout is None:
-        layout = TokenLayout.from_model(model, img_size=tuple(x.shape[-2:]))
-    expect = (layout.rows * layout.patch_size[0], layout.cols * layout.patch_size[1])
-    if tuple(x.shape[-2:]) != expect:
-        raise LayoutError(
-            f"images are {tuple(x.shape[-2:])} px but the layout's grid covers {expect} px; "
-            "pass the layout for this image size."
-        )
-    return x, layout
-
-
-def patch_feature_mask(layout: TokenLayout):
-    """Captum feature mask giving each pixel its patch index.
-
-    Returns
-    -------
-    torch.Tensor
-        ``(1, 1, rows * patch_h, cols * patch_w)`` int64; pixel ``(y, x)`` holds
-        ``(y // patch_h) * cols + x // patch_w``, the patch's index in sequence order (0-based
-        among patches). It broadcasts over batch and channels.
-    """
-    import torch
-
-    idx = torch.arange(layout.num_patches).reshape(layout.rows, layout.cols)
-    ph, pw = layout.patch_size
-    return idx.repeat_interleave(ph, 0).repeat_interleave(pw, 1)[None, None]
-
-
-def pixels_to_patches(
-    attr, layout: TokenLayout, reduce: Literal["sum", "mean"] = "sum"
-) -> np.ndarray:
-    """Reduce pixel attributions ``(batch, channels, H, W)`` to ``(batch, rows, cols)``.
-
-    ``reduce="sum"`` sums over channels and the pixels of each patch; ``"mean"`` averages them.
-    """
-    a = attr.detach().double().cpu() if hasattr(attr, "detach") else np.asarray(attr)
-    a = np.asarray(a, dtype=np.float64)
-    b = a.shape[0]
-    ph, pw = layout.patch_size
-    a = a.sum(1).reshape(b, layout.rows, ph, layout.cols, pw).sum((2, 4))
-    if reduce == "mean":
-        a = a / (attr.shape[1] * ph * pw)
-    return a
-
-
-def _gaussian_blur(x, sigma: float):
-    import torch
-    import torch.nn.functional as F
-
-    radius = max(1, int(round(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    out = F.pad(x, (radius, radius, 0, 0), mode="replicate")
-    out = F.conv2d(out, k.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    out = F.pad(out, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(out, k.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
-def make_baseline(
-    images, baseline: Baseline | object, layout: TokenLayout, blur_sigma: float | None = None
-):
-    """The reference input for integrated gradients, ablation and faithfulness curves.
-
-    Parameters
-    ----------
-    images : torch.Tensor
-        ``(batch, channels, H, W)`` preprocessed images.
-    baseline : {"zero", "mean", "blur"} or torch.Tensor
-        See the module docstring; a tensor must have the images' shape.
-    layout : TokenLayout
-        Gives the patch size for the default blur.
-    blur_sigma : float, optional
-        Gaussian sigma in pixels for ``"blur"`` (default: half the larger patch side).
-
-    Returns
-    -------
-    torch.Tensor
-        ``(batch, channels, H, W)``, same dtype and device as ``images``.
-    """
-    import torch
-
-    if isinstance(baseline, str):
-        if baseline == "zero":
-            return torch.zeros_like(images)
-        if baseline == "mean":
-            return images.mean(dim=(2, 3), keepdim=True).expand_as(images).clone()
-        if baseline == "blur":
-            sigma = blur_sigma if blur_sigma is not None else max(layout.patch_size) / 2
-            if sigma <= 0:
-                raise ConfigError(f"blur_sigma {blur_sigma!r} is not positive; pass pixels > 0.")
-            return _gaussian_blur(images, float(sigma))
-        raise ConfigError(f"baseline {baseline!r} is unknown; use 'zero', 'mean' or 'blur'.")
-    base = torch.as_tensor(baseline, dtype=images.dtype, device=images.device)
-    if base.shape != images.shape:
-        raise ConfigError(
-            f"baseline tensor has shape {tuple(base.shape)}, not the images' "
-            f"{tuple(images.shape)}; pass one of the images' shape or 'zero'/'mean'/'blur'."
-        )
-    return base
-
-
-def _layer_to_patches(attr, layout: TokenLayout) -> np.ndarray:
-    """Patch-embedding attributions ``(B, L, D)`` or ``(B, rows, cols, D)`` to ``(B, rows, cols)``.
-    """
-    a = np.asarray(attr.detach().double().cpu(), dtype=np.float64)
-    if a.ndim == 3 and a.shape[1] == layout.num_patches:
-        return a.sum(-1).reshape(-1, layout.rows, layout.cols)
-    if a.ndim == 4 and a.shape[1:3] == (layout.rows, layout.cols):
-        return a.sum(-1)
-    raise ModelError(
-        f"model.patch_embed returned shape {a.shape}, not (batch, patches, dim) or "
-        "(batch, rows, cols, dim); layer integrated gradients needs a timm patch embedding."
-    )
 
 
 # --------------------------------------------------------------------- attribution
@@ -259,7 +121,7 @@ def _captum_maps(model, x, t, layout, method, base, n_steps, internal_batch_size
             x, baselines=base, target=t, n_steps=n_steps,
             internal_batch_size=internal_batch_size, return_convergence_delta=True,
         )
-        return _layer_to_patches(attr, layout), delta
+        return layer_to_patches(attr, layout), delta
     if method == "saliency":
         attr = Saliency(model).attribute(x.clone().requires_grad_(True), target=t, abs=True)
         return pixels_to_patches(attr, layout), None
@@ -324,8 +186,7 @@ def attribution_maps(
     """
     import torch
 
-    from ._attn import capture_attention
-    from .attention import gradient_rollout, rollout_map
+    from ..attention_hooks import capture_attention
 
     if method not in CAPTUM_METHODS + ATTENTION_METHODS:
         raise ConfigError(
@@ -334,7 +195,7 @@ def attribution_maps(
         )
     if int(n_steps) < 1:
         raise ConfigError(f"n_steps {n_steps!r} is below 1; pass e.g. 50.")
-    x, layout = _prepare(model, images, layout, device)
+    x, layout = prepare(model, images, layout, device)
     was_training = model.training
     model.eval()
     try:
@@ -397,11 +258,3 @@ def attribute(
     frame["delta"] = np.repeat(delta, per_patch)
     return frame
 
-
-from ._faithfulness import (  # noqa: E402  (re-exported; they build on the helpers above)
-    FaithfulnessResult,
-    deletion_curve,
-    faithfulness_curves,
-    insertion_curve,
-)
-from ._sanity import SanityResult, cascading_randomization  # noqa: E402

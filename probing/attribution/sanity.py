@@ -23,9 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .attention import image_id_array, resolve_targets
-from .attribution import Method, _prepare, attribution_maps
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..patchgrid import image_id_array
+from ..targets import resolve_targets
+from .inputs import prepare
+from .methods import Method, attribution_maps
 
 __all__ = ["SanityResult", "cascading_randomization", "randomization_steps"]
 
@@ -132,7 +134,7 @@ def cascading_randomization(
     if not methods:
         raise ConfigError("methods is empty; pass e.g. ('saliency', 'integrated_gradients').")
     work = copy.deepcopy(model).eval()
-    x, layout = _prepare(work, images, layout, method_kwargs.pop("device", None))
+    x, layout = prepare(work, images, layout, method_kwargs.pop("device", None))
     ids = image_id_array(image_ids, x.shape[0])
     with torch.no_grad():
         t = resolve_targets(work(x), target).tolist()

@@ -1,4 +1,6 @@
-"""The one parser of attention input: every public function that takes attention reads it here.
+"""The one parser of attention input, and the checks every attention function shares.
+
+Every public function that takes attention reads it here (:func:`parse_attention`).
 
 Accepted forms (post-softmax weights; rows are queries, columns keys; numpy or torch):
 
@@ -12,7 +14,7 @@ list or tuple of per-layer ``(B, H, N, N)``        L layers (``1..L``), e.g. Hug
 list or tuple of per-layer ``(H, N, N)``           one image, L layers (``1..L``)
 dict ``{block: (B, H, N, N)}`` or ``(H, N, N)``    layers labelled by their keys (1-based block
                                                    numbers, taken in increasing order), what
-                                                   :func:`probing._attn.capture_attention` fills
+                                                   ``attention_hooks.capture_attention`` fills
 attention frame (``image_id, layer, head,          the store's attention (what
 query, weights``; :mod:`probing.attention_frames`)  ``EmbeddingStore.read_attention`` returns),
                                                    stored labels, image ids from the frame
@@ -32,11 +34,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from ..errors import ConfigError, DataError, LayoutError
+from ..layout import TokenLayout
 
-__all__ = ["ATTENTION_FORMS", "AttentionInput", "ParsedAttention", "parse_attention"]
+__all__ = [
+    "ATTENTION_FORMS",
+    "AttentionInput",
+    "ParsedAttention",
+    "Query",
+    "check_layout",
+    "check_layout_arg",
+    "parse_attention",
+    "query_rows",
+    "stack_attentions",
+]
 
 AttentionInput = np.ndarray | Sequence[Any] | Mapping[int, Any] | pd.DataFrame | Any
+#: A query token: None (CLS, or the mean over patch queries without CLS), "cls", "dist", "reg",
+#: "mean" or a sequence position (see :meth:`TokenLayout.query_index`).
+Query = int | str | None
 ATTENTION_FORMS = (
     "(B, L, H, N, N) or (L, H, N, N) array, a list/tuple of per-layer (B, H, N, N) or "
     "(H, N, N) arrays, a dict {block: (B, H, N, N)}, or an attention frame"
@@ -78,7 +94,7 @@ def _array(x: object) -> np.ndarray:
 
 def _refuse(shape: object, why: str = "") -> DataError:
     return DataError(f"attention input {shape} is not an accepted form{why}; pass a "
-                     f"{ATTENTION_FORMS} (see probing.attention_input).")
+                     f"{ATTENTION_FORMS} (see probing.attention.inputs).")
 
 
 def _per_layer(values: Sequence[object], what: str) -> list[np.ndarray]:
@@ -111,7 +127,7 @@ def parse_attention(attentions: AttentionInput) -> ParsedAttention:
     """
     ids = None
     if isinstance(attentions, pd.DataFrame):
-        from .attention_frames import attention_array
+        from ..attention_frames import attention_array
 
         arr, ids, frame_labels = attention_array(attentions)
         layers = [arr[:, i] for i in range(arr.shape[1])]
@@ -145,3 +161,74 @@ def parse_attention(attentions: AttentionInput) -> ParsedAttention:
         raise DataError(f"the layers' attentions have different (batch, N): {shapes}; pass "
                         "layers of the same images.")
     return ParsedAttention(layers, labels, None if ids is None else np.asarray(ids))
+
+
+def stack_attentions(attentions: AttentionInput) -> tuple[np.ndarray, np.ndarray]:
+    """Stack attention into one float64 array and its layer labels.
+
+    Parameters
+    ----------
+    attentions : array, list, tuple, dict or attention frame
+        Any accepted form (module docstring).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The ``(batch, layers, heads, N, N)`` float64 array and the ``(layers,)`` int64 labels
+        (``1..L`` for an array or a list, the sorted keys of a dict, the stored labels of a
+        frame).
+
+    Raises
+    ------
+    DataError
+        When the form or shape is wrong or the values are not finite.
+    """
+    parsed = parse_attention(attentions)
+    arr = parsed.stacked(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise DataError("attentions holds NaN or infinite values; pass post-softmax weights.")
+    return arr, parsed.labels
+
+
+def check_layout_arg(layout: object, required: bool = True) -> None:
+    """Refuse a ``layout`` that is not a TokenLayout (e.g. an old positional argument).
+
+    Raises
+    ------
+    ConfigError
+        When ``layout`` is not a TokenLayout (None passes when not ``required``).
+    """
+    if layout is None and not required:
+        return
+    if not isinstance(layout, TokenLayout):
+        raise ConfigError(
+            f"layout {layout!r} is not a TokenLayout; pass TokenLayout.from_model(model) as the "
+            "second argument (or layout=...)."
+        )
+
+
+def check_layout(arr: np.ndarray, layout: TokenLayout) -> None:
+    """Refuse attention ``(..., N, N)`` whose ``N`` is not the layout's number of tokens.
+
+    Raises
+    ------
+    LayoutError
+        When ``arr.shape[-1] != layout.n_tokens``.
+    """
+    if arr.shape[-1] != layout.n_tokens:
+        raise LayoutError(
+            f"attention has {arr.shape[-1]} tokens but the layout has {layout.n_tokens} "
+            f"({layout.num_prefix_tokens} prefix + {layout.num_patches} patches); pass the "
+            "layout of the model (and image size) that produced it."
+        )
+
+
+def query_rows(a: np.ndarray, layout: TokenLayout, query: Query) -> np.ndarray:
+    """The query's row over all keys of ``(..., N, N)``: ``a[..., q, :]``, ``(..., N)``.
+
+    For ``query`` None on a model without CLS (or ``"mean"``), the mean over patch queries.
+    """
+    q = layout.query_index(query)
+    if q is None:
+        return a[..., layout.patch_slice, :].mean(axis=-2)
+    return a[..., q, :]

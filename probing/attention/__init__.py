@@ -1,0 +1,53 @@
+"""Attention: one input parser; attention maps and mean distance; rollout and gradient rollout.
+
+The face of the package: every public name lives in one submodule and is re-exported here.
+
+- :mod:`probing.attention.inputs`: the one parser of attention input (:func:`parse_attention`)
+  and the checks shared by maps and rollout.
+- :mod:`probing.attention.maps`: :func:`attention_maps`, :func:`mean_attention_distance` and
+  their frames.
+- :mod:`probing.attention.rollout`: :func:`rollout`, :func:`rollout_map`,
+  :func:`gradient_relevance`, :func:`gradient_rollout`.
+- Patch-grid helpers shared with :mod:`probing.attribution` (:func:`pairwise_patch_distances`,
+  :func:`relevance_frame`) live in :mod:`probing.patchgrid`.
+
+Every function is layout-aware: token positions come from a :class:`~probing.layout.TokenLayout`;
+``layout`` is the second parameter of every function that takes attention.
+"""
+
+from __future__ import annotations
+
+from ..patchgrid import pairwise_patch_distances, relevance_frame
+from .inputs import (
+    ATTENTION_FORMS,
+    AttentionInput,
+    ParsedAttention,
+    parse_attention,
+    stack_attentions,
+)
+from .maps import attention_map_frame, attention_maps, mean_attention_distance
+from .rollout import (
+    JointAttention,
+    gradient_relevance,
+    gradient_rollout,
+    rollout,
+    rollout_map,
+)
+
+__all__ = [
+    "ATTENTION_FORMS",
+    "AttentionInput",
+    "JointAttention",
+    "ParsedAttention",
+    "attention_map_frame",
+    "attention_maps",
+    "gradient_relevance",
+    "gradient_rollout",
+    "mean_attention_distance",
+    "pairwise_patch_distances",
+    "parse_attention",
+    "relevance_frame",
+    "rollout",
+    "rollout_map",
+    "stack_attentions",
+]
