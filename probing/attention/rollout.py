@@ -11,7 +11,8 @@ Conventions
   ``(layers, heads, N, N)``, a list/tuple of per-layer ``(batch, heads, N, N)`` or
   ``(heads, N, N)`` arrays (lists mean layers, never images), the dict
   ``{layer: (batch, heads, N, N)}`` that
-  :func:`probing.attention_hooks.capture_attention` fills, or the store's attention frame. Rows are queries, columns keys.
+  :func:`probing.attention_hooks.capture_attention` fills, or the store's attention frame.
+  Rows are queries, columns keys.
 - ``layout`` is the second parameter of every function that takes ``attentions``.
 - Maps over the patch grid are ``(..., rows, cols)`` in the layout's row-major patch order.
 - Rollout's per-layer matrices and their products keep the input's precision (float32 for
@@ -323,8 +324,8 @@ def gradient_relevance(
     ``Ā_l = mean_heads((∇A_l ⊙ A_l)^+)``, ``∇A_l`` the gradient of the target logit with
     respect to layer ``l``'s own attention ``A_l``. Runs the stock timm model with hooks
     (:func:`probing.attention_hooks.capture_attention`), no re-implemented ViT. A popular
-    implementation pairs the attentions with the gradients in reverse order (its issue #6); here each layer's
-    attention is paired with its own gradient.
+    implementation pairs the attentions with the gradients in reverse order (its issue #6);
+    here each layer's attention is paired with its own gradient.
 
     Parameters
     ----------
