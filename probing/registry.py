@@ -15,12 +15,14 @@ out) and a rule (:mod:`probing.constraints`) that spec values must follow, taken
 ``typing.Annotated`` metadata, or else from the annotation itself (``bool``, ``str``, ``int``,
 ``float``, ``dict``, ``Literal[...]``, ``list[...]``, ``X | None``). A parameter without a
 default or a rule, ``*args`` / ``**kwargs``, a default its rule rejects, or a leftover
-``PARAMS`` dict is an :class:`~probing.errors.AnalysisError` naming the file. Folders searched,
-in order:
-those in ``PROBING_ANALYSES_PATH`` (``os.pathsep``-separated), then the analyses installed with
-probing (the repository's top-level ``analyses/`` folder, installed as ``probing.analyses``). A
-later folder never overrides a name found earlier. The working directory is never searched:
-code of an untrusted folder runs only when the user names that folder explicitly.
+``PARAMS`` dict is an :class:`~probing.errors.AnalysisError` naming the file. The context's
+annotation is never evaluated, so ``RunContext`` may be imported under ``TYPE_CHECKING`` only.
+
+Folders searched, in order: those in ``PROBING_ANALYSES_PATH`` (``os.pathsep``-separated), then
+the analyses installed with probing (the repository's top-level ``analyses/`` folder, installed
+as ``probing.analyses``). A later folder never overrides a name found earlier. The working
+directory is never searched: code of an untrusted folder runs only when the user names that
+folder explicitly.
 """
 
 from __future__ import annotations
