@@ -10,27 +10,22 @@ uniform-attention reference (the mean distance between two patches) attend globa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import numpy as np
 import pandas as pd
 
 from probing.attention import mean_attention_distance, pairwise_patch_distances
-from probing.constraints import Interval, Layers, Param
+from probing.constraints import Interval, Layers
 from probing.errors import ConfigError
 from probing.plots.attention import plot_attention_distance
 from probing.sections import Figure, Section, Table
 
+if TYPE_CHECKING:
+    from probing.run import RunContext
+
 TITLE = "Mean attention distance"
 DESCRIPTION = "Attention-weighted query-key patch distance in pixels per layer and head"
-PARAMS = {
-    # blocks (1-based), "all" or a list
-    "layers": Param("all", Layers()),
-    # images averaged over (first n of the data)
-    "max_images": Param(64, Interval(int, 1, None)),
-    # convention of the figure: False = raw weights (ViT notebook)
-    "renormalize": False,
-    # horizontal spread of a layer's heads in the figure, in layers
-    "jitter": Param(0.3, Interval(float, 0, 1)),
-}
 NEEDS = {"attention": True}
 
 _CONVENTIONS = {
@@ -40,7 +35,27 @@ _CONVENTIONS = {
 }
 
 
-def run(ctx, layers="all", max_images=64, renormalize=False, jitter=0.3) -> Section:
+def run(ctx: RunContext,
+        layers: Annotated[str | int | list, Layers()] = "all",
+        max_images: Annotated[int, Interval(int, 1, None)] = 64,
+        renormalize: bool = False,
+        jitter: Annotated[float, Interval(float, 0, 1)] = 0.3) -> Section:
+    """Mean attention distance per layer and head.
+
+    Parameters
+    ----------
+    ctx : RunContext
+        The run's model, store and seed.
+    layers : "all", int or list
+        Blocks (1-based), "all" or a list.
+    max_images : int
+        Images averaged over (the first n of the data).
+    renormalize : bool
+        Convention of the figure: False = raw weights (the ViT notebook's), True = weights
+        renormalised over patch keys per query. The table has both.
+    jitter : float
+        Horizontal spread of a layer's heads in the figure, in layers.
+    """
     if int(max_images) < 1:
         raise ConfigError(f"attention_distance.max_images is {max_images}; pass 1 or more.")
     attn, ids, labels = ctx.attention(layers, max_images=int(max_images))

@@ -12,28 +12,20 @@ tokens. One layers x heads grid per image, then one layer's heads side by side.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 from probing.attention import attention_map_frame
-from probing.constraints import Interval, Layers, Options, Param
+from probing.constraints import Interval, Layers, Options
 from probing.errors import ConfigError
 from probing.plots.attention import plot_attention_grid, plot_multihead
 from probing.sections import Figure, Section, Table, slug
 from probing.selection import select_layers
 
+if TYPE_CHECKING:
+    from probing.run import RunContext
+
 TITLE = "Attention maps"
 DESCRIPTION = "Per layer x head attention from a query token (CLS by default) over the image"
-PARAMS = {
-    # blocks to show (1-based), "all" or a list
-    "layers": Param("all", Layers()),
-    # images with a layers x heads grid figure each
-    "n_images": Param(2, Interval(int, 1, None)),
-    # None: CLS (mean over patch queries without CLS); "cls", "mean", "reg", "dist" or a
-    # sequence position
-    "query": Param(None, (None, Options("cls", "mean", "reg", "dist"), Interval(int, 0, None))),
-    # layer of the multi-head figure; -1 = last shown layer
-    "multihead_layer": Param(-1, (Options(-1), Interval(int, 1, None))),
-    # opacity of the maps over the images
-    "alpha": Param(0.6, Interval(float, 0, 1)),
-}
 NEEDS = {"attention": True}
 
 
@@ -44,7 +36,31 @@ def _query_label(layout, query) -> str:
     return f"token {q} ({layout.kind_of(q)})"
 
 
-def run(ctx, layers="all", n_images=2, query=None, multihead_layer=-1, alpha=0.6) -> Section:
+def run(ctx: RunContext,
+        layers: Annotated[str | int | list, Layers()] = "all",
+        n_images: Annotated[int, Interval(int, 1, None)] = 2,
+        query: Annotated[str | int | None, (None, Options("cls", "mean", "reg", "dist"),
+                                            Interval(int, 0, None))] = None,
+        multihead_layer: Annotated[int, (Options(-1), Interval(int, 1, None))] = -1,
+        alpha: Annotated[float, Interval(float, 0, 1)] = 0.6) -> Section:
+    """Attention maps of a query token, per layer and head.
+
+    Parameters
+    ----------
+    ctx : RunContext
+        The run's model, store and seed.
+    layers : "all", int or list
+        Blocks to show (1-based), "all" or a list.
+    n_images : int
+        Images with a layers x heads grid figure each.
+    query : None, "cls", "mean", "reg", "dist" or int
+        The query token: None = CLS (the mean over patch queries without CLS), or a sequence
+        position.
+    multihead_layer : int
+        Layer of the multi-head figure; -1 = the last shown layer.
+    alpha : float
+        Opacity of the maps over the images.
+    """
     if int(n_images) < 1:
         raise ConfigError(f"attention_maps.n_images is {n_images}; pass 1 or more.")
     attn, ids, labels = ctx.attention(layers, max_images=int(n_images))

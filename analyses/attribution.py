@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import pandas as pd
@@ -32,43 +33,18 @@ from probing.attribution import (
     faithfulness_curves,
     make_baseline,
 )
-from probing.constraints import Interval, Items, Options, Param
+from probing.constraints import Interval, Items, Options
 from probing.errors import ConfigError
 from probing.plots.attribution import plot_faithfulness, plot_method_maps, plot_sanity
 from probing.sections import Figure, Section, Table
+
+if TYPE_CHECKING:
+    from probing.run import RunContext
 
 TITLE = "Attribution, faithfulness and sanity checks"
 DESCRIPTION = "Rollout, gradient rollout, IG and occlusion maps; deletion/insertion; sanity check"
 _METHOD = Options(*CAPTUM_METHODS, *ATTENTION_METHODS)
 _BASELINE = Options("zero", "mean", "blur")
-PARAMS = {
-    # images explained (first n of the data)
-    "n_images": Param(4, Interval(int, 1, None)),
-    "methods": Param(["rollout", "gradient_rollout", "integrated_gradients", "occlusion"],
-                     (_METHOD, Items(_METHOD, min_len=1))),
-    # integrated-gradients steps
-    "n_steps": Param(32, Interval(int, 1, None)),
-    # IG reference and occlusion fill
-    "baseline": Param("zero", _BASELINE),
-    # what deleted patches become
-    "deletion_baseline": Param("zero", _BASELINE),
-    # what insertion starts from
-    "insertion_baseline": Param("blur", _BASELINE),
-    # random patch orders per image (the reference curve)
-    "n_random": Param(2, Interval(int, 0, None)),
-    # patches deleted / inserted per curve point
-    "step": Param(2, Interval(int, 1, None)),
-    # run the cascading randomisation
-    "sanity": True,
-    # images of the sanity check
-    "sanity_images": Param(3, Interval(int, 1, None)),
-    # final mean Spearman at or above which a method is flagged
-    "sanity_threshold": Param(0.5, Interval(float, -1, 1)),
-    # inputs per forward pass inside captum
-    "internal_batch_size": Param(256, Interval(int, 1, None)),
-    # CPU threads while attributing (0: leave torch's setting)
-    "torch_threads": Param(1, Interval(int, 0, None)),
-}
 NEEDS = {"attention": False}  # maps come from the model itself, not the store
 
 
@@ -97,11 +73,54 @@ def _delta_table(model, x, ig: pd.DataFrame, baseline: str, layout) -> pd.DataFr
     return per_image.assign(logit_gap=gap, relative_delta=np.abs(per_image["delta"]) / np.abs(gap))
 
 
-def run(ctx, n_images=4, methods=("rollout", "gradient_rollout", "integrated_gradients",
-                                  "occlusion"),
-        n_steps=32, baseline="zero", deletion_baseline="zero", insertion_baseline="blur",
-        n_random=2, step=2, sanity=True, sanity_images=3, sanity_threshold=0.5,
-        internal_batch_size=256, torch_threads=1) -> Section:
+def run(ctx: RunContext,
+        n_images: Annotated[int, Interval(int, 1, None)] = 4,
+        methods: Annotated[str | list, (_METHOD, Items(_METHOD, min_len=1))] = (
+            "rollout", "gradient_rollout", "integrated_gradients", "occlusion"),
+        n_steps: Annotated[int, Interval(int, 1, None)] = 32,
+        baseline: Annotated[str, _BASELINE] = "zero",
+        deletion_baseline: Annotated[str, _BASELINE] = "zero",
+        insertion_baseline: Annotated[str, _BASELINE] = "blur",
+        n_random: Annotated[int, Interval(int, 0, None)] = 2,
+        step: Annotated[int, Interval(int, 1, None)] = 2,
+        sanity: bool = True,
+        sanity_images: Annotated[int, Interval(int, 1, None)] = 3,
+        sanity_threshold: Annotated[float, Interval(float, -1, 1)] = 0.5,
+        internal_batch_size: Annotated[int, Interval(int, 1, None)] = 256,
+        torch_threads: Annotated[int, Interval(int, 0, None)] = 1) -> Section:
+    """Attribution maps, their faithfulness and the sanity check.
+
+    Parameters
+    ----------
+    ctx : RunContext
+        The run's model, store and seed.
+    n_images : int
+        Images explained (the first n of the data).
+    methods : str or list
+        Attribution methods (captum's and the attention-based ones).
+    n_steps : int
+        Integrated-gradients steps.
+    baseline : "zero", "mean" or "blur"
+        Integrated-gradients reference and occlusion fill.
+    deletion_baseline : "zero", "mean" or "blur"
+        What deleted patches become.
+    insertion_baseline : "zero", "mean" or "blur"
+        What insertion starts from.
+    n_random : int
+        Random patch orders per image (the reference curve).
+    step : int
+        Patches deleted / inserted per curve point.
+    sanity : bool
+        Run the cascading randomisation.
+    sanity_images : int
+        Images of the sanity check.
+    sanity_threshold : float
+        Final mean Spearman correlation at or above which a method is flagged.
+    internal_batch_size : int
+        Inputs per forward pass inside captum.
+    torch_threads : int
+        CPU threads while attributing (0: leave torch's setting).
+    """
     with _torch_threads(int(torch_threads)):
         return _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline,
                     insertion_baseline, n_random, step, sanity, sanity_images, sanity_threshold,

@@ -15,30 +15,22 @@ model's same layer by CKA and mutual k-NN: what the architecture alone shares wi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import numpy as np
 import pandas as pd
 
-from probing.constraints import Interval, Items, Layers, Options, Param
+from probing.constraints import Interval, Items, Layers, Options
 from probing.errors import ConfigError
 from probing.plots.similarity import plot_cka_heatmap, plot_similarity_vs_layer
 from probing.sections import Figure, Section, Table
 from probing.similarity import cls_patch_cosine, layer_mutual_knn, layer_similarity
 
+if TYPE_CHECKING:
+    from probing.run import RunContext
+
 TITLE = "Representation similarity across layers (CKA)"
 DESCRIPTION = "layer x layer linear CKA, CLS-patch cosine and mutual k-NN, vs a random-init copy"
-PARAMS = {
-    # image representations: CLS vector, mean of patch vectors
-    "kinds": Param(["cls", "pooled"], Items(Options("cls", "pooled"), min_len=1)),
-    "layers": Param("all", Layers()),
-    # debiased CKA (unbiased HSIC) instead of the biased estimator
-    "debiased": False,
-    # neighbours for mutual k-NN (below the number of images)
-    "k": Param(10, Interval(int, 1, None)),
-    # compare with a randomly initialised copy of the architecture
-    "random_init": True,
-    # use the first N images only (0 = all)
-    "max_images": Param(0, Interval(int, 0, None)),
-}
 NEEDS = {"kinds": ["cls", "patch"], "pooled": "mean"}
 
 REFERENCES = [
@@ -96,8 +88,32 @@ def _numbers(cka: pd.DataFrame, curves: pd.DataFrame, layers: list[int], k: int,
     return {name: float(v) for name, v in out.items() if np.isfinite(float(v))}
 
 
-def run(ctx, kinds=("cls", "pooled"), layers="all", debiased=False, k=10, random_init=True,
-        max_images=0) -> Section:
+def run(ctx: RunContext,
+        kinds: Annotated[list, Items(Options("cls", "pooled"), min_len=1)] = ("cls", "pooled"),
+        layers: Annotated[str | int | list, Layers()] = "all",
+        debiased: bool = False,
+        k: Annotated[int, Interval(int, 1, None)] = 10,
+        random_init: bool = True,
+        max_images: Annotated[int, Interval(int, 0, None)] = 0) -> Section:
+    """CKA and mutual k-NN between layers, and against a random-init copy.
+
+    Parameters
+    ----------
+    ctx : RunContext
+        The run's model, store and seed.
+    kinds : list of "cls", "pooled"
+        Image representations: the CLS vector, the mean of the patch vectors.
+    layers : "all", int or list
+        Layers compared.
+    debiased : bool
+        Debiased CKA (unbiased HSIC) instead of the biased estimator.
+    k : int
+        Neighbours for mutual k-NN (below the number of images).
+    random_init : bool
+        Compare with a randomly initialised copy of the architecture.
+    max_images : int
+        Use the first N images only (0 = all).
+    """
     kinds, notes = _kinds(ctx, kinds)
     if max_images < 0:
         raise ConfigError(f"cka.max_images={max_images} is negative; use 0 for all.")

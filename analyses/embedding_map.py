@@ -8,33 +8,23 @@ column. The explained-variance curve shows how many directions carry the varianc
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import numpy as np
 import pandas as pd
 
-from probing.constraints import Interval, Items, Layers, Options, Param
+from probing.constraints import Interval, Items, Layers, Options
 from probing.frames import embedding_matrix
 from probing.maps import default_methods, embedding_map, explained_variance
 from probing.plots.embedding import plot_embedding_maps, plot_explained_variance
 from probing.sections import Figure, Section, Table
 from probing.selection import LayerLabels
 
+if TYPE_CHECKING:
+    from probing.run import RunContext
+
 TITLE = "Embedding maps"
 DESCRIPTION = "PCA / t-SNE / UMAP maps of CLS and mean-pooled patch embeddings per layer"
-PARAMS = {
-    # "auto" = first, middle and last layer; or a list / "all"
-    "layers": Param("auto", Layers("auto")),
-    "kinds": Param(["cls", "pooled"],
-                   Items(Options("cls", "reg", "dist", "patch", "pooled"), min_len=1)),
-    # "auto" = PCA, t-SNE, and UMAP when umap-learn is installed
-    "methods": Param("auto", (Options("auto"), Items(Options("pca", "tsne", "umap"), min_len=1))),
-    # label column the points are coloured by
-    "color": Param("label", str),
-    # images mapped (a random subset of this many when there are more); a map needs 3
-    "max_points": Param(600, Interval(int, 3, None)),
-    "perplexity": Param(30.0, Interval(float, 0, None, closed="neither")),
-    # principal components in the explained-variance figure
-    "components": Param(20, Interval(int, 1, None)),
-}
 NEEDS = {"kinds": ["cls"], "pooled": "mean"}
 
 
@@ -45,8 +35,38 @@ def _layers(ctx, spec) -> LayerLabels:
     return LayerLabels(k for k in ctx.layers(spec) if k >= 0)
 
 
-def run(ctx, layers="auto", kinds=("cls", "pooled"), methods="auto", color="label",
-        max_points=600, perplexity=30.0, components=20) -> Section:
+def run(ctx: RunContext,
+        layers: Annotated[str | int | list, Layers("auto")] = "auto",
+        kinds: Annotated[list, Items(Options("cls", "reg", "dist", "patch", "pooled"),
+                                     min_len=1)] = ("cls", "pooled"),
+        methods: Annotated[str | list, (Options("auto"),
+                                        Items(Options("pca", "tsne", "umap"), min_len=1))
+                           ] = "auto",
+        color: str = "label",
+        max_points: Annotated[int, Interval(int, 3, None)] = 600,
+        perplexity: Annotated[float, Interval(float, 0, None, closed="neither")] = 30.0,
+        components: Annotated[int, Interval(int, 1, None)] = 20) -> Section:
+    """2-D maps of the image representations per layer.
+
+    Parameters
+    ----------
+    ctx : RunContext
+        The run's model, store and seed.
+    layers : "auto", "all", int or list
+        "auto" = the first, middle and last layer.
+    kinds : list of "cls", "reg", "dist", "patch", "pooled"
+        Token kinds mapped.
+    methods : "auto" or list of "pca", "tsne", "umap"
+        "auto" = PCA, t-SNE, and UMAP when umap-learn is installed.
+    color : str
+        Label column the points are coloured by.
+    max_points : int
+        Images mapped (a random subset of this many when there are more); a map needs 3.
+    perplexity : float
+        t-SNE perplexity.
+    components : int
+        Principal components in the explained-variance figure.
+    """
     layers = _layers(ctx, layers)
     methods = default_methods() if methods == "auto" else list(methods)
     kinds = [k for k in kinds if k == "pooled" or k in ctx.layout.kinds]

@@ -16,42 +16,22 @@ and, optionally, the online-code minimum description length of the labels in bit
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import numpy as np
 import pandas as pd
 
-from probing.constraints import Interval, Items, Layers, Options, Param
+from probing.constraints import Interval, Items, Layers, Options
 from probing.errors import ConfigError
 from probing.plots.probes import plot_probe_layers
 from probing.probes import probe_layers
 from probing.sections import Figure, Section, Table, slug
 
+if TYPE_CHECKING:
+    from probing.run import RunContext
+
 TITLE = "Linear probes per layer"
 DESCRIPTION = "grouped-CV linear probes of CLS / pooled / patch vectors per layer, with controls"
-PARAMS = {
-    # image-level label column probed from cls and pooled vectors
-    "target": Param("label", str),
-    # any of cls, pooled, patch ("patch" probes patch_target per patch)
-    "kinds": Param(["cls", "pooled"], Items(Options("cls", "pooled", "patch"), min_len=1)),
-    # per-patch target column for kind "patch" ("" = same as target)
-    "patch_target": Param("", str),
-    "layers": Param("all", Layers()),
-    # cross-validation folds (grouped by image)
-    "cv": Param(5, Interval(int, 2, None)),
-    # or "ridge" (closed form, much faster on many rows)
-    "solver": Param("logistic", Options("logistic", "ridge")),
-    # ridge penalty
-    "alpha": Param(1.0, Interval(float, 0, None)),
-    # inverse logistic penalty
-    "C": Param(1.0, Interval(float, 0, None, closed="neither")),
-    # control task type
-    "control_by": Param("image", Options("image", "label")),
-    # also probe a randomly initialised copy of the architecture
-    "random_init": True,
-    # add online-code MDL rows (classification only)
-    "mdl": False,
-    # probe the first N images only (0 = all)
-    "max_images": Param(0, Interval(int, 0, None)),
-}
 NEEDS = {"kinds": ["cls"], "pooled": "mean"}
 
 REFERENCES = [
@@ -117,9 +97,51 @@ def _numbers(result: pd.DataFrame) -> dict[str, float]:
     return {k: float(v) for k, v in out.items() if np.isfinite(float(v))}
 
 
-def run(ctx, target="label", kinds=("cls", "pooled"), patch_target="", layers="all", cv=5,
-        solver="logistic", alpha=1.0, C=1.0, control_by="image", random_init=True, mdl=False,
-        max_images=0) -> Section:
+def run(ctx: RunContext,
+        target: str = "label",
+        kinds: Annotated[list, Items(Options("cls", "pooled", "patch"), min_len=1)] = (
+            "cls", "pooled"),
+        patch_target: str = "",
+        layers: Annotated[str | int | list, Layers()] = "all",
+        cv: Annotated[int, Interval(int, 2, None)] = 5,
+        solver: Annotated[str, Options("logistic", "ridge")] = "logistic",
+        alpha: Annotated[float, Interval(float, 0, None)] = 1.0,
+        C: Annotated[float, Interval(float, 0, None, closed="neither")] = 1.0,
+        control_by: Annotated[str, Options("image", "label")] = "image",
+        random_init: bool = True,
+        mdl: bool = False,
+        max_images: Annotated[int, Interval(int, 0, None)] = 0) -> Section:
+    """Linear probes of a label per layer, with control tasks and baselines.
+
+    Parameters
+    ----------
+    ctx : RunContext
+        The run's model, store and seed.
+    target : str
+        Image-level label column probed from cls and pooled vectors.
+    kinds : list of "cls", "pooled", "patch"
+        Vectors probed ("patch" probes ``patch_target`` per patch).
+    patch_target : str
+        Per-patch target column for kind "patch" ("" = the same as ``target``).
+    layers : "all", int or list
+        Layers probed.
+    cv : int
+        Cross-validation folds (grouped by image).
+    solver : "logistic" or "ridge"
+        "ridge" is closed form, much faster on many rows.
+    alpha : float
+        Ridge penalty.
+    C : float
+        Inverse logistic penalty.
+    control_by : "image" or "label"
+        Control task type.
+    random_init : bool
+        Also probe a randomly initialised copy of the architecture.
+    mdl : bool
+        Add online-code MDL rows (classification only).
+    max_images : int
+        Probe the first N images only (0 = all).
+    """
     kinds, notes = _check(ctx, kinds, target, patch_target, max_images)
     layers = ctx.layers(layers)
     ids = ctx.labels()["image_id"].to_numpy()

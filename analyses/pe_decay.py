@@ -17,10 +17,12 @@ again). A worked-numbers table shows sincos_1d at position 5 with d = 3.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import numpy as np
 import pandas as pd
 
-from probing.constraints import Interval, Items, Options, Param
+from probing.constraints import Interval, Items, Options
 from probing.errors import ConfigError, ModelError
 from probing.plots.posenc import plot_decay_1d, plot_decay_2d
 from probing.posenc import (
@@ -35,18 +37,11 @@ from probing.posenc import (
 )
 from probing.sections import Figure, Section, Table
 
+if TYPE_CHECKING:
+    from probing.run import RunContext
+
 TITLE = "Positional similarity vs distance"
 DESCRIPTION = "decay of PE similarity with offset: 1-D/2-D sinusoidal, learned and resampled"
-PARAMS = {
-    # length of the 1-D sinusoidal table
-    "n_positions": Param(128, Interval(int, 2, None)),
-    # start positions p of the 1-D curves (below n_positions)
-    "positions": Param([0, 16, 32, 64], Items(Interval(int, 0, None), min_len=1)),
-    # width of the sinusoidal tables, a multiple of 4; 0 = the model's width
-    "dim": Param(0, Interval(int, 0, None)),
-    # grid [rows, cols] to resample the learned table to; [] = twice the model's grid
-    "resample_grid": Param([], (Options([]), Items(Interval(int, 1, None), 2, 2))),
-}
 NEEDS: dict = {}
 
 
@@ -83,7 +78,28 @@ def _tables(ctx, dim: int, resample_grid) -> tuple[dict[str, tuple], str]:
                           new)}, ""
 
 
-def run(ctx, n_positions=128, positions=(0, 16, 32, 64), dim=0, resample_grid=()) -> Section:
+def run(ctx: RunContext,
+        n_positions: Annotated[int, Interval(int, 2, None)] = 128,
+        positions: Annotated[list, Items(Interval(int, 0, None), min_len=1)] = (0, 16, 32, 64),
+        dim: Annotated[int, Interval(int, 0, None)] = 0,
+        resample_grid: Annotated[list, (Options([]), Items(Interval(int, 1, None), 2, 2))
+                                 ] = [],  # noqa: B006 - never mutated; the rule's "[]"
+        ) -> Section:
+    """Dot-product and cosine decay of sinusoidal and learned positional tables.
+
+    Parameters
+    ----------
+    ctx : RunContext
+        The run's model, store and seed.
+    n_positions : int
+        Length of the 1-D sinusoidal table.
+    positions : list of int
+        Start positions p of the 1-D curves (below ``n_positions``).
+    dim : int
+        Width of the sinusoidal tables, a multiple of 4; 0 = the model's width.
+    resample_grid : list of int
+        Grid [rows, cols] to resample the learned table to; [] = twice the model's grid.
+    """
     dim, positions = _check(n_positions, list(positions), dim, list(resample_grid),
                             ctx.model.embed_dim)
     # (1) 1-D sinusoidal: dot and cosine vs offset k for several p

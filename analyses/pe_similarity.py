@@ -15,24 +15,22 @@ sin-cos table of the same grid and width (MAE, He et al. 2022) is shown for refe
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import numpy as np
 import pandas as pd
 
-from probing.constraints import Interval, Items, Options, Param
+from probing.constraints import Interval, Items, Options
 from probing.errors import ConfigError, ModelError
 from probing.plots.posenc import plot_similarity_grid
 from probing.posenc import decay_2d, learned_table, similarity_frame, sincos_2d
 from probing.sections import Figure, Section, Table
 
+if TYPE_CHECKING:
+    from probing.run import RunContext
+
 TITLE = "Positional-embedding similarity"
 DESCRIPTION = "cosine / dot similarity of each patch's PE to all others (ViT Fig. 7 centre)"
-PARAMS = {
-    # which grids of grids to draw
-    "metrics": Param(["cosine", "dot"], (Options("cosine", "dot"),
-                                         Items(Options("cosine", "dot"), min_len=1))),
-    # "far" = grid distance >= this fraction of the largest distance
-    "far_fraction": Param(0.5, Interval(float, 0, 1, closed="right")),
-}
 NEEDS: dict = {}
 
 
@@ -55,7 +53,23 @@ def _ring_mean(decay: pd.DataFrame, low: float, high: float = np.inf) -> float:
     return float(np.average(part["cosine_mean"], weights=part["n_pairs"]))
 
 
-def run(ctx, metrics=("cosine", "dot"), far_fraction=0.5) -> Section:
+def run(ctx: RunContext,
+        metrics: Annotated[str | list, (Options("cosine", "dot"),
+                                        Items(Options("cosine", "dot"), min_len=1))
+                           ] = ("cosine", "dot"),
+        far_fraction: Annotated[float, Interval(float, 0, 1, closed="right")] = 0.5
+        ) -> Section:
+    """Similarity of positional-table rows, as grids of grids.
+
+    Parameters
+    ----------
+    ctx : RunContext
+        The run's model, store and seed.
+    metrics : "cosine", "dot" or a list of them
+        Which grids of grids to draw.
+    far_fraction : float
+        "Far" = a grid distance of at least this fraction of the largest distance.
+    """
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     if not metrics or set(metrics) - {"cosine", "dot"}:
         raise ConfigError(f"pe_similarity.metrics={metrics!r} is invalid; use a list of "

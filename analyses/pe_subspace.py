@@ -17,32 +17,45 @@ subspaces are no more aligned than chance.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from probing.constraints import Interval, Param
+from probing.constraints import Interval
 from probing.errors import ConfigError, ModelError
 from probing.plots.posenc import plot_subspace_angles
 from probing.posenc import learned_table, subspace_overlap
 from probing.sections import Figure, Section, Table
 
+if TYPE_CHECKING:
+    from probing.run import RunContext
+
 TITLE = "Positional and content subspaces"
 DESCRIPTION = "principal angles / variance fractions between PE and pre-PE patch subspaces"
-PARAMS = {
-    # subspace dimension
-    "k": Param(8, Interval(int, 1, None)),
-    # random subspaces in the null
-    "n_null": Param(200, Interval(int, 1, None)),
-    # images whose patch projections form the content sample
-    "max_images": Param(256, Interval(int, 2, None)),
-}
 NEEDS = {"kinds": ["patch"], "layers": ["embed"]}
 REFERENCES = ["Dosovitskiy et al. (2021), An Image is Worth 16x16 Words (ViT)",
               "Björck & Golub (1973), Numerical methods for computing angles between linear "
               "subspaces"]
 
 
-def run(ctx, k=8, n_null=200, max_images=256) -> Section:
+def run(ctx: RunContext,
+        k: Annotated[int, Interval(int, 1, None)] = 8,
+        n_null: Annotated[int, Interval(int, 1, None)] = 200,
+        max_images: Annotated[int, Interval(int, 2, None)] = 256) -> Section:
+    """Principal angles between the positional and the content subspaces.
+
+    Parameters
+    ----------
+    ctx : RunContext
+        The run's model, store and seed.
+    k : int
+        Subspace dimension.
+    n_null : int
+        Random subspaces in the null.
+    max_images : int
+        Images whose patch projections form the content sample.
+    """
     if int(max_images) < 2:
         raise ConfigError(f"pe_subspace.max_images={max_images!r} must be >= 2; e.g. 256.")
     try:

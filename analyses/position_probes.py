@@ -17,31 +17,23 @@ can tell the cells apart (high accuracy) while the R² of (row, col) stays moder
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import numpy as np
 import pandas as pd
 
-from probing.constraints import Interval, Layers, Param
+from probing.constraints import Interval, Layers
 from probing.errors import ConfigError
 from probing.plots.probes import plot_probe_layers
 from probing.probes import probe_layers
 from probing.sections import Figure, Section, Table
 from probing.selection import LayerLabels
 
+if TYPE_CHECKING:
+    from probing.run import RunContext
+
 TITLE = "Position probes"
 DESCRIPTION = "ridge probes of each patch token's (row, col) and grid cell per layer"
-PARAMS = {
-    "layers": Param("all", Layers()),
-    # images probed (the first ones of the source; at least cv)
-    "max_images": Param(96, Interval(int, 2, None)),
-    # random patches per image; 0 = all
-    "patches_per_image": Param(32, Interval(int, 0, None)),
-    # cross-validation folds (grouped by image)
-    "cv": Param(5, Interval(int, 2, None)),
-    # ridge penalty on standardised features
-    "alpha": Param(1.0, Interval(float, 0, None)),
-    # add the random-init control
-    "random_init": True,
-}
 NEEDS = {"kinds": ["patch"]}
 
 
@@ -60,8 +52,32 @@ def _sample(frame: pd.DataFrame, ids: np.ndarray, picked: np.ndarray, cols: int
     return out
 
 
-def run(ctx, layers="all", max_images=96, patches_per_image=32, cv=5, alpha=1.0,
-        random_init=True) -> Section:
+def run(ctx: RunContext,
+        layers: Annotated[str | int | list, Layers()] = "all",
+        max_images: Annotated[int, Interval(int, 2, None)] = 96,
+        patches_per_image: Annotated[int, Interval(int, 0, None)] = 32,
+        cv: Annotated[int, Interval(int, 2, None)] = 5,
+        alpha: Annotated[float, Interval(float, 0, None)] = 1.0,
+        random_init: bool = True) -> Section:
+    """Ridge probes of each patch token's grid position per layer.
+
+    Parameters
+    ----------
+    ctx : RunContext
+        The run's model, store and seed.
+    layers : "all", int or list
+        Layers probed.
+    max_images : int
+        Images probed (the first ones of the source; at least ``cv``).
+    patches_per_image : int
+        Random patches per image; 0 = all.
+    cv : int
+        Cross-validation folds (grouped by image).
+    alpha : float
+        Ridge penalty on standardised features.
+    random_init : bool
+        Add the random-init control.
+    """
     layout = ctx.layout
     if int(max_images) < cv:
         raise ConfigError(f"position_probes.max_images={max_images!r} must be at least cv={cv} "

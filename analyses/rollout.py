@@ -14,36 +14,53 @@ for models without CLS it is the mean over patch queries.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
 from probing.attention import gradient_rollout, relevance_frame, rollout_map
-from probing.constraints import Interval, Options, Param
+from probing.constraints import Interval, Options
 from probing.errors import ConfigError
 from probing.plots.attribution import plot_method_maps
 from probing.sections import Figure, Section, Table
 
+if TYPE_CHECKING:
+    from probing.run import RunContext
+
 TITLE = "Attention rollout"
 DESCRIPTION = "Attention rollout (Abnar & Zuidema) and gradient rollout (Chefer et al.) maps"
-PARAMS = {
-    # images shown
-    "n_images": Param(4, Interval(int, 1, None)),
-    "head_fusion": Param("mean", Options("mean", "max", "min")),
-    # fraction of lowest fused entries zeroed per image and layer
-    "discard_ratio": Param(0.0, Interval(float, 0, 1, closed="left")),
-    # first block included in the rollout
-    "start_layer": Param(1, Interval(int, 1, None)),
-    # None: CLS (mean over patch queries without CLS) or as in attention_maps
-    "query": Param(None, (None, Options("cls", "mean", "reg", "dist"), Interval(int, 0, None))),
-    # also the gradient rollout of the predicted class
-    "gradient": True,
-}
 NEEDS = {"attention": True}
 
 
-def run(ctx, n_images=4, head_fusion="mean", discard_ratio=0.0, start_layer=1, query=None,
-        gradient=True) -> Section:
+def run(ctx: RunContext,
+        n_images: Annotated[int, Interval(int, 1, None)] = 4,
+        head_fusion: Annotated[str, Options("mean", "max", "min")] = "mean",
+        discard_ratio: Annotated[float, Interval(float, 0, 1, closed="left")] = 0.0,
+        start_layer: Annotated[int, Interval(int, 1, None)] = 1,
+        query: Annotated[str | int | None, (None, Options("cls", "mean", "reg", "dist"),
+                                            Interval(int, 0, None))] = None,
+        gradient: bool = True) -> Section:
+    """Attention rollout (and gradient rollout) maps of the first images.
+
+    Parameters
+    ----------
+    ctx : RunContext
+        The run's model, store and seed.
+    n_images : int
+        Images shown.
+    head_fusion : "mean", "max" or "min"
+        How each layer's heads are fused.
+    discard_ratio : float
+        Fraction of the lowest fused entries zeroed per image and layer, in [0, 1).
+    start_layer : int
+        First block included in the rollout.
+    query : None, "cls", "mean", "reg", "dist" or int
+        None = CLS (the mean over patch queries without CLS), or as in attention_maps.
+    gradient : bool
+        Also the gradient rollout of the predicted class.
+    """
     if int(n_images) < 1:
         raise ConfigError(f"rollout.n_images is {n_images}; pass 1 or more.")
     attn, ids, labels = ctx.attention("all", max_images=int(n_images))

@@ -40,7 +40,7 @@ Unknown keys, wrong types and values out of range raise :class:`~probing.errors.
 naming the key (with a "did you mean" suggestion for unknown keys and a valid value for bad ones),
 when the spec is read: before any model is loaded or image extracted. The ranges are declared
 once, as rules (:mod:`probing.constraints`) in the ``rule`` metadata of the fields below and in the
-``PARAMS`` of each analysis.
+signature of each analysis's ``run`` (see :mod:`probing.run.registry`).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ import difflib
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union
@@ -267,12 +268,24 @@ def load_spec(path: str | Path) -> RunSpec:
     return parse_spec(data, str(path))
 
 
-def check_params(analysis: str, params: dict, defaults: dict) -> dict:
-    """Merge ``params`` over an analysis's ``defaults`` (its ``PARAMS``), checking each value.
+def check_params(analysis: str, params: dict, declared: Mapping[str, Param]) -> dict:
+    """Merge ``params`` over an analysis's declared parameters, checking each value.
 
-    A default given as :class:`~probing.constraints.Param` states its rule (ranges, options);
-    a plain default's type is its rule (None defaults accept anything; ints are accepted where
-    floats are expected; a string default also accepts a list). Returns plain values.
+    Parameters
+    ----------
+    analysis : str
+        The analysis's name (named in messages as ``[analyses.NAME]``).
+    params : dict
+        The values of the spec's ``[analyses.NAME]`` table.
+    declared : mapping
+        Parameter name -> :class:`~probing.constraints.Param` (default and rule), as
+        :func:`probing.run.registry.analysis_params` derives them from ``run()``'s signature
+        (``AnalysisModule.params``).
+
+    Returns
+    -------
+    dict
+        Every parameter's value: the spec's where given, else the default.
 
     Raises
     ------
@@ -280,36 +293,17 @@ def check_params(analysis: str, params: dict, defaults: dict) -> dict:
         An unknown parameter (with a "did you mean" suggestion) or a value its rule rejects,
         naming ``[analyses.NAME] key`` and a valid value.
     """
-    out = {k: d.default if isinstance(d, Param) else d for k, d in defaults.items()}
+    out = {k: p.default for k, p in declared.items()}
     for key, value in params.items():
-        if key not in defaults:
+        if key not in declared:
             raise ConfigError(
                 f"unknown parameter {key!r} of analysis {analysis!r}."
-                f"{_suggest(key, list(defaults))}"
+                f"{_suggest(key, list(declared))}"
             )
-        default = defaults[key]
-        if isinstance(default, Param):
-            check(Name.key(key, f"analyses.{analysis}"), value, default.rule, default.default)
-        elif not _like(value, default):
-            raise ConfigError(
-                f"parameter {analysis}.{key} is {value!r} but must be like its default "
-                f"{default!r}; fix it in the run spec."
-            )
+        check(Name.key(key, f"analyses.{analysis}"), value, declared[key].rule,
+              declared[key].default)
         out[key] = value
     return out
-
-
-def _like(value: Any, default: Any) -> bool:
-    """Whether ``value`` has the type of a plain (rule-less) parameter default."""
-    return (default is None or value is None
-            or (isinstance(default, bool) and isinstance(value, bool))
-            or (not isinstance(default, bool) and isinstance(default, int)
-                and isinstance(value, int) and not isinstance(value, bool))
-            or (isinstance(default, float) and isinstance(value, (int, float))
-                and not isinstance(value, bool))
-            or (isinstance(default, str) and isinstance(value, (str, list)))
-            or (isinstance(default, (list, tuple)) and isinstance(value, (list, tuple, str)))
-            or (isinstance(default, dict) and isinstance(value, dict)))
 
 
 # ------------------------------------------------------------------- TOML writing

@@ -18,10 +18,9 @@ from probing import embedding_matrix
 from probing.plots import new_figure
 from probing.sections import Figure, Section, Table
 
-PARAMS = {"scale": 1.0}
 NEEDS = {"kinds": ["cls"]}
 
-def run(ctx, scale=1.0):
+def run(ctx, scale: float = 1.0):
     with open(Path(__file__).parent / "runs.log", "a") as log:
         log.write(f"{Path(__file__).stem} {scale}\\n")
     frame = ctx.tokens("cls", [1])

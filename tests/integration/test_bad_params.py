@@ -9,9 +9,11 @@ store or report folder left behind. The ``--scheduler`` cases use only sockets t
 
 from __future__ import annotations
 
+import inspect
 import socket
 import threading
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from click.testing import CliRunner
 import probing
 from probing import ConfigError, DataError, ProbingError
 from probing.cli import main
-from probing.constraints import Interval, Items, Options, Param, accepts, describe, example_of
+from probing.constraints import Interval, Items, Options, accepts, describe, example_of
 from probing.data import DigitsSource, iter_batches, open_source
 from probing.run.registry import discover
 from probing.run.runner import run_spec
@@ -48,18 +50,27 @@ def test_rules_accept_and_describe_exactly_their_range():
         assert accepts(rule, example_of(rule)), rule
 
 
-def test_every_numeric_analysis_parameter_states_a_rule_its_default_follows():
+def test_every_analysis_parameter_has_a_default_and_a_rule_from_its_signature():
     found = discover(strict=True)
     assert len(found) >= 10
     for name, module in found.items():
-        for key, default in module.params.items():
-            plain = default.default if isinstance(default, Param) else default
-            if isinstance(plain, (int, float)) and not isinstance(plain, bool):
-                assert isinstance(default, Param), f"{name}.{key} has no range rule"
-            if isinstance(default, Param):
-                assert accepts(default.rule, default.default), f"{name}.{key}"
-        merged = check_params(name, {}, module.params)
-        assert not any(isinstance(v, Param) for v in merged.values())
+        signature = inspect.signature(module.run)
+        declared = list(signature.parameters.values())[1:]  # after the context
+        assert list(module.params) == [p.name for p in declared], name
+        for p in declared:
+            param = module.params[p.name]
+            assert param.default is not inspect.Parameter.empty, f"{name}.{p.name}"
+            assert param.default is p.default, f"{name}.{p.name}"
+            assert accepts(param.rule, param.default), f"{name}.{p.name}"
+            if isinstance(p.default, (int, float)) and not isinstance(p.default, bool):
+                # numbers state their range, not just their type (the string annotation,
+                # evaluated alone: the context's annotation names a type-checking import)
+                hint = module.run.__annotations__[p.name]
+                hint = eval(hint, module.run.__globals__) if isinstance(hint, str) else hint
+                assert typing.get_origin(hint) is typing.Annotated, \
+                    f"{name}.{p.name} has no range rule"
+                assert not accepts(param.rule, True), f"{name}.{p.name}"
+        assert check_params(name, {}, module.params) == module.defaults
 
 
 # ------------------------------------------------------------------------- shared files

@@ -33,7 +33,7 @@ def test_random_init_copy_keeps_the_global_rng():
 
 
 def test_run_spec_seeds_the_run_but_keeps_the_global_rng(monkeypatch, tmp_path):
-    from probing import runner
+    from probing.run import runner
 
     inside = {}
 

@@ -20,10 +20,9 @@ ANALYSIS = '''
 from probing import embedding_matrix
 from probing.sections import Section, Table
 
-PARAMS = {"layer": 1}
 NEEDS = {"kinds": ["cls"]}
 
-def run(ctx, layer=1):
+def run(ctx, layer: int = 1):
     frame = ctx.tokens("cls", [layer])
     x = embedding_matrix(frame)
     table = frame[["image_id"]].assign(norm=(x ** 2).sum(axis=1) ** 0.5)

@@ -17,7 +17,6 @@ from probing.frames import embedding_matrix
 from probing.sections import Section, Table
 
 DESCRIPTION = "test-only: mean CLS norm, with an optional stall"
-PARAMS = {}
 NEEDS = {"kinds": ["cls"]}
 
 
