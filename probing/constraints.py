@@ -14,7 +14,8 @@ A rule states which values a parameter takes, once, next to where the parameter 
 
 :func:`check` raises one sentence naming the parameter as the user spelled it (a CLI flag, a
 run-spec key or a Python argument, see :class:`Name`), what it must be and a valid value.
-Analyses state their parameters' rules with :class:`Param` in ``PARAMS``.
+Analyses state their parameters' rules in ``run()``'s signature
+(``cv: Annotated[int, Interval(int, 2, None)] = 5``).
 """
 
 from __future__ import annotations
@@ -327,10 +328,9 @@ def check(name: Name, value: Any, rule: Any, example: Any = None,
 
 @dataclass(frozen=True)
 class Param:
-    """An analysis parameter's default and its rule, for ``PARAMS``.
-
-    ``PARAMS = {"k": Param(10, Interval(int, 1, None)), "debiased": False}``: a plain default's
-    type is its rule (see :func:`probing.run.spec.check_params`).
+    """An analysis parameter's default and its rule, as the registry derives them from
+    ``run()``'s signature (:func:`probing.run.registry.analysis_params`) and
+    :func:`probing.run.spec.check_params` checks spec values against them.
     """
 
     default: Any

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from ..data import ImageSource, iter_batches
-from ..errors import SchemaError
+from ..errors import AnalysisError, ProbingError, SchemaError
 from ..extract import extract
 from ..frames import check_finite
 from ..models import LoadedModel, random_init_copy
@@ -142,9 +142,31 @@ class RunContext:
 
 
 def run_analysis(run: Callable[..., Any], ctx: RunContext, params: dict,
-                 style: dict | None = None) -> Any:
+                 style: dict | None = None, name: str = "") -> Any:
     """Call an analysis's ``run(ctx, **params)`` with the toolkit's figure style applied, so
     every figure element it creates (legends and labels drawn after the axes too) is styled,
-    with the spec's ``style`` overrides on top."""
-    with paper_style(style), style_overrides(style):
-        return run(ctx, **params)
+    with the spec's ``style`` overrides on top.
+
+    Raises
+    ------
+    ProbingError
+        What the analysis raised, its message prefixed with the analysis's ``name``; any other
+        exception becomes an :class:`AnalysisError` naming the analysis (cause chained), so
+        that even under ``--quiet`` the user learns which analysis failed.
+    """
+    try:
+        with paper_style(style), style_overrides(style):
+            return run(ctx, **params)
+    except ProbingError as exc:
+        if not name or str(exc).startswith(f"analysis {name!r}"):
+            raise
+        try:
+            named = type(exc)(f"analysis {name!r}: {exc}")
+        except TypeError:  # a subclass with another constructor: keep it as it is
+            raise exc from exc.__cause__
+        raise named from exc
+    except Exception as exc:
+        raise AnalysisError(
+            f"analysis {name or run.__module__!r} failed ({type(exc).__name__}: {exc}); fix "
+            "the analysis or its parameters (--debug shows the traceback)."
+        ) from exc

@@ -362,7 +362,8 @@ def analysis_task(model: dict, data: dict, store: str, seed: int, batch_size: in
     ctx = RunContext(model=loaded, source=source, store=store_, seed=seed,
                      batch_size=batch_size, quiet=True)
     t = time.perf_counter()
-    section = run_analysis(load_analysis(Path(analysis)).run, ctx, params, style)
+    section = run_analysis(load_analysis(Path(analysis)).run, ctx, params, style,
+                           name=Path(analysis).stem)
     return section, time.perf_counter() - t
 
 

@@ -331,7 +331,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         elif client is None:
             if not quiet:
                 print(f"analysis {m.name} ...", file=sys.stderr)
-            section = run_analysis(m.run, ctx, params[m.name], spec.style)
+            section = run_analysis(m.run, ctx, params[m.name], spec.style, name=m.name)
         else:
             section, seconds = done[m.name]
             t -= seconds

@@ -312,3 +312,21 @@ def test_cli_warnings_are_one_line_each():
         warnings.showwarning = saved
     lines = result.output.strip().splitlines()
     assert lines == ["warning: first line (UserWarning)", "warning: second (RuntimeWarning)"]
+
+
+def test_an_analysis_that_raises_is_named_under_quiet(tmp_path, monkeypatch):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "broken_study.py").write_text(
+        'NEEDS = {"kinds": ["cls"]}\n'
+        "def run(ctx, n: int = 1):\n"
+        "    return {}['missing']\n")
+    monkeypatch.setenv("PROBING_ANALYSES_PATH", str(folder))
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC.format(out=(tmp_path / "r").as_posix(),
+                                store=(tmp_path / "stores").as_posix())
+                    + "[analyses.broken_study]\n")
+    result = cli("run", str(spec))
+    assert result.exit_code == 2, result.output
+    assert "analysis 'broken_study' failed (KeyError" in result.output
+    assert not (tmp_path / "r").exists()
