@@ -97,13 +97,19 @@ def _csv_safe(value: object) -> object:
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` as CSV, defusing text cells that a spreadsheet would run as formulas."""
-    frame = frame.copy()
-    for col in frame.columns:
-        if not pd.api.types.is_numeric_dtype(frame[col].dtype) \
-                and not pd.api.types.is_bool_dtype(frame[col].dtype):
+    """Write ``frame`` as CSV, defusing text cells that a spreadsheet would run as formulas
+    (a frame with nothing to defuse is written as it is)."""
+    text = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c].dtype)
+            and not pd.api.types.is_bool_dtype(frame[c].dtype)]
+    header = [_csv_safe(str(c)) for c in frame.columns]
+    risky = header != [str(c) for c in frame.columns] or any(
+        frame[c].map(lambda v: isinstance(v, str) and v.startswith(_FORMULA_START)).any()
+        for c in text)
+    if risky:
+        frame = frame.copy()
+        for col in text:
             frame[col] = frame[col].map(_csv_safe)
-    frame.columns = [_csv_safe(str(c)) for c in frame.columns]
+        frame.columns = header
     frame.to_csv(path, index=False)
 
 
