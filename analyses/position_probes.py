@@ -93,7 +93,7 @@ def run(ctx, layers="all", max_images=96, patches_per_image=32, cv=5, alpha=1.0,
     def score(probe: str, metric: str, layer: int) -> float:
         hit = result[(result["probe"] == probe) & (result["metric"] == metric)
                      & (result["layer"] == layer)]
-        return float(hit["mean"].iloc[0])
+        return float(hit["value"].iloc[0])
 
     first, last = chosen[0], chosen[-1]
     numbers = {f"r2_layer{first}": score("task", "r2", first),

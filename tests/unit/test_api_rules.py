@@ -3,11 +3,13 @@ progress goes through logging, result frames share one column vocabulary."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import sys
 import typing
 
+import numpy as np
 import pandas as pd
 import pytest
 import timm
@@ -197,3 +199,53 @@ def test_no_print_in_the_library():
             if line.lstrip().startswith("print(")]
     assert hits == []
 
+
+
+# ------------------------------------------------------------------ 4. result-frame vocabulary
+#: Words of a result frame (DESIGN: ``layer, metric, value, ci_low, ci_high, ...``): ``metric``
+#: names what ``value`` holds; an interval of ``value`` is ``ci_low``/``ci_high``; a layer is
+#: ``layer``, a pair of layers ``layer_a``/``layer_b``; ``n`` counts what ``value`` is over.
+#: Synonyms of those words are not used.
+SYNONYMS = {"mean", "score", "estimate", "lo", "hi", "low", "high", "lower", "upper",
+            "ci_lo", "ci_hi", "cka", "mutual_knn", "layer1", "layer2", "layer_x", "layer_y"}
+
+
+@functools.lru_cache(maxsize=1)
+def _vocabulary_frames() -> dict[str, pd.DataFrame]:
+    from probing.frames import to_frame
+    from probing.layout import TokenLayout
+    from probing.posenc import similarity_frame, sincos_1d, subspace_overlap, worked_example
+    from probing.probes import probe_layers
+    from probing.similarity import cls_patch_cosine, layer_mutual_knn, layer_similarity
+
+    layout = TokenLayout(grid=(2, 3), patch_size=(4, 4))
+    rng = np.random.default_rng(0)
+    labels = pd.DataFrame({"label": rng.integers(0, 2, 40)})
+    frame = pd.concat([to_frame(rng.normal(size=(40, layout.n_tokens, 6)).astype(np.float32),
+                                layout, layer, np.arange(40), labels=labels)
+                       for layer in (0, 1)], ignore_index=True)
+    table = sincos_1d(6, 8)
+    return {
+        "probe_layers": probe_layers(frame, "label", kind="cls", cv=2, solver="ridge"),
+        "layer_similarity": layer_similarity(frame, kind="cls"),
+        "layer_mutual_knn": layer_mutual_knn(frame, kind="cls", k=3),
+        "cls_patch_cosine": cls_patch_cosine(frame),
+        "similarity_frame": similarity_frame(table, grid=(2, 3)),
+        "subspace_overlap": subspace_overlap(table, rng.normal(size=(30, 8)), k=2, n_null=5),
+        "worked_example": worked_example(),
+    }
+
+
+
+@pytest.mark.parametrize("name", ["probe_layers", "layer_similarity", "layer_mutual_knn",
+                                  "cls_patch_cosine", "similarity_frame", "subspace_overlap",
+                                  "worked_example"])
+def test_result_frames_speak_one_vocabulary(name):
+    frame = _vocabulary_frames()[name]
+    columns = set(frame.columns)
+    assert not columns & SYNONYMS, f"{name}: {sorted(columns & SYNONYMS)}"
+    assert "value" in columns
+    assert ("metric" in columns) or name == "worked_example"
+    assert ({"ci_low", "ci_high"} <= columns) == bool(columns & {"ci_low", "ci_high"})
+    if {"layer_a", "layer_b"} & columns:
+        assert {"layer_a", "layer_b"} <= columns and "layer" not in columns
