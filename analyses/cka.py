@@ -52,22 +52,22 @@ def _kinds(ctx, kinds) -> tuple[list[str], list[str]]:
     return [k for k in kinds if k != "cls"] or ["pooled"], [note]
 
 
-def _consecutive(frame: pd.DataFrame, layers: list[int], value: str) -> pd.DataFrame:
+def _consecutive(frame: pd.DataFrame, layers: list[int]) -> pd.DataFrame:
     """Rows of a layer x layer frame pairing each layer with the previous one (x = later layer)."""
     pairs = pd.DataFrame({"layer_a": layers[:-1], "layer_b": layers[1:]})
     out = pairs.merge(frame, on=["layer_a", "layer_b"], how="left")
-    return out.rename(columns={"layer_b": "layer", value: "mean"})
+    return out.rename(columns={"layer_b": "layer"})
 
 
-def _same_layer(frame: pd.DataFrame, value: str) -> pd.DataFrame:
+def _same_layer(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows of a two-model layer x layer frame comparing a layer with the same layer."""
     out = frame[frame["layer_a"] == frame["layer_b"]].drop(columns="layer_b")
-    return out.rename(columns={"layer_a": "layer", value: "mean"})
+    return out.rename(columns={"layer_a": "layer"})
 
 
 def _curve(part: pd.DataFrame, key: str, label: str) -> pd.DataFrame:
-    """A per-layer curve for the similarity figure: ``layer, mean[, ci_low, ci_high], n``."""
-    cols = [c for c in ("layer", "mean", "ci_low", "ci_high", "n") if c in part]
+    """A per-layer curve for the similarity figure: ``layer, value[, ci_low, ci_high], n``."""
+    cols = [c for c in ("layer", "value", "ci_low", "ci_high", "n") if c in part]
     return part[cols].assign(measure=label, key=key)
 
 
@@ -77,12 +77,12 @@ def _numbers(cka: pd.DataFrame, curves: pd.DataFrame, layers: list[int], k: int,
     first, last = layers[0], layers[-1]
     out: dict[str, float] = {"mutual_knn_chance": k / (n - 1)}
     for kind, part in cka.groupby("kind", sort=False):
-        grid = part.set_index(["layer_a", "layer_b"])["cka"]
+        grid = part.set_index(["layer_a", "layer_b"])["value"]
         out[f"cka_{kind}_first_last"] = grid.get((first, last), np.nan)
         out[f"cka_{kind}_consecutive_mean"] = grid.reindex(
             list(zip(layers[:-1], layers[1:]))).mean()
     for key, part in curves.groupby("key", sort=False):
-        values = part.set_index("layer")["mean"]
+        values = part.set_index("layer")["value"]
         out[f"{key}_first"] = values.dropna().iloc[0] if values.notna().any() else np.nan
         out[f"{key}_last"] = values.get(last, np.nan)
     return {name: float(v) for name, v in out.items() if np.isfinite(float(v))}
@@ -143,23 +143,23 @@ def run(ctx: RunContext,
         cka.append(layer_similarity(frame, kind=kind, layers=layers, debiased=debiased)
                    .assign(kind=kind))
         knn.append(layer_mutual_knn(frame, kind=kind, k=k, layers=layers).assign(kind=kind))
-        curves.append(_curve(_consecutive(knn[-1], layers, "mutual_knn"),
+        curves.append(_curve(_consecutive(knn[-1], layers),
                              f"mutual_knn_{kind}_consecutive",
                              f"k-NN overlap with previous layer ({name})"))
         if random_frame is not None:
             c = layer_similarity(frame, random_frame, kind=kind, layers=layers,
                                  debiased=debiased).assign(kind=kind)
             m = layer_mutual_knn(frame, random_frame, kind=kind, k=k, layers=layers)
-            cross.append(c.merge(m, on=["layer_a", "layer_b", "n"]))
-            curves.append(_curve(_same_layer(c, "cka"), f"cka_{kind}_vs_random_init",
+            cross.append(pd.concat([c, m.assign(kind=kind)], ignore_index=True))
+            curves.append(_curve(_same_layer(c), f"cka_{kind}_vs_random_init",
                                  f"CKA vs random init ({name})"))
-            curves.append(_curve(_same_layer(m, "mutual_knn"),
+            curves.append(_curve(_same_layer(m),
                                  f"mutual_knn_{kind}_vs_random_init",
                                  f"k-NN overlap vs random init ({name})"))
     cka, knn, curves = (pd.concat(x, ignore_index=True) for x in (cka, knn, curves))
 
     constant = sorted({(kind, int(a)) for kind, a, b, v in
-                       cka[["kind", "layer_a", "layer_b", "cka"]].itertuples(index=False)
+                       cka[["kind", "layer_a", "layer_b", "value"]].itertuples(index=False)
                        if a == b and not np.isfinite(v)})
     if constant:
         notes.append("Blank cells: representations that are the same for every image (CKA and "

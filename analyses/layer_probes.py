@@ -84,16 +84,16 @@ def _numbers(result: pd.DataFrame) -> dict[str, float]:
     for kind, part in result.groupby("kind", sort=False):
         metric = "r2" if (part["metric"] == "r2").any() else "accuracy"
         last = part[part["layer"] == part["layer"].max()]
-        for (probe, m), row in last.set_index(["probe", "metric"])["mean"].items():
+        for (probe, m), row in last.set_index(["probe", "metric"])["value"].items():
             if m == "selectivity":
                 out[f"{kind}_last_selectivity"] = row
             elif m == metric:
                 prefix = "" if probe == "task" else f"{probe}_"
                 out[f"{kind}_last_{prefix}{metric}"] = row
         task = part[(part["probe"] == "task") & (part["metric"] == metric)]
-        best = task.loc[task["mean"].idxmax()]
+        best = task.loc[task["value"].idxmax()]
         out[f"{kind}_best_layer"] = best["layer"]
-        out[f"{kind}_best_{metric}"] = best["mean"]
+        out[f"{kind}_best_{metric}"] = best["value"]
     return {k: float(v) for k, v in out.items() if np.isfinite(float(v))}
 
 

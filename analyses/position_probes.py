@@ -109,7 +109,7 @@ def run(ctx: RunContext,
     def score(probe: str, metric: str, layer: int) -> float:
         hit = result[(result["probe"] == probe) & (result["metric"] == metric)
                      & (result["layer"] == layer)]
-        return float(hit["mean"].iloc[0])
+        return float(hit["value"].iloc[0])
 
     first, last = chosen[0], chosen[-1]
     numbers = {f"r2_layer{first}": score("task", "r2", first),

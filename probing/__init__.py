@@ -3,10 +3,15 @@
 Hooks pull token vectors and attention from any timm ViT into pandas token frames (streamed to a
 parquet :class:`EmbeddingStore`); analyses run on the frames; reports are written from the
 analyses. See the README for the quick start.
+
+Progress and problems are reported on the ``probing`` logger (INFO for progress, WARNING for
+problems), and tqdm bars on long loops. As a library probing is silent until logging is
+configured (the logger has a ``NullHandler``); the ``probing`` command shows INFO on stderr.
 """
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from .data import (
@@ -86,3 +91,5 @@ __all__ = [
     "to_frame",
     "validate_frame",
 ]
+
+logging.getLogger("probing").addHandler(logging.NullHandler())

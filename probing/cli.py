@@ -7,6 +7,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import warnings
 from collections.abc import Callable
@@ -52,13 +53,45 @@ def _guard(fn: Callable) -> Callable:
     return wrapper
 
 
+class _StderrHandler(logging.Handler):
+    """The CLI's handler of the ``probing`` logger: one line per record on the stderr of the
+    moment (looked up at each record, so click's test runner captures it too), warnings and
+    errors prefixed by their level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                text = f"{record.levelname.lower()}: {text}"
+            if record.exc_info and _State.debug:
+                text += "\n" + logging.Formatter().formatException(record.exc_info)
+            click.echo(text, err=True)
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+def configure_logging(quiet: bool = False, debug: bool = False) -> logging.Logger:
+    """Show the ``probing`` logger on stderr: INFO by default, WARNING when ``quiet``, DEBUG
+    when ``debug``. Calling it again replaces the handler (no line is shown twice)."""
+    logger = logging.getLogger("probing")
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    handler = _StderrHandler(level)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    return logger
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars or progress messages.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors and debug messages.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or progress messages "
+              "(warnings and errors still show).")
 @click.version_option(package_name="probing", message="probing %(version)s")
 def main(debug: bool, quiet: bool) -> None:
     """Look inside Vision Transformers: embeddings, positional encodings, attention."""
     _State.debug, _State.quiet = debug, quiet
+    configure_logging(quiet=quiet, debug=debug)
     if not debug:
         warnings.showwarning = _one_line_warning
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypedDict, overload
 
 import numpy as np
 import pandas as pd
@@ -33,12 +33,15 @@ from .frames import (
 )
 from .hooks import LayerSpec, capture
 from .layout import TOKEN_KINDS
-from .models import LoadedModel, load_model
+from .models import LoadedModel, eval_mode, load_model
 from .selection import LayerLabels, resolve_kinds, resolve_layers
 from .store import EmbeddingStore
 
-__all__ = ["ARGUMENT_RULES", "ShardJob", "check_arguments", "extract", "extract_shard",
-           "open_store", "shard_job", "store_manifest"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["ARGUMENT_RULES", "ExtractOptions", "ShardJob", "check_arguments", "extract",
+           "extract_shard", "open_store", "shard_job", "store_manifest"]
 
 log = logging.getLogger("probing")
 
@@ -110,6 +113,45 @@ def store_manifest(loaded: LoadedModel, source: ImageSource | None, capture_cfg:
     }
 
 
+class ExtractOptions(TypedDict, total=False):
+    """The keyword arguments of :func:`extract` that do not change what it returns (for the
+    type checker: each overload of :func:`extract` takes these as ``**options``)."""
+
+    layers: LayerSpec
+    kinds: str | Sequence[str]
+    pooled: Literal["mean", "model"] | None
+    batch_size: int
+    dtype: Literal["float32", "float16"]
+    device: str | None
+    autocast: Autocast
+    n_images: int | None
+    shard_size: int
+    num_workers: int
+    progress: bool | None
+    lock_timeout: float
+
+
+StoreTarget = EmbeddingStore | str | os.PathLike
+
+
+# the return type follows `store` and `attention`: type checkers see each case
+@overload
+def extract(model: LoadedModel | str | torch.nn.Module, data: ImageSource | str | torch.Tensor,
+            *, attention: Literal[False] = False, store: None = None,
+            **options: Unpack[ExtractOptions]) -> pd.DataFrame: ...
+@overload
+def extract(model: LoadedModel | str | torch.nn.Module, data: ImageSource | str | torch.Tensor,
+            *, attention: Literal[True], store: None = None,
+            **options: Unpack[ExtractOptions]) -> tuple[pd.DataFrame, pd.DataFrame]: ...
+@overload
+def extract(model: LoadedModel | str | torch.nn.Module, data: ImageSource | str | torch.Tensor,
+            *, attention: bool = False, store: StoreTarget,
+            **options: Unpack[ExtractOptions]) -> EmbeddingStore: ...
+@overload
+def extract(model: LoadedModel | str | torch.nn.Module, data: ImageSource | str | torch.Tensor,
+            *, attention: bool = False, store: None = None,
+            **options: Unpack[ExtractOptions]
+            ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]: ...
 def extract(
     model: LoadedModel | str | torch.nn.Module,
     data: ImageSource | str | torch.Tensor,
@@ -118,7 +160,7 @@ def extract(
     kinds: str | Sequence[str] = ("cls", "patch"),
     pooled: Literal["mean", "model"] | None = None,
     attention: bool = False,
-    store: EmbeddingStore | str | os.PathLike | None = None,
+    store: StoreTarget | None = None,
     batch_size: int = 64,
     dtype: Literal["float32", "float16"] = "float32",
     device: str | None = None,
@@ -154,7 +196,11 @@ def extract(
     dtype : {"float32", "float16"}
         Stored vector precision.
     device : str, optional
-        Where to run (the model's device by default); ``"cuda"`` without CUDA is a ModelError.
+        Where to run a model given by name or path (the CPU by default). A module or
+        LoadedModel passed in runs where it is and is never moved: another ``device`` is a
+        ConfigError (move it yourself with ``model.to(...)``). ``"cuda"`` without CUDA is a
+        ModelError. A module passed in in training mode runs in eval mode for the call and
+        gets its training flags back after.
         On CUDA, batches come from pinned host memory (the DataLoader pins them) and the copy
         of the next batch to the GPU is issued on a side stream while the current batch runs.
     autocast : {"bf16", "fp16"}, optional
@@ -177,25 +223,34 @@ def extract(
 
     Returns
     -------
-    pandas.DataFrame, EmbeddingStore, or (pandas.DataFrame, pandas.DataFrame)
-        The token frame; the store when ``store`` is given; ``(tokens, attention)`` when
-        ``attention=True`` without a store (attention schema in :mod:`probing.attention_frames`).
+    pandas.DataFrame
+        Without ``store`` and with ``attention=False``: the token frame (schema in
+        :mod:`probing.frames`), one row per (image, layer, token).
+    (pandas.DataFrame, pandas.DataFrame)
+        Without ``store`` and with ``attention=True``: ``(tokens, attention)``, the token frame
+        and the attention frame (one row per image, block, head and query, schema in
+        :mod:`probing.attention_frames`).
+    EmbeddingStore
+        With ``store``: that store, holding the tokens (and, with ``attention=True``, the
+        attention); read them with :meth:`EmbeddingStore.read` and
+        :meth:`EmbeddingStore.read_attention`.
+
+    Each case is an overload of this function (``typing.overload`` on ``store: None`` against
+    a store, and on ``attention: Literal[True]`` against ``Literal[False]``), so a type checker
+    knows which of the three a call returns.
 
     Raises
     ------
     ConfigError
         An argument out of range (``batch_size``, ``n_images``, ``shard_size``, ``num_workers``,
         ``lock_timeout``, ``dtype``, ``autocast``, ``pooled``, the form of ``layers``), before
-        the model is loaded; layer numbers beyond the model's depth are a LayoutError.
+        the model is loaded; layer numbers beyond the model's depth are a LayoutError. A
+        ``device`` other than the one a module passed in is on.
     """
     check_arguments(batch_size=batch_size, n_images=n_images, shard_size=shard_size,
                     num_workers=num_workers, dtype=dtype, autocast=autocast, pooled=pooled,
                     lock_timeout=lock_timeout, layers=layers)
-    loaded = load_model(model)
-    if device is not None:
-        from .models import resolve_device
-
-        loaded.model.to(resolve_device(device))
+    loaded = load_model(model, device=device)  # never moves a model the caller passed in
     labels_all = None
     if isinstance(data, torch.Tensor):
         tensor = _tensor_source(data, loaded)
@@ -453,8 +508,8 @@ def _run(loaded, source, tensor, positions, job: ShardJob, dev, bar):
            else nullcontext())
     cuda = dev.type == "cuda"
     batches = _batches(source, tensor, positions, job.batch_size, loaded, job.num_workers, cuda)
-    with capture(model, layout, LayerLabels(job.layers), list(job.kinds), job.pooled, job.attention,
-                 stop_early=True) as cap:
+    with eval_mode(model), capture(model, layout, LayerLabels(job.layers), list(job.kinds),
+                                   job.pooled, job.attention, stop_early=True) as cap:
         for images, ids, skip in _to_device(batches, dev):
             skipped.extend(skip)
             if len(images) == 0:

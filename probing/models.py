@@ -10,6 +10,13 @@ Spec forms
 - a foreign state dict with ``mapping=`` one of :data:`probing.foreign.FOREIGN_MAPPINGS`;
 - ``"demo"``: the built-in model trained on the ``shapes`` dataset;
 - an ``nn.Module`` (a timm ViT instance), used as it is.
+
+Ownership: probing never changes a module the caller passed in. A model it builds itself (from
+a name, a checkpoint or ``"demo"``) is put on ``device=`` and into eval mode; a module (or a
+:class:`LoadedModel`) passed in keeps its device and its training flags. Asking for another
+device than the one it is on is a :class:`~probing.errors.ConfigError` (move it yourself with
+``model.to(...)``), and code that runs it (extraction, attention, attribution) switches it to
+eval mode only for the call, with :func:`eval_mode`, restoring every submodule's flag after.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from .errors import ConfigError, ModelError
 from .layout import TokenLayout
 from .seeding import seeded
 
-__all__ = ["LoadedModel", "load_model", "random_init_copy", "resolve_device"]
+__all__ = ["LoadedModel", "eval_mode", "load_model", "random_init_copy", "resolve_device"]
 
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
@@ -43,7 +50,8 @@ class LoadedModel:
     Attributes
     ----------
     model : torch.nn.Module
-        The timm ViT, in eval mode.
+        The timm ViT: in eval mode when probing built it; a module the caller passed in keeps
+        its own training flags (code that runs it uses :func:`eval_mode`).
     layout : TokenLayout
         Its token layout.
     data_config : dict
@@ -128,8 +136,8 @@ def load_model(
         Head size; for checkpoints it is read from the checkpoint's head so the classifier is
         never silently re-initialised.
     device : str or torch.device, optional
-        Where the model lives; None keeps an ``nn.Module`` where it is and puts newly built
-        models on the CPU.
+        Where a model probing builds is put (the CPU when None). A module or LoadedModel
+        passed in is never moved: ``device`` must then be None or the device it is on.
     **timm_kwargs
         Passed to ``timm.create_model`` (e.g. ``img_size``, ``dynamic_img_size``).
 
@@ -146,12 +154,17 @@ def load_model(
         or one holding non-floating or non-finite weights.
     ConfigError
         Unknown, missing or malformed ``mapping_options`` (a foreign mapping needs ``mean`` and
-        ``std``: a state dict carries no preprocessing).
+        ``std``: a state dict carries no preprocessing); a ``device`` other than the one a
+        module passed in is on (probing does not move the caller's module).
     """
     if isinstance(spec, LoadedModel):
+        check_device(spec.model, device)
         return spec
     if isinstance(spec, nn.Module):
-        return _finish(spec, type(spec).__name__, _module_config(spec), {"kind": "factory"}, device)
+        check_device(spec, device)
+        return LoadedModel(model=spec, layout=TokenLayout.from_model(spec),
+                           data_config=_module_config(spec), name=type(spec).__name__,
+                           arch={"kind": "factory"})
     if not isinstance(spec, (str, os.PathLike)):
         raise ModelError(
             f"model spec {spec!r} is not a timm name, a checkpoint path, 'demo' or an nn.Module; "
@@ -174,6 +187,7 @@ def load_model(
 
 # --------------------------------------------------------------------------- helpers
 def _finish(model: nn.Module, name: str, config: dict, arch: dict, device) -> LoadedModel:
+    """Wrap a model probing built itself (so it may move it and switch it to eval mode)."""
     layout = TokenLayout.from_model(model)
     try:
         if device is not None:
@@ -199,6 +213,60 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ModelError(f"device {device!r} is not supported; use 'cpu' or 'cuda'.")
     return dev
+
+
+def module_device(module: nn.Module) -> torch.device | None:
+    """The device of ``module``'s first parameter (or buffer); None when it has neither."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return None
+
+
+def _same_device(want: torch.device, have: torch.device) -> bool:
+    if want.type != have.type:
+        return False
+    if want.index is None:
+        return want.type != "cuda" or have.index == torch.cuda.current_device()
+    return want.index == (have.index or 0)
+
+
+def check_device(module: nn.Module, device: str | torch.device | None) -> None:
+    """Refuse to run the caller's ``module`` on another ``device`` than the one it is on.
+
+    probing does not move a module it did not build (``module.to`` works in place, so the
+    caller's model would move too); the message says how to do it oneself.
+
+    Raises
+    ------
+    ModelError
+        When ``device`` is not a usable torch device.
+    ConfigError
+        When ``module`` is on another device than ``device``.
+    """
+    if device is None:
+        return
+    want = resolve_device(device)
+    have = module_device(module)
+    if have is None or _same_device(want, have):
+        return
+    raise ConfigError(
+        f"device={str(device)!r} was asked for but the model passed in is on {have}, and "
+        f"probing does not move a model it did not load; move it yourself with "
+        f"model.to({str(want)!r}) and pass device=None (or pass a model name or path)."
+    )
+
+
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put ``module`` in eval mode while inside; restore every submodule's training flag on
+    exit (also on error), so the caller's module is left as it was."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in flags:
+            m.training = training
 
 
 def _module_config(model: nn.Module) -> dict:

@@ -393,7 +393,8 @@ def layer_similarity(
     Returns
     -------
     pandas.DataFrame
-        Columns ``layer_a``, ``layer_b``, ``cka``, ``n`` (items), ``debiased``; one row per pair.
+        Columns ``layer_a``, ``layer_b``, ``metric`` (``"cka"``), ``value`` (the CKA), ``n``
+        (items), ``debiased``; one row per pair.
     """
     la, lb, mats_a, mats_b = _aligned_views(frame_a, frame_b, kind, layers, layers_b)
     reps_a = _Reps(mats_a)
@@ -403,7 +404,8 @@ def layer_similarity(
     return pd.DataFrame({
         "layer_a": np.asarray(la)[ia.ravel()],
         "layer_b": np.asarray(lb)[ib.ravel()],
-        "cka": cka.ravel(),
+        "metric": "cka",
+        "value": cka.ravel(),
         "n": reps_a.n,
         "debiased": debiased,
     })
@@ -429,8 +431,8 @@ def cls_patch_cosine(
     Returns
     -------
     pandas.DataFrame
-        Columns ``layer``, ``metric`` (``"cls_patch_cosine"``), ``mean``, ``ci_low``,
-        ``ci_high``, ``n`` (images).
+        Columns ``layer``, ``metric`` (``"cls_patch_cosine"``), ``value`` (the mean over
+        images), ``ci_low``, ``ci_high``, ``n`` (images).
     """
     views = FrameViews(frame)
     records = []
@@ -450,10 +452,10 @@ def cls_patch_cosine(
             cos[s] = num / np.maximum(np.linalg.norm(p, axis=1), 1e-300)
         per_image = np.bincount(where, weights=cos) / np.bincount(where)
         mean, low, high = t_interval(per_image, level)
-        records.append({"layer": layer, "metric": "cls_patch_cosine", "mean": mean,
+        records.append({"layer": layer, "metric": "cls_patch_cosine", "value": mean,
                         "ci_low": low, "ci_high": high, "n": len(per_image)})
     return pd.DataFrame.from_records(
-        records, columns=["layer", "metric", "mean", "ci_low", "ci_high", "n"]
+        records, columns=["layer", "metric", "value", "ci_low", "ci_high", "n"]
     )
 
 
@@ -528,7 +530,8 @@ def layer_mutual_knn(
     Returns
     -------
     pandas.DataFrame
-        Columns ``layer_a``, ``layer_b``, ``mutual_knn``, ``n``, ``k``.
+        Columns ``layer_a``, ``layer_b``, ``metric`` (``"mutual_knn"``), ``value`` (the
+        overlap), ``n``, ``k``.
     """
     la, lb, mats_a, mats_b = _aligned_views(frame_a, frame_b, kind, layers, layers_b)
     _check_k(k, mats_a[0].shape[0])
@@ -536,8 +539,11 @@ def layer_mutual_knn(
     nn_b = nn_a if mats_b is None else [_knn_or_none(m, k) for m in mats_b]
     n = mats_a[0].shape[0]
     rows = [
-        {"layer_a": x, "layer_b": y, "mutual_knn": _overlap(na, nb), "n": n, "k": k}
+        {"layer_a": x, "layer_b": y, "metric": "mutual_knn", "value": _overlap(na, nb), "n": n,
+         "k": k}
         for x, na in zip(la, nn_a)
         for y, nb in zip(lb, nn_b)
     ]
-    return pd.DataFrame.from_records(rows, columns=["layer_a", "layer_b", "mutual_knn", "n", "k"])
+    return pd.DataFrame.from_records(
+        rows, columns=["layer_a", "layer_b", "metric", "value", "n", "k"]
+    )

@@ -8,6 +8,7 @@ Prints held-out accuracy per epoch and writes the weights as safetensors plus a 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -18,6 +19,8 @@ from torch import nn
 
 from ..shapes import render_shape, shape_factors
 from . import ARCH, DATA_CONFIG, RECORD, SHAPES_OPTIONS, WEIGHTS
+
+log = logging.getLogger("probing")
 
 __all__ = ["shapes_arrays", "train_demo"]
 
@@ -104,8 +107,8 @@ def train_demo(
             opt.step()
             sched.step()
         acc = _accuracy(model, x_test, y_test)
-        print(f"epoch {epoch + 1}/{epochs}: loss {loss.item():.3f}, held-out accuracy {acc:.4f}",
-              flush=True)
+        log.info("epoch %d/%d: loss %.3f, held-out accuracy %.4f", epoch + 1, epochs,
+                 loss.item(), acc)
     seconds = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -127,8 +130,8 @@ def train_demo(
         "made_by": MADE_BY,
     }
     (out / RECORD.name).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"held-out shape accuracy {acc:.4f} after {epochs} epochs, {seconds:.0f} s; "
-          f"wrote {out / WEIGHTS.name}; use it with load_model('{out / WEIGHTS.name}')")
+    log.info("held-out shape accuracy %.4f after %d epochs, %.0f s; wrote %s; use it with "
+             "load_model('%s')", acc, epochs, seconds, out / WEIGHTS.name, out / WEIGHTS.name)
     return record
 
 

@@ -52,7 +52,7 @@ def plot_probe_layers(
     -------
     matplotlib.figure.Figure
     """
-    missing = {"layer", "kind", "probe", "metric", "mean", "ci_low", "ci_high"} - set(result)
+    missing = {"layer", "kind", "probe", "metric", "value", "ci_low", "ci_high"} - set(result)
     if missing:
         raise SchemaError(f"result lacks column(s) {sorted(missing)}; pass probe_layers output.")
     if metric is None:
@@ -68,7 +68,7 @@ def plot_probe_layers(
                 part = data[(data["probe"] == probe) & (data["kind"] == kind)].sort_values("layer")
                 if part.empty:
                     continue
-                ax.plot(part["layer"], part["mean"], linestyle=line, color=style["color"],
+                ax.plot(part["layer"], part["value"], linestyle=line, color=style["color"],
                         marker="o")
                 ax.fill_between(part["layer"], part["ci_low"], part["ci_high"],
                                 color=style["color"], alpha=0.2, linewidth=0)

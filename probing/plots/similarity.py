@@ -25,7 +25,7 @@ def _require(frame: pd.DataFrame, columns: set[str], producer: str) -> None:
 
 def plot_cka_heatmap(
     result: pd.DataFrame,
-    value: str = "cka",
+    value: str = "value",
     label_a: str = "layer",
     label_b: str | None = None,
     title: str | None = None,
@@ -35,10 +35,10 @@ def plot_cka_heatmap(
     Parameters
     ----------
     result : pandas.DataFrame
-        Output of :func:`probing.similarity.layer_similarity` (or
-        :func:`~probing.similarity.layer_mutual_knn` with ``value="mutual_knn"``).
+        Output of :func:`probing.similarity.layer_similarity` or
+        :func:`~probing.similarity.layer_mutual_knn` (one ``metric``).
     value : str
-        Column to draw.
+        Column to draw; the colour bar is named after the frame's ``metric``.
     label_a, label_b : str
         Axis labels for ``layer_a`` (rows, y axis) and ``layer_b`` (columns, x axis).
     title : str, optional
@@ -67,7 +67,8 @@ def _draw_heatmap(result, grid, value, label_a, label_b, title) -> Figure:
     debiased = "debiased" in result and bool(result["debiased"].any())
     names = {"cka": "debiased linear CKA" if debiased else "linear CKA",
              "mutual_knn": "mutual k-NN overlap"}
-    fig.colorbar(image, ax=ax).set_label(names.get(value, str(value)), **LITERAL)
+    metric = str(result["metric"].iloc[0]) if "metric" in result and len(result) else value
+    fig.colorbar(image, ax=ax).set_label(names.get(metric, metric), **LITERAL)
     if title:
         ax.set_title(str(title), **LITERAL)
     return fig
@@ -75,7 +76,7 @@ def _draw_heatmap(result, grid, value, label_a, label_b, title) -> Figure:
 
 def plot_similarity_vs_layer(
     result: pd.DataFrame,
-    value: str = "mean",
+    value: str = "value",
     group: str | None = None,
     ylabel: str = "cosine similarity",
     title: str | None = None,
@@ -87,7 +88,7 @@ def plot_similarity_vs_layer(
     result : pandas.DataFrame
         A tidy frame with ``layer`` and ``value`` columns, e.g.
         :func:`probing.similarity.cls_patch_cosine` output, or the ``layer_a == layer_b`` rows of
-        a two-model :func:`~probing.similarity.layer_similarity` (with ``value="cka"``).
+        a two-model :func:`~probing.similarity.layer_similarity`.
     value : str
         Column to draw.
     group : str, optional

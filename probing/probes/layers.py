@@ -39,7 +39,7 @@ __all__ = ["PROBE_COLUMNS", "control_labels", "probe_layers"]
 
 #: Columns of the frame :func:`probe_layers` returns.
 PROBE_COLUMNS = (
-    "layer", "kind", "probe", "metric", "mean", "ci_low", "ci_high", "n", "n_folds", "target",
+    "layer", "kind", "probe", "metric", "value", "ci_low", "ci_high", "n", "n_folds", "target",
 )
 TaskName = Literal["auto", "classification", "regression"]
 
@@ -152,7 +152,7 @@ def probe_layers(
         ``task``, ``majority`` (training-fold majority class; training-fold mean for regression),
         ``control``, ``random_init`` or ``mdl``; ``metric`` is ``accuracy`` or ``r2``,
         ``selectivity`` (on the control rows), ``codelength_bits`` or ``compression`` (MDL rows,
-        no interval). ``mean`` is the mean over folds, ``ci_low``/``ci_high`` its t-interval,
+        no interval). ``value`` is the mean over folds, ``ci_low``/``ci_high`` its t-interval,
         ``n`` the number of rows probed and ``n_folds`` the number of folds.
     """
     targets = [target] if isinstance(target, str) else list(target)
@@ -210,13 +210,14 @@ def probe_layers(
                                          max_iter=max_iter, n_threads=n_threads)
                 for name in ("codelength_bits", "compression"):
                     records.append({**base, "probe": "mdl", "metric": name,
-                                    "mean": code[name], "ci_low": np.nan, "ci_high": np.nan})
+                                    "value": code[name], "ci_low": np.nan, "ci_high": np.nan})
     return pd.DataFrame.from_records(records, columns=list(PROBE_COLUMNS))
 
 
 def _record(base: dict, probe: str, metric: str, values: np.ndarray, level: float) -> dict:
     mean, low, high = t_interval(values, level)
-    return {**base, "probe": probe, "metric": metric, "mean": mean, "ci_low": low, "ci_high": high}
+    return {**base, "probe": probe, "metric": metric, "value": mean, "ci_low": low,
+            "ci_high": high}
 
 
 def _check_options(frame, targets, groups, task, control_by, cv) -> None:

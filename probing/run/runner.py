@@ -15,7 +15,6 @@ import logging
 import os
 import platform
 import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -218,7 +217,8 @@ def run_spec(
         Run them on the Dask cluster whose scheduler is at this address instead. Results are
         identical to the default in-process run.
     quiet : bool
-        No progress output.
+        No progress bars. Progress messages go to the ``probing`` logger at INFO level
+        (silent unless logging is configured; the CLI shows them unless ``--quiet``).
     force : bool
         Recompute analyses and the report even when they are up to date.
 
@@ -271,9 +271,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
     spec_text = dump_toml(spec, params)
     if reused and not force and _report_is_current(out_dir,
                                                    _run_key(store, spec_text, modules)):
-        if not quiet:
-            print(f"report {out_dir} is up to date (same spec, store, analyses and code)",
-                  file=sys.stderr)
+        log.info("report %s is up to date (same spec, store, analyses and code)", out_dir)
         timings["total"] = time.perf_counter() - t_start
         return RunResult(report_dir=out_dir, store=store, timings=timings, reused_store=True,
                          reused_report=True)
@@ -284,9 +282,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
                    data_recipe(spec.data.source, spec.data.n, **spec.data.options))
     t = time.perf_counter()
     if not reused:
-        if not quiet:
-            print(f"extracting {len(source)} images from {loaded.name} into {store.path}",
-                  file=sys.stderr)
+        log.info("extracting %d images from %s into %s", len(source), loaded.name, store.path)
         if client is None:
             extract(loaded, source, store=store, progress=None if not quiet else False,
                     **settings)
@@ -317,8 +313,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
     if client is not None and todo:
         from .distributed import run_analyses_on_dask
 
-        if not quiet:
-            print(f"analyses {', '.join(m.name for m in todo)} on Dask ...", file=sys.stderr)
+        log.info("analyses %s on Dask ...", ", ".join(m.name for m in todo))
         done = dict(zip([m.name for m in todo],
                         run_analyses_on_dask(client, *recipes, store, spec.seed,
                                              spec.capture.batch_size, todo, params, spec.style)))
@@ -329,8 +324,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
             section, seconds = cached[m.name]
             t -= seconds
         elif client is None:
-            if not quiet:
-                print(f"analysis {m.name} ...", file=sys.stderr)
+            log.info("analysis %s ...", m.name)
             section = run_analysis(m.run, ctx, params[m.name], spec.style, name=m.name)
         else:
             section, seconds = done[m.name]

@@ -138,21 +138,22 @@ def _subspace_angles():
 
 def _probe_layers():
     result = pd.DataFrame([{"layer": layer, "kind": kind, "probe": probe, "metric": NASTY[1],
-                            "mean": 0.5 + 0.1 * layer, "ci_low": 0.4, "ci_high": 0.9}
+                            "value": 0.5 + 0.1 * layer, "ci_low": 0.4, "ci_high": 0.9}
                            for probe in NASTY for kind in ("cls", "pooled") for layer in range(3)])
     fig = plots.plot_probe_layers(result, metric=NASTY[1], probes=tuple(NASTY), title=NASTY[3])
     return fig, [NASTY[1], NASTY[3]], [*NASTY, "cls", "pooled"]
 
 
 def _cka_heatmap():
-    result = pd.DataFrame([{"layer_a": a, "layer_b": b, "cka": 1.0 if a == b else 0.5}
+    result = pd.DataFrame([{"layer_a": a, "layer_b": b, "metric": "cka",
+                            "value": 1.0 if a == b else 0.5}
                            for a in NASTY for b in NASTY])
     fig = plots.plot_cka_heatmap(result, label_a=NASTY[0], label_b=NASTY[2], title=NASTY[1])
     return fig, NASTY, None
 
 
 def _similarity_vs_layer():
-    result = pd.DataFrame([{"layer": layer, "mean": 0.1 * layer, "ci_low": 0.0, "ci_high": 0.5,
+    result = pd.DataFrame([{"layer": layer, "value": 0.1 * layer, "ci_low": 0.0, "ci_high": 0.5,
                             "measure": m} for m in NASTY for layer in range(4)])
     fig = plots.plot_similarity_vs_layer(result, group="measure", ylabel=NASTY[0],
                                          title=NASTY[2])

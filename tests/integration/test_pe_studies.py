@@ -208,7 +208,7 @@ def test_trained_demo_position_probes_on_shapes(demo_run):
     assert (task["n"] == 32 * 64).all()
     assert (task["n_folds"] == 4).all()
     majority = frame[(frame["probe"] == "majority") & (frame["metric"] == "r2")]
-    assert (majority["mean"] < 0.05).all()
+    assert (majority["value"] < 0.05).all()
 
 
 def test_trained_demo_position_probe_layer0_recovers_row_col():
@@ -233,7 +233,7 @@ def test_trained_demo_position_probe_layer0_recovers_row_col():
         frame = extract(model, grey, layers=[0], kinds=["patch"], progress=False)
         scores = probe_layers(frame, ["row", "col"], kind="patch", task="regression", cv=4,
                               control=False)
-        return float(scores.loc[scores["probe"] == "task", "mean"].iloc[0])
+        return float(scores.loc[scores["probe"] == "task", "value"].iloc[0])
 
     assert r2() > 0.95
     with torch.no_grad():

@@ -73,11 +73,11 @@ def test_probe_table_has_every_control_for_every_layer_and_kind(report):
 def test_probe_scores_and_selectivity_are_consistent(report):
     table = _table(report, "layer_probes")
     acc = table[table["metric"] == "accuracy"]
-    assert acc["mean"].between(0, 1).all()
-    assert (acc["ci_low"] <= acc["mean"] + 1e-12).all()
-    assert (acc["mean"] <= acc["ci_high"] + 1e-12).all()
-    wide = acc.pivot_table(index=["layer", "kind"], columns="probe", values="mean")
-    sel = table[table["metric"] == "selectivity"].set_index(["layer", "kind"])["mean"]
+    assert acc["value"].between(0, 1).all()
+    assert (acc["ci_low"] <= acc["value"] + 1e-12).all()
+    assert (acc["value"] <= acc["ci_high"] + 1e-12).all()
+    wide = acc.pivot_table(index=["layer", "kind"], columns="probe", values="value")
+    sel = table[table["metric"] == "selectivity"].set_index(["layer", "kind"])["value"]
     np.testing.assert_allclose(sel.sort_index(), (wide["task"] - wide["control"]).sort_index(),
                                atol=1e-12)
     # one image-level majority baseline whatever the vector kind (same folds, same labels)
@@ -86,14 +86,14 @@ def test_probe_scores_and_selectivity_are_consistent(report):
     # the CLS vector at layer 0 is the same for every image: its probe is the majority class
     assert wide.loc[(0, "cls"), "task"] == pytest.approx(wide.loc[(0, "cls"), "majority"])
     mdl = table[(table["probe"] == "mdl") & (table["metric"] == "compression")]
-    assert (mdl["mean"] > 0).all()
+    assert (mdl["value"] > 0).all()
 
 
 def test_probe_key_numbers_match_the_table(report):
     numbers = _numbers(report, "layer_probes")
     table = _table(report, "layer_probes")
     last = table[(table["layer"] == 4) & (table["kind"] == "cls")].set_index(
-        ["probe", "metric"])["mean"]
+        ["probe", "metric"])["value"]
     assert numbers["cls_last_accuracy"] == pytest.approx(last[("task", "accuracy")])
     assert numbers["cls_last_selectivity"] == pytest.approx(last[("control", "selectivity")])
     assert numbers["cls_last_random_init_accuracy"] == pytest.approx(
@@ -110,7 +110,7 @@ def test_cka_matrix_is_symmetric_with_unit_diagonal(report):
     cka = _table(report, "cka_layers")
     assert set(cka["kind"]) == {"cls", "pooled"}
     for _, part in cka.groupby("kind"):
-        grid = part.pivot_table(index="layer_a", columns="layer_b", values="cka",
+        grid = part.pivot_table(index="layer_a", columns="layer_b", values="value",
                                 dropna=False).to_numpy()
         assert grid.shape == (5, 5)
         np.testing.assert_allclose(grid, grid.T, atol=1e-10, equal_nan=True)
@@ -120,18 +120,20 @@ def test_cka_matrix_is_symmetric_with_unit_diagonal(report):
         assert ((off >= -1e-10) & (off <= 1 + 1e-10)).all()
     # CLS at layer 0 is one constant vector: CKA undefined; every mean-patch layer is defined
     cls = cka[cka["kind"] == "cls"]
-    assert cls.loc[cls["layer_a"] == 0, "cka"].isna().all()
-    assert cka.loc[cka["kind"] == "pooled", "cka"].notna().all()
+    assert cls.loc[cls["layer_a"] == 0, "value"].isna().all()
+    assert cka.loc[cka["kind"] == "pooled", "value"].notna().all()
 
 
 def test_mutual_knn_and_random_init_comparison(report):
     knn = _table(report, "mutual_knn_layers")
     mean = knn[knn["kind"] == "pooled"]
     same = mean[mean["layer_a"] == mean["layer_b"]]
-    np.testing.assert_allclose(same["mutual_knn"], 1.0)
-    assert knn.loc[(knn["kind"] == "cls") & (knn["layer_a"] == 0), "mutual_knn"].isna().all()
+    np.testing.assert_allclose(same["value"], 1.0)
+    assert knn.loc[(knn["kind"] == "cls") & (knn["layer_a"] == 0), "value"].isna().all()
     cross = _table(report, "cka_vs_random_init")
-    assert len(cross) == 2 * 5 * 5 and (cross["n"] == N_IMAGES).all()
+    # per kind, one CKA and one mutual k-NN row for each of the 5 x 5 layer pairs
+    assert len(cross) == 2 * 2 * 5 * 5 and (cross["n"] == N_IMAGES).all()
+    assert set(cross["metric"]) == {"cka", "mutual_knn"}
     numbers = _numbers(report, "cka")
     assert numbers["mutual_knn_chance"] == pytest.approx(5 / (N_IMAGES - 1))
     assert -1 <= numbers["cls_patch_cosine_last"] <= 1
@@ -188,14 +190,14 @@ def test_demo_last_cls_probe_beats_majority_by_a_wide_margin(demo_model):
 
     result = _last_cls_probe(demo_model, open_source("shapes"), 400)
     assert result.loc["task", "n"] == 400
-    assert result.loc["task", "mean"] >= 0.85
-    assert result.loc["task", "mean"] - result.loc["majority", "mean"] >= 0.5
+    assert result.loc["task", "value"] >= 0.85
+    assert result.loc["task", "value"] - result.loc["majority", "value"] >= 0.5
 
 
 def test_mnist_vit_last_cls_probe_is_at_least_95_percent(mnist_model, mnist_source):
     result = _last_cls_probe(mnist_model, mnist_source, 2000)
     assert result.loc["task", "n"] == 2000
-    assert result.loc["task", "mean"] >= 0.95
+    assert result.loc["task", "value"] >= 0.95
 
 
 def test_layer_probes_of_embed_and_a_block_probe_those_sites(tmp_path):

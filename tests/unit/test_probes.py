@@ -138,29 +138,29 @@ def _frame(n=120, d=12, layers=3, signal_layer=2, seed=0, signal=True):
 def test_probe_layers_finds_the_layer_with_signal():
     frame = _frame()
     out = probe_layers(frame, "label", kind="cls", solver="ridge")
-    task = out[(out.probe == "task") & (out.metric == "accuracy")].set_index("layer")["mean"]
-    majority = out[out.probe == "majority"].set_index("layer")["mean"]
+    task = out[(out.probe == "task") & (out.metric == "accuracy")].set_index("layer")["value"]
+    majority = out[out.probe == "majority"].set_index("layer")["value"]
     assert task[2] == 1.0
     assert task[0] < 0.6 and task[1] < 0.6
     assert (majority < 0.6).all()
-    expected = {"layer", "kind", "probe", "metric", "mean", "ci_low", "ci_high", "n"}
+    expected = {"layer", "kind", "probe", "metric", "value", "ci_low", "ci_high", "n"}
     assert set(out.columns) >= expected
     assert (out.n == 120).all()
     rows = out.dropna(subset=["ci_low"])
-    assert ((rows.ci_low <= rows["mean"] + 1e-12) & (rows["mean"] <= rows.ci_high + 1e-12)).all()
+    assert ((rows.ci_low <= rows["value"] + 1e-12) & (rows["value"] <= rows.ci_high + 1e-12)).all()
 
 
 def test_selectivity_near_zero_on_random_features():
     frame = _frame(n=400, signal=False, layers=1)
     out = probe_layers(frame, "label", kind="cls", control_by="image", solver="ridge")
-    sel = out[(out.probe == "control") & (out.metric == "selectivity")]["mean"].iloc[0]
+    sel = out[(out.probe == "control") & (out.metric == "selectivity")]["value"].iloc[0]
     assert abs(sel) < 0.1
 
 
 def test_selectivity_high_when_the_task_is_encoded():
     frame = _frame(n=300, layers=3)
     out = probe_layers(frame, "label", kind="cls", layers=[2], control_by="image")
-    sel = out[(out.probe == "control") & (out.metric == "selectivity")]["mean"].iloc[0]
+    sel = out[(out.probe == "control") & (out.metric == "selectivity")]["value"].iloc[0]
     assert sel > 0.5
 
 
@@ -169,15 +169,15 @@ def test_random_init_rows_use_the_random_frame():
     noise = _frame(layers=3, signal=False, seed=5).drop(columns="label")
     out = probe_layers(frame, "label", kind="cls", layers=[2], random_frame=noise,
                        solver="ridge", control=False)
-    task = out[out.probe == "task"]["mean"].iloc[0]
-    rand = out[out.probe == "random_init"]["mean"].iloc[0]
+    task = out[out.probe == "task"]["value"].iloc[0]
+    rand = out[out.probe == "random_init"]["value"].iloc[0]
     assert task == 1.0 and rand < 0.6
 
 
 def test_patch_probe_of_column_and_mean_kind():
     frame = _frame(layers=1)
     out = probe_layers(frame, "col", kind="patch", task="regression", control=False)
-    r2 = out[(out.probe == "task") & (out.metric == "r2")]["mean"].iloc[0]
+    r2 = out[(out.probe == "task") & (out.metric == "r2")]["value"].iloc[0]
     assert r2 > 0.9 and out.n.iloc[0] == 120 * LAYOUT.num_patches
     mean = probe_layers(frame, "label", kind="pooled", control=False, solver="ridge")
     assert (mean.n == 120).all()
@@ -210,8 +210,8 @@ def test_mdl_learnable_task_compresses_random_does_not():
 def test_probe_layers_mdl_rows():
     out = probe_layers(_frame(n=200, layers=3), "label", layers=[2], mdl=True, control=False,
                        solver="ridge")
-    comp = out[(out.probe == "mdl") & (out.metric == "compression")]["mean"].iloc[0]
-    bits = out[(out.probe == "mdl") & (out.metric == "codelength_bits")]["mean"].iloc[0]
+    comp = out[(out.probe == "mdl") & (out.metric == "compression")]["value"].iloc[0]
+    bits = out[(out.probe == "mdl") & (out.metric == "codelength_bits")]["value"].iloc[0]
     assert comp > 1 and bits < 200 * np.log2(3)
 
 

@@ -92,7 +92,7 @@ def _frame(n=40, d=10, layers=3, seed=0):
 @pytest.mark.parametrize("kind", ["cls", "pooled", "patch"])
 def test_layer_similarity_one_model(kind):
     out = layer_similarity(_frame(), kind=kind)
-    grid = out.pivot(index="layer_a", columns="layer_b", values="cka").to_numpy()
+    grid = out.pivot(index="layer_a", columns="layer_b", values="value").to_numpy()
     np.testing.assert_allclose(np.diag(grid), 1.0, atol=1e-10)
     np.testing.assert_allclose(grid, grid.T, atol=1e-12)
     assert grid[0, 1] == pytest.approx(1.0, abs=1e-6)  # layer 1 = rotation of layer 0
@@ -103,15 +103,15 @@ def test_layer_similarity_two_models_aligns_on_image_id():
     a = _frame()
     b = _frame().sample(frac=1.0, random_state=1)  # same content, shuffled rows
     out = layer_similarity(a, b, kind="cls", debiased=True)
-    same = out[out.layer_a == out.layer_b]["cka"]
+    same = out[out.layer_a == out.layer_b]["value"]
     np.testing.assert_allclose(same, 1.0, atol=1e-10)
     gram = layer_similarity(a, b, kind="cls", debiased=True, method="gram")
-    np.testing.assert_allclose(out["cka"], gram["cka"], atol=1e-10)
+    np.testing.assert_allclose(out["value"], gram["value"], atol=1e-10)
 
 
 def test_layer_mutual_knn_frame():
     out = layer_mutual_knn(_frame(), kind="cls", k=5)
-    assert out[(out.layer_a == 0) & (out.layer_b == 1)]["mutual_knn"].iloc[0] == pytest.approx(1)
+    assert out[(out.layer_a == 0) & (out.layer_b == 1)]["value"].iloc[0] == pytest.approx(1)
 
 
 def test_cls_patch_cosine_known_value():
@@ -124,7 +124,7 @@ def test_cls_patch_cosine_known_value():
     tokens[:, LAYOUT.positions("reg"), 0] = -1.0  # registers are not patches
     frame = to_frame(tokens, LAYOUT, 0, np.arange(n))
     out = cls_patch_cosine(frame)
-    assert out["mean"].iloc[0] == pytest.approx(0.5)
+    assert out["value"].iloc[0] == pytest.approx(0.5)
     assert out["n"].iloc[0] == n
 
 
