@@ -38,7 +38,8 @@ from .errors import ConfigError, ModelError
 from .layout import TokenLayout
 from .seeding import seeded
 
-__all__ = ["LoadedModel", "eval_mode", "load_model", "random_init_copy", "resolve_device"]
+__all__ = ["LoadedModel", "check_device", "eval_mode", "load_model", "module_device",
+           "random_init_copy", "resolve_device"]
 
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, LayoutError
 from ..layout import TokenLayout
+from ..models import eval_mode
 from ..patchgrid import to_grid
 from ..targets import model_device, resolve_targets
 from .inputs import (
@@ -348,17 +349,13 @@ def gradient_relevance(
     from ..attention_hooks import capture_attention
 
     x = torch.as_tensor(images, dtype=torch.float32).to(model_device(model))
-    was_training = model.training  # type: ignore[attr-defined]
-    model.eval()  # type: ignore[attr-defined]
-    try:
+    with eval_mode(model):  # the caller's training flags come back as they were
         with torch.enable_grad(), capture_attention(model, keep_grad=True) as store:  # type: ignore[arg-type]
             logits = model(x)  # type: ignore[operator]
             t = resolve_targets(logits, target)
             layers = sorted(store)
             attn = [store[k] for k in layers]
             grads = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), attn)
-    finally:
-        model.train(was_training)  # type: ignore[attr-defined]
     n = attn[0].shape[-1]
     if layout is not None and n != layout.n_tokens:
         raise LayoutError(

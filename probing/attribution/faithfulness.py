@@ -24,6 +24,7 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from ..layout import TokenLayout
+from ..models import eval_mode
 from ..patchgrid import image_id_array
 from ..targets import resolve_targets
 from .inputs import Baseline, make_baseline, prepare
@@ -107,15 +108,11 @@ def _run_mode(model, images, maps, mode, baseline, target, layout, step, batch_s
 
     x, layout = prepare(model, images, layout, device)
     maps = _check_maps(maps, x.shape[0], layout)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):  # the caller's training flags come back as they were
         with torch.no_grad():
             t = resolve_targets(model(x), target)
         base = make_baseline(x, baseline, layout, blur_sigma)
         return _curve(model, x, base, _orders(maps), t, layout, mode, step, batch_size)
-    finally:
-        model.train(was_training)
 
 
 def _check_maps(maps, b: int, layout: TokenLayout) -> np.ndarray:
@@ -255,9 +252,7 @@ def faithfulness_curves(
     counts = _fractions(layout.num_patches, int(step))
     frac = counts / layout.num_patches
     frames, aucs = [], []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):  # the caller's training flags come back as they were
         with torch.no_grad():
             t = resolve_targets(model(x), target)
         for mode in modes:
@@ -277,8 +272,6 @@ def faithfulness_curves(
                 }))
                 aucs.append(pd.DataFrame({"image_id": ids, "method": method, "mode": mode,
                                           "auc": _area(curve, frac)}))
-    finally:
-        model.train(was_training)
     auc = pd.concat(aucs, ignore_index=True)
     summary = (auc.groupby(["method", "mode"], sort=False)["auc"]
                .agg(auc_mean="mean", auc_std=lambda s: float(np.std(s)), n_images="size")

@@ -15,6 +15,7 @@ from typing import Literal
 
 from ..errors import ConfigError, LayoutError
 from ..layout import TokenLayout
+from ..models import check_device
 from ..targets import model_device
 
 __all__ = ["Baseline", "make_baseline", "prepare"]
@@ -28,13 +29,14 @@ def prepare(model, images, layout: TokenLayout | None, device):
     Parameters
     ----------
     model : torch.nn.Module
-        Moved to ``device`` first (in place) when one is given.
+        Left where it is: a ``device`` other than the model's own is refused (move the model
+        yourself with ``model.to(...)``).
     images : torch.Tensor or numpy.ndarray
         ``(batch, channels, H, W)`` preprocessed images.
     layout : TokenLayout, optional
         Defaults to ``TokenLayout.from_model(model, img_size=(H, W))``.
     device : str, optional
-        Where to move the model.
+        Where the model must be (checked, never changed).
 
     Returns
     -------
@@ -51,7 +53,7 @@ def prepare(model, images, layout: TokenLayout | None, device):
     import torch
 
     if device is not None:
-        model.to(device)
+        check_device(model, device)  # never moves the caller's model
     x = torch.as_tensor(images, dtype=torch.float32).to(model_device(model))
     if x.ndim != 4:
         raise ConfigError(

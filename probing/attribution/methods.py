@@ -35,6 +35,7 @@ import pandas as pd
 from ..attention.rollout import gradient_rollout, rollout_map
 from ..errors import ConfigError, ModelError
 from ..layout import TokenLayout
+from ..models import eval_mode
 from ..patchgrid import (
     image_id_array,
     layer_to_patches,
@@ -196,9 +197,7 @@ def attribution_maps(
     if int(n_steps) < 1:
         raise ConfigError(f"n_steps {n_steps!r} is below 1; pass e.g. 50.")
     x, layout = prepare(model, images, layout, device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):  # the caller's training flags come back as they were
         if method == "rollout":
             with torch.no_grad(), capture_attention(model) as store:
                 model(x)
@@ -214,8 +213,6 @@ def attribution_maps(
             maps, delta = _captum_maps(
                 model, x, t, layout, method, base, int(n_steps), internal_batch_size
             )
-    finally:
-        model.train(was_training)
     if delta is not None:
         delta = np.asarray(delta.detach().double().cpu(), dtype=np.float64).reshape(-1)
     return AttributionMaps(method, maps, t.cpu().numpy().astype(np.int64), delta)

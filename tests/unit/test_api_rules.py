@@ -249,3 +249,21 @@ def test_result_frames_speak_one_vocabulary(name):
     assert ({"ci_low", "ci_high"} <= columns) == bool(columns & {"ci_low", "ci_high"})
     if {"layer_a", "layer_b"} & columns:
         assert {"layer_a", "layer_b"} <= columns and "layer" not in columns
+
+
+def test_attention_and_attribution_leave_the_callers_model_as_it_was():
+    from probing.attention import gradient_rollout
+    from probing.attribution import attribution_maps, faithfulness_curves
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
+                              patch_size=8, depth=2, num_classes=3)
+    model.train()
+    model.blocks[0].eval()  # mixed flags: model.train(was_training) would not restore them
+    before = _flags(model)
+    x = _images(2)
+    gradient_rollout(model, x, target=0)
+    maps = attribution_maps(model, x, method="saliency", target=0)
+    faithfulness_curves(model, x, {"saliency": maps.maps}, target=0, step=8)
+    assert _flags(model) == before
+    with pytest.raises(ConfigError, match=r"model\.to\("):
+        attribution_maps(model.to("meta"), x, method="saliency", target=0, device="cpu")
