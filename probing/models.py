@@ -595,6 +595,12 @@ def random_init_copy(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
     -------
     LoadedModel
         Same layout and preprocessing, name ``"<name> (random init, seed N)"``.
+
+    Raises
+    ------
+    ModelError
+        When the copy equals the model tensor for tensor (a random-init model built from the
+        same ``seed``): such a "control" would compare the model with itself.
     """
     arch = loaded.arch
     with seeded(seed):  # the caller's global torch RNG state is left as it was
@@ -607,6 +613,13 @@ def random_init_copy(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
                     module.reset_parameters()
             if hasattr(model, "init_weights"):
                 model.init_weights()
+    source = loaded.model.state_dict()
+    if all(torch.equal(v.cpu(), source[k].cpu()) for k, v in model.state_dict().items()
+           if k in source and v.is_floating_point()):
+        raise ModelError(
+            f"the random-init copy of {loaded.name} with seed {seed} equals the model itself (it "
+            "is a random-init model built from that seed); pass another seed for the copy."
+        )
     dev = next(loaded.model.parameters()).device
     return LoadedModel(
         model=model.to(dev).eval(),

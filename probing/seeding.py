@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__ = ["seeded"]
+__all__ = ["derive_seed", "seeded"]
 
 
 @contextmanager
@@ -31,3 +31,16 @@ def seeded(seed: int) -> Iterator[None]:
         if cuda:
             torch.cuda.manual_seed_all(int(seed))
         yield
+
+
+def derive_seed(seed: int, salt: str) -> int:
+    """A seed for one random step, derived from the run's ``seed`` and the step's ``salt``.
+
+    ``int.from_bytes(sha256(f"{seed}:{salt}")[:8], "little") % 2**32``: distinct steps get
+    independent seeds, the same step always the same one, and none equals ``seed`` by design
+    (so a random-initialised control never shares the seed the model itself was built with).
+    """
+    import hashlib
+
+    digest = hashlib.sha256(f"{int(seed)}:{salt}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**32

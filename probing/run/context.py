@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from ..errors import AnalysisError, ProbingError, SchemaError
 from ..extract import extract
 from ..frames import check_finite
 from ..models import LoadedModel, random_init_copy
+from ..seeding import derive_seed
 from ..selection import LayerLabels, resolve_layers
 from ..store import EmbeddingStore
 from ..style import paper_style, style_overrides
@@ -117,9 +117,13 @@ class RunContext:
         return x.permute(0, 2, 3, 1).numpy(), ids
 
     def random_init_model(self) -> LoadedModel:
-        """A random-initialised copy of the model's architecture (seeded by the spec)."""
+        """A random-initialised copy of the model's architecture, seeded from the spec's seed
+        through its own derived seed (:func:`probing.seeding.derive_seed`), so that it is never
+        the model itself when the model is a random-init timm architecture built from the
+        spec's seed (:func:`probing.models.random_init_copy` refuses an identical copy)."""
         if "random_init" not in self._cache:
-            self._cache["random_init"] = random_init_copy(self.model, seed=self.seed)
+            self._cache["random_init"] = random_init_copy(
+                self.model, seed=derive_seed(self.seed, "random_init"))
         return self._cache["random_init"]
 
     def extract(self, model: LoadedModel, kinds: Sequence[str] = ("cls",), layers: Any = "all",
@@ -137,8 +141,7 @@ class RunContext:
 
     def rng(self, salt: str = "") -> np.random.Generator:
         """A numpy generator derived from the spec's seed and ``salt``."""
-        digest = hashlib.sha256(f"{self.seed}:{salt}".encode()).digest()
-        return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        return np.random.default_rng(derive_seed(self.seed, salt))
 
 
 def run_analysis(run: Callable[..., Any], ctx: RunContext, params: dict,

@@ -233,3 +233,19 @@ def test_pretrained_failures_are_told_apart(tmp_path, monkeypatch):
     tagged = load_model("vit_tiny_patch16_224.augreg_in21k_ft_in1k", pretrained=False,
                         img_size=32, patch_size=8, depth=1)
     assert tagged.layout.grid == (4, 4)
+
+
+def test_random_init_control_is_never_the_model_itself(tmp_path):
+    from probing.run.context import RunContext
+    from probing.seeding import seeded
+
+    with seeded(0):  # how a spec builds a pretrained = false timm model from its seed 0
+        loaded = load_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
+                            patch_size=8, depth=2)
+    with pytest.raises(ModelError, match="equals the model itself"):
+        random_init_copy(loaded, seed=0)
+    ctx = RunContext(model=loaded, source=None, store=None, seed=0)
+    control = ctx.random_init_model().model.state_dict()
+    own = loaded.model.state_dict()
+    assert not any(torch.equal(control[k], own[k]) for k in own
+                   if own[k].is_floating_point() and own[k].std() > 0)
