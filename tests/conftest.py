@@ -14,6 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "fixtures"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_config(tmp_path_factory):
+    """The analysis cache's signing key (``$XDG_CONFIG_HOME/probing``) goes to a folder of the
+    test session, never to the home of the machine running the tests."""
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config"))
+
+
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
     """Path of ``../shared/fixtures``; skips the test when it is absent (users' clones)."""

@@ -10,16 +10,23 @@ atomically (temporary name, then ``os.replace``); an entry that cannot be read b
 truncated, from another matplotlib) is ignored and recomputed, never an error. Deleting the
 folder only costs time.
 
-Entries are pickles: load a store's cache only from stores you trust, as you would run its
-analysis files.
+Entries are pickles, so an entry is signed: the file is an HMAC-SHA256 tag of the pickle bytes
+followed by those bytes, keyed by a secret of this user (``~/.config/probing/cache-key``, or
+``$XDG_CONFIG_HOME/probing/cache-key``, made on first use with mode 0600). An entry whose tag does
+not verify (written by someone else, copied from another machine, tampered with) is ignored before
+anything is unpickled, so a store folder from an untrusted source cannot run code through its
+cache. Without a usable key (a read-only home) results are simply not cached.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
+import os
 import pickle
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -94,6 +101,38 @@ def section_key(store_id: str, name: str, params: dict, analysis_file: Path,
     return h.hexdigest()[:32]
 
 
+def _key_file() -> Path:
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "probing" / "cache-key"
+
+
+@lru_cache(maxsize=4)
+def _signing_key(path: Path) -> bytes | None:
+    """This user's secret for signing cache entries (made on first use), or None."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("analysis results are not cached: cannot read %s (%s)", path, exc)
+        return None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    except FileExistsError:
+        pass  # another process made it first
+    except OSError as exc:
+        log.warning("analysis results are not cached: cannot create %s (%s)", path, exc)
+        return None
+    return path.read_bytes()
+
+
+def _tag(secret: bytes, data: bytes) -> bytes:
+    return hmac.new(secret, data, hashlib.sha256).digest()
+
+
 def _entry(store: EmbeddingStore, key: str) -> Path:
     return store.path / CACHE_DIR / f"{key}.pkl"
 
@@ -101,11 +140,20 @@ def _entry(store: EmbeddingStore, key: str) -> Path:
 def load_section(store: EmbeddingStore, key: str) -> Section | None:
     """The cached section under ``key``, or None when there is none or it cannot be read."""
     path = _entry(store, key)
-    if not path.is_file():
+    secret = _signing_key(_key_file())
+    if secret is None or not path.is_file():
         return None
     try:
-        with open(path, "rb") as f:
-            entry = pickle.load(f)
+        blob = path.read_bytes()
+    except OSError as exc:
+        log.warning("ignoring unreadable analysis cache entry %s (%s)", path, exc)
+        return None
+    tag, data = blob[:32], blob[32:]
+    if not hmac.compare_digest(tag, _tag(secret, data)):
+        log.warning("ignoring analysis cache entry %s: not signed by this user's key", path)
+        return None
+    try:
+        entry = pickle.loads(data)
     except Exception as exc:  # noqa: BLE001 - any unreadable entry is recomputed
         log.warning("ignoring unreadable analysis cache entry %s (%s)", path, exc)
         return None
@@ -129,8 +177,11 @@ def save_section(store: EmbeddingStore, key: str, section: Section) -> bool:
         log.warning("analysis %s is not cached: its section cannot be pickled (%s)",
                     section.name, exc)
         return False
+    secret = _signing_key(_key_file())
+    if secret is None:
+        return False
     try:
-        atomic_write_bytes(_entry(store, key), data)
+        atomic_write_bytes(_entry(store, key), _tag(secret, data) + data)
     except StoreError as exc:
         log.warning("analysis %s is not cached: %s", section.name, exc)
         return False

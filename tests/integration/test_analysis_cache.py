@@ -120,3 +120,35 @@ def test_corrupt_cache_entry_is_recomputed(tmp_path, analyses):
     assert _outputs(again.report_dir) == _outputs(first.report_dir)
     third = run_spec(_spec(tmp_path, "stores", 1.0), out=tmp_path / "r3", quiet=True)
     assert _runs(analyses) == [] and all(_cached(third.report_dir).values())
+
+
+class _Exploit:
+    """Unpickling this runs code (what a malicious cache entry would do)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path(self.marker).write_text, ("ran",))
+
+
+def test_a_cache_entry_not_signed_by_this_user_is_never_unpickled(tmp_path, analyses,
+                                                                  monkeypatch):
+    import pickle
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    first = run_spec(_spec(tmp_path, "stores", 1.0), out=tmp_path / "r1", quiet=True)
+    _runs(analyses)
+    key = (tmp_path / "config" / "probing" / "cache-key")
+    assert key.stat().st_mode & 0o777 == 0o600
+    marker = tmp_path / "exploited"
+    entries = sorted((first.store.path / CACHE_DIR).glob("*.pkl"))
+    forged = pickle.dumps({"key": entries[0].stem, "section": _Exploit(str(marker))})
+    entries[0].write_bytes(b"\0" * 32 + forged)  # a folder from someone else: no valid tag
+    again = run_spec(_spec(tmp_path, "stores", 1.0), out=tmp_path / "r2", quiet=True)
+    assert not marker.exists()
+    assert sorted(_cached(again.report_dir).values()) == [False, True]
+    # another user (another key) does not trust this user's entries either
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other"))
+    third = run_spec(_spec(tmp_path, "stores", 1.0), out=tmp_path / "r3", quiet=True)
+    assert not any(_cached(third.report_dir).values())
