@@ -381,9 +381,10 @@ def open_store(store: EmbeddingStore, loaded: LoadedModel, source: ImageSource, 
     """Lock ``store``, create or check its manifest, and yield the numbers of missing shards.
 
     The lock is released on exit, and temporaries of writers that died (a killed Dask worker)
-    are removed first. The store folder must be new, empty or a store; when the extraction
-    fails before any shard completed, what it wrote is removed again (the folder too when this
-    call created it), so a failed first run leaves nothing behind.
+    are removed first. The store folder must be new, empty or a store. When an extraction that
+    started the store (the folder was absent or empty) fails, or every image was skipped, what
+    it wrote is removed again (the folder too when this call created it), so a failed first run
+    leaves nothing behind; a store that existed before is never discarded.
 
     Raises
     ------
@@ -392,6 +393,7 @@ def open_store(store: EmbeddingStore, loaded: LoadedModel, source: ImageSource, 
         preprocessing, data or capture settings.
     """
     created = not store.path.exists()
+    fresh = created or not any(store.path.iterdir())  # this call starts the store
     store.check_claimable()
     store.lock(timeout=lock_timeout)
     try:
@@ -401,9 +403,15 @@ def open_store(store: EmbeddingStore, loaded: LoadedModel, source: ImageSource, 
             log.warning("store %s: re-extracting damaged shard %d (%s)", store.path, shard,
                         problem)
         yield [s for s in range(job.n_shards(len(source))) if not store.shard_done(s)]
+        if store.stored_rows() == 0:
+            raise DataError(
+                f"all {len(source)} images were skipped as unreadable, so store {store.path} "
+                "would be empty; fix the files or the data source."
+            )
         store.clean_temporaries()
     except BaseException:
-        store.discard_unused(created)
+        if fresh:
+            store.discard_unused(created)
         raise
     finally:
         store.unlock()

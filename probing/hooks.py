@@ -176,7 +176,9 @@ def capture(
         result.token_index[layer] = idx
 
     with ExitStack() as stack:
-        handles = []
+        handles: list = []
+        # registered before any hook, so every hook goes even when a later site fails
+        stack.callback(lambda: [h.remove() for h in handles])
         blocks = model.blocks
         for layer in labels:
             if result.token_index[layer].size == 0:
@@ -209,7 +211,6 @@ def capture(
             else:
                 site = model.patch_embed if stop_at == LAYER_EMBED else blocks[stop_at - 1]
                 handles.append(site.register_forward_hook(stop))
-        stack.callback(lambda: [h.remove() for h in handles])
         if attention is not False:
             att_layers = None if att_labels is None else list(att_labels)
             result.attention = stack.enter_context(capture_attention(model, att_layers))

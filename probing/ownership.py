@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import os
 import shutil
+import socket
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -38,6 +40,7 @@ __all__ = [
     "remove_report_folder",
     "report_files",
     "unowned_files",
+    "writer_gone",
     "write_report_marker",
 ]
 
@@ -100,7 +103,8 @@ def check_report_target(out: Path, protect: Mapping[str | os.PathLike, str] | No
         if is_within(folder, target):
             where = "is" if folder.resolve() == target else "contains"
             raise ReportError(f"report output {out} {where} {what} ({folder}); {fix}.")
-    for folder, what in extra.items():
+    inside = {**extra, Path(__file__).resolve().parent: "the probing package"}
+    for folder, what in inside.items():
         if is_within(target, Path(folder)):
             raise ReportError(f"report output {out} lies inside {what} ({folder}); {fix}.")
     if not out.exists() and not out.is_symlink():
@@ -127,10 +131,16 @@ def read_report_marker(folder: Path) -> dict | None:
 
 
 def write_report_marker(folder: Path, files: Iterable[str], state: str) -> None:
-    """Write ``folder``'s marker: this process's pid, ``state`` and the files it wrote."""
-    marker = {"made_by": "probing", "pid": os.getpid(), "state": state,
-              "files": sorted(files)}
-    (Path(folder) / REPORT_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+    """Write ``folder``'s marker: this process's host and pid, ``state``, and each file it
+    wrote with its size and modification time (so a file edited since is not probing's)."""
+    folder = Path(folder)
+    entries = {}
+    for rel in sorted(files):
+        st = (folder / rel).lstat()
+        entries[rel] = None if (folder / rel).is_dir() else [st.st_size, st.st_mtime_ns]
+    marker = {"made_by": "probing", "host": socket.gethostname(), "pid": os.getpid(),
+              "state": state, "files": entries}
+    (folder / REPORT_MARKER).write_text(json.dumps(marker, indent=1) + "\n")
 
 
 def report_files(folder: Path) -> list[str]:
@@ -140,15 +150,38 @@ def report_files(folder: Path) -> list[str]:
                   if p.name != REPORT_MARKER or p.parent != folder)
 
 
-def unowned_files(folder: Path) -> list[str]:
-    """Entries below ``folder`` that probing did not write there (all, without a marker)."""
+def unowned_files(folder: Path, limit: int = 50) -> list[str]:
+    """Entries below ``folder`` that are not as probing wrote them (at most ``limit``).
+
+    Without a marker that is every entry (the folder's top level is listed, without walking a
+    large tree); with one, each entry must be listed and, for a file, still have the size and
+    modification time the marker records. Links are never probing's.
+    """
     folder = Path(folder)
-    present = report_files(folder)
     marker = read_report_marker(folder)
     if marker is None:
-        return present
-    listed = set(marker.get("files") or [])
-    return [p for p in present if p not in listed]
+        return sorted(p.name for p in itertools.islice(folder.iterdir(), limit))
+    listed = marker.get("files")
+    listed = listed if isinstance(listed, dict) else {}
+    out = []
+    for rel in report_files(folder):
+        path = folder / rel
+        if rel not in listed or path.is_symlink():
+            out.append(rel)
+        elif listed[rel] is not None:
+            st = path.stat()
+            if not path.is_file() or [st.st_size, st.st_mtime_ns] != listed[rel]:
+                out.append(f"{rel} (changed since probing wrote it)")
+        if len(out) >= limit:
+            break
+    return out
+
+
+def writer_gone(marker: dict | None, pid: int) -> bool:
+    """Whether the writer that made a temporary (``pid`` from its name) has ended: it ran on
+    this host (the marker's host) and no process with that pid is alive."""
+    host = (marker or {}).get("host", socket.gethostname())
+    return host == socket.gethostname() and not pid_alive(pid)
 
 
 def remove_report_folder(folder: Path, *, partial: bool = False) -> bool:

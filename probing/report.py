@@ -27,6 +27,7 @@ from __future__ import annotations
 import glob
 import html
 import json
+import logging
 import math
 import os
 import re
@@ -44,13 +45,16 @@ from .errors import ReportError, SchemaError
 from .ownership import (
     check_report_target,
     folder_lock,
-    pid_alive,
+    read_report_marker,
     remove_report_folder,
     report_files,
     write_report_marker,
+    writer_gone,
 )
 from .sections import Figure, Section, Table
 from .style import paper_style
+
+log = logging.getLogger("probing")
 
 __all__ = ["Figure", "Report", "Section", "Table", "check_report_target"]
 
@@ -346,14 +350,17 @@ def _remove_stale(parent: Path, name: str) -> None:
     """Delete temporary report folders left by writers that died (killed mid-write).
 
     Only folders named as :meth:`Report.write` names them (``.NAME.tmp-PID-TOKEN`` and
-    ``.NAME.old-PID-TOKEN``), whose pid is not alive and that carry a report marker are removed.
+    ``.NAME.old-PID-TOKEN``) that carry a report marker and whose writer is gone (it ran on
+    this host and its pid is not alive) are removed; one that holds anything else is kept, with
+    a warning.
     """
     for stale in [*parent.glob(f".{glob.escape(name)}.tmp-*"),
                   *parent.glob(f".{glob.escape(name)}.old-*")]:
         match = _TEMP_NAME.fullmatch(stale.name[len(name) + 1:])
-        if match is None or pid_alive(int(match["pid"])):
+        if match is None or not writer_gone(read_report_marker(stale), int(match["pid"])):
             continue
-        remove_report_folder(stale, partial=match["what"] == "tmp")
+        if not remove_report_folder(stale, partial=match["what"] == "tmp"):
+            log.warning("kept %s: it holds files probing did not write there", stale)
 
 
 _TEMP_NAME = re.compile(r"\.(?P<what>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}")

@@ -59,14 +59,17 @@ MANIFEST = "manifest.json"
 #: What the toolkit itself puts in a store folder before its manifest exists.
 _LOCK_FILES = (".lock", ".lock.guard")
 #: Temporary files of :func:`_atomic_write`: ``.NAME.PID.tmp``.
-_TEMP_FILE = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.tmp")
+_TEMP_FILE = re.compile(r"\.(?P<name>.+)\.(?:h(?P<host>[0-9a-f]{8})-)?(?P<pid>\d+)\.tmp")
+#: This host, as temporary names carry it (a writer elsewhere on a shared file system is never
+#: judged dead by a pid of this machine).
+_HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 #: Folders of a store that hold its files (temporaries are looked for only there).
 _STORE_DIRS = ("kind=*/layer=*", "attention/layer=*", "labels", "_shards")
 
 
 def _atomic_write(path: Path, write) -> None:
     """Write through ``write(file_object)`` to a temporary name, fsync, then ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.h{_HOST_TAG}-{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
@@ -425,15 +428,17 @@ class EmbeddingStore:
     def clean_temporaries(self) -> None:
         """Remove temporary files left by writers that were killed (call while holding the lock).
 
-        Only files the toolkit names (``.NAME.PID.tmp`` in the store's own folders) whose process
-        is gone are removed, and only in a folder that is a store (it has a manifest).
+        Only files the toolkit names (``.NAME.hHOST-PID.tmp`` in the store's own folders; also
+        the older ``.NAME.PID.tmp``) whose writer ran on this host and whose process is gone are
+        removed, and only in a folder that is a store (it has a manifest).
         """
         if not self.exists():
             return
         for folder in self._own_folders():
             for tmp in folder.glob(".*.tmp"):
                 match = _TEMP_FILE.fullmatch(tmp.name)
-                if match and tmp.is_file() and not pid_alive(int(match["pid"])):
+                if match and tmp.is_file() and match["host"] in (None, _HOST_TAG) \
+                        and not pid_alive(int(match["pid"])):
                     tmp.unlink(missing_ok=True)
 
     def _own_folders(self) -> list[Path]:
@@ -449,7 +454,7 @@ class EmbeddingStore:
         """
         if not self.path.is_dir() or self.exists():
             return
-        foreign = sorted(p.name for p in self.path.iterdir() if p.name not in _LOCK_FILES)
+        foreign = sorted(p.name for p in self.path.iterdir() if not self._own_lock_file(p))
         if foreign:
             shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
             raise StoreError(
@@ -457,19 +462,37 @@ class EmbeddingStore:
                 f"{shown}); choose an empty or new folder for the store."
             )
 
-    def discard_unused(self, created: bool) -> None:
-        """After a failed first extraction: remove what it left when no shard completed.
+    def _own_lock_file(self, path: Path) -> bool:
+        """Whether ``path`` is a lock file probing made here (an empty guard, or a lock that
+        reads as probing's: pid and host), not a user's file of the same name."""
+        if path.name == ".lock.guard":
+            return path.is_file() and path.stat().st_size == 0
+        if path.name == ".lock":
+            holder = self._read_lock(path)
+            return isinstance(holder, dict) and {"pid", "host"} <= set(holder)
+        return False
 
-        Only the store's own files are removed (manifest, lock files, empty folders), never
-        with a recursive delete; the folder itself goes when ``created`` (this run made it)
-        and it is empty then.
+    def stored_rows(self) -> int:
+        """Images held by the complete shards (skipped images not counted)."""
+        markers = self._markers()
+        return sum(int((markers[s] or {}).get("rows", 0)) for s in self.done_shards())
+
+    def discard_unused(self, created: bool) -> None:
+        """After a failed first extraction into a new or empty folder: remove what it wrote.
+
+        Call it only for a store this extraction started (the caller checks the folder was
+        absent or empty before). Only the store's own files are removed (part files, shard
+        markers, manifest, lock files, then empty folders), never with a recursive delete; the
+        folder itself goes when ``created`` (this run made it) and it is empty then.
         """
-        if self.done_shards() or not self.path.is_dir():
+        if not self.path.is_dir():
             return
         self.clean_temporaries()
         for folder in self._own_folders():
             for part in folder.glob("part-[0-9][0-9][0-9][0-9][0-9].parquet"):
                 part.unlink(missing_ok=True)
+            for marker in folder.glob("shard-[0-9][0-9][0-9][0-9][0-9].json"):
+                marker.unlink(missing_ok=True)
         for name in (MANIFEST, *_LOCK_FILES):
             (self.path / name).unlink(missing_ok=True)
         for folder in sorted(self.path.rglob("*"), key=lambda p: -len(p.parts)):

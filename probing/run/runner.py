@@ -150,11 +150,12 @@ def output_guard(spec: RunSpec) -> dict[Path, str]:
 
 
 def check_writable(path: Path, what: str, option: str) -> None:
-    """Raise ReportError before any work when ``path`` could not be created or written.
+    """Raise ReportError before any work when ``path`` could not be created or replaced.
 
-    The nearest existing folder at or above ``path`` must be a writable folder.
+    A report or store folder is created (and a report swapped in) inside its parent, so the
+    nearest existing folder at or above the parent must be a writable folder.
     """
-    probe = Path(path).absolute()
+    probe = Path(path).absolute().parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():

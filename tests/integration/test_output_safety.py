@@ -251,7 +251,8 @@ def test_store_clean_up_removes_only_its_own_dead_temporaries(tmp_path, demo_mod
     ours = store.path / "kind=cls" / "layer=1" / f".part-00001.parquet.{dead}.tmp"
     ours.write_bytes(b"half")
     users = [store.path / ".notes.tmp", store.path / "kind=cls" / f".x.{os.getpid()}.tmp",
-             store.path / "mine" / f".y.{dead}.tmp"]
+             store.path / "mine" / f".y.{dead}.tmp",
+             store.path / "labels" / f".part-00002.parquet.h0badc0de-{dead}.tmp"]  # other host
     for f in users:
         f.parent.mkdir(exist_ok=True)
         f.write_text("keep")
@@ -330,3 +331,82 @@ def test_an_analysis_that_raises_is_named_under_quiet(tmp_path, monkeypatch):
     assert result.exit_code == 2, result.output
     assert "analysis 'broken_study' failed (KeyError" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_report_file_edited_since_probing_wrote_it_is_not_replaced(tmp_path):
+    import time
+
+    out = tmp_path / "r"
+    tiny_report().write(out)
+    time.sleep(0.01)
+    (out / "README.md").write_text("my notes on this report\n")  # the user's edit
+    with pytest.raises(ReportError, match=r"README.md \(changed since probing wrote it\)"):
+        tiny_report().write(out)
+    assert (out / "README.md").read_text() == "my notes on this report\n"
+
+
+def test_no_report_inside_the_package(tmp_path):
+    import probing
+
+    inside = Path(probing.__file__).parent / "new-report"
+    with pytest.raises(ReportError, match="lies inside the probing package"):
+        check_report_target(inside)
+    assert not inside.exists()
+
+
+def test_a_live_writer_on_another_host_keeps_its_temporary(tmp_path):
+    dead = 2**22 + 12345
+    theirs = tmp_path / f".r.tmp-{dead}-0123abcd"
+    theirs.mkdir()
+    (theirs / REPORT_MARKER).write_text(json.dumps(
+        {"made_by": "probing", "host": "another-node", "pid": dead, "files": {}}))
+    tiny_report().write(tmp_path / "r")
+    assert theirs.is_dir()  # its pid means nothing on this machine
+
+
+def test_a_users_lock_named_file_is_not_taken_for_probings(tmp_path, demo_model):
+    from probing import ShapesSource
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / ".lock").write_text("my own lock notes")
+    with pytest.raises(StoreError, match="not a probing store"):
+        extract(demo_model, ShapesSource(n=4), layers=[1], kinds=["cls"],
+                store=tmp_path / "mine")
+    assert (tmp_path / "mine" / ".lock").read_text() == "my own lock notes"
+
+
+def test_an_interrupted_repair_never_discards_an_existing_store(tmp_path, demo_model,
+                                                                 monkeypatch):
+    import importlib
+
+    from probing import ShapesSource
+
+    extract_module = importlib.import_module("probing.extract")
+    store = extract(demo_model, ShapesSource(n=4), layers=[1], kinds=["cls"],
+                    store=tmp_path / "s", progress=False)
+    part = next((store.path / "kind=cls" / "layer=1").glob("part-*.parquet"))
+    part.unlink()  # damaged: the shard is re-extracted on the next run
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract_module, "extract_shard", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract(demo_model, ShapesSource(n=4), layers=[1], kinds=["cls"], store=store,
+                progress=False)
+    monkeypatch.undo()
+    assert (store.path / "manifest.json").is_file()
+    again = extract(demo_model, ShapesSource(n=4), layers=[1], kinds=["cls"], store=store,
+                    progress=False)
+    assert len(again.read(kind="cls")) == 4
+
+
+def test_every_image_skipped_is_an_error_and_leaves_no_store(tmp_path, demo_model):
+    from probing import DataError, ImageFolderSource
+
+    (tmp_path / "images" / "a").mkdir(parents=True)
+    (tmp_path / "images" / "a" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="all 1 images were skipped"):
+        extract(demo_model, ImageFolderSource(tmp_path / "images", on_error="skip"),
+                layers=[1], kinds=["cls"], store=tmp_path / "store", progress=False)
+    assert not (tmp_path / "store").exists()

@@ -135,7 +135,7 @@ def noop_spec(tmp_path, monkeypatch):
 
 
 def test_run_progress_goes_to_the_probing_logger(noop_spec, tmp_path, caplog, capsys):
-    from probing.runner import run_spec
+    from probing.run import run_spec
 
     caplog.set_level(logging.INFO, logger="probing")
     run_spec(noop_spec, out=tmp_path / "r", quiet=True)

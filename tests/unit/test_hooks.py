@@ -156,3 +156,19 @@ def test_stop_early_captures_the_same_vectors(layers):
         assert torch.equal(full.tokens[k], early.tokens[k])
     for module in model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+def test_hooks_are_removed_when_a_later_site_fails():
+    import torch.nn as nn
+
+    from probing import ModelError
+    from probing.hooks import capture
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
+                              patch_size=8, depth=2)
+    model.norm = None  # the "norm" site cannot be captured: registering it fails
+    hooked = [m for m in model.modules() if isinstance(m, nn.Module)]
+    with pytest.raises(ModelError, match="no final norm"):
+        with capture(model, layers=[1, 2, "norm"]):
+            pass
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in hooked)

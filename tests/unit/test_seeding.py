@@ -50,7 +50,7 @@ def test_run_spec_seeds_the_run_but_keeps_the_global_rng(monkeypatch, tmp_path):
 
 
 def test_dask_worker_model_keeps_the_global_rng():
-    from probing import distributed
+    from probing.run import distributed
 
     recipe = distributed.model_recipe("vit_tiny_patch16_224", seed=7, pretrained=False,
                                       img_size=32, patch_size=8, depth=1)
