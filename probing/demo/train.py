@@ -160,4 +160,7 @@ def check_train_output(out: Path) -> None:
 
 
 if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # progress on stderr
     train_demo()

@@ -107,19 +107,19 @@ def test_a_forged_or_foreign_marker_does_not_make_a_folder_ours(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["cwd", "parent_of_cwd", "home", "root", "store", "store_parent",
-                                   "inside_store"])
+                                   "inside_store", "analyses"])
 def test_protected_folders_are_never_report_folders(tmp_path, monkeypatch, where):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
-    store = tmp_path / "stores"
+    store = tmp_path / "elsewhere" / "stores"  # not above the working directory
     target = {"cwd": work, "parent_of_cwd": tmp_path, "home": tmp_path / "home",
-              "root": Path("/"), "store": store, "store_parent": tmp_path,
-              "inside_store": store / "x"}[where]
+              "root": Path("/"), "store": store, "store_parent": store.parent,
+              "inside_store": store / "x", "analyses": tmp_path / "an"}[where]
     with pytest.raises(ReportError, match="choose an empty or new folder"):
-        check_report_target(target, {store: "the store"})
+        check_report_target(target, {store: "the store", tmp_path / "an": "an analyses folder"})
 
 
 def test_run_refuses_user_folder_even_with_force(tmp_path):
@@ -410,3 +410,10 @@ def test_every_image_skipped_is_an_error_and_leaves_no_store(tmp_path, demo_mode
         extract(demo_model, ImageFolderSource(tmp_path / "images", on_error="skip"),
                 layers=[1], kinds=["cls"], store=tmp_path / "store", progress=False)
     assert not (tmp_path / "store").exists()
+
+
+def test_demo_refuses_a_folder_of_user_files(tmp_path):
+    mine = user_folder(tmp_path / "mywork")
+    result = cli("demo", "--out", str(tmp_path / "mywork"), "--force")
+    assert result.exit_code == 2 and "probing did not write" in result.output
+    assert snapshot(tmp_path / "mywork") == mine
