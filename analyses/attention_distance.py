@@ -60,7 +60,7 @@ def run(ctx: RunContext,
         raise ConfigError(f"attention_distance.max_images is {max_images}; pass 1 or more.")
     attn, ids, labels = ctx.attention(layers, max_images=int(max_images))
     attn_by_layer = {int(layer): attn[:, i] for i, layer in enumerate(labels)}
-    both = {r: mean_attention_distance(attn_by_layer, ctx.layout, renormalize=r, image_ids=ids)
+    both = {r: mean_attention_distance(attn_by_layer, ctx.layout, renormalize=r)
             for r in (False, True)}
     shown = both[bool(renormalize)]
     table = pd.merge(both[False], both[True], on=["layer", "head", "n_images"],

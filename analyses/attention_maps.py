@@ -4,10 +4,11 @@ Method: for a few images, the post-softmax attention of every layer and head is 
 stored capture, and the row of one query token is drawn over the patch grid, overlaid on the
 image (Dosovitskiy et al. 2021, ViT, Fig. 6 style; Caron et al. 2021, DINO, multi-head
 visualisation). The query is the CLS token by default (any sequence position, "dist" / "reg"
-or "mean" may be given); for models without a CLS token the default query is the mean over
-the patch queries. Maps are not renormalised: the weights over the patch keys plus those over
-prefix keys (CLS, registers) sum to 1, so a pale map can mean the query attends to prefix
-tokens. One layers x heads grid per image, then one layer's heads side by side.
+or "pooled", the mean over patch queries, may be given); for models without a CLS token the
+default query is the mean over the patch queries. Maps are not renormalised: the weights over
+the patch keys plus those over prefix keys (CLS, registers) sum to 1, so a pale map can mean
+the query attends to prefix tokens. One layers x heads grid per image, then one layer's heads
+side by side.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ def _query_label(layout, query) -> str:
 def run(ctx: RunContext,
         layers: Annotated[str | int | list, Layers()] = "all",
         n_images: Annotated[int, Interval(int, 1, None)] = 2,
-        query: Annotated[str | int | None, (None, Options("cls", "mean", "reg", "dist"),
-                                            Interval(int, 0, None))] = None,
+        query: Annotated[str | int | None, (
+            None, Options("cls", "pooled", "reg", "dist", renamed={"mean": "pooled"}),
+            Interval(int, 0, None))] = None,
         multihead_layer: Annotated[int, (Options(-1), Interval(int, 1, None))] = -1,
         alpha: Annotated[float, Interval(float, 0, 1)] = 0.6) -> Section:
     """Attention maps of a query token, per layer and head.
@@ -53,9 +55,9 @@ def run(ctx: RunContext,
         Blocks to show (1-based), "all" or a list.
     n_images : int
         Images with a layers x heads grid figure each.
-    query : None, "cls", "mean", "reg", "dist" or int
-        The query token: None = CLS (the mean over patch queries without CLS), or a sequence
-        position.
+    query : None, "cls", "pooled", "reg", "dist" or int
+        The query token: None = CLS (the mean over patch queries without CLS), "pooled" (the
+        mean over patch queries), or a sequence position.
     multihead_layer : int
         Layer of the multi-head figure; -1 = the last shown layer.
     alpha : float

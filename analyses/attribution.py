@@ -68,7 +68,7 @@ def _delta_table(model, x, ig: pd.DataFrame, baseline: str, layout) -> pd.DataFr
     t = torch.tensor(per_image["target"].to_numpy(dtype=np.int64))[:, None]
     with torch.no_grad():
         fx = model(x).gather(1, t)[:, 0]
-        fb = model(make_baseline(x, baseline, layout)).gather(1, t)[:, 0]
+        fb = model(make_baseline(x, layout, baseline)).gather(1, t)[:, 0]
     gap = (fx - fb).double().numpy()
     return per_image.assign(logit_gap=gap, relative_delta=np.abs(per_image["delta"]) / np.abs(gap))
 
@@ -135,9 +135,10 @@ def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion
         raise ConfigError("attribution needs n_images >= 1 and at least one method; fix them.")
     model = ctx.model.model.eval()
     x, ids = ctx.images(int(n_images))
-    common = {"layout": ctx.layout, "baseline": baseline, "n_steps": int(n_steps),
+    common = {"baseline": baseline, "n_steps": int(n_steps),
               "internal_batch_size": int(internal_batch_size)}
-    frames = [attribute(model, x, m, image_ids=ids, **common) for m in methods]
+    frames = [attribute(model, x, ctx.layout, method=m, image_ids=ids, **common)
+              for m in methods]
     maps = pd.concat(frames, ignore_index=True)
     pictures, picture_ids = ctx.display_images(int(n_images))
     figures = [Figure(
@@ -150,9 +151,9 @@ def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion
     tables, numbers = [], {"n_images": float(len(ids))}
 
     faith = faithfulness_curves(
-        model, x, maps, baseline={"deletion": deletion_baseline, "insertion": insertion_baseline},
-        layout=ctx.layout, n_random=int(n_random), seed=ctx.seed, step=int(step),
-        image_ids=ids)
+        model, x, ctx.layout, maps=maps,
+        baseline={"deletion": deletion_baseline, "insertion": insertion_baseline},
+        n_random=int(n_random), seed=ctx.seed, step=int(step), image_ids=ids)
     mean_curves = (faith.curves.groupby(["method", "mode", "fraction"], sort=False)["prob"]
                    .mean().reset_index())
     figures.append(Figure(
@@ -185,7 +186,7 @@ def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion
     if sanity:
         k = min(int(sanity_images), len(ids))
         checks = cascading_randomization(
-            model, x[:k], methods, layout=ctx.layout, seed=ctx.seed,
+            model, x[:k], ctx.layout, methods=methods, seed=ctx.seed,
             threshold=float(sanity_threshold), image_ids=ids[:k], baseline=baseline,
             n_steps=int(n_steps), internal_batch_size=int(internal_batch_size))
         figures.append(Figure(

@@ -39,8 +39,9 @@ def run(ctx: RunContext,
         head_fusion: Annotated[str, Options("mean", "max", "min")] = "mean",
         discard_ratio: Annotated[float, Interval(float, 0, 1, closed="left")] = 0.0,
         start_layer: Annotated[int, Interval(int, 1, None)] = 1,
-        query: Annotated[str | int | None, (None, Options("cls", "mean", "reg", "dist"),
-                                            Interval(int, 0, None))] = None,
+        query: Annotated[str | int | None, (
+            None, Options("cls", "pooled", "reg", "dist", renamed={"mean": "pooled"}),
+            Interval(int, 0, None))] = None,
         gradient: bool = True) -> Section:
     """Attention rollout (and gradient rollout) maps of the first images.
 
@@ -56,7 +57,7 @@ def run(ctx: RunContext,
         Fraction of the lowest fused entries zeroed per image and layer, in [0, 1).
     start_layer : int
         First block included in the rollout.
-    query : None, "cls", "mean", "reg", "dist" or int
+    query : None, "cls", "pooled", "reg", "dist" or int
         None = CLS (the mean over patch queries without CLS), or as in attention_maps.
     gradient : bool
         Also the gradient rollout of the predicted class.
@@ -71,7 +72,7 @@ def run(ctx: RunContext,
         images, image_ids = ctx.images(int(n_images))
         if not np.array_equal(image_ids, ids):
             raise ConfigError("rollout: the stored attention and the images differ; re-extract.")
-        maps["gradient_rollout"] = gradient_rollout(ctx.model.model, images, layout=ctx.layout,
+        maps["gradient_rollout"] = gradient_rollout(ctx.model.model, images, ctx.layout,
                                                     query=query)
     frame = pd.concat([relevance_frame(m, name, ids) for name, m in maps.items()],
                       ignore_index=True)

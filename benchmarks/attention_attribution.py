@@ -51,7 +51,7 @@ def run(quick: bool = False) -> list[Row]:
         model(x50)[:, 0].sum().backward()
 
     t_ig, t_fb50 = paired_times(
-        lambda: attribution_maps(model, one, "integrated_gradients", target=0, layout=layout,
+        lambda: attribution_maps(model, one, layout, "integrated_gradients", target=0,
                                  n_steps=50),
         fwd_bwd_50,
         repeat,
@@ -63,7 +63,7 @@ def run(quick: bool = False) -> list[Row]:
 
     t_one = median_time(forward_one, repeat=repeat)
     t_occ = median_time(
-        lambda: attribution_maps(model, one, "occlusion", target=0, layout=layout,
+        lambda: attribution_maps(model, one, layout, "occlusion", target=0,
                                  internal_batch_size=64),
         repeat=max(1, repeat - 2),
     )
@@ -75,7 +75,7 @@ def run(quick: bool = False) -> list[Row]:
         model(xg)[:, 0].sum().backward()
 
     t_grad, t_fb = paired_times(
-        lambda: gradient_rollout(model, x, target=0, layout=layout), fwd_bwd, repeat
+        lambda: gradient_rollout(model, x, layout, target=0), fwd_bwd, repeat
     )
     tag = f"{size}px, batch {batch}"
     return [

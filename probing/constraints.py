@@ -96,12 +96,18 @@ def _num(x: float) -> str:
 
 @dataclass(frozen=True, init=False)
 class Options(Rule):
-    """One of a fixed set of values."""
+    """One of a fixed set of values.
+
+    ``renamed`` maps old spellings to the current value (``{"mean": "pooled"}``): they stay
+    refused, and :func:`check`'s message asks "did you mean" the current one.
+    """
 
     values: tuple
+    renamed: tuple
 
-    def __init__(self, *values: Any) -> None:
+    def __init__(self, *values: Any, renamed: dict[Any, Any] | None = None) -> None:
         object.__setattr__(self, "values", tuple(values))
+        object.__setattr__(self, "renamed", tuple((renamed or {}).items()))
 
     def accepts(self, value: Any) -> bool:
         return any(type(value) is type(v) and value == v for v in self.values)
@@ -322,8 +328,23 @@ def check(name: Name, value: Any, rule: Any, example: Any = None,
         return value
     written = name.show(value if shown is None else shown)
     none = {"cli": None, "env": None, "api": "None"}.get(name.style, "absent")
-    raise error(f"{written} is invalid: it must be {describe(rule, none)}; "
+    new = _renamed_to(rule, value)
+    if new is not None:
+        written, example = f"{written} is invalid (did you mean {new!r}?)", new
+    else:
+        written += " is invalid"
+    raise error(f"{written}: it must be {describe(rule, none)}; "
                 f"{name.fix(example_of(rule, example))}.")
+
+
+def _renamed_to(rule: Any, value: Any) -> Any:
+    """The current value an :class:`Options` rule (alone or in a tuple) renamed ``value`` to."""
+    for r in rule if isinstance(rule, tuple) else (rule,):
+        if isinstance(r, Options):
+            for old, new in r.renamed:
+                if type(old) is type(value) and old == value:
+                    return new
+    return None
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from .frames import (
 )
 from .hooks import LayerSpec, capture
 from .layout import TOKEN_KINDS
-from .models import LoadedModel, eval_mode, load_model
+from .models import LoadedModel, eval_mode, load_model, module_device
 from .selection import LayerLabels, resolve_kinds, resolve_layers
 from .store import EmbeddingStore
 
@@ -282,7 +282,7 @@ def extract(
             bar.close()
         return st
 
-    dev = next(loaded.model.parameters()).device
+    dev = module_device(loaded.model, "cpu")
     tokens, att, skipped = _run(loaded, source, tensor if source is None else None,
                                 np.arange(n_total), job, dev,
                                 tqdm(total=n_total, disable=not show, desc="extract", unit="img"))
@@ -440,7 +440,7 @@ def extract_shard(loaded: LoadedModel, source: ImageSource, store: EmbeddingStor
     """
     labels_all = source.labels() if labels is None else labels
     pos = job.positions(shard, len(source))
-    dev = next(loaded.model.parameters()).device
+    dev = module_device(loaded.model, "cpu")
     tokens, att, skipped = _run(loaded, source, None, pos, job, dev, bar)
     # one schema for every shard: a column that is all null in one shard keeps its type
     schema = pa.Schema.from_pandas(labels_all, preserve_index=False)

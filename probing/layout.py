@@ -222,17 +222,30 @@ class TokenLayout:
         """Resolve an attention query to a sequence position.
 
         ``None`` or ``"cls"`` means the CLS token, or None (mean over patch queries) for models
-        without one; an int is a sequence position; ``"mean"`` is always None.
+        without one; an int is a sequence position; ``"pooled"`` (the toolkit's name of the
+        mean over patch tokens) is always None. ``"dist"`` and ``"reg"`` are the first token of
+        that kind.
+
+        Raises
+        ------
+        LayoutError
+            When the model has no token of the asked kind, the position is outside the
+            sequence, or the query is ``"mean"`` (the name is ``"pooled"``).
         """
         if query is None or query == "cls":
             if query == "cls" and not self.has_cls:
                 raise LayoutError(
                     "query 'cls' was asked for but this model has no CLS token; use query=None "
-                    "(mean over patch queries) or a token index."
+                    "or 'pooled' (mean over patch queries) or a token index."
                 )
             return self.cls_index
-        if query == "mean":
+        if query == "pooled":
             return None
+        if query == "mean":
+            raise LayoutError(
+                "query 'mean' is unknown (did you mean 'pooled'?); pass query='pooled' for the "
+                "mean over patch queries."
+            )
         if isinstance(query, str):
             return int(self.positions(query)[0])
         return self._check_token(int(query))

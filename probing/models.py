@@ -216,11 +216,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def module_device(module: nn.Module) -> torch.device | None:
-    """The device of ``module``'s first parameter (or buffer); None when it has neither."""
+def module_device(module: nn.Module, default: str | torch.device | None = None
+                  ) -> torch.device | None:
+    """The device of ``module``'s first parameter (or buffer): the one home of "the model's
+    device" (attention, attribution and extraction move their inputs there).
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Any module (a model passed in, a loaded model's ``.model``).
+    default : str or torch.device, optional
+        Returned (as a ``torch.device``) when the module has neither parameters nor buffers;
+        inputs for such a module go there (``"cpu"``). None by default.
+    """
     for tensor in (*module.parameters(), *module.buffers()):
         return tensor.device
-    return None
+    return None if default is None else torch.device(default)
 
 
 def _same_device(want: torch.device, have: torch.device) -> bool:
@@ -620,7 +631,7 @@ def random_init_copy(loaded: LoadedModel, seed: int = 0) -> LoadedModel:
             f"the random-init copy of {loaded.name} with seed {seed} equals the model itself (it "
             "is a random-init model built from that seed); pass another seed for the copy."
         )
-    dev = next(loaded.model.parameters()).device
+    dev = module_device(loaded.model, "cpu")
     return LoadedModel(
         model=model.to(dev).eval(),
         layout=loaded.layout,

@@ -1,4 +1,4 @@
-"""Which class an explanation explains, and where the model lives.
+"""Which class an explanation explains.
 
 Shared by :mod:`probing.attention` (gradient rollout) and :mod:`probing.attribution` (a floor
 below both).
@@ -10,20 +10,7 @@ from collections.abc import Sequence
 
 from .errors import ConfigError
 
-__all__ = ["model_device", "resolve_targets"]
-
-
-def model_device(model: object):
-    """The device of the model's first parameter (CPU for a model without parameters).
-
-    Returns
-    -------
-    torch.device
-    """
-    import torch
-
-    p = next(iter(model.parameters()), None)  # type: ignore[attr-defined]
-    return p.device if p is not None else torch.device("cpu")
+__all__ = ["resolve_targets"]
 
 
 def resolve_targets(logits, target: int | Sequence[int] | None):

@@ -4,15 +4,28 @@ The face of the package: every public name lives in one submodule and is re-expo
 
 - :mod:`probing.attention.inputs`: the one parser of attention input (:func:`parse_attention`)
   and the checks shared by maps and rollout.
-- :mod:`probing.attention.maps`: :func:`attention_maps`, :func:`mean_attention_distance` and
+- :mod:`probing.attention.maps`: :func:`attention_maps`, :func:`mean_attention_distance` (the
+  summary over images), :func:`mean_attention_distance_per_image` (one row per image) and
   their frames.
 - :mod:`probing.attention.rollout`: :func:`rollout`, :func:`rollout_map`,
   :func:`gradient_relevance`, :func:`gradient_rollout`.
 - Patch-grid helpers shared with :mod:`probing.attribution` (:func:`pairwise_patch_distances`,
   :func:`relevance_frame`) live in :mod:`probing.patchgrid`.
 
-Every function is layout-aware: token positions come from a :class:`~probing.layout.TokenLayout`;
-``layout`` is the second parameter of every function that takes attention.
+Every function is layout-aware: token positions come from a :class:`~probing.layout.TokenLayout`.
+
+Where ``layout`` goes (the same rule in :mod:`probing.attribution`): it comes right after the
+inputs it describes, annotated ``TokenLayout`` (``TokenLayout | None = None`` where it is
+optional; functions that take a model then derive it from the model):
+
+- second in every function that takes attention arrays: ``(attentions, layout, ...)``;
+- third in every function that takes a model: ``(model, images, layout, ...)``
+  (:func:`gradient_rollout`, :func:`gradient_relevance`);
+- first where the layout is the only input (:func:`pairwise_patch_distances`).
+
+Queries (``query=``) are ``None`` (CLS, or the mean over patch queries without CLS), ``"cls"``,
+``"dist"``, ``"reg"``, ``"pooled"`` (the mean over patch queries, the toolkit's name of that
+view) or a sequence position.
 """
 
 from __future__ import annotations
@@ -25,7 +38,12 @@ from .inputs import (
     parse_attention,
     stack_attentions,
 )
-from .maps import attention_map_frame, attention_maps, mean_attention_distance
+from .maps import (
+    attention_map_frame,
+    attention_maps,
+    mean_attention_distance,
+    mean_attention_distance_per_image,
+)
 from .rollout import (
     JointAttention,
     gradient_relevance,
@@ -44,6 +62,7 @@ __all__ = [
     "gradient_relevance",
     "gradient_rollout",
     "mean_attention_distance",
+    "mean_attention_distance_per_image",
     "pairwise_patch_distances",
     "parse_attention",
     "relevance_frame",

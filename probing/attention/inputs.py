@@ -51,7 +51,8 @@ __all__ = [
 
 AttentionInput = np.ndarray | Sequence[Any] | Mapping[int, Any] | pd.DataFrame | Any
 #: A query token: None (CLS, or the mean over patch queries without CLS), "cls", "dist", "reg",
-#: "mean" or a sequence position (see :meth:`TokenLayout.query_index`).
+#: "pooled" (the mean over patch queries) or a sequence position (see
+#: :meth:`TokenLayout.query_index`).
 Query = int | str | None
 ATTENTION_FORMS = (
     "(B, L, H, N, N) or (L, H, N, N) array, a list/tuple of per-layer (B, H, N, N) or "
@@ -190,8 +191,11 @@ def stack_attentions(attentions: AttentionInput) -> tuple[np.ndarray, np.ndarray
     return arr, parsed.labels
 
 
-def check_layout_arg(layout: object, required: bool = True) -> None:
+def check_layout_arg(layout: object, required: bool = True, where: str = "second") -> None:
     """Refuse a ``layout`` that is not a TokenLayout (e.g. an old positional argument).
+
+    ``where`` names its position for the message: ``"second"`` after attention arrays or
+    images, ``"third"`` after a model and its images (see the package docstring).
 
     Raises
     ------
@@ -201,9 +205,10 @@ def check_layout_arg(layout: object, required: bool = True) -> None:
     if layout is None and not required:
         return
     if not isinstance(layout, TokenLayout):
+        shown = repr(layout) if len(repr(layout)) <= 40 else f"(a {type(layout).__name__})"
         raise ConfigError(
-            f"layout {layout!r} is not a TokenLayout; pass TokenLayout.from_model(model) as the "
-            "second argument (or layout=...)."
+            f"layout {shown} is not a TokenLayout; pass TokenLayout.from_model(model) as "
+            f"layout=... (the {where} argument)."
         )
 
 
@@ -226,7 +231,7 @@ def check_layout(arr: np.ndarray, layout: TokenLayout) -> None:
 def query_rows(a: np.ndarray, layout: TokenLayout, query: Query) -> np.ndarray:
     """The query's row over all keys of ``(..., N, N)``: ``a[..., q, :]``, ``(..., N)``.
 
-    For ``query`` None on a model without CLS (or ``"mean"``), the mean over patch queries.
+    For ``query`` None on a model without CLS (or ``"pooled"``), the mean over patch queries.
     """
     q = layout.query_index(query)
     if q is None:

@@ -7,11 +7,11 @@ Computation is in float64; maps are ``(..., rows, cols)`` in the layout's row-ma
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, overload
 
 import numpy as np
 import pandas as pd
 
+from ..errors import ConfigError
 from ..layout import TokenLayout
 from ..patchgrid import grid_frame, image_id_array, pairwise_patch_distances, to_grid
 from .inputs import (
@@ -24,7 +24,12 @@ from .inputs import (
     stack_attentions,
 )
 
-__all__ = ["attention_map_frame", "attention_maps", "mean_attention_distance"]
+__all__ = [
+    "attention_map_frame",
+    "attention_maps",
+    "mean_attention_distance",
+    "mean_attention_distance_per_image",
+]
 
 
 def attention_maps(
@@ -40,8 +45,8 @@ def attention_maps(
         The model's token layout.
     query : int, str or None
         ``None``: the CLS token, or the mean over patch queries for models without CLS;
-        ``"cls"``, ``"dist"``, ``"reg"`` (the first token of that kind); ``"mean"`` (mean over
-        patch queries); or a sequence position.
+        ``"cls"``, ``"dist"``, ``"reg"`` (the first token of that kind); ``"pooled"`` (mean
+        over patch queries); or a sequence position.
 
     Returns
     -------
@@ -76,40 +81,14 @@ def attention_map_frame(
     return grid_frame(maps, ["layer", "head"], {"layer": parsed.labels, "head": heads}, ids)
 
 
-# The return's columns depend on ``per_image`` (both are frames): the summary over images by
-# default, one row per image with ``per_image=True`` (see the docstring).
-@overload
-def mean_attention_distance(
+def mean_attention_distance_per_image(
     attentions: AttentionInput,
     layout: TokenLayout,
     patch_size: int | tuple[int, int] | None = None,
     renormalize: bool = False,
-    *,
-    per_image: Literal[True],
-    image_ids: Sequence | None = None,
-) -> pd.DataFrame: ...  # image_id, layer, head, distance_px
-
-
-@overload
-def mean_attention_distance(
-    attentions: AttentionInput,
-    layout: TokenLayout,
-    patch_size: int | tuple[int, int] | None = None,
-    renormalize: bool = False,
-    per_image: Literal[False] = False,
-    image_ids: Sequence | None = None,
-) -> pd.DataFrame: ...  # layer, head, distance_px, distance_std, ..., n_images
-
-
-def mean_attention_distance(
-    attentions: AttentionInput,
-    layout: TokenLayout,
-    patch_size: int | tuple[int, int] | None = None,
-    renormalize: bool = False,
-    per_image: bool = False,
     image_ids: Sequence | None = None,
 ) -> pd.DataFrame:
-    """Mean attention distance per layer and head (Dosovitskiy et al. 2021, ViT, Fig. 7 right).
+    """Mean attention distance per image, layer and head (Dosovitskiy et al. 2021, ViT, Fig. 7).
 
     For each image, layer and head: ``mean_i sum_j A_ij d_ij`` over patch queries ``i`` and patch
     keys ``j``, ``d_ij`` the Euclidean distance in pixels between the patch centres. Prefix-token
@@ -128,25 +107,15 @@ def mean_attention_distance(
         patch-to-patch weights are used as they are, so each query's distance is scaled by
         ``1 - (its attention to prefix tokens)``. True: each query row is first renormalised to
         sum 1 over patch keys (a row with no patch mass contributes 0).
-    per_image : bool
-        Return one row per image, layer and head instead of the summary over images.
     image_ids : sequence, optional
-        Ids of the images (an attention frame's ids, else ``0..batch-1``, by default), used
-        with ``per_image``.
+        Ids of the images (an attention frame's ids, else ``0..batch-1``, by default).
 
     Returns
     -------
     pandas.DataFrame
-        A frame in both cases; its columns depend on ``per_image``:
-
-        - ``per_image=False`` (default), the summary over images, one row per (layer, head):
-          ``layer, head, distance_px, distance_std, distance_min, distance_max, n_images``,
-          ``distance_px`` the mean over images and the others the spread over images
-          (``distance_std`` with ddof 0).
-        - ``per_image=True``, one row per (image, layer, head): ``image_id, layer, head,
-          distance_px``.
-
-        ``layer`` is the 1-based block number, ``head`` 0-based.
+        One row per (image, layer, head): ``image_id, layer, head, distance_px``; ``layer`` the
+        1-based block number, ``head`` 0-based. :func:`mean_attention_distance` summarises it
+        over images.
     """
     check_layout_arg(layout)
     parsed = parse_attention(attentions)
@@ -169,7 +138,7 @@ def mean_attention_distance(
     img, lay, head = np.meshgrid(
         np.arange(b), np.arange(n_layers), np.arange(n_heads), indexing="ij"
     )
-    frame = pd.DataFrame(
+    return pd.DataFrame(
         {
             "image_id": ids[img.ravel()],
             "layer": labels[lay.ravel()],
@@ -177,8 +146,48 @@ def mean_attention_distance(
             "distance_px": out.ravel(),
         }
     )
-    if per_image:
-        return frame
+
+
+def mean_attention_distance(
+    attentions: AttentionInput,
+    layout: TokenLayout,
+    patch_size: int | tuple[int, int] | None = None,
+    renormalize: bool = False,
+    *,
+    per_image: object = None,
+) -> pd.DataFrame:
+    """Mean attention distance per layer and head over the images (ViT, Fig. 7 right).
+
+    The summary of :func:`mean_attention_distance_per_image` (the same computation) over
+    images.
+
+    Parameters
+    ----------
+    attentions, layout, patch_size, renormalize
+        As in :func:`mean_attention_distance_per_image`.
+    per_image : None
+        Removed: passing it raises :class:`~probing.errors.ConfigError`; one row per image is
+        :func:`mean_attention_distance_per_image`'s.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (layer, head): ``layer, head, distance_px, distance_std, distance_min,
+        distance_max, n_images``, ``distance_px`` the mean over images and the others the
+        spread over images (``distance_std`` with ddof 0); ``layer`` the 1-based block number,
+        ``head`` 0-based.
+
+    Raises
+    ------
+    ConfigError
+        When ``per_image`` is passed.
+    """
+    if per_image is not None:
+        raise ConfigError(
+            f"mean_attention_distance(per_image={per_image!r}) is gone; call "
+            "mean_attention_distance_per_image(attentions, layout, ...) for one row per image."
+        )
+    frame = mean_attention_distance_per_image(attentions, layout, patch_size, renormalize)
     g = frame.groupby(["layer", "head"], sort=True)["distance_px"]
     summary = g.agg(
         distance_px="mean",

@@ -13,7 +13,9 @@ Conventions
   ``{layer: (batch, heads, N, N)}`` that
   :func:`probing.attention_hooks.capture_attention` fills, or the store's attention frame.
   Rows are queries, columns keys.
-- ``layout`` is the second parameter of every function that takes ``attentions``.
+- ``layout`` is the second parameter of every function that takes ``attentions``
+  ``(attentions, layout, ...)`` and the third of every function that takes a model
+  ``(model, images, layout, ...)`` (the package docstring states the rule).
 - Maps over the patch grid are ``(..., rows, cols)`` in the layout's row-major patch order.
 - Rollout's per-layer matrices and their products keep the input's precision (float32 for
   captured attention, which is float32 already; float64 for float64 input), which halves the
@@ -30,9 +32,9 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, LayoutError
 from ..layout import TokenLayout
-from ..models import eval_mode
+from ..models import eval_mode, module_device
 from ..patchgrid import to_grid
-from ..targets import model_device, resolve_targets
+from ..targets import resolve_targets
 from .inputs import (
     AttentionInput,
     Query,
@@ -283,7 +285,8 @@ def rollout_map(
     Parameters
     ----------
     query : int, str or None
-        As in :func:`attention_maps` (CLS by default; mean over patch queries without CLS).
+        As in :func:`attention_maps` (CLS by default; ``"pooled"``, the mean over patch
+        queries, without CLS).
     Other parameters
         As in :func:`rollout`.
 
@@ -316,8 +319,8 @@ def rollout_map(
 def gradient_relevance(
     model: object,
     images: object,
-    target: int | Sequence[int] | None = None,
     layout: TokenLayout | None = None,
+    target: int | Sequence[int] | None = None,
 ) -> np.ndarray:
     """Gradient-weighted attention relevance (Chefer, Gur & Wolf 2021, ICCV, "generic" rule).
 
@@ -334,10 +337,10 @@ def gradient_relevance(
         A timm ViT (put in eval mode for the call and restored after).
     images : torch.Tensor or numpy.ndarray
         ``(batch, channels, height, width)`` preprocessed images; moved to the model's device.
-    target : int or sequence of int, optional
-        Class per image (or one for all); the predicted class by default.
     layout : TokenLayout, optional
         Checked against the captured attention when given.
+    target : int or sequence of int, optional
+        Class per image (or one for all); the predicted class by default.
 
     Returns
     -------
@@ -348,7 +351,9 @@ def gradient_relevance(
 
     from ..attention_hooks import capture_attention
 
-    x = torch.as_tensor(images, dtype=torch.float32).to(model_device(model))
+    check_layout_arg(layout, required=False, where="third")
+    device = module_device(model, "cpu")  # type: ignore[arg-type]
+    x = torch.as_tensor(images, dtype=torch.float32).to(device)
     with eval_mode(model):  # the caller's training flags come back as they were
         with torch.enable_grad(), capture_attention(model, keep_grad=True) as store:  # type: ignore[arg-type]
             logits = model(x)  # type: ignore[operator]
@@ -372,8 +377,8 @@ def gradient_relevance(
 def gradient_rollout(
     model: object,
     images: object,
-    target: int | Sequence[int] | None = None,
     layout: TokenLayout | None = None,
+    target: int | Sequence[int] | None = None,
     query: Query = None,
 ) -> np.ndarray:
     """Gradient-weighted relevance map over the patch grid (Chefer et al. 2021), scaled to max 1.
@@ -385,10 +390,12 @@ def gradient_rollout(
 
     Parameters
     ----------
-    model, images, target
+    model, images
         As in :func:`gradient_relevance`.
     layout : TokenLayout, optional
         Defaults to ``TokenLayout.from_model(model, img_size=images.shape[-2:])``.
+    target
+        As in :func:`gradient_relevance`.
     query : int, str or None
         As in :func:`attention_maps`.
 
@@ -397,8 +404,9 @@ def gradient_rollout(
     numpy.ndarray
         ``(batch, rows, cols)`` float64, each image divided by its maximum.
     """
+    check_layout_arg(layout, required=False, where="third")
     if layout is None:
         layout = TokenLayout.from_model(model, img_size=tuple(np.shape(images)[-2:]))
-    rel = gradient_relevance(model, images, target, layout)
+    rel = gradient_relevance(model, images, layout, target)
     rel = rel - np.eye(rel.shape[-1])
     return _scale_max(to_grid(query_rows(rel, layout, query), layout))

@@ -11,6 +11,22 @@ The face of the package: every public name lives in one submodule and is re-expo
   2018).
 - Pixel-to-patch helpers shared with :mod:`probing.attention` (:func:`patch_feature_mask`,
   :func:`pixels_to_patches`) live in :mod:`probing.patchgrid`.
+
+Where ``layout`` goes (the same rule in :mod:`probing.attention`): it comes right after the
+inputs it describes, annotated ``TokenLayout`` (``TokenLayout | None = None`` where it is
+optional and derived from the model and the images' size):
+
+- third in every function that takes a model: ``(model, images, layout, ...)``
+  (:func:`attribution_maps`, :func:`attribute`, :func:`deletion_curve`,
+  :func:`insertion_curve`, :func:`faithfulness_curves`, :func:`cascading_randomization`);
+  the curves take their ``maps=`` by keyword;
+- second in every function that takes arrays only: ``(images, layout, ...)``
+  (:func:`make_baseline`), ``(attributions, layout, ...)`` (:func:`pixels_to_patches`);
+- first where the layout is the only input (:func:`patch_feature_mask`).
+
+A ``device=`` is checked, never applied: a device other than the model's raises
+:class:`~probing.errors.ConfigError` (move the model yourself with ``model.to(...)``); the
+images follow the model's device.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def _run_mode(model, images, maps, mode, baseline, target, layout, step, batch_s
     with eval_mode(model):  # the caller's training flags come back as they were
         with torch.no_grad():
             t = resolve_targets(model(x), target)
-        base = make_baseline(x, baseline, layout, blur_sigma)
+        base = make_baseline(x, layout, baseline, blur_sigma)
         return _curve(model, x, base, _orders(maps), t, layout, mode, step, batch_size)
 
 
@@ -126,8 +126,8 @@ def _check_maps(maps, b: int, layout: TokenLayout) -> np.ndarray:
 
 
 def deletion_curve(
-    model, images, maps, baseline: Baseline | object = "zero",
-    target: int | Sequence[int] | None = None, layout: TokenLayout | None = None,
+    model, images, layout: TokenLayout | None = None, *, maps,
+    baseline: Baseline | object = "zero", target: int | Sequence[int] | None = None,
     step: int = 1, batch_size: int = 64, device: str | None = None,
     blur_sigma: float | None = None,
 ) -> np.ndarray:
@@ -136,11 +136,13 @@ def deletion_curve(
     Parameters
     ----------
     model : torch.nn.Module
-        Classifier returning logits.
+        Classifier returning logits (evaluated in eval mode, its mode restored after).
     images : torch.Tensor or numpy.ndarray
-        ``(batch, channels, H, W)`` preprocessed images.
+        ``(batch, channels, H, W)`` preprocessed images; moved to the model's device.
+    layout : TokenLayout, optional
+        Defaults to ``TokenLayout.from_model(model, img_size=(H, W))``.
     maps : numpy.ndarray
-        ``(batch, rows, cols)`` patch relevance; higher means more relevant.
+        ``(batch, rows, cols)`` patch relevance; higher means more relevant (keyword-only).
     baseline : {"zero", "mean", "blur"} or torch.Tensor
         What deleted patches become.
     target : int or sequence of int, optional
@@ -149,6 +151,11 @@ def deletion_curve(
         Patches deleted per point.
     batch_size : int
         Perturbed images per forward pass.
+    device : str, optional
+        Where the model must be: checked, never changed (a device other than the model's raises
+        :class:`~probing.errors.ConfigError`; move the model yourself with ``model.to(...)``).
+    blur_sigma : float, optional
+        Sigma in pixels of the ``"blur"`` baseline.
 
     Returns
     -------
@@ -160,8 +167,8 @@ def deletion_curve(
 
 
 def insertion_curve(
-    model, images, maps, baseline: Baseline | object = "blur",
-    target: int | Sequence[int] | None = None, layout: TokenLayout | None = None,
+    model, images, layout: TokenLayout | None = None, *, maps,
+    baseline: Baseline | object = "blur", target: int | Sequence[int] | None = None,
     step: int = 1, batch_size: int = 64, device: str | None = None,
     blur_sigma: float | None = None,
 ) -> np.ndarray:
@@ -197,11 +204,12 @@ def _maps_from(maps, image_ids) -> tuple[dict[str, np.ndarray], np.ndarray | Non
 def faithfulness_curves(
     model,
     images,
+    layout: TokenLayout | None = None,
+    *,
     maps,
     modes: Sequence[Mode] = ("deletion", "insertion"),
     baseline: Baseline | object | Mapping[str, object] = "blur",
     target: int | Sequence[int] | None = None,
-    layout: TokenLayout | None = None,
     n_random: int = 1,
     seed: int = 0,
     step: int = 1,
@@ -214,11 +222,12 @@ def faithfulness_curves(
 
     Parameters
     ----------
-    model, images, target, layout, step, batch_size, device, blur_sigma
+    model, images, layout, target, step, batch_size, device, blur_sigma
         As in :func:`deletion_curve`. The target is fixed once, on the intact images.
     maps : dict or pandas.DataFrame
         ``{method: (batch, rows, cols)}`` or a tidy frame ``image_id, method, row, col, value``
-        (:func:`probing.attribution.attribute`, :func:`probing.attention.relevance_frame`).
+        (:func:`probing.attribution.attribute`, :func:`probing.attention.relevance_frame`);
+        keyword-only.
     modes : sequence of {"deletion", "insertion"}
         Which curves to draw.
     baseline : {"zero", "mean", "blur"}, tensor, or dict {mode: baseline}
@@ -257,7 +266,7 @@ def faithfulness_curves(
             t = resolve_targets(model(x), target)
         for mode in modes:
             spec = baseline.get(mode, "blur") if isinstance(baseline, Mapping) else baseline
-            base = make_baseline(x, spec, layout, blur_sigma)
+            base = make_baseline(x, layout, spec, blur_sigma)
             runs = {m: [o] for m, o in orders.items()}
             if rand:
                 runs["random"] = rand

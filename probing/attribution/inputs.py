@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..attention.inputs import check_layout_arg
 from ..errors import ConfigError, LayoutError
 from ..layout import TokenLayout
-from ..models import check_device
-from ..targets import model_device
+from ..models import check_device, module_device
 
 __all__ = ["Baseline", "make_baseline", "prepare"]
 
@@ -46,15 +46,17 @@ def prepare(model, images, layout: TokenLayout | None, device):
     Raises
     ------
     ConfigError
-        When the images are not 4-D.
+        When the images are not 4-D, ``layout`` is not a TokenLayout (an argument in the old
+        position) or ``device`` is not the model's.
     LayoutError
         When the layout's grid does not cover ``(H, W)`` pixels.
     """
     import torch
 
+    check_layout_arg(layout, required=False, where="third")
     if device is not None:
         check_device(model, device)  # never moves the caller's model
-    x = torch.as_tensor(images, dtype=torch.float32).to(model_device(model))
+    x = torch.as_tensor(images, dtype=torch.float32).to(module_device(model, "cpu"))
     if x.ndim != 4:
         raise ConfigError(
             f"images has shape {tuple(x.shape)}; pass (batch, channels, height, width)."
@@ -86,7 +88,7 @@ def _gaussian_blur(x, sigma: float):
 
 
 def make_baseline(
-    images, baseline: Baseline | object, layout: TokenLayout, blur_sigma: float | None = None
+    images, layout: TokenLayout, baseline: Baseline | object, blur_sigma: float | None = None
 ):
     """The reference input for integrated gradients, ablation and faithfulness curves.
 
@@ -94,10 +96,10 @@ def make_baseline(
     ----------
     images : torch.Tensor
         ``(batch, channels, H, W)`` preprocessed images.
-    baseline : {"zero", "mean", "blur"} or torch.Tensor
-        See the module docstring; a tensor must have the images' shape.
     layout : TokenLayout
         Gives the patch size for the default blur.
+    baseline : {"zero", "mean", "blur"} or torch.Tensor
+        See the module docstring; a tensor must have the images' shape.
     blur_sigma : float, optional
         Gaussian sigma in pixels for ``"blur"`` (default: half the larger patch side).
 
@@ -108,6 +110,7 @@ def make_baseline(
     """
     import torch
 
+    check_layout_arg(layout)
     if isinstance(baseline, str):
         if baseline == "zero":
             return torch.zeros_like(images)

@@ -143,9 +143,9 @@ def _captum_maps(model, x, t, layout, method, base, n_steps, internal_batch_size
 def attribution_maps(
     model,
     images,
+    layout: TokenLayout | None = None,
     method: Method = "integrated_gradients",
     target: int | Sequence[int] | None = None,
-    layout: TokenLayout | None = None,
     baseline: Baseline | object = "zero",
     n_steps: int = 50,
     internal_batch_size: int | None = None,
@@ -160,13 +160,14 @@ def attribution_maps(
         A classifier returning logits ``(batch, classes)``; a timm ViT for the layer and attention
         methods. Evaluated in eval mode (its mode is restored after).
     images : torch.Tensor or numpy.ndarray
-        ``(batch, channels, H, W)`` preprocessed images, ``H, W`` covered by the patch grid.
+        ``(batch, channels, H, W)`` preprocessed images, ``H, W`` covered by the patch grid;
+        moved to the model's device.
+    layout : TokenLayout, optional
+        Defaults to ``TokenLayout.from_model(model, img_size=(H, W))``.
     method : str
         One of :data:`CAPTUM_METHODS` or :data:`ATTENTION_METHODS` (see the module docstring).
     target : int or sequence of int, optional
         Class per image (or one for all); the model's predicted class by default.
-    layout : TokenLayout, optional
-        Defaults to ``TokenLayout.from_model(model, img_size=(H, W))``.
     baseline : {"zero", "mean", "blur"} or torch.Tensor
         Reference input for integrated gradients and the occlusion/ablation fill value.
     n_steps : int
@@ -176,8 +177,9 @@ def attribution_maps(
         ``batch * n_steps`` at once when None) and, divided by the batch size, the
         ``perturbations_per_eval`` of occlusion and ablation (64 inputs when None).
     device : str, optional
-        Move the model there first (``model.to(device)``, in place); the images follow the
-        model's device.
+        Where the model must be: checked, never changed (a device other than the model's raises
+        :class:`~probing.errors.ConfigError`; move the model yourself with ``model.to(...)``).
+        The images always follow the model's device.
     blur_sigma : float, optional
         Sigma in pixels of the ``"blur"`` baseline.
 
@@ -206,10 +208,10 @@ def attribution_maps(
         with torch.no_grad():
             t = resolve_targets(model(x), target)
         if method == "gradient_rollout":
-            maps = gradient_rollout(model, x, t.tolist(), layout)
+            maps = gradient_rollout(model, x, layout, t.tolist())
             delta = None
         else:
-            base = make_baseline(x, baseline, layout, blur_sigma)
+            base = make_baseline(x, layout, baseline, blur_sigma)
             maps, delta = _captum_maps(
                 model, x, t, layout, method, base, int(n_steps), internal_batch_size
             )
@@ -221,9 +223,9 @@ def attribution_maps(
 def attribute(
     model,
     images,
+    layout: TokenLayout | None = None,
     method: Method = "integrated_gradients",
     target: int | Sequence[int] | None = None,
-    layout: TokenLayout | None = None,
     baseline: Baseline | object = "zero",
     n_steps: int = 50,
     internal_batch_size: int | None = None,
@@ -244,7 +246,7 @@ def attribute(
         methods (repeated on the image's rows) and NaN otherwise; ``target`` the explained class.
     """
     res = attribution_maps(
-        model, images, method, target, layout, baseline, n_steps, internal_batch_size, device,
+        model, images, layout, method, target, baseline, n_steps, internal_batch_size, device,
         blur_sigma,
     )
     ids = image_id_array(image_ids, res.maps.shape[0])

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
+from ..layout import TokenLayout
 from ..patchgrid import image_id_array
 from ..targets import resolve_targets
 from .inputs import prepare
@@ -92,9 +93,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def cascading_randomization(
     model,
     images,
+    layout: TokenLayout | None = None,
     methods: Sequence[Method] = ("saliency", "integrated_gradients", "gradient_rollout"),
     target: int | Sequence[int] | None = None,
-    layout=None,
     seed: int = 0,
     threshold: float = 0.5,
     absolute: bool = True,
@@ -109,12 +110,12 @@ def cascading_randomization(
         A timm ViT classifier; it is deep-copied, never modified.
     images : torch.Tensor or numpy.ndarray
         ``(batch, channels, H, W)`` preprocessed images.
+    layout : TokenLayout, optional
+        Defaults to the model's layout for the images' size.
     methods : sequence of str
         Method names of :func:`probing.attribution.attribution_maps`.
     target : int or sequence of int, optional
         Classes to explain at every step; the intact model's predictions by default.
-    layout : TokenLayout, optional
-        Defaults to the model's layout for the images' size.
     seed : int
         Seed of the parameter redraws (step ``k`` uses ``seed + k``).
     threshold : float
@@ -142,7 +143,7 @@ def cascading_randomization(
     def maps_now() -> dict[str, np.ndarray]:
         out = {}
         for m in methods:
-            maps = attribution_maps(work, x, m, t, layout, **method_kwargs).maps
+            maps = attribution_maps(work, x, layout, method=m, target=t, **method_kwargs).maps
             maps = maps.reshape(len(x), -1)
             out[m] = np.abs(maps) if absolute else maps
         return out

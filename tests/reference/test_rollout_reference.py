@@ -89,7 +89,7 @@ def test_gradient_relevance_pairs_each_layer_with_its_own_gradient(kw):
     model = _model(**kw)
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     target = [1, 3]
-    got = gradient_relevance(model, x, target)
+    got = gradient_relevance(model, x, target=target)
     ref = _reference_relevance(model, x, torch.tensor(target))
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-9)
     rev = _reference_relevance(model, x, torch.tensor(target), reverse=True)
@@ -97,7 +97,7 @@ def test_gradient_relevance_pairs_each_layer_with_its_own_gradient(kw):
     # the reversed pairing differs by more than 5% of the relevance beyond I: the test can tell
     assert np.abs(got - rev).max() > 0.05 * np.abs(got - eye).max()
     layout = TokenLayout.from_model(model)
-    maps = gradient_rollout(model, x, target, layout)
+    maps = gradient_rollout(model, x, layout, target)
     rel = got - np.eye(got.shape[-1])
     q = layout.cls_index
     row = rel[:, q, layout.patch_slice] if q is not None else rel[:, layout.patch_slice,
@@ -111,5 +111,5 @@ def test_gradient_rollout_default_target_is_prediction_and_model_untouched():
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     pred = model(x).argmax(-1).tolist()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    np.testing.assert_allclose(gradient_rollout(model, x), gradient_rollout(model, x, pred))
+    np.testing.assert_allclose(gradient_rollout(model, x), gradient_rollout(model, x, None, pred))
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())

@@ -117,3 +117,14 @@ def test_a_bad_declaration_is_an_analysis_error_naming_the_file(folder, code, fr
         discover(strict=True)
     with pytest.warns(UserWarning, match="bad.py"):
         assert "bad" not in discover()
+
+
+@pytest.mark.parametrize("name", ["attention_maps", "rollout"])
+def test_the_old_query_name_mean_is_refused_with_its_new_name(name):
+    params = get_analysis(name).params
+    with pytest.raises(ConfigError) as info:
+        check_params(name, {"query": "mean"}, params)
+    assert (f'[analyses.{name}] query = "mean" is invalid (did you mean \'pooled\'?): '
+            in str(info.value))
+    assert 'write e.g. query = "pooled"' in str(info.value)
+    assert check_params(name, {"query": "pooled"}, params)["query"] == "pooled"

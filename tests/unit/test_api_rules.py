@@ -263,7 +263,7 @@ def test_attention_and_attribution_leave_the_callers_model_as_it_was():
     x = _images(2)
     gradient_rollout(model, x, target=0)
     maps = attribution_maps(model, x, method="saliency", target=0)
-    faithfulness_curves(model, x, {"saliency": maps.maps}, target=0, step=8)
+    faithfulness_curves(model, x, maps={"saliency": maps.maps}, target=0, step=8)
     assert _flags(model) == before
     with pytest.raises(ConfigError, match=r"model\.to\("):
         attribution_maps(model.to("meta"), x, method="saliency", target=0, device="cpu")

@@ -13,6 +13,7 @@ from probing.attention import (
     attention_map_frame,
     attention_maps,
     mean_attention_distance,
+    mean_attention_distance_per_image,
     rollout,
     rollout_map,
 )
@@ -37,8 +38,13 @@ def test_attention_maps_reads_the_query_row_with_cls_not_first():
     at4 = attention_maps(a, layout, query=4)
     np.testing.assert_allclose(at4[0, 0, 0].ravel(), a[0, 0, 0, 4, 2:])
     np.testing.assert_allclose(
-        attention_maps(a, layout, query="mean"), a[..., 2:, 2:].mean(-2).reshape(2, 3, 2, 2, 3)
+        attention_maps(a, layout, query="pooled"), a[..., 2:, 2:].mean(-2).reshape(2, 3, 2, 2, 3)
     )
+    # "mean" is not the toolkit's name of that view: refused with the name, never an alias
+    with pytest.raises(LayoutError, match="did you mean 'pooled'"):
+        attention_maps(a, layout, query="mean")
+    with pytest.raises(LayoutError, match="did you mean 'pooled'"):
+        rollout_map(a, layout, query="mean")
 
 
 def test_attention_maps_no_cls_defaults_to_mean_patch_query_and_dict_input():
@@ -103,7 +109,8 @@ def test_non_square_grid_distance_matches_brute_force_and_per_image_rows():
     rng = np.random.default_rng(2)
     layout = TokenLayout(grid=(2, 5), patch_size=(4, 6), prefix=("dist", "cls"))
     a = _random_attention(rng, 3, 2, 2, layout.n_tokens)
-    per = mean_attention_distance(a, layout, per_image=True, image_ids=["a", "b", "c"])
+    per = mean_attention_distance_per_image(a, layout, image_ids=["a", "b", "c"])
+    assert list(per.columns) == ["image_id", "layer", "head", "distance_px"]
     assert len(per) == 3 * 2 * 2
     b, li, h = 1, 1, 0
     centers = [((r + 0.5) * 4, (c + 0.5) * 6) for r in range(2) for c in range(5)]
@@ -114,10 +121,15 @@ def test_non_square_grid_distance_matches_brute_force_and_per_image_rows():
     got = per[(per.image_id == "b") & (per.layer == 2) & (per["head"] == 0)]["distance_px"].item()
     assert got == pytest.approx(brute, rel=1e-12)
     summary = mean_attention_distance(a, layout)
+    assert list(summary.columns) == ["layer", "head", "distance_px", "distance_std",
+                                     "distance_min", "distance_max", "n_images"]
     row = summary[(summary.layer == 2) & (summary["head"] == 0)]
     vals = per[(per.layer == 2) & (per["head"] == 0)]["distance_px"]
     assert row["distance_px"].item() == pytest.approx(vals.mean())
     assert row["distance_max"].item() == pytest.approx(vals.max())
+    # the old flag names the function that took its place
+    with pytest.raises(ConfigError, match="mean_attention_distance_per_image"):
+        mean_attention_distance(a, layout, per_image=True)
 
 
 # ------------------------------------------------------------------------ rollout

@@ -12,6 +12,7 @@ from probing.attention import (
     attention_map_frame,
     attention_maps,
     mean_attention_distance,
+    mean_attention_distance_per_image,
     rollout,
     rollout_map,
     stack_attentions,
@@ -57,7 +58,9 @@ FUNCTIONS = {
     "attention_maps": lambda x: attention_maps(x, LAYOUT),
     "attention_map_frame": lambda x: attention_map_frame(x, LAYOUT)["value"].to_numpy(),
     "mean_attention_distance": lambda x: mean_attention_distance(
-        x, LAYOUT, per_image=True)["distance_px"].to_numpy(),
+        x, LAYOUT)["distance_px"].to_numpy(),
+    "mean_attention_distance_per_image": lambda x: mean_attention_distance_per_image(
+        x, LAYOUT)["distance_px"].to_numpy(),
     "rollout": lambda x: np.asarray(rollout(x, LAYOUT, discard_ratio=0.2)),
     "rollout_map": lambda x: rollout_map(x, LAYOUT),
 }
@@ -108,7 +111,7 @@ def test_frame_ids_and_labels_carry_through():
     out = attention_map_frame(frame, LAYOUT)
     assert sorted(out["image_id"].unique()) == [10, 11, 12]
     assert sorted(out["layer"].unique()) == [2, 5]
-    dist = mean_attention_distance(frame, LAYOUT, per_image=True)
+    dist = mean_attention_distance_per_image(frame, LAYOUT)
     assert isinstance(dist, pd.DataFrame) and set(dist["image_id"]) == {10, 11, 12}
 
 

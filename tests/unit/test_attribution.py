@@ -50,9 +50,9 @@ def test_perturbation_and_saliency_maps_are_the_known_patch_effects():
     means = x.mean(1).reshape(2, 2, 4, 3, 4).mean((2, 4)).numpy()
     w = WEIGHTS.reshape(2, 3)
     for method in ("occlusion", "feature_ablation"):
-        maps = attribution_maps(model, x, method, target=0, layout=LAYOUT).maps
+        maps = attribution_maps(model, x, LAYOUT, method, target=0).maps
         np.testing.assert_allclose(maps, w * means, rtol=1e-5, atol=1e-5)
-    sal = attribution_maps(model, x, "saliency", target=0, layout=LAYOUT).maps
+    sal = attribution_maps(model, x, LAYOUT, "saliency", target=0).maps
     np.testing.assert_allclose(sal, np.broadcast_to(np.abs(w), (2, 2, 3)), rtol=1e-5)
 
 
@@ -66,17 +66,17 @@ def test_integrated_gradients_delta_is_small_and_patches_keep_completeness():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 12, 16), nn.Tanh(), nn.Linear(16, 3))
     x = _images(3, seed=1)
-    res = attribution_maps(model, x, "integrated_gradients", target=2, layout=LAYOUT, n_steps=50)
+    res = attribution_maps(model, x, LAYOUT, "integrated_gradients", target=2, n_steps=50)
     with torch.no_grad():
         gap = (model(x)[:, 2] - model(torch.zeros_like(x))[:, 2]).double().numpy()
     assert res.delta.shape == (3,)
     assert np.all(np.abs(res.delta) <= 1e-2 * np.abs(gap))
     np.testing.assert_allclose(res.maps.sum((1, 2)), gap + res.delta, rtol=1e-4, atol=1e-6)
-    frame = attribute(model, x, "integrated_gradients", target=2, layout=LAYOUT,
+    frame = attribute(model, x, LAYOUT, "integrated_gradients", target=2,
                       image_ids=["a", "b", "c"])
     assert list(frame.columns) == ["image_id", "method", "row", "col", "value", "target", "delta"]
     assert len(frame) == 3 * 6 and frame["delta"].notna().all()
-    frame = attribute(model, x, "saliency", layout=LAYOUT)
+    frame = attribute(model, x, LAYOUT, "saliency")
     assert frame["delta"].isna().all()
 
 
@@ -84,8 +84,8 @@ def test_deletion_of_true_ranking_lies_below_random_and_insertion_above():
     model = PatchLinear(np.array([4.0, 0.2, 0.1, 3.0, 0.0, 2.0]))
     x = _images(2, seed=2)
     truth = np.broadcast_to(np.array([4.0, 0.2, 0.1, 3.0, 0.0, 2.0]).reshape(2, 3), (2, 2, 3))
-    res = faithfulness_curves(model, x, {"truth": truth}, baseline="zero", target=0,
-                              layout=LAYOUT, n_random=8, seed=0)
+    res = faithfulness_curves(model, x, LAYOUT, maps={"truth": truth}, baseline="zero",
+                              target=0, n_random=8, seed=0)
     c = res.curves
     for mode, better in (("deletion", np.less_equal), ("insertion", np.greater_equal)):
         t = c[(c["mode"] == mode) & (c.method == "truth")]["prob"].to_numpy()
@@ -95,21 +95,21 @@ def test_deletion_of_true_ranking_lies_below_random_and_insertion_above():
     assert auc["truth", "deletion"] < auc["random", "deletion"]
     assert auc["truth", "insertion"] > auc["random", "insertion"]
     # the single-curve helpers agree with the combined call
-    d = deletion_curve(model, x, truth, baseline="zero", target=0, layout=LAYOUT)
+    d = deletion_curve(model, x, LAYOUT, maps=truth, baseline="zero", target=0)
     t = c[(c["mode"] == "deletion") & (c.method == "truth")]["prob"].to_numpy().reshape(2, -1)
     np.testing.assert_allclose(d, t)
-    ins = insertion_curve(model, x, truth, baseline="zero", target=0, layout=LAYOUT, step=4)
+    ins = insertion_curve(model, x, LAYOUT, maps=truth, baseline="zero", target=0, step=4)
     assert ins.shape == (2, 3)  # 0, 4 and 6 patches inserted
 
 
 def test_bad_inputs_are_refused():
     model = PatchLinear(WEIGHTS)
     with pytest.raises(ConfigError):
-        attribution_maps(model, _images(), "gradcam", layout=LAYOUT)
+        attribution_maps(model, _images(), LAYOUT, "gradcam")
     with pytest.raises(LayoutError):
-        attribution_maps(model, torch.rand(1, 3, 9, 12), "saliency", layout=LAYOUT)
+        attribution_maps(model, torch.rand(1, 3, 9, 12), LAYOUT, "saliency")
     with pytest.raises(ConfigError):
-        attribution_maps(model, _images(), "integrated_gradients", layout=LAYOUT, baseline="noise")
+        attribution_maps(model, _images(), LAYOUT, "integrated_gradients", baseline="noise")
 
 
 def _vit():
@@ -124,9 +124,9 @@ def test_vit_methods_give_grid_maps_and_layer_ig_delta():
     model = _vit()
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     for method in ("layer_integrated_gradients", "rollout", "gradient_rollout", "occlusion"):
-        res = attribution_maps(model, x, method, n_steps=32, baseline="blur")
+        res = attribution_maps(model, x, method=method, n_steps=32, baseline="blur")
         assert res.maps.shape == (2, 4, 4) and np.isfinite(res.maps).all()
-    lig = attribution_maps(model, x, "layer_integrated_gradients", n_steps=64)
+    lig = attribution_maps(model, x, None, "layer_integrated_gradients", n_steps=64)
     with torch.no_grad():
         t = torch.as_tensor(lig.target)[:, None]
         gap = model(x).gather(1, t)[:, 0] - model(torch.zeros_like(x)).gather(1, t)[:, 0]
@@ -137,7 +137,8 @@ def test_cascading_randomization_lowers_gradient_map_correlation_and_spares_the_
     model = _vit()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(4))
-    res = cascading_randomization(model, x, ("saliency", "integrated_gradients"), n_steps=16)
+    res = cascading_randomization(model, x, None, ("saliency", "integrated_gradients"),
+                                  n_steps=16)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     s = res.summary
     assert list(s[s.method == "saliency"]["randomized"]) == ["none", "head", "block 2", "block 1",
@@ -148,5 +149,5 @@ def test_cascading_randomization_lowers_gradient_map_correlation_and_spares_the_
         assert g["spearman_mean"].iloc[-1] < 0.9
     assert not res.flags["flagged"].any()
     # the flag is the final mean correlation compared with the threshold
-    flagged = cascading_randomization(model, x, ("saliency",), threshold=-2.0)
+    flagged = cascading_randomization(model, x, methods=("saliency",), threshold=-2.0)
     assert flagged.flags["flagged"].all()

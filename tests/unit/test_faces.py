@@ -33,7 +33,8 @@ FACES = {
     "probing.attention": [
         "ATTENTION_FORMS", "AttentionInput", "JointAttention", "ParsedAttention",
         "attention_map_frame", "attention_maps", "gradient_relevance", "gradient_rollout",
-        "mean_attention_distance", "pairwise_patch_distances", "parse_attention",
+        "mean_attention_distance", "mean_attention_distance_per_image",
+        "pairwise_patch_distances", "parse_attention",
         "relevance_frame", "rollout", "rollout_map", "stack_attentions",
     ],
     "probing.attribution": [
