@@ -18,6 +18,13 @@ are never read as a selection again (a stored ``-1`` stays the ``embed`` site). 
 back to a user (or to a spec), :func:`to_selection` writes them as a selection, and
 ``resolve_layers(to_selection(labels), depth) == labels``.
 
+Against stored data (a frame, a store: :func:`select_layers`) the forms mean the same:
+``"all"``, alone or in a list, is every block the data holds, and ``-1`` is still the model's
+last block, never the last block the data happens to hold. A store knows its model's depth
+(its manifest records it); a bare frame does not, so a negative int there is refused until it
+is resolved against the model (``resolve_layers(sel, model.depth)``). Blocks with attention
+are resolved by :func:`resolve_blocks` (``1..depth``; no sites).
+
 Token kinds have one vocabulary everywhere: ``cls``, ``reg``, ``dist``, ``patch``, ``pooled``
 (one pooled vector per image; for a view of a frame without pooled rows, the mean of its patch
 rows).
