@@ -43,7 +43,8 @@ def run(ctx: RunContext,
         query: Annotated[str | int | None, (
             None, Options("cls", "pooled", "reg", "dist", renamed={"mean": "pooled"}),
             Interval(int, 0, None))] = None,
-        multihead_layer: Annotated[int, (Options(-1), Interval(int, 1, None))] = -1,
+        multihead_layer: Annotated[int | None, (None, Options(-1), Interval(int, 1, None))
+                                   ] = None,
         alpha: Annotated[float, Interval(float, 0, 1)] = 0.6) -> Section:
     """Attention maps of a query token, per layer and head.
 
@@ -58,8 +59,9 @@ def run(ctx: RunContext,
     query : None, "cls", "pooled", "reg", "dist" or int
         The query token: None = CLS (the mean over patch queries without CLS), "pooled" (the
         mean over patch queries), or a sequence position.
-    multihead_layer : int
-        Layer of the multi-head figure; -1 = the last shown layer.
+    multihead_layer : None or int
+        Block of the multi-head figure, one of the shown layers: None = the last shown layer;
+        -1 = the model's last block (as everywhere).
     alpha : float
         Opacity of the maps over the images.
     """
@@ -69,8 +71,9 @@ def run(ctx: RunContext,
     attn_by_layer = {int(layer): attn[:, i] for i, layer in enumerate(labels)}
     frame = attention_map_frame(attn_by_layer, ctx.layout, query, ids)
     shown = sorted(attn_by_layer)
-    (mh_layer,) = select_layers(int(multihead_layer), shown, error=ConfigError,
-                                where="the layers shown (attention_maps.multihead_layer)")
+    (mh_layer,) = (shown[-1],) if multihead_layer is None else select_layers(
+        int(multihead_layer), shown, error=ConfigError, depth=ctx.depth,
+        where="the layers shown (attention_maps.multihead_layer)")
     pictures, picture_ids = ctx.display_images(int(n_images))
     images = dict(zip(picture_ids.tolist(), pictures))
     who = _query_label(ctx.layout, query)

@@ -9,13 +9,14 @@ position biases and RoPE are already included in what we read.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from .errors import LayoutError, ModelError
+from .errors import ModelError
+from .selection import LayerSelection, resolve_blocks
 
 __all__ = ["attention_modules", "capture_attention"]
 
@@ -43,7 +44,7 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
 @contextmanager
 def capture_attention(
     model: nn.Module,
-    layers: Sequence[int] | None = None,
+    layers: LayerSelection | None = None,
     keep_grad: bool = False,
 ) -> Iterator[dict[int, torch.Tensor]]:
     """Record post-softmax attention of the chosen blocks during forward passes.
@@ -52,8 +53,13 @@ def capture_attention(
     ----------
     model : torch.nn.Module
         A timm ViT.
-    layers : sequence of int, optional
-        1-based block numbers (layer ``k`` is block ``k - 1``) to capture; all blocks by default.
+    layers : layer selection or LayerLabels, optional
+        Blocks to capture, in the forms every ``layers=`` takes
+        (:func:`probing.selection.resolve_blocks`): block numbers ``1..depth`` (layer ``k`` is
+        the output of block ``k``, 0-based ``model.blocks[k - 1]``), negative ints from the end
+        (``-1`` is the last block), ``"all"``, or a list of these; all blocks by default.
+        Layer 0, ``"embed"`` and ``"norm"`` have no attention: they raise
+        :class:`~probing.errors.LayoutError`.
     keep_grad : bool
         Keep the captured tensors in the autograd graph and retain their gradients, so that after
         ``backward()`` each captured tensor's ``.grad`` holds d(output)/d(attention).
@@ -70,7 +76,7 @@ def capture_attention(
     also when the body raises. Hooks are always removed.
     """
     mods = attention_modules(model)
-    wanted = range(1, len(mods) + 1) if layers is None else layers
+    wanted = resolve_blocks(layers, len(mods), what="attention")
     store: dict[int, torch.Tensor] = {}
     handles = []
     saved = []
@@ -85,11 +91,6 @@ def capture_attention(
 
         return hook
 
-    bad = [k for k in wanted if not 1 <= int(k) <= len(mods)]
-    if bad:
-        raise LayoutError(
-            f"attention layer {bad[0]} does not exist; blocks are numbered 1..{len(mods)}."
-        )
     try:
         for layer in wanted:
             attn = mods[layer - 1]

@@ -95,11 +95,15 @@ def store_manifest(loaded: LoadedModel, source: ImageSource | None, capture_cfg:
 
     The one builder of a store's identity: the store key is
     :func:`probing.store.manifest_key` of this dict, and whether a store serves a run is
-    :func:`probing.store.manifest_mismatch` of its manifest against this one.
+    :func:`probing.store.manifest_mismatch` of its manifest against this one. ``model.depth``
+    (the number of blocks) lets a store resolve negative layer numbers against the model
+    (:meth:`probing.store.EmbeddingStore.depth`; manifests written before it was recorded
+    read as depth unknown).
     """
     return {
         "schema_version": SCHEMA_VERSION,
-        "model": {"name": loaded.name, "arch": loaded.arch, "fingerprint": loaded.fingerprint},
+        "model": {"name": loaded.name, "arch": loaded.arch, "fingerprint": loaded.fingerprint,
+                  "depth": loaded.depth},
         "preprocessing": {k: list(v) if isinstance(v, tuple) else v
                           for k, v in loaded.data_config.items()},
         "data": None if source is None else {"describe": source.describe(),

@@ -35,6 +35,7 @@ from .selection import (
     LAYER_NORM,
     LayerLabels,
     LayerSelection,
+    resolve_blocks,
     resolve_kinds,
     resolve_layers,
 )
@@ -114,7 +115,8 @@ def capture(
         tokens. Not available at the ``embed`` site for ``"model"``.
     attention : bool or layer selection
         Capture post-softmax attention of all blocks (True) or the chosen blocks (a layer
-        selection; only block outputs ``1..depth`` have attention).
+        selection, :func:`probing.selection.resolve_blocks`: only block outputs ``1..depth``
+        have attention; layer 0, ``"embed"`` and ``"norm"`` are refused).
     stop_early : bool
         Stop the forward pass after the last captured site, so that capturing early layers
         costs only those layers. Run the model with :meth:`Capture.forward` then (a plain
@@ -129,7 +131,7 @@ def capture(
     depth = len(model.blocks)
     labels = resolve_layers(layers, depth)
     att_labels = None if attention is True or attention is False else \
-        resolve_layers(attention, depth).blocks
+        resolve_blocks(attention, depth)
     kinds = resolve_kinds(kinds, layout)
     if pooled is None and "pooled" in kinds:
         pooled = "mean"
@@ -212,8 +214,7 @@ def capture(
                 site = model.patch_embed if stop_at == LAYER_EMBED else blocks[stop_at - 1]
                 handles.append(site.register_forward_hook(stop))
         if attention is not False:
-            att_layers = None if att_labels is None else list(att_labels)
-            result.attention = stack.enter_context(capture_attention(model, att_layers))
+            result.attention = stack.enter_context(capture_attention(model, att_labels))
         yield result
 
 

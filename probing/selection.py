@@ -18,6 +18,13 @@ are never read as a selection again (a stored ``-1`` stays the ``embed`` site). 
 back to a user (or to a spec), :func:`to_selection` writes them as a selection, and
 ``resolve_layers(to_selection(labels), depth) == labels``.
 
+Against stored data (a frame, a store: :func:`select_layers`) the forms mean the same:
+``"all"``, alone or in a list, is every block the data holds, and ``-1`` is still the model's
+last block, never the last block the data happens to hold. A store knows its model's depth
+(its manifest records it); a bare frame does not, so a negative int there is refused until it
+is resolved against the model (``resolve_layers(sel, model.depth)``). Blocks with attention
+are resolved by :func:`resolve_blocks` (``1..depth``; no sites).
+
 Token kinds have one vocabulary everywhere: ``cls``, ``reg``, ``dist``, ``patch``, ``pooled``
 (one pooled vector per image; for a view of a frame without pooled rows, the mean of its patch
 rows).
@@ -40,6 +47,7 @@ __all__ = [
     "VIEW_KINDS",
     "LayerLabels",
     "LayerSelection",
+    "resolve_blocks",
     "resolve_kinds",
     "resolve_layers",
     "resolve_view_kind",
@@ -183,16 +191,38 @@ def resolve_layers(layers: LayerSelection, depth: int) -> LayerLabels:
     return LayerLabels(out)
 
 
+def _is_all(item: object) -> bool:
+    return isinstance(item, str) and item == "all"
+
+
+def _counts_from_end(item: object) -> bool:
+    return (_is_int(item) and int(item) < 0) or (isinstance(item, str) and item == "last")
+
+
 def select_layers(
     layers: LayerSelection | None,
     available: Iterable[int],
     where: str = "the frame",
     error: type[Exception] = LayoutError,
+    depth: int | None = None,
 ) -> LayerLabels:
     """Resolve a selection against the labels some stored data holds (a frame, a store).
 
-    Negative ints count from the last block the data holds; ``"all"`` means every block label
-    ``>= 0`` it holds; None means every label it holds (special sites included).
+    The forms mean what they mean everywhere (:func:`resolve_layers`), against the data:
+
+    - ``"all"``, alone or inside a list, means every block label (``>= 0``) the data holds;
+    - block numbers and the names ``"embed"`` / ``"norm"`` are labels as they are;
+    - a negative int (and ``"last"``) counts from the **model's** last block, never from the
+      last block the data happens to hold: with ``depth`` (a store's manifest records it) it
+      is resolved against it, so ``-1`` is block ``depth``; without ``depth`` (a bare frame
+      records no model) it is refused with :class:`~probing.errors.ConfigError` (pass a
+      block number, or resolve against the model first: ``resolve_layers(sel, model.depth)``;
+      the resulting :class:`LayerLabels` pass through);
+    - None means every label the data holds (special sites included).
+
+    Any requested label the data does not hold raises ``error`` naming it, so the result is
+    ``resolve_layers(layers, depth)`` restricted to what is held, with every explicitly named
+    label held.
 
     Parameters
     ----------
@@ -204,37 +234,94 @@ def select_layers(
         What holds them, for the error message.
     error : exception class
         Raised (a :class:`~probing.errors.ProbingError` subclass) naming the missing labels.
+    depth : int, optional
+        Number of blocks of the model the data came from; negative ints need it.
 
     Returns
     -------
     LayerLabels
+
+    Raises
+    ------
+    ConfigError
+        A negative int or ``"last"`` without ``depth``.
+    LayoutError
+        An unknown name, an int out of range for ``depth``, or an empty selection.
     """
     present = LayerLabels(available)
     if layers is None:
         return present
-    if isinstance(layers, str) and layers == "all":
-        found = LayerLabels(v for v in present if v >= 0)
-        if not found:
-            raise error(f"{where} holds no block layers (it has {to_selection(present)}).")
-        return found
+    stored_blocks = LayerLabels(v for v in present if v >= 0)
     if isinstance(layers, LayerLabels):
-        labels = layers
+        labels, want_all = layers, False
     else:
-        # block numbers are labels as they are (a missing one is reported as missing below);
-        # negative ints and names are resolved against the last block held
         items = _items(layers)
-        blocks = [int(x) for x in items if _is_int(x) and int(x) >= 0]
-        rest = [x for x in items if not (_is_int(x) and int(x) >= 0)]
-        depth = max((v for v in present if v >= 0), default=0)
-        resolved = resolve_layers(rest, depth) if rest or not blocks else ()
-        labels = LayerLabels([*blocks, *resolved])
+        want_all = any(_is_all(x) for x in items)
+        rest = [x for x in items if not _is_all(x)]
+        if depth is None:
+            relative = [x for x in rest if _counts_from_end(x)]
+            if relative:
+                raise ConfigError(
+                    f"layers={layers!r} counts blocks from the end ({relative[0]!r}), but "
+                    f"{where} does not record the model's depth; pass block numbers, or "
+                    "resolve against the model first: resolve_layers(layers, model.depth)."
+                )
+        # without a depth, no item counts from the end: any depth covering the block
+        # numbers asked for and held resolves the rest (names, block numbers) the same way
+        known = depth if depth is not None else max(
+            [0, *stored_blocks, *(int(x) for x in rest if _is_int(x))])
+        labels = resolve_layers(rest, known) if rest or not want_all else LayerLabels()
     missing = [v for v in labels if v not in present]
     if missing:
+        counted = ""
+        if depth is not None and not isinstance(layers, LayerLabels) and any(
+                _counts_from_end(x) for x in _items(layers)):
+            counted = f"; negative ints count from block {depth}, the model's last"
         raise error(
             f"layers {to_selection(LayerLabels(missing))} are not in {where} (it holds "
-            f"{to_selection(present)}); ask for those or extract the missing layers."
+            f"{to_selection(present)}{counted}); ask for those or extract the missing layers."
         )
-    return labels
+    if want_all and not stored_blocks:
+        raise error(f"{where} holds no block layers (it has {to_selection(present)}).")
+    return LayerLabels([*labels, *(stored_blocks if want_all else ())])
+
+
+def resolve_blocks(layers: LayerSelection | None, depth: int, what: str = "attention"
+                   ) -> LayerLabels:
+    """Resolve a selection of blocks that have ``what`` (attention): labels ``1..depth``.
+
+    ``"all"`` (alone or in a list) and None mean every block ``1..depth``; ints and negative
+    ints are as for :func:`resolve_layers` (``-1`` is block ``depth``). Layer 0 (the input to
+    the first block) and the sites ``"embed"`` / ``"norm"`` have no ``what`` and are refused.
+
+    Returns
+    -------
+    LayerLabels
+        Block labels in ``1..depth``.
+
+    Raises
+    ------
+    LayoutError
+        A selected label that is not a block output, or any error of :func:`resolve_layers`.
+    """
+    if layers is None:
+        return LayerLabels(range(1, depth + 1))
+    if isinstance(layers, LayerLabels):
+        named = layers
+    else:
+        items = _items(layers)
+        rest = [x for x in items if not _is_all(x)]
+        named = resolve_layers(rest, depth) if rest or not items else LayerLabels()
+        if len(rest) < len(items):
+            named = LayerLabels([*named, *range(1, depth + 1)])
+    bad = [v for v in named if v < 1]
+    if bad:
+        raise LayoutError(
+            f"layers {to_selection(bad)} have no {what}: only block outputs 1..{depth} do "
+            f"(layer 0 is the input to the first block, 'embed' and 'norm' are sites); pass "
+            f"blocks 1..{depth}, negative ints or 'all'."
+        )
+    return named
 
 
 def to_selection(labels: Iterable[int]) -> list[int | str]:

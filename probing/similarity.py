@@ -381,8 +381,10 @@ def layer_similarity(
     kind : {"cls", "pooled", "patch"}
         Which vectors represent an item (see :func:`probing.probes.layers.probe_layers`).
     layers, layers_b : layer selection or LayerLabels, optional
-        Layers of each frame, in the forms every ``layers=`` takes (``"all"``, ints, negative
-        ints = blocks from the frame's last one, ``"embed"``, ``"norm"``, lists of these); every
+        Layers of each frame, in the forms every ``layers=`` takes (``"all"`` = every block
+        the frame holds, block numbers, ``"embed"``, ``"norm"``, lists of these, or
+        :class:`~probing.selection.LayerLabels`; a frame does not record its model's depth, so
+        negative ints raise ConfigError: pass ``resolve_layers(sel, model.depth)``); every
         layer of the frame when None; ``layers_b`` defaults to ``layers``. Each frame must hold
         the same rows at every chosen layer (a :class:`~probing.errors.DataError` otherwise).
     debiased : bool

@@ -47,7 +47,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import StoreError
+from .errors import ConfigError, StoreError
 from .frames import SCHEMA_VERSION, frame_from_table, join_labels
 from .layout import TOKEN_KINDS
 from .ownership import pid_alive
@@ -177,7 +177,7 @@ def manifest_mismatch(have: dict, need: dict, exact: bool = False) -> str | None
     for field in sorted(set(a) | set(b), key=lambda f: (
             order.index(f) if f in order else len(order), f)):
         x, y = a.get(field), b.get(field)
-        if x == y:
+        if x == y or (field == "model" and _same_model_before_depth(x, y)):
             continue
         if not exact:
             if field in ("capture.layers", "capture.kinds") and isinstance(x, list) \
@@ -189,6 +189,13 @@ def manifest_mismatch(have: dict, need: dict, exact: bool = False) -> str | None
                 continue
         return field
     return None
+
+
+def _same_model_before_depth(have: object, need: object) -> bool:
+    """A store written before ``model.depth`` was recorded names the same model when all else
+    in ``model`` is equal (the fingerprint already identifies the weights)."""
+    return (isinstance(have, dict) and isinstance(need, dict) and "depth" not in have
+            and {k: v for k, v in need.items() if k != "depth"} == have)
 
 
 def manifest_covers(have: dict, need: dict) -> bool:
@@ -668,13 +675,32 @@ class EmbeddingStore:
             raise StoreError(f"store {self.path} holds no complete shard; run an extraction.")
         return frame_from_table(pa.concat_tables([_read_part(f) for f in files]))
 
+    def depth(self) -> int | None:
+        """Number of blocks of the model the store was made from, as its manifest records it
+        (None for a store without a manifest, or one made before probing recorded it)."""
+        manifest = self.manifest or {}
+        model = manifest.get("model")
+        depth = model.get("depth") if isinstance(model, dict) else None
+        return depth if isinstance(depth, int) and not isinstance(depth, bool) else None
+
+    def _select(self, layers: Any, held: Iterable[int], where: str) -> Any:
+        """Stored labels of a layer selection against what this store holds: ``"all"`` =
+        every stored block, negative ints from the model's last block (the manifest's depth;
+        refused for a store that does not record it), a missing block a StoreError naming it."""
+        from .selection import select_layers
+
+        return select_layers(layers, held, where=where, error=StoreError, depth=self.depth())
+
     def read(
         self,
         kind: str | Sequence[str] | None = None,
-        layer: int | str | Iterable[int | str] | None = None,
+        layers: int | str | Iterable[int | str] | None = None,
         columns: Sequence[str] | None = None,
         filters: Any = None,
         labels: bool = True,
+        *,
+        layer: int | str | Iterable[int | str] | None = None,
+        kinds: str | Sequence[str] | None = None,
     ) -> pd.DataFrame:
         """Read token rows as a frame.
 
@@ -682,18 +708,22 @@ class EmbeddingStore:
         ----------
         kind : str or sequence, optional
             Kinds to read (all when None).
-        layer : layer selection or LayerLabels, optional
+        layers : layer selection or LayerLabels, optional
             The layers to read, in the forms every ``layers=`` takes
-            (:func:`probing.selection.select_layers`): ``"all"`` (every stored block), ints
-            (negative = blocks from the last stored one), ``"embed"``, ``"norm"``, lists of
-            these, or :class:`~probing.selection.LayerLabels`. All stored layers when None. Only
-            the matching partitions are opened.
+            (:func:`probing.selection.select_layers`): ``"all"`` (every stored block, also
+            inside a list), ints, negative ints (blocks from the model's last one: ``-1`` is
+            block ``depth`` of the manifest's model, whichever blocks are stored),
+            ``"embed"``, ``"norm"``, lists of these, or
+            :class:`~probing.selection.LayerLabels`. All stored layers when None. Only the
+            matching partitions are opened.
         columns : sequence of str, optional
             Token-frame columns to read (all when None).
         filters : optional
             pyarrow filter expression or DNF list (``[("image_id", "<", 100)]``).
         labels : bool
             Join the images' label columns.
+        layer, kinds : optional
+            Other names of ``layers`` (``layer`` is its old name) and ``kind``; the same result.
 
         Returns
         -------
@@ -705,21 +735,24 @@ class EmbeddingStore:
         ------
         StoreError
             Naming the requested layers (or kinds) the store does not hold.
+        ConfigError
+            A negative int for a store whose manifest does not record the model's depth, or a
+            parameter given under both of its names.
         """
-        from .selection import select_layers
-
-        kinds = self.kinds() if kind is None else ([kind] if isinstance(kind, str) else list(kind))
-        missing_kinds = [k for k in kinds if k not in self.kinds()]
+        layers = _one_of(layers, layer, "layers", "layer")
+        kind = _one_of(kind, kinds, "kind", "kinds")
+        kinds_ = self.kinds() if kind is None else \
+            ([kind] if isinstance(kind, str) else list(kind))
+        missing_kinds = [k for k in kinds_ if k not in self.kinds()]
         if missing_kinds:
             raise StoreError(
                 f"store {self.path} holds no kind {', '.join(map(str, missing_kinds))} (it has "
                 f"{self.kinds()}); ask for those or extract the missing kinds."
             )
-        held = sorted({v for k in kinds for v in self.layers(k)})
-        wanted = select_layers(layer, held, where=f"store {self.path} for kind={kind!r}",
-                               error=StoreError)
+        held = sorted({v for k in kinds_ for v in self.layers(k)})
+        wanted = self._select(layers, held, f"store {self.path} for kind={kind!r}")
         parts: list[tuple[int, int, Path]] = []
-        for k in kinds:
+        for k in kinds_:
             for folder in (self.path / f"kind={k}").glob("layer=*"):
                 lay = int(folder.name.split("=", 1)[1])
                 if lay in wanted:
@@ -727,8 +760,8 @@ class EmbeddingStore:
         tables = []
         for _, _, folder in sorted(parts):
             for f in self._files(folder):
-                tables.append(pq.read_table(f, columns=list(columns) if columns else None,
-                                            filters=filters))
+                tables.append(_read_part(f, columns=list(columns) if columns else None,
+                                         filters=filters))
         if not tables:
             raise StoreError(f"store {self.path} holds no complete shard; run an extraction.")
         table = pa.concat_tables(tables)
@@ -742,25 +775,27 @@ class EmbeddingStore:
 
     def read_attention(
         self,
-        layer: int | str | Iterable[int | str] | None = None,
+        layers: int | str | Iterable[int | str] | None = None,
         filters: Any = None,
+        *,
+        layer: int | str | Iterable[int | str] | None = None,
     ) -> pd.DataFrame:
         """Read attention rows (schema in the module docstring) as a frame.
 
-        ``layer`` takes the forms of :meth:`read` (all stored blocks when None); a requested
-        block without stored attention raises :class:`StoreError` naming it.
+        ``layers`` takes the forms of :meth:`read` (all stored blocks when None; ``-1`` is the
+        model's last block); a requested block without stored attention raises
+        :class:`StoreError` naming it. ``layer`` is the old name of ``layers`` (the same
+        result).
         """
-        from .selection import select_layers
-
+        layers = _one_of(layers, layer, "layers", "layer")
         folders = {int(p.name.split("=", 1)[1]): p
                    for p in (self.path / "attention").glob("layer=*")}
         if not folders:
             raise StoreError(
                 f"store {self.path} holds no attention; extract with attention=True."
             )
-        wanted = select_layers(layer, folders, where=f"the attention of store {self.path}",
-                               error=StoreError)
-        tables = [pq.read_table(f, filters=filters) for k in wanted
+        wanted = self._select(layers, folders, f"the attention of store {self.path}")
+        tables = [_read_part(f, filters=filters) for k in wanted
                   for f in self._files(folders[k])]
         if not tables:
             raise StoreError(f"store {self.path} holds no complete shard; run an extraction.")
@@ -774,7 +809,7 @@ class EmbeddingStore:
         Parameters
         ----------
         layers : layer selection or LayerLabels, optional
-            As ``layer`` of :meth:`read_attention` (all stored blocks when None).
+            As ``layers`` of :meth:`read_attention` (all stored blocks when None).
         max_images : int, optional
             Keep the first images only.
 
@@ -788,3 +823,15 @@ class EmbeddingStore:
 
         frame = self.read_attention(layers)
         return attention_array(frame, max_images=max_images)
+
+
+def _one_of(value: Any, alias: Any, name: str, alias_name: str) -> Any:
+    """The value of a parameter that has a second name (None = not given)."""
+    if alias is None:
+        return value
+    if value is not None:
+        raise ConfigError(
+            f"{name}= and {alias_name}= are the same parameter ({alias_name}= is its other "
+            f"name); pass {name}= only."
+        )
+    return alias

@@ -55,9 +55,10 @@ class FrameViews:
 
     def select(self, layers: LayerSelection | None, where: str = "the frame") -> LayerLabels:
         """Stored labels of a layer selection (:func:`probing.selection.select_layers`: None =
-        every layer the frame holds, ``"all"`` = its blocks, negative ints = blocks from its last
-        one, ``"embed"``/``"norm"`` by name, :class:`~probing.selection.LayerLabels` as they
-        are)."""
+        every layer the frame holds, ``"all"`` (also in a list) = its blocks, ``"embed"`` /
+        ``"norm"`` by name, :class:`~probing.selection.LayerLabels` as they are; a frame does
+        not record its model's depth, so negative ints raise ConfigError: resolve them first
+        with ``resolve_layers(sel, model.depth)``)."""
         return select_layers(layers, self.layers, where=where)
 
     def get(

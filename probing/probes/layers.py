@@ -108,9 +108,12 @@ def probe_layers(
     task : {"auto", "classification", "regression"}
         ``"auto"``: regression for several targets or non-integer floats, else classification.
     layers : layer selection or LayerLabels, optional
-        Layers to probe, in the forms every ``layers=`` takes (``"all"``, ints, negative ints
-        = blocks from the frame's last one, ``"embed"``, ``"norm"``, lists of these;
-        :func:`probing.selection.select_layers`); every layer of the frame when None.
+        Layers to probe, in the forms every ``layers=`` takes (``"all"`` = every block the
+        frame holds, block numbers, ``"embed"``, ``"norm"``, lists of these, or
+        :class:`~probing.selection.LayerLabels`; :func:`probing.selection.select_layers`);
+        every layer of the frame when None. A frame does not record its model's depth, so
+        negative ints (``-1`` = the model's last block) raise ConfigError: pass
+        ``resolve_layers(sel, model.depth)``.
     cv : int
         Number of grouped folds.
     groups : str

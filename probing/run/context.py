@@ -75,7 +75,7 @@ class RunContext:
         SchemaError
             When a stored vector holds NaN or inf (a diverged model or a corrupt store).
         """
-        frame = self.store.read(kind=kind, layer=self.layers(layers), columns=columns)
+        frame = self.store.read(kind=kind, layers=self.layers(layers), columns=columns)
         if "emb" in frame.columns:
             try:
                 check_finite(frame)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +18,7 @@ from hypothesis import strategies as st
 from probing import (
     ConfigError,
     EmbeddingStore,
+    LayoutError,
     SchemaError,
     StoreError,
     TokenLayout,
@@ -25,6 +29,7 @@ from probing import (
     validate_frame,
 )
 from probing.frames import frame_from_table, frame_to_table
+from probing.selection import LAYER_EMBED, LAYER_NORM, LayerLabels, resolve_layers
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +244,99 @@ def test_store_read_takes_selections_and_names_missing_layers(tiny, tmp_path):
     with pytest.raises(StoreError, match=r"\['norm'\] are not in store"):
         store.read(layer="norm")
     assert store.attention(-1)[2] == [2]
-    with pytest.raises(StoreError, match=r"\[3\] are not in the attention"):
-        store.read_attention([1, 3])
+    with pytest.raises(LayoutError, match="layer 3 is out of range for 2 blocks"):
+        store.read_attention([1, 3])  # the manifest records the model's depth
+
+
+def test_store_negative_layers_count_from_the_models_last_block(tiny, tmp_path):
+    """Regression (issue 11 review, 1): a store holding blocks 0 and 1 of a 2-block model read
+    ``-1`` as block 1 (the last block it holds); -1 is the model's last block, block 2."""
+    store = extract(tiny, "shapes:n=3", layers=[0, 1], kinds="cls", attention=True,
+                    store=tmp_path / "s", progress=False)
+    assert store.depth() == 2 and store.manifest["model"]["depth"] == 2
+    with pytest.raises(StoreError, match=r"layers \[2\] are not in store .*block 2"):
+        store.read(layers=-1)
+    assert set(store.read(layers=-2)["layer"]) == {1}
+    assert set(store.read_attention(-1)["layer"]) == {2}
+    shutil.rmtree(tmp_path / "s" / "attention" / "layer=2")  # attention of block 1 only
+    with pytest.raises(StoreError, match=r"layers \[2\] are not in the attention"):
+        store.read_attention(-1)
+    # a manifest written before the depth was recorded: negative ints are refused, clearly
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    del manifest["model"]["depth"]
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest))
+    assert store.depth() is None
+    with pytest.raises(ConfigError, match="does not record the model's depth"):
+        store.read(layers=-1)
+    assert set(store.read(layers=[1, "all"])["layer"]) == {0, 1}
+
+
+def test_store_all_inside_a_list_is_every_stored_block(tiny, tmp_path):
+    """Regression (issue 11 review, 2): ``["all", "embed"]`` asked for every block of the
+    model and failed on a store holding some of them; "all" is every stored block."""
+    store = extract(tiny, "shapes:n=3", layers=["embed", 0, 2], kinds="patch",
+                    store=tmp_path / "s", progress=False)
+    assert set(store.read(layers=["all", "embed"])["layer"]) == {LAYER_EMBED, 0, 2}
+
+
+def test_store_layers_is_the_parameter_name_and_layer_its_old_alias(tiny, tmp_path):
+    store = extract(tiny, "shapes:n=3", layers=[0, 2], kinds=("cls", "patch"), attention=True,
+                    store=tmp_path / "s", progress=False)
+    pd.testing.assert_frame_equal(store.read(kind="cls", layers=2),
+                                  store.read(kind="cls", layer=2))
+    pd.testing.assert_frame_equal(store.read(kind="cls", layers=2),
+                                  store.read(kinds="cls", layers=2))
+    assert set(store.read(kind="cls", layers=2)["layer"]) == {2}
+    pd.testing.assert_frame_equal(store.read_attention(layers=[1]), store.read_attention(layer=1))
+    assert set(store.read_attention(layers=[1])["layer"]) == {1}
+    assert store.attention(layers=-1)[2] == [2]
+    with pytest.raises(ConfigError, match="layers= and layer= are the same parameter"):
+        store.read(layers=1, layer=1)
+    with pytest.raises(ConfigError, match="kind= and kinds="):
+        store.read(kind="cls", kinds="cls")
+
+
+@pytest.fixture(scope="module")
+def full_store(tiny, tmp_path_factory):
+    path = tmp_path_factory.mktemp("full") / "s"
+    extract(tiny, "shapes:n=2", layers=["embed", "all", "norm"], kinds=("cls", "patch"),
+            attention=True, store=path, progress=False)
+    return path
+
+
+_DEPTH = 2  # of `tiny`
+_LABELS = [LAYER_EMBED, LAYER_NORM, *range(_DEPTH + 1)]
+_ITEM = st.one_of(st.integers(-(_DEPTH + 1), _DEPTH),
+                  st.sampled_from(["embed", "norm", "all", "last"]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(stored=st.sets(st.sampled_from(_LABELS), min_size=1),
+       sel=st.one_of(_ITEM, st.lists(_ITEM, min_size=1, max_size=4)))
+def test_store_read_is_resolve_layers_within_the_stored_blocks(full_store, stored, sel):
+    """A store holding any subset of the model's layers reads a selection as exactly
+    ``resolve_layers(sel, depth) & stored``, or raises a StoreError naming what is missing
+    (a label named other than through "all"; "all" with no stored block)."""
+    items = sel if isinstance(sel, list) else [sel]
+    named = [x for x in items if x != "all"]
+    named_labels = set(resolve_layers(named, _DEPTH)) if named else set()
+    has_all = len(named) < len(items)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s"
+        shutil.copytree(full_store, path)
+        for label in set(_LABELS) - stored:
+            for folder in path.glob(f"*/layer={label}"):  # kind=cls, kind=patch, attention
+                shutil.rmtree(folder)
+        store = EmbeddingStore(path)
+        for held, read in ((stored, lambda: set(store.read(layers=sel)["layer"])),
+                           ({v for v in stored if v >= 1},
+                            lambda: set(store.read_attention(sel)["layer"]))):
+            if not named_labels <= held or (has_all and not any(v >= 0 for v in held)) \
+                    or not held:
+                with pytest.raises(StoreError, match="are not in|holds no"):
+                    read()
+            else:
+                assert read() == set(LayerLabels(set(resolve_layers(sel, _DEPTH)) & held))
 
 
 def test_lock_of_another_host_says_how_to_clear_it(tmp_path):

@@ -107,6 +107,37 @@ def test_attention_rows_sum_to_one_and_match_qk():
     torch.testing.assert_close(att, ref, atol=1e-6, rtol=1e-5)
 
 
+def test_capture_attention_takes_every_block_selection_and_refuses_sites():
+    """Regression (issue 11 review, 4): capture_attention took 1-based ints only (-1 was "does
+    not exist", "all" and names failed); it takes the resolver's forms, blocks only."""
+    from probing.attention_hooks import capture_attention
+
+    model = _model(*MODELS[0])  # 3 blocks
+    x = torch.randn(1, 3, 32, 32)
+    for sel, blocks in ((-1, [3]), ([1, -2], [1, 2]), ("all", [1, 2, 3]), (None, [1, 2, 3]),
+                        ("last", [3])):
+        with torch.inference_mode(), capture_attention(model, sel) as store:
+            model(x)
+        assert sorted(store) == blocks, sel
+    with torch.inference_mode(), capture_attention(model, [3]) as ref:
+        model(x)
+    with torch.inference_mode(), capture_attention(model, -1) as last:
+        model(x)
+    torch.testing.assert_close(last[3], ref[3])
+    for bad in ("embed", "norm", 0, ["all", "embed"]):
+        with pytest.raises(LayoutError, match="have no attention"):
+            with capture_attention(model, bad):
+                pass
+    with pytest.raises(LayoutError, match="out of range for 3 blocks"):
+        with capture_attention(model, 4):
+            pass
+    with pytest.raises(LayoutError, match="have no attention"):  # capture's attention= too
+        with capture(model, layers=[1], attention=["embed", 2]):
+            pass
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+
+
 def test_attention_capture_restores_fused_flag_and_hooks_on_error():
     model = _model(*MODELS[0])
     fused = [b.attn.fused_attn for b in model.blocks]

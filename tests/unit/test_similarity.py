@@ -9,6 +9,7 @@ import pytest
 from probing.errors import ConfigError
 from probing.frames import to_frame
 from probing.layout import TokenLayout
+from probing.selection import resolve_layers
 from probing.similarity import (
     cls_patch_cosine,
     layer_mutual_knn,
@@ -160,7 +161,14 @@ def test_layer_similarity_layers_take_every_selection_form():
     frame = _frame()
     full = layer_similarity(frame, kind="cls")
     assert layer_similarity(frame, kind="cls", layers="all").equals(full)
-    last = layer_similarity(frame, kind="cls", layers=[-1])
-    assert set(last["layer_a"]) == {2}  # -1 is the last block, whatever the frame stores
+    # a bare frame records no model: -1 (the model's last block) must be resolved against it
+    with pytest.raises(ConfigError, match=r"resolve_layers\(layers, model.depth\)"):
+        layer_similarity(frame, kind="cls", layers=[-1])
+    last = layer_similarity(frame, kind="cls", layers=resolve_layers([-1], 2))
+    assert set(last["layer_a"]) == {2}
+    # "all" inside a list is every block the frame holds (here 0 and 2, block 1 left out)
+    gap = frame[frame["layer"] != 1]
+    assert layer_similarity(gap, kind="cls", layers=["all", 2]).equals(
+        layer_similarity(gap, kind="cls"))
     with pytest.raises(Exception, match=r"\[5\] are not in frame_a"):
         layer_similarity(frame, kind="cls", layers=[5])

@@ -177,3 +177,30 @@ def test_bf16_run_does_not_reuse_the_float32_store(tmp_path, monkeypatch):
     assert not bf16.reused_store and bf16.store.path != fp32.store.path
     assert bf16.store.manifest["capture"]["autocast"] == "bf16"
     assert bf16.store.path.name == manifest_key(bf16.store.manifest)
+
+
+def test_a_store_from_before_the_depth_was_recorded_is_still_used(tmp_path, demo_model):
+    import json as _json
+
+    from probing import ShapesSource, extract
+
+    store = extract(demo_model, ShapesSource(n=4), layers=[1], kinds=["cls"],
+                    store=tmp_path / "s", progress=False)
+    path = store.path / "manifest.json"
+    manifest = _json.loads(path.read_text())
+    del manifest["model"]["depth"]  # as the previous release wrote it
+    path.write_text(_json.dumps(manifest))
+    again = extract(demo_model, ShapesSource(n=4), layers=[1], kinds=["cls"], store=store,
+                    progress=False)
+    assert len(again.read(kinds="cls")) == 4
+
+
+def test_a_corrupt_part_of_the_listed_size_is_a_store_error(tmp_path, demo_model):
+    from probing import ShapesSource, StoreError, extract
+
+    store = extract(demo_model, ShapesSource(n=4), layers=[1], kinds=["cls"],
+                    store=tmp_path / "s", progress=False)
+    part = next((store.path / "kind=cls" / "layer=1").glob("part-*.parquet"))
+    part.write_bytes(b"\0" * part.stat().st_size)  # same size, not parquet any more
+    with pytest.raises(StoreError, match=r"part file .*part-00000.parquet is unreadable"):
+        store.read(kinds="cls")
