@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from probing.constraints import Interval, Items, Layers, Options
-from probing.frames import embedding_matrix
+from probing.frames import embedding_matrix, require_label_column
 from probing.maps import default_methods, embedding_map, explained_variance
 from probing.plots.embedding import plot_embedding_maps, plot_explained_variance
 from probing.sections import Figure, Section, Table
@@ -71,13 +71,7 @@ def run(ctx: RunContext,
     methods = default_methods() if methods == "auto" else list(methods)
     kinds = [k for k in kinds if k == "pooled" or k in ctx.layout.kinds]
     labels = ctx.labels()
-    if color not in labels.columns:
-        from probing.errors import ConfigError
-
-        raise ConfigError(
-            f"embedding_map color column {color!r} is not a label column (have "
-            f"{', '.join(c for c in labels.columns if c != 'image_id')}); pick one of those."
-        )
+    require_label_column(labels.columns, color, "embedding_map.color")
     keep = labels["image_id"].to_numpy()
     if len(keep) > max_points:
         keep = np.sort(ctx.rng("embedding_map").choice(keep, max_points, replace=False))

@@ -23,6 +23,7 @@ import pandas as pd
 
 from probing.constraints import Interval, Items, Layers, Options
 from probing.errors import ConfigError
+from probing.frames import POSITION_COLUMNS, require_label_column
 from probing.plots.probes import plot_probe_layers
 from probing.probes import probe_layers
 from probing.sections import Figure, Section, Table, slug
@@ -49,13 +50,9 @@ def _check(ctx, kinds, target, patch_target, max_images) -> tuple[list[str], lis
         raise ConfigError(
             f"layer_probes.kinds={list(kinds)!r} is invalid; pick from 'cls', 'pooled', 'patch'."
         )
-    columns = set(ctx.labels().columns) | {"row", "col", "token"}
+    columns = [*ctx.labels().columns, *POSITION_COLUMNS]
     for name, column in (("target", target), ("patch_target", patch_target or target)):
-        if column not in columns:
-            raise ConfigError(
-                f"layer_probes.{name}={column!r} is not a label column; pick one of "
-                f"{', '.join(sorted(c for c in columns if c != 'image_id'))}."
-            )
+        require_label_column(columns, column, f"layer_probes.{name}", also=POSITION_COLUMNS)
     if max_images < 0:
         raise ConfigError(f"layer_probes.max_images={max_images} is negative; use 0 for all.")
     notes = []

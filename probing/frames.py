@@ -27,17 +27,18 @@ accepts negative block indices counted from the end (``-1`` = last block) and th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .errors import SchemaError
+from .errors import ConfigError, SchemaError
 from .layout import TOKEN_KINDS, TokenLayout
 
 __all__ = [
     "FRAME_COLUMNS",
+    "POSITION_COLUMNS",
     "check_finite",
     "KIND_DTYPE",
     "SCHEMA_VERSION",
@@ -45,6 +46,9 @@ __all__ = [
     "frame_from_table",
     "frame_to_table",
     "join_labels",
+    "label_columns",
+    "require_columns",
+    "require_label_column",
     "to_frame",
     "token_table",
     "validate_frame",
@@ -53,6 +57,48 @@ __all__ = [
 SCHEMA_VERSION = 1
 KIND_DTYPE = pd.CategoricalDtype(list(TOKEN_KINDS))
 FRAME_COLUMNS = ("image_id", "layer", "kind", "token", "row", "col", "emb")
+#: Frame columns that are also targets (where a patch is, in the sequence and on the grid).
+POSITION_COLUMNS = ("row", "col", "token")
+
+
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str, fix: str) -> None:
+    """Raise SchemaError when ``frame`` lacks columns its schema needs.
+
+    The one check for "this frame is not the frame this function takes": ``what`` names the
+    frame ("result", "attention frame"), ``fix`` says what to pass instead.
+    """
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise SchemaError(
+            f"{what} lacks column(s) {', '.join(map(repr, missing))}; {fix}."
+        )
+
+
+def label_columns(columns: Iterable[object]) -> list[str]:
+    """The label columns among ``columns``: every one but the token frame's own."""
+    return [str(c) for c in columns if c not in FRAME_COLUMNS]
+
+
+def require_label_column(columns: Iterable[object], name: object, option: str,
+                         also: Iterable[str] = ()) -> None:
+    """Raise ConfigError when ``name``, given for ``option``, is not a label column.
+
+    The one check for a column the user named (a probe target, a colour column, a groups
+    column): the message lists the label columns only (plus ``also``, the frame columns the
+    option may name, e.g. ``row``/``col`` for position targets) and suggests the nearest.
+    """
+    import difflib
+
+    columns = list(columns)
+    allowed = [*label_columns(columns), *(c for c in also if c in columns)]
+    if name in allowed:
+        return
+    close = difflib.get_close_matches(str(name), allowed, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(
+        f"{option}={name!r} is not a label column; pick one of "
+        f"{', '.join(allowed) or '(none: the data source has no labels)'}.{hint}"
+    )
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
@@ -238,12 +284,8 @@ def validate_frame(frame: pd.DataFrame, finite: bool = False) -> pd.DataFrame:
     SchemaError
         Naming the first column that is missing or has the wrong type.
     """
-    missing = [c for c in FRAME_COLUMNS if c not in frame.columns]
-    if missing:
-        raise SchemaError(
-            f"token frame is missing column(s) {', '.join(missing)}; build it with "
-            "probing.extract or probing.to_frame."
-        )
+    require_columns(frame, FRAME_COLUMNS, "token frame",
+                    "build it with probing.extract or probing.to_frame")
     embedding_matrix(frame)  # checks the vector column's type
     if not isinstance(frame["kind"].dtype, pd.CategoricalDtype) or \
             not set(frame["kind"].cat.categories) <= set(TOKEN_KINDS):

@@ -20,8 +20,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from .errors import LayoutError, SchemaError
-from .frames import embedding_matrix
+from .errors import LayoutError
+from .frames import POSITION_COLUMNS, embedding_matrix, require_columns, require_label_column
 from .selection import LayerLabels, LayerSelection, resolve_view_kind, select_layers
 
 ViewKind = Literal["cls", "pooled", "patch"]
@@ -37,12 +37,9 @@ class FrameViews:
     """
 
     def __init__(self, frame: pd.DataFrame) -> None:
-        for column in ("image_id", "layer", "kind", "token"):
-            if column not in frame.columns:
-                raise SchemaError(
-                    f"frame has no {column!r} column; pass a token frame built by "
-                    "probing.to_frame or read from an EmbeddingStore."
-                )
+        require_columns(frame, ("image_id", "layer", "kind", "token"), "frame",
+                        "pass a token frame built by probing.to_frame or read from an "
+                        "EmbeddingStore")
         self.frame = frame
         self.emb = embedding_matrix(frame)
         self.layer = np.asarray(frame["layer"].to_numpy(dtype=np.int64, na_value=-(2**31)))
@@ -84,11 +81,8 @@ class FrameViews:
         """
         resolve_view_kind(kind)
         for column in columns:
-            if column not in self.frame.columns:
-                raise SchemaError(
-                    f"frame has no column {column!r}; add it to the frame or pick another "
-                    f"(columns: {', '.join(map(str, self.frame.columns))})."
-                )
+            require_label_column(self.frame.columns, column, "column",
+                                 also=(*POSITION_COLUMNS, "image_id"))
         at_layer = self.layer == layer
         idx = np.flatnonzero(at_layer & (self.kind == kind))
         if kind == "pooled" and idx.size == 0:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError
+from ..frames import require_columns
 from ..layout import TokenLayout
 from ..models import eval_mode
 from ..patchgrid import image_id_array
@@ -182,12 +183,8 @@ def _maps_from(maps, image_ids) -> tuple[dict[str, np.ndarray], np.ndarray | Non
     """``{method: (batch, rows, cols)}`` from a dict or a tidy ``image_id, method, row, col,
     value`` frame (images in ``image_ids`` order, else in order of first appearance)."""
     if isinstance(maps, pd.DataFrame):
-        need = {"image_id", "method", "row", "col", "value"}
-        if not need <= set(maps.columns):
-            raise DataError(
-                f"maps frame lacks columns {sorted(need - set(maps.columns))}; pass "
-                "attribute()'s or relevance_frame()'s output."
-            )
+        require_columns(maps, ("image_id", "method", "row", "col", "value"), "maps frame",
+                        "pass attribute()'s or relevance_frame()'s output")
         ids = pd.unique(maps["image_id"]) if image_ids is None else np.asarray(image_ids)
         out = {}
         for method, g in maps.groupby("method", sort=False):

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..errors import DataError
+from ..frames import require_columns
 from ..style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure
 
 __all__ = [
@@ -58,12 +59,8 @@ def _grid(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _one_image(frame: pd.DataFrame, image_id: object | None) -> pd.DataFrame:
-    need = {"image_id", "layer", "head", "row", "col", "value"}
-    if not need <= set(frame.columns):
-        raise DataError(
-            f"frame lacks columns {sorted(need - set(frame.columns))}; pass "
-            "attention_map_frame()'s output."
-        )
+    require_columns(frame, ("image_id", "layer", "head", "row", "col", "value"), "frame",
+                    "pass attention_map_frame()'s output")
     if image_id is None:
         image_id = frame["image_id"].iloc[0]
     sub = frame[frame["image_id"] == image_id]

@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..errors import DataError
+from ..frames import require_columns
 from ..style import LITERAL, OKABE_ITO, data_legend, new_figure
 from .attention import show_map
 
@@ -45,8 +46,8 @@ def plot_method_maps(
     image_ids, methods : sequence, optional
         Which images and methods, in order (all, in order of appearance, by default).
     """
-    if not {"image_id", "method", "row", "col", "value"} <= set(frame.columns):
-        raise DataError("frame lacks image_id/method/row/col/value; pass attribute()'s output.")
+    require_columns(frame, ("image_id", "method", "row", "col", "value"), "frame",
+                    "pass attribute()'s output")
     ids = list(pd.unique(frame["image_id"])) if image_ids is None else list(image_ids)
     methods = list(pd.unique(frame["method"])) if methods is None else list(methods)
     fig, axes = new_figure("double", aspect=len(ids) / len(methods), nrows=len(ids),
@@ -76,8 +77,8 @@ def plot_faithfulness(curves: pd.DataFrame) -> Figure:
         :attr:`FaithfulnessResult.curves`, computed by the caller); the ``"random"`` method is
         drawn dashed grey.
     """
-    if not {"method", "mode", "fraction", "prob"} <= set(curves.columns):
-        raise DataError("curves lacks method/mode/fraction/prob; pass faithfulness curves.")
+    require_columns(curves, ("method", "mode", "fraction", "prob"), "curves",
+                    "pass FaithfulnessResult.curves")
     modes = list(pd.unique(curves["mode"]))
     fig, axes = new_figure("double", aspect=0.38, nrows=1, ncols=len(modes), squeeze=False)
     handles: dict[str, object] = {}

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..errors import SchemaError
+from ..frames import require_columns
 from ..style import DIVERGING, LITERAL, OKABE_ITO, data_legend, new_figure, paper_style
 
 __all__ = ["plot_decay_1d", "plot_decay_2d", "plot_similarity_grid", "plot_subspace_angles"]
@@ -39,9 +39,7 @@ def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
 
 
 def _require(frame: pd.DataFrame, columns: tuple[str, ...], producer: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise SchemaError(f"frame lacks column(s) {', '.join(missing)}; pass {producer} output.")
+    require_columns(frame, columns, "frame", f"pass {producer} output")
 
 
 @_styled

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from ..errors import SchemaError
+from ..frames import require_columns
 from ..style import LITERAL, OKABE_ITO, data_legend, new_figure, paper_style
 
 __all__ = ["plot_probe_layers"]
@@ -52,9 +52,8 @@ def plot_probe_layers(
     -------
     matplotlib.figure.Figure
     """
-    missing = {"layer", "kind", "probe", "metric", "value", "ci_low", "ci_high"} - set(result)
-    if missing:
-        raise SchemaError(f"result lacks column(s) {sorted(missing)}; pass probe_layers output.")
+    require_columns(result, ("layer", "kind", "probe", "metric", "value", "ci_low", "ci_high"),
+                    "result", "pass probe_layers output")
     if metric is None:
         present = [m for m in _METRIC_LABEL if (result["metric"] == m).any()]
         metric = present[0] if present else "accuracy"

@@ -11,16 +11,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..errors import SchemaError
+from ..frames import require_columns
 from ..style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure, paper_style
 
 __all__ = ["plot_cka_heatmap", "plot_similarity_vs_layer"]
 
 
 def _require(frame: pd.DataFrame, columns: set[str], producer: str) -> None:
-    missing = columns - set(frame.columns)
-    if missing:
-        raise SchemaError(f"frame lacks column(s) {sorted(missing)}; pass {producer} output.")
+    require_columns(frame, sorted(columns), "frame", f"pass {producer} output")
 
 
 def plot_cka_heatmap(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AnalysisError, ConfigError, DataError
-from ..frames import embedding_matrix
+from ..frames import embedding_matrix, require_columns
 from .tables import patch_matrix
 
 __all__ = [
@@ -232,9 +232,8 @@ def halving_distance(
     AnalysisError
         When the frame has no distance-0 row or no similarity column.
     """
-    if "distance" not in decay_frame.columns:
-        raise AnalysisError("decay frame has no 'distance' column; pass decay_1d() or "
-                            "decay_2d() output.")
+    require_columns(decay_frame, ("distance",), "decay frame",
+                    "pass decay_1d() or decay_2d() output")
     dist = decay_frame["distance"].to_numpy(dtype=np.float64)
     if f"{value}_mean" in decay_frame.columns:
         v = decay_frame[f"{value}_mean"].to_numpy(dtype=np.float64)
@@ -244,8 +243,8 @@ def halving_distance(
         v = decay_frame[value].to_numpy(dtype=np.float64)
         w = np.ones_like(v)
     else:
-        raise AnalysisError(f"decay frame has no {value!r} similarity column; pass decay_1d() "
-                            "or decay_2d() output.")
+        require_columns(decay_frame, (value,), "decay frame",
+                        "pass decay_1d() or decay_2d() output")
     d, inverse = np.unique(dist, return_inverse=True)
     m = np.bincount(inverse, weights=w * v) / np.bincount(inverse, weights=w)
     if d.size == 0 or d[0] != 0:

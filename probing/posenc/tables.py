@@ -16,7 +16,13 @@ import pandas as pd
 import pyarrow as pa
 
 from ..errors import ConfigError, DataError, LayoutError
-from ..frames import KIND_DTYPE, embedding_matrix, frame_from_table, vectors_to_arrow
+from ..frames import (
+    KIND_DTYPE,
+    embedding_matrix,
+    frame_from_table,
+    require_columns,
+    vectors_to_arrow,
+)
 from ..layout import TOKEN_KINDS, TokenLayout
 
 __all__ = [
@@ -256,8 +262,7 @@ def patch_matrix(
     """
     if isinstance(table, pd.DataFrame):
         patches = table[table["kind"] == "patch"] if "kind" in table.columns else table
-        if {"row", "col"} - set(patches.columns):
-            raise DataError("table frame has no row/col columns; build it with table_frame().")
+        require_columns(patches, ("row", "col"), "table frame", "build it with table_frame()")
         rc = np.stack([patches["row"].to_numpy(dtype=np.int64),
                        patches["col"].to_numpy(dtype=np.int64)], axis=1)
         if grid is None:

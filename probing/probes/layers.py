@@ -27,7 +27,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ..errors import ConfigError, DataError, SchemaError
+from ..errors import ConfigError, DataError
+from ..frames import POSITION_COLUMNS, require_label_column
 from ..selection import LayerSelection, resolve_view_kind
 from ..stats import t_interval
 from ..views import FrameViews, ViewKind, align_rows
@@ -224,12 +225,9 @@ def _record(base: dict, probe: str, metric: str, values: np.ndarray, level: floa
 
 
 def _check_options(frame, targets, groups, task, control_by, cv) -> None:
-    for column in [*targets, groups]:
-        if column not in frame.columns:
-            raise SchemaError(
-                f"frame has no column {column!r}; add it (labels come from the data source) or "
-                "pick another target/groups column."
-            )
+    for column in targets:
+        require_label_column(frame.columns, column, "target", also=POSITION_COLUMNS)
+    require_label_column(frame.columns, groups, "groups", also=("image_id",))
     if task not in ("auto", "classification", "regression"):
         raise ConfigError(
             f"task {task!r} is unknown; use 'auto', 'classification' or 'regression'."

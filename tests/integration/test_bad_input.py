@@ -227,7 +227,8 @@ def test_one_class_label_and_absent_target():
     frame["constant"] = "same"
     with pytest.raises(DataError, match="'constant' has 1 class"):
         probe_layers(frame, target="constant", kind="cls")
-    with pytest.raises(SchemaError, match="no column 'colour_name'"):
+    with pytest.raises(ConfigError, match="target='colour_name' is not a label column; pick "
+                                          "one of .*Did you mean 'colour'"):
         probe_layers(frame, target="colour_name", kind="cls")
 
 

@@ -92,7 +92,7 @@ def test_validate_frame_rejects_missing_and_non_finite():
     frame = to_frame(x, layout, 0, [0, 1])
     with pytest.raises(SchemaError, match="NaN or inf"):
         validate_frame(frame, finite=True)
-    with pytest.raises(SchemaError, match="missing column"):
+    with pytest.raises(SchemaError, match="lacks column\(s\) .row."):
         validate_frame(frame.drop(columns="row"))
     with pytest.raises(SchemaError, match="'kind'"):
         validate_frame(frame.assign(kind=frame["kind"].astype(str)))
@@ -346,3 +346,24 @@ def test_lock_of_another_host_says_how_to_clear_it(tmp_path):
     with pytest.raises(StoreError, match=r"host elsewhere-node7.*delete .*\.lock"):
         store.lock()
     assert (tmp_path / "s" / ".lock").exists()  # never taken over: that host may still run
+
+
+def test_one_class_per_condition_for_missing_columns():
+    """A frame lacking its schema's columns is a SchemaError wherever it is passed; a column
+    the user names that is not a label column is a ConfigError wherever it is named."""
+    import pandas as pd
+
+    from probing import ConfigError
+    from probing.plots import plot_attention_grid, plot_method_maps, plot_probe_layers
+    from probing.posenc import halving_distance
+
+    empty = pd.DataFrame({"x": [1]})
+    for call in (lambda: plot_attention_grid(empty), lambda: plot_method_maps(empty),
+                 lambda: plot_probe_layers(empty), lambda: halving_distance(empty)):
+        with pytest.raises(SchemaError, match="lacks column"):
+            call()
+    from probing.frames import require_label_column
+
+    with pytest.raises(ConfigError, match=r"color='shpe' is not a label column; pick one of "
+                                          r"shape, colour\. Did you mean 'shape'"):
+        require_label_column(["image_id", "shape", "colour", "emb"], "shpe", "color")

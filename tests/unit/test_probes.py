@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from probing.errors import ConfigError, SchemaError
+from probing.errors import ConfigError
 from probing.frames import to_frame
 from probing.layout import TokenLayout
 from probing.probes import (
@@ -191,9 +191,16 @@ def test_grouped_cv_is_deterministic_with_seed():
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_missing_target_column_is_a_schema_error():
-    with pytest.raises(SchemaError, match="nolabel"):
-        probe_layers(_frame(layers=1), "nolabel")
+def test_missing_target_column_is_a_config_error_listing_label_columns():
+    from probing import ConfigError
+
+    frame = _frame(layers=1)
+    with pytest.raises(ConfigError, match="target='nolabel' is not a label column") as err:
+        probe_layers(frame, "nolabel")
+    labels = [c for c in frame.columns if c not in ("image_id", "layer", "kind", "token", "emb")]
+    shown = str(err.value).split("pick one of ")[1]
+    assert all(c in shown for c in labels if c not in ("row", "col"))
+    assert "emb" not in shown and "image_id" not in shown  # label columns only
 
 
 # ------------------------------------------------------------------ MDL
