@@ -92,7 +92,7 @@ def test_validate_frame_rejects_missing_and_non_finite():
     frame = to_frame(x, layout, 0, [0, 1])
     with pytest.raises(SchemaError, match="NaN or inf"):
         validate_frame(frame, finite=True)
-    with pytest.raises(SchemaError, match="lacks column\(s\) .row."):
+    with pytest.raises(SchemaError, match=r"lacks column\(s\) .row."):
         validate_frame(frame.drop(columns="row"))
     with pytest.raises(SchemaError, match="'kind'"):
         validate_frame(frame.assign(kind=frame["kind"].astype(str)))
