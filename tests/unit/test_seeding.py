@@ -65,7 +65,8 @@ def test_dask_worker_model_keeps_the_global_rng():
 
 
 def test_dask_analysis_task_checks_the_weights_like_the_shard_task(tmp_path):
-    from probing import EmbeddingStore, distributed
+    from probing import EmbeddingStore
+    from probing.run import distributed
 
     recipe = distributed.model_recipe("vit_tiny_patch16_224", seed=7, pretrained=False,
                                       img_size=32, patch_size=8, depth=1)
