@@ -256,8 +256,9 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
     model_opts = {"pretrained": spec.model.pretrained, "arch": spec.model.arch,
                   "mapping": spec.model.mapping, "mapping_options": spec.model.mapping_options,
                   "device": spec.model.device, **spec.model.options}
-    loaded = load_model(spec.model.spec, **model_opts)
+    # the data first: a bad source option is reported before the model is built or loaded
     source = open_source(spec.data.source, **spec.data.options).subset(spec.data.n)
+    loaded = load_model(spec.model.spec, **model_opts)
     timings["load"] = time.perf_counter() - t
 
     capture = _capture_settings(spec, modules, loaded)

@@ -356,3 +356,17 @@ def test_a_real_scheduler_still_connects_through_the_probe(monkeypatch):
             assert client.scheduler_info()["type"] == "Scheduler"
     finally:
         cluster.close()
+
+
+def test_a_bad_source_option_is_reported_before_the_model_loads(tmp_path, monkeypatch):
+    from probing.run import runner
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the data options were checked")
+
+    monkeypatch.setattr(runner, "load_model", no_model)
+    spec = tmp_path / "s.toml"
+    spec.write_text('[model]\nspec = "demo"\n[data]\nsource = "shapes"\n'
+                    'options = { n = -1 }\n[analyses.embedding_map]\n')
+    with pytest.raises(DataError, match="n"):
+        runner.run_spec(spec, out=tmp_path / "r", quiet=True)
