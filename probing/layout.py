@@ -403,8 +403,8 @@ class TokenLayout:
             f"global pool       {self.global_pool or 'none'}",
         ]
         if self.prefix and self.prefix_joins > 1:
-            lines.append(f"prefix joins      at block {self.prefix_joins} (blocks before it hold "
-                         "patch tokens only)")
+            lines.append(f"prefix joins      at block {self.prefix_joins} (layers "
+                         f"0..{self.prefix_joins - 1} hold patch tokens only)")
         return "\n".join(lines)
 
 
