@@ -176,3 +176,18 @@ def test_block_layout_of_a_plain_layout_is_itself():
         layout.block_layout(-1)
     with pytest.raises(LayoutError):
         TokenLayout(grid=(2, 2), patch_size=(1, 1), prefix_joins=0)
+
+
+def test_late_cls_store_reads_what_memory_returns(tmp_path):
+    from probing import ArraySource
+
+    model = _model("convit_tiny", {"img_size": 32, **SMALL, "local_up_to_layer": 1})
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    source = ArraySource(images)
+    store = extract(model, source, layers=[1, 2], kinds=["cls", "patch"], store=tmp_path / "s")
+    stored = store.read(kind=["cls", "patch"], layers=[1, 2])
+    memory = extract(model, source, layers=[1, 2], kinds=["cls", "patch"])
+    assert store.manifest["layout"]["prefix_joins"] == 2
+    assert (stored["kind"].astype(str) == "cls").sum() == 3  # block 2 only
+    np.testing.assert_array_equal(np.stack(stored["emb"].to_numpy()),
+                                  np.stack(memory["emb"].to_numpy()))
