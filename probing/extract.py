@@ -111,10 +111,18 @@ def store_manifest(loaded: LoadedModel, source: ImageSource | None, capture_cfg:
                                              "n_images": len(source)},
         "capture": capture_cfg,
         "shard_size": shard_size,
-        "layout": {"prefix": list(loaded.layout.prefix), "grid": list(loaded.layout.grid),
-                   "patch_size": list(loaded.layout.patch_size),
-                   "no_embed_class": loaded.layout.no_embed_class},
+        "layout": _layout_record(loaded.layout),
     }
+
+
+def _layout_record(layout) -> dict:
+    """The manifest's ``layout`` entry; ``prefix_joins`` only where the CLS joins late, so the
+    keys of stores of every other model stay as they were."""
+    record = {"prefix": list(layout.prefix), "grid": list(layout.grid),
+              "patch_size": list(layout.patch_size), "no_embed_class": layout.no_embed_class}
+    if layout.prefix_joins != 1:
+        record["prefix_joins"] = layout.prefix_joins
+    return record
 
 
 class ExtractOptions(TypedDict, total=False):

@@ -78,11 +78,22 @@ class Capture:
         self.attention.clear()
 
 
+def _site_layout(layout: TokenLayout, layer: int) -> TokenLayout:
+    """The tokens the capture site of stored ``layer`` holds (patches only at ``embed`` and in
+    blocks before a late-joining CLS, see :meth:`TokenLayout.block_layout`)."""
+    if layer == LAYER_EMBED:
+        return layout.patch_layout()
+    if layer == LAYER_NORM:
+        return layout
+    return layout.block_layout(layer)
+
+
 def _positions(layout: TokenLayout, kinds: Sequence[str], layer: int) -> np.ndarray:
-    wanted = [k for k in kinds if k != "pooled"]
-    if layer == LAYER_EMBED:  # patch projection: patch tokens only, positions as in the sequence
-        return layout.positions("patch") if "patch" in wanted else np.empty(0, dtype=np.int64)
-    pos = [layout.positions(k) for k in wanted]
+    """Full-layout positions of the ``kinds`` tokens that the site of ``layer`` holds."""
+    site = _site_layout(layout, layer)
+    wanted = [k for k in kinds if k != "pooled" and k in site.kinds]
+    offset = layout.num_prefix_tokens - site.num_prefix_tokens
+    pos = [site.positions(k) + offset for k in wanted]
     return np.sort(np.concatenate(pos)) if pos else np.empty(0, dtype=np.int64)
 
 
@@ -108,7 +119,11 @@ def capture(
         Layers to capture, a selection or :class:`~probing.selection.LayerLabels` (see
         :func:`probing.selection.resolve_layers`).
     kinds : str or sequence of str
-        Token kinds to capture: ``cls``, ``reg``, ``dist``, ``patch``.
+        Token kinds to capture: ``cls``, ``reg``, ``dist``, ``patch``. A site captures the
+        kinds it holds: ``embed`` and, in models whose CLS joins late (CaiT, XCiT, ConViT:
+        :attr:`TokenLayout.prefix_joins`), the blocks before it hold patch tokens only, so
+        they have no prefix rows; ``token_index`` keeps the full layout's positions. Kinds that
+        no selected site holds are a LayoutError.
     pooled : {"mean", "model"}, optional
         Also capture one pooled vector per image and layer: ``"mean"`` = mean over patch tokens,
         ``"model"`` = the model's own ``pool`` (timm ``global_pool``) applied to that layer's
@@ -140,17 +155,19 @@ def capture(
     if pooled == "model" and not hasattr(model, "pool"):
         raise ModelError(f"{type(model).__name__} has no pool(); use pooled='mean'.")
     result = Capture()
-    patch_slice = layout.patch_slice
 
-    def grab(layer: int, x: torch.Tensor) -> None:
-        if x.ndim == 4:  # NHWC patch grid (dynamic image size)
+    def grab(layer: int, x: torch.Tensor | tuple) -> None:
+        if isinstance(x, (tuple, list)):  # XCiT's patch_embed returns (tokens, (Hp, Wp))
+            x = x[0]
+        if x.ndim == 4:  # NHWC patch grid (dynamic image size, SAM)
             x = x.flatten(1, 2)
         idx = result.token_index[layer]
         has_pool = idx.size > 0 and idx[-1] == -1
         n_tok = idx.size - (1 if has_pool else 0)
         sel = idx[:n_tok]
-        offset = layout.num_prefix_tokens if layer == LAYER_EMBED else 0
-        expected = layout.num_patches if layer == LAYER_EMBED else layout.n_tokens
+        site = _site_layout(layout, layer)
+        offset = layout.num_prefix_tokens - site.num_prefix_tokens
+        expected = site.n_tokens
         if x.shape[1] != expected:
             raise LayoutError(
                 f"the model produced {x.shape[1]} tokens at layer {layer} but the layout has "
@@ -164,7 +181,7 @@ def capture(
         else:
             parts = []
         if has_pool and pooled == "mean":
-            patches = x if layer == LAYER_EMBED else x[:, patch_slice]
+            patches = x[:, site.patch_slice]
             parts.append(patches.mean(dim=1, keepdim=True))
         elif has_pool:
             parts.append(model.pool(x).unsqueeze(1))
@@ -173,9 +190,22 @@ def capture(
 
     for layer in labels:
         idx = _positions(layout, kinds, layer)
+        if pooled == "model" and layer != LAYER_EMBED and \
+                _site_layout(layout, layer).prefix != layout.prefix:
+            raise LayoutError(
+                f"pooled='model' at layer {layer} would apply the model's head pooling to a "
+                f"block that holds no prefix tokens (they join at block {layout.prefix_joins}); "
+                "use pooled='mean' or select later layers."
+            )
         if pooled and not (pooled == "model" and layer == LAYER_EMBED):
             idx = np.append(idx, -1)
         result.token_index[layer] = idx
+    if layout.prefix_joins > 1 and not any(idx.size for idx in result.token_index.values()):
+        raise LayoutError(
+            f"none of the selected layers {list(labels)} holds tokens of kinds {list(kinds)} "
+            f"(the prefix tokens join at block {layout.prefix_joins}, blocks before it hold "
+            "patch tokens only); select later layers (or 'norm') or ask for 'patch'."
+        )
 
     with ExitStack() as stack:
         handles: list = []

@@ -287,8 +287,7 @@ def _module_config(model: nn.Module) -> dict:
     TokenLayout.from_model(model)  # a ModelError naming what is missing when not a ViT
     pe = model.patch_embed
     size = tuple(int(s) for s in (getattr(pe, "img_size", None) or (224, 224)))
-    proj = getattr(pe, "proj", None)
-    chans = int(getattr(proj, "in_channels", 3))
+    chans = _input_channels(model)
     try:
         config = dict(resolve_data_config({}, model=model))
     except Exception:  # noqa: BLE001 - any model without timm metadata gets defaults
@@ -301,6 +300,19 @@ def _module_config(model: nn.Module) -> dict:
     if len(config.get("mean", ())) != chans:
         config["mean"], config["std"] = (0.5,) * chans, (0.5,) * chans
     return config
+
+
+def _input_channels(model: nn.Module) -> int:
+    """Image channels the model takes: ``in_chans`` where timm records it, else the input
+    channels of the first convolution of the stem (a hybrid's ``patch_embed.proj`` reads the
+    backbone's features, not the image)."""
+    chans = getattr(model, "in_chans", None)
+    if isinstance(chans, int) and chans > 0:
+        return chans
+    for module in model.patch_embed.modules():
+        if isinstance(module, nn.Conv2d):
+            return int(module.in_channels)
+    return 3
 
 
 def _timm_names() -> list[str]:
