@@ -40,6 +40,7 @@ from .inputs import (
     Query,
     check_layout,
     check_layout_arg,
+    embed_layers,
     parse_attention,
     query_rows,
 )
@@ -361,16 +362,19 @@ def gradient_relevance(
             layers = sorted(store)
             attn = [store[k] for k in layers]
             grads = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), attn)
-    n = attn[0].shape[-1]
+    # forward order, each layer with its own gradient; layers with fewer tokens or queries
+    # (class attention, late-joining CLS) embedded with zero rows: those tokens are unchanged
+    cams, _ = embed_layers([np.clip(_to_numpy(g) * _to_numpy(a), 0.0, None).mean(axis=1)[:, None]
+                            for a, g in zip(attn, grads)])
+    n = cams[0].shape[-1]
     if layout is not None and n != layout.n_tokens:
         raise LayoutError(
             f"the model's attention has {n} tokens but the layout has {layout.n_tokens}; pass "
             "the layout of this model and image size."
         )
     rel = np.broadcast_to(np.eye(n), (x.shape[0], n, n)).copy()
-    for a, g in zip(attn, grads):  # forward order, each layer with its own gradient
-        cam = np.clip(_to_numpy(g) * _to_numpy(a), 0.0, None).mean(axis=1)
-        rel = rel + _bmm(cam, rel)
+    for cam in cams:
+        rel = rel + _bmm(cam[:, 0], rel)
     return rel
 
 
