@@ -265,3 +265,17 @@ def test_attention_analyses_run_on_every_family(name):
     assert np.isfinite(gradient_rollout(model, x, layout)).all()
     ig = attribution_maps(model, x, layout, "integrated_gradients", n_steps=2)
     assert ig.maps.shape == (2, *layout.grid)
+
+
+def test_class_attention_round_trips_through_a_frame():
+    from probing.attention import parse_attention
+    from probing.attention_frames import attention_frame
+
+    model = _model("cait_xxs24_224")
+    with torch.no_grad(), capture_attention(model, [3]) as store:
+        model(_images("cait_xxs24_224"))
+    frame = attention_frame({3: store[3].numpy()}, np.array([7, 8]))
+    assert len(frame) == 2 * 2 and (frame["query"] == 0).all()  # one CLS row per head
+    parsed = parse_attention(frame)
+    np.testing.assert_allclose(parsed.layers[0][:, :, 0], store[3][:, :, 0].numpy())
+    assert parsed.present.tolist() == [[True, False, False, False, False]]
