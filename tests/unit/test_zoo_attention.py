@@ -279,3 +279,47 @@ def test_class_attention_round_trips_through_a_frame():
     parsed = parse_attention(frame)
     np.testing.assert_allclose(parsed.layers[0][:, :, 0], store[3][:, :, 0].numpy())
     assert parsed.present.tolist() == [[True, False, False, False, False]]
+
+
+def _nudged_logit(model, x, mod, index, eps):
+    """``logits[:, 0].sum()`` with ``eps`` added to one entry of ``mod``'s softmax output."""
+    def nudge(_m, _inp, out):
+        out = out.clone()
+        out[index] += eps
+        return out
+
+    h = mod.attn_drop.register_forward_hook(nudge)
+    try:
+        with torch.no_grad(), capture_attention(model):  # the same unfused path
+            return float(model(x)[:, 0].sum())
+    finally:
+        h.remove()
+
+
+@pytest.mark.parametrize("name, layer, raw_index, stored_index, factor", [
+    # differential: the first softmax of head 1 enters the effective weights as is, the second
+    # one times -λ (raw heads are (h, softmax) pairs: raw head 2 * h + s)
+    ("vit_dwee_patch16_reg1_gap_256", 1, (0, 2, 1, 3), (0, 1, 1, 3), 1.0),
+    ("vit_dwee_patch16_reg1_gap_256", 1, (0, 3, 1, 3), (0, 1, 1, 3), "-lambda"),
+    # parallel: head 0 of branch 1 is stored head num_heads + 0 (CLS query: the last block's
+    # patch rows do not reach the CLS-pooled logits)
+    ("vit_small_patch16_18x2_224", 2, (1, 0, 0, 4), (1, 2, 0, 4), 1.0),
+    # SAM window 1 of image 0 (windows 3 x 3 patches over a 4 x 4 grid padded to 6 x 6):
+    # raw row = (image * 4 + window) * heads + head; window 1 starts at patch (0, 3)
+    ("samvit_base_patch16", 1, (1 * 2 + 1, 0, 3), (0, 1, 3, 7), 1.0),
+])
+def test_stored_attention_gradient_is_the_gradient_of_what_the_module_applies(
+        name, layer, raw_index, stored_index, factor):
+    model, x = _model(name).double(), _images(name).double()
+    site = attention_sites(model)[layer - 1]
+    mod = site.modules[1 if site.kind == "parallel" else 0]
+    with torch.enable_grad(), capture_attention(model, keep_grad=True) as store:
+        model(x)[:, 0].sum().backward()
+    grad = float(store[layer].grad[stored_index])
+    if factor == "-lambda":
+        factor = -store.lambdas[layer]
+    eps = 1e-4
+    fd = (_nudged_logit(model, x, mod, raw_index, eps)
+          - _nudged_logit(model, x, mod, raw_index, -eps)) / (2 * eps)
+    assert abs(grad) > 1e-8  # random init: small, but far from float64 noise
+    assert factor * grad == pytest.approx(fd, rel=1e-4, abs=1e-12)
