@@ -17,6 +17,14 @@ Conventions
   ``(attentions, layout, ...)`` and the third of every function that takes a model
   ``(model, images, layout, ...)`` (the package docstring states the rule).
 - Maps over the patch grid are ``(..., rows, cols)`` in the layout's row-major patch order.
+- Every timm family :mod:`probing.attention_hooks` captures is defined here: parallel
+  branches are heads side by side (head-mean fusion averages the branches, whose outputs the
+  block sums); differential attention enters with its signed effective weights (rows sum to
+  ``1 - λ`` and are renormalised with the residual like any row); SAM windows are full
+  ``N x N`` matrices that are zero outside the window; CaiT's class attention and the blocks
+  before ConViT's CLS joins are embedded into the full token set with zero rows for tokens
+  the block does not update (:mod:`probing.attention.inputs`), so those tokens pass through
+  rollout and gradient rollout unchanged.
 - Rollout's per-layer matrices and their products keep the input's precision (float32 for
   captured attention, which is float32 already; float64 for float64 input), which halves the
   memory traffic and is ~10x faster in BLAS. Every function returns float64 numpy.
