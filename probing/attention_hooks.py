@@ -269,6 +269,10 @@ def capture_attention(
         """Store ``to_stored(raw)`` (into head ``slot`` of a ``width``-head tensor); with
         ``keep_grad`` return the tap through which the stored tensor gets its gradient,
         ``grad_map`` of the gradient of ``raw``."""
+        if to_stored is _identity and slot is None and keep_grad and raw.requires_grad:
+            raw.retain_grad()  # the module's own tensor: no copy, no tap
+            store[layer] = raw
+            return None
         part = to_stored(raw.detach())
         if slot is not None:
             if slot.start == 0:
