@@ -3,6 +3,12 @@
 Schema: ``image_id``, ``layer`` (int16, block number 1..depth), ``head`` (int16), ``query``
 (int16, sequence position), ``weights`` (``list<float32, N>``, the query's post-softmax
 attention over all N keys in sequence order).
+
+``N`` is the number of tokens the block holds, and the queries are those it updates: CaiT's
+class-attention blocks have one query (CLS, ``query`` 0) over ``1 + N`` keys, its
+self-attention blocks and ConViT's GPSA blocks only the ``N`` patches; parallel blocks number
+heads across branches (``head = branch * num_heads + h``); what each family stores is listed
+in :mod:`probing.attention_hooks`.
 """
 
 from __future__ import annotations
@@ -23,20 +29,20 @@ def attention_table(attention: np.ndarray, layer: int, image_ids: np.ndarray) ->
     Parameters
     ----------
     attention : numpy.ndarray
-        ``(batch, heads, N, N)`` post-softmax weights.
+        ``(batch, heads, queries, N)`` weights (``queries == N`` except for class attention).
     layer : int
         Block number (1-based).
     image_ids : numpy.ndarray
         ``(batch,)`` ids.
     """
     att = np.ascontiguousarray(attention, dtype=np.float32)
-    b, h, n, _ = att.shape
+    b, h, q, n = att.shape
     return pa.table({
-        "image_id": pa.array(np.repeat(np.asarray(image_ids), h * n)),
-        "layer": pa.array(np.full(b * h * n, layer, dtype=np.int16)),
-        "head": pa.array(np.tile(np.repeat(np.arange(h, dtype=np.int16), n), b)),
-        "query": pa.array(np.tile(np.arange(n, dtype=np.int16), b * h)),
-        "weights": vectors_to_arrow(att.reshape(b * h * n, n)),
+        "image_id": pa.array(np.repeat(np.asarray(image_ids), h * q)),
+        "layer": pa.array(np.full(b * h * q, layer, dtype=np.int16)),
+        "head": pa.array(np.tile(np.repeat(np.arange(h, dtype=np.int16), q), b)),
+        "query": pa.array(np.tile(np.arange(q, dtype=np.int16), b * h)),
+        "weights": vectors_to_arrow(att.reshape(b * h * q, n)),
     })
 
 
@@ -67,9 +73,9 @@ def attention_array(
         frame = frame[frame["image_id"].isin(ids)]
     layers = sorted(int(x) for x in pd.unique(frame["layer"].to_numpy()))
     heads = int(frame["head"].max()) + 1
-    n = int(frame["query"].max()) + 1
     w = embedding_matrix(frame, "weights")
-    out = np.zeros((len(ids), len(layers), heads, n, n), dtype=np.float32)
+    nq, n = int(frame["query"].max()) + 1, w.shape[1]
+    out = np.zeros((len(ids), len(layers), heads, nq, n), dtype=np.float32)
     img = pd.Index(ids).get_indexer(frame["image_id"].to_numpy())
     lay = pd.Index(layers).get_indexer(frame["layer"].to_numpy().astype(int))
     out[img, lay, frame["head"].to_numpy().astype(int), frame["query"].to_numpy().astype(int)] = w

@@ -20,6 +20,17 @@ query, weights``; :mod:`probing.attention_frames`)  ``EmbeddingStore.read_attent
                                                    stored labels, image ids from the frame
 =================================================  ===============================================
 
+Layers may hold fewer tokens or fewer queries than the others (CaiT's class attention is
+``(B, H, 1, 1 + N)`` after ``N x N`` patch-only blocks; ConViT's GPSA blocks run before its
+CLS token joins): each layer is then embedded into the ``N_full x N_full`` matrix of the
+layer with the most keys. A layer with ``k`` keys holds the **last** ``k`` tokens (prefix
+tokens join in front, as timm prepends them) and its ``q <= k`` queries are the first ``q``
+of its keys; the rows of tokens a layer does not hold or update are zero, and
+:attr:`ParsedAttention.present` says which rows are real. Rollout then passes such tokens
+through unchanged (a zero row plus the residual identity renormalises to the identity);
+attention maps of an absent query are zero; mean attention distance averages the real patch
+queries only.
+
 A list or tuple always means layers, never images: stacking it as an array would read the
 layers as a batch, so a list of 5-D arrays (or of mixed shapes) is refused with a
 :class:`~probing.errors.DataError`.
@@ -44,6 +55,7 @@ __all__ = [
     "Query",
     "check_layout",
     "check_layout_arg",
+    "embed_layers",
     "parse_attention",
     "query_rows",
     "stack_attentions",
@@ -73,11 +85,15 @@ class ParsedAttention:
         ``(L,)`` int64 layer labels (1-based block numbers).
     image_ids : numpy.ndarray or None
         ``(B,)`` ids when the input carried them (an attention frame), else None.
+    present : numpy.ndarray or None
+        ``(L, N)`` bool, which query rows each layer really has, when some layers were embedded
+        into the full token set (module docstring); None when every row is real.
     """
 
     layers: list[np.ndarray]
     labels: np.ndarray
     image_ids: np.ndarray | None = None
+    present: np.ndarray | None = None
 
     def stacked(self, dtype: type = np.float64) -> np.ndarray:
         """``(B, L, H, N, N)`` array of ``dtype``."""
@@ -155,13 +171,43 @@ def parse_attention(attentions: AttentionInput) -> ParsedAttention:
     if not layers:
         raise DataError("attentions holds no layer; pass at least one.")
     for a in layers:
-        if a.shape[-1] != a.shape[-2]:
-            raise _refuse(f"with a layer of shape {a.shape}", ": attention is (N, N) per head")
-    shapes = sorted({(a.shape[0], a.shape[-1]) for a in layers})
-    if len(shapes) > 1:
+        if a.shape[-2] > a.shape[-1]:
+            raise _refuse(f"with a layer of shape {a.shape}",
+                          ": attention is (queries, keys) per head with queries <= keys")
+    batches = sorted({a.shape[0] for a in layers})
+    if len(batches) > 1:
+        shapes = sorted({(a.shape[0], a.shape[-1]) for a in layers})
         raise DataError(f"the layers' attentions have different (batch, N): {shapes}; pass "
                         "layers of the same images.")
-    return ParsedAttention(layers, labels, None if ids is None else np.asarray(ids))
+    layers, present = embed_layers(layers)
+    return ParsedAttention(layers, labels, None if ids is None else np.asarray(ids), present)
+
+
+def embed_layers(layers: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Embed ``(B, H, q, k)`` layers into the full ``(B, H, N, N)`` token set (module docstring).
+
+    Returns
+    -------
+    (list of numpy.ndarray, numpy.ndarray or None)
+        The layers (unchanged when all are ``N x N`` already) and the ``(L, N)`` bool mask of
+        real query rows (None when nothing was embedded).
+    """
+    n = max(a.shape[-1] for a in layers)
+    if all(a.shape[-2:] == (n, n) for a in layers):
+        return layers, None
+    present = np.zeros((len(layers), n), dtype=bool)
+    out = []
+    for li, a in enumerate(layers):
+        q, k = a.shape[-2:]
+        if (q, k) == (n, n):
+            out.append(a)
+            present[li] = True
+            continue
+        full = np.zeros((*a.shape[:2], n, n), dtype=a.dtype)
+        full[..., n - k:n - k + q, n - k:] = a
+        present[li, n - k:n - k + q] = True
+        out.append(full)
+    return out, present
 
 
 def stack_attentions(attentions: AttentionInput) -> tuple[np.ndarray, np.ndarray]:

@@ -107,6 +107,11 @@ def mean_attention_distance_per_image(
         patch-to-patch weights are used as they are, so each query's distance is scaled by
         ``1 - (its attention to prefix tokens)``. True: each query row is first renormalised to
         sum 1 over patch keys (a row with no patch mass contributes 0).
+
+        Layers without patch queries (CaiT's class attention) give NaN; layers embedded into
+        the full token set (:mod:`probing.attention.inputs`) average their real patch queries.
+        Differential attention has signed weights (rows sum to ``1 - λ``): its distance is
+        the signed weighted sum, and windowed attention (SAM) is zero outside the window.
     image_ids : sequence, optional
         Ids of the images (an attention frame's ids, else ``0..batch-1``, by default).
 
@@ -133,7 +138,11 @@ def mean_attention_distance_per_image(
         if renormalize:
             s = p.sum(-1, keepdims=True)
             p = np.divide(p, s, out=np.zeros_like(p), where=s > 0)
-        out[:, li] = np.einsum("bhij,ij->bhi", p, dist).mean(-1)
+        per_query = np.einsum("bhij,ij->bhi", p, dist)
+        if parsed.present is not None:  # only the patch queries the layer really has
+            real = parsed.present[li, sl]
+            per_query = per_query[..., real] if real.any() else np.full((b, n_heads, 1), np.nan)
+        out[:, li] = per_query.mean(-1)
     ids = image_id_array(image_ids, b)
     img, lay, head = np.meshgrid(
         np.arange(b), np.arange(n_layers), np.arange(n_heads), indexing="ij"

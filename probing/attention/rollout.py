@@ -17,6 +17,14 @@ Conventions
   ``(attentions, layout, ...)`` and the third of every function that takes a model
   ``(model, images, layout, ...)`` (the package docstring states the rule).
 - Maps over the patch grid are ``(..., rows, cols)`` in the layout's row-major patch order.
+- Every timm family :mod:`probing.attention_hooks` captures is defined here: parallel
+  branches are heads side by side (head-mean fusion averages the branches, whose outputs the
+  block sums); differential attention enters with its signed effective weights (rows sum to
+  ``1 - λ`` and are renormalised with the residual like any row); SAM windows are full
+  ``N x N`` matrices that are zero outside the window; CaiT's class attention and the blocks
+  before ConViT's CLS joins are embedded into the full token set with zero rows for tokens
+  the block does not update (:mod:`probing.attention.inputs`), so those tokens pass through
+  rollout and gradient rollout unchanged.
 - Rollout's per-layer matrices and their products keep the input's precision (float32 for
   captured attention, which is float32 already; float64 for float64 input), which halves the
   memory traffic and is ~10x faster in BLAS. Every function returns float64 numpy.
@@ -40,6 +48,7 @@ from .inputs import (
     Query,
     check_layout,
     check_layout_arg,
+    embed_layers,
     parse_attention,
     query_rows,
 )
@@ -361,16 +370,19 @@ def gradient_relevance(
             layers = sorted(store)
             attn = [store[k] for k in layers]
             grads = torch.autograd.grad(logits.gather(1, t[:, None]).sum(), attn)
-    n = attn[0].shape[-1]
+    # forward order, each layer with its own gradient; layers with fewer tokens or queries
+    # (class attention, late-joining CLS) embedded with zero rows: those tokens are unchanged
+    cams, _ = embed_layers([np.clip(_to_numpy(g) * _to_numpy(a), 0.0, None).mean(axis=1)[:, None]
+                            for a, g in zip(attn, grads)])
+    n = cams[0].shape[-1]
     if layout is not None and n != layout.n_tokens:
         raise LayoutError(
             f"the model's attention has {n} tokens but the layout has {layout.n_tokens}; pass "
             "the layout of this model and image size."
         )
     rel = np.broadcast_to(np.eye(n), (x.shape[0], n, n)).copy()
-    for a, g in zip(attn, grads):  # forward order, each layer with its own gradient
-        cam = np.clip(_to_numpy(g) * _to_numpy(a), 0.0, None).mean(axis=1)
-        rel = rel + _bmm(cam, rel)
+    for cam in cams:
+        rel = rel + _bmm(cam[:, 0], rel)
     return rel
 
 
