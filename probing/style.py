@@ -29,10 +29,17 @@ from matplotlib.legend import Legend
 __all__ = [
     "DIVERGING",
     "LITERAL",
+    "MAX_HEIGHT",
+    "METHOD_COLOURS",
     "OKABE_ITO",
     "SEQUENTIAL",
     "WIDTHS",
+    "class_colours",
     "data_legend",
+    "image_caption",
+    "method_colour",
+    "method_name",
+    "page_rows",
     "new_figure",
     "paper_style",
     "style_overrides",
@@ -46,6 +53,109 @@ SEQUENTIAL = "viridis"
 DIVERGING = "RdBu_r"
 #: Figure widths in inches.
 WIDTHS = {"single": 3.3, "double": 6.8}
+#: Tallest figure in inches (a journal page less its margins and caption): taller map grids are
+#: split into several figures (pages).
+MAX_HEIGHT = 9.0
+
+#: One colour per attribution / explanation method, the same in every figure (maps, faithfulness,
+#: sanity check); ``random`` (the reference order) is grey. Other methods get
+#: :func:`method_colour`'s fallback.
+METHOD_COLOURS: Mapping[str, str] = MappingProxyType({
+    "rollout": OKABE_ITO[0],
+    "gradient_rollout": OKABE_ITO[1],
+    "integrated_gradients": OKABE_ITO[2],
+    "layer_integrated_gradients": OKABE_ITO[5],
+    "occlusion": OKABE_ITO[3],
+    "feature_ablation": OKABE_ITO[4],
+    "saliency": OKABE_ITO[7],
+    "input_x_gradient": OKABE_ITO[6],
+    "random": "0.5",
+})
+#: the toolkit's method names, shown with spaces; any other name is drawn as it is
+_METHOD_NAMES = {"gradient_rollout": "gradient rollout",
+                 "integrated_gradients": "integrated gradients",
+                 "layer_integrated_gradients": "layer integrated gradients",
+                 "feature_ablation": "feature ablation", "input_x_gradient": "input x gradient"}
+
+
+
+def method_colour(method: object, fallback_index: int = 0) -> object:
+    """The colour of ``method`` in every figure (:data:`METHOD_COLOURS`); an unknown method gets
+    a colour of the tab10 palette that no known method uses, chosen by ``fallback_index``."""
+    if str(method) in METHOD_COLOURS:
+        return METHOD_COLOURS[str(method)]
+    spare = [matplotlib.colormaps["tab10"](i) for i in (4, 5, 6, 8, 9)]
+    return spare[fallback_index % len(spare)]
+
+
+def method_name(method: object) -> str:
+    """How a method is named in figures: the toolkit's names with spaces, others as given."""
+    return _METHOD_NAMES.get(str(method), str(method))
+
+
+def class_colours(n: int) -> list:
+    """``n`` distinct colours for categories (classes), in order.
+
+    Okabe-Ito (colour-blind safe) up to 8 categories; matplotlib's ``tab10`` up to 10; ``tab20``
+    up to 20, its dark shades first so that neighbouring classes never get a light and a dark
+    shade of one hue; beyond 20, evenly spaced hues of ``hsv`` (distinct, hard to tell apart).
+
+    Parameters
+    ----------
+    n : int
+        Number of categories.
+
+    Returns
+    -------
+    list
+        ``n`` matplotlib colours, no two equal.
+    """
+    if n <= len(OKABE_ITO):
+        return list(OKABE_ITO[:n])
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        tab20 = matplotlib.colormaps["tab20"]
+        return [tab20(i) for i in [*range(0, 20, 2), *range(1, 20, 2)][:n]]
+    hsv = matplotlib.colormaps["hsv"]
+    return [hsv(i / n) for i in range(n)]
+
+
+def image_caption(label: object | None = None, prediction: object | None = None) -> str:
+    """The text under an image panel: its true label and the model's prediction.
+
+    ``"label cross, pred cross"``; either part is left out when None; ``""`` when both are.
+    """
+    parts = ([] if label is None else [f"label {label}"]) + \
+        ([] if prediction is None else [f"pred {prediction}"])
+    return ", ".join(parts)
+
+
+def page_rows(n_rows: int, row_height: float, extra: float = 0.0,
+              max_height: float = MAX_HEIGHT) -> list[range]:
+    """Split ``n_rows`` rows of panels into pages no taller than ``max_height``.
+
+    Parameters
+    ----------
+    n_rows : int
+        Rows of panels to draw.
+    row_height : float
+        Height of one row, inches.
+    extra : float
+        Height a page needs besides its rows (titles, colour bars), inches.
+    max_height : float
+        Tallest page, inches (:data:`MAX_HEIGHT`).
+
+    Returns
+    -------
+    list of range
+        Consecutive row indices per page, at least one row per page, rows spread evenly.
+    """
+    per_page = max(1, int((max_height - extra) // row_height))
+    n_pages = max(1, -(-n_rows // per_page))
+    size = -(-n_rows // n_pages)  # even pages: 7 rows at 6 a page -> 4 + 3, not 6 + 1
+    return [range(i, min(i + size, n_rows)) for i in range(0, n_rows, size)] or [range(0)]
+
 
 _RC = {
     "figure.dpi": 100,

@@ -5,24 +5,15 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-from ..style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure
+from ..style import LITERAL, SEQUENTIAL, class_colours, data_legend, new_figure
 
 __all__ = ["plot_embedding_maps", "plot_explained_variance"]
 
 
 def _is_categorical(values: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(values.dtype) or values.nunique() <= 20
-
-
-def _category_colours(n: int) -> list:
-    """Okabe-Ito for up to 8 categories, matplotlib's tab20 beyond (never a repeated colour)."""
-    if n <= len(OKABE_ITO):
-        return list(OKABE_ITO[:n])
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab20"]
-    return [cmap(i % 20) for i in range(n)]
 
 
 def _categories(values: pd.Series) -> list[str]:
@@ -37,7 +28,7 @@ def _categories(values: pd.Series) -> list[str]:
 
 def _scatter(ax, panel: pd.DataFrame, color: str, cats: list | None, norm) -> object:
     if cats is not None:
-        colours = _category_colours(len(cats))
+        colours = class_colours(len(cats))
         for i, cat in enumerate(cats):
             sub = panel[panel[color].astype(str) == cat]
             ax.scatter(sub["x"], sub["y"], s=3, lw=0, color=colours[i], rasterized=True)
@@ -86,7 +77,7 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
     if cats:
         # one entry per category, also for categories absent from the first panel
         handles = [Line2D([], [], linestyle="", marker="o", markersize=5, markeredgewidth=0,
-                          color=c) for c in _category_colours(len(cats))]
+                          color=c) for c in class_colours(len(cats))]
         data_legend(fig, handles, cats, title=color, loc="outside lower center",
                     ncol=min(len(cats), 6))
     elif mappable is not None:
@@ -113,6 +104,7 @@ def plot_explained_variance(frame: pd.DataFrame, max_components: int = 20) -> Fi
                                color=cmap(k / max(1, len(layers) - 1)))
         ax.set_title(str(kind), **LITERAL)
         ax.set_xlabel("principal components")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("cumulative explained variance (fraction)")
         ax.set_ylim(0, 1.02)
     data_legend(axes[0, -1], handles, [f"layer {layer}" for layer in layers], loc="lower right",

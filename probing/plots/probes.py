@@ -82,7 +82,7 @@ def plot_probe_layers(
         if title:
             ax.set_title(str(title), **LITERAL)
         # one legend entry per colour (probe) and per line style (kind), below the axes
-        handles = [Line2D([], [], color=_PROBE_STYLE.get(p, {"color": "k"})["color"])
+        handles = [Line2D([], [], color=_PROBE_STYLE.get(p, {"color": "k"})["color"], marker="o")
                    for p in drawn_probes]
         names = [_PROBE_STYLE.get(p, {"label": p})["label"] for p in drawn_probes]
         if len(drawn_kinds) > 1:

@@ -41,24 +41,31 @@ def _maps(ids: list, methods: list | None = None, heads: int = 2) -> pd.DataFram
 def _attention_distance():
     frame = pd.DataFrame({"model": np.repeat(NASTY, 4), "layer": np.tile([1, 1, 2, 2], 4),
                           "head": np.tile([0, 1, 0, 1], 4), "distance_px": np.arange(16.0) + 1})
-    return plots.plot_attention_distance(frame, jitter=0.3), NASTY, NASTY
+    legend = [*NASTY, "head 0", "head 1", "uniform attention (5.0 px)"]
+    return plots.plot_attention_distance(frame, jitter=0.3, uniform_px=5.0), NASTY, legend
 
 
 def _attention_grid():
     frame = _maps([NASTY[0], NASTY[2]])
-    return plots.plot_attention_grid(frame, image_id=NASTY[2]), ["head 0", "layer 1"], None
+    (fig,) = plots.plot_attention_grid(frame, image_id=NASTY[2], label=NASTY[3],
+                                       prediction=NASTY[0])
+    return fig, ["head 0", "layer 1", f"image {NASTY[2]}: label {NASTY[3]}, pred {NASTY[0]}"], None
 
 
 def _multihead():
     frame = _maps([NASTY[1]])
     image = np.random.default_rng(0).random((8, 8, 3))
-    return plots.plot_multihead(frame, image=image, image_id=NASTY[1]), ["layer 1"], None
+    fig = plots.plot_multihead(frame, image=image, image_id=NASTY[1], label=NASTY[0],
+                               prediction=NASTY[3])
+    return fig, ["layer 1", f"label {NASTY[0]}, pred {NASTY[3]}"], None
 
 
 def _method_maps():
     frame = _maps(NASTY[:2], methods=NASTY, heads=1)
-    fig = plots.plot_method_maps(frame, images={NASTY[0]: np.ones((8, 8))})
-    return fig, [*NASTY, f"image {NASTY[0]}", f"image {NASTY[1]}"], None
+    (fig,) = plots.plot_method_maps(frame, images={NASTY[0]: np.ones((8, 8))},
+                                    labels={NASTY[0]: NASTY[2]}, predictions=[NASTY[1]])
+    return fig, [*NASTY, f"image {NASTY[0]}", f"image {NASTY[1]}",
+                 f"label {NASTY[2]}, pred {NASTY[1]}"], None
 
 
 def _faithfulness():
