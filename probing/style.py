@@ -39,6 +39,7 @@ __all__ = [
     "image_caption",
     "method_colour",
     "method_name",
+    "method_order",
     "page_rows",
     "new_figure",
     "paper_style",
@@ -86,6 +87,22 @@ def method_colour(method: object, fallback_index: int = 0) -> object:
         return METHOD_COLOURS[str(method)]
     spare = [matplotlib.colormaps["tab10"](i) for i in (4, 5, 6, 8, 9)]
     return spare[fallback_index % len(spare)]
+
+
+def method_order(methods: Sequence[object]) -> list:
+    """``methods`` without repeats in one order for every figure: those of
+    :data:`METHOD_COLOURS` in its order (``random`` last), then the others as given."""
+    unique = list(dict.fromkeys(methods))
+    known = [m for m in METHOD_COLOURS if m != "random"]
+
+    def rank(m: object) -> tuple[int, int]:
+        if str(m) == "random":
+            return (2, 0)
+        if str(m) in known:
+            return (0, known.index(str(m)))
+        return (1, unique.index(m))
+
+    return sorted(unique, key=rank)
 
 
 def method_name(method: object) -> str:
@@ -263,6 +280,7 @@ def data_legend(
     handles: Sequence[object],
     labels: Sequence[object],
     title: object | None = None,
+    by_rows: bool = False,
     **kwargs: object,
 ) -> Legend:
     """A legend whose entry texts (and title) are drawn literally.
@@ -280,6 +298,9 @@ def data_legend(
         One label per handle; each is drawn as ``str(label)``.
     title : optional
         Legend title, drawn literally (no title when None).
+    by_rows : bool
+        With ``ncol > 1``, place the entries row by row (left to right, then down) instead of
+        matplotlib's column by column.
     **kwargs
         Passed to ``legend`` (``loc``, ``ncol``, ``markerscale`` ...).
 
@@ -288,11 +309,20 @@ def data_legend(
     matplotlib.legend.Legend
     """
     texts = [str(label) for label in labels]
+    handles = list(handles)
     if len(texts) != len(handles):
         from .errors import DataError
 
         raise DataError(f"data_legend got {len(handles)} handles for {len(texts)} labels; "
                         "pass one label per handle.")
+    ncol = int(kwargs.get("ncol", 1))
+    if by_rows and ncol > 1 and len(texts) > ncol:
+        # matplotlib fills columns first (np.array_split of the entries): order the entries so
+        # that they read left to right, row by row
+        rows = -(-len(texts) // ncol)
+        order = [r * ncol + c for c in range(ncol) for r in range(rows)
+                 if r * ncol + c < len(texts)]
+        handles, texts = [handles[k] for k in order], [texts[k] for k in order]
     # placeholders that matplotlib never drops or parses; the real texts are set afterwards.
     # Made in the toolkit style, so every legend gets its fonts whoever calls.
     with paper_style():

@@ -96,8 +96,8 @@ def _page_title(image_id: object, label: object, prediction: object, page: int,
 
 def _grid_geometry(n_heads: int) -> tuple[float, float]:
     """Figure width and panel size of the layers x heads grid, inches."""
-    # room for row labels and the colour bar; few heads get panels of at most 1.6 in
-    panel = min(1.6, (WIDTHS["double"] - 0.9) / max(n_heads, 1))
+    # room for row labels and the colour bar; few heads get panels of at most 1.3 in
+    panel = min(1.3, (WIDTHS["double"] - 0.9) / max(n_heads, 1))
     return panel * max(n_heads, 1) + 0.9, panel
 
 
@@ -289,8 +289,8 @@ def plot_attention_distance(frame: pd.DataFrame, jitter: float = 0.0,
         handles.append(ax.axhline(uniform_px, color="0.4", linestyle="--", linewidth=0.8))
         names.append(f"uniform attention ({uniform_px:.1f} px)")
         top = max(top, float(uniform_px))
-    data_legend(fig, handles, names, loc="outside lower center", ncol=4, handletextpad=0.2,
-                columnspacing=0.8)
+    data_legend(fig, handles, names, loc="outside lower center", ncol=4, by_rows=True,
+                handletextpad=0.2, columnspacing=0.8)
     ax.set_xlabel("network depth (layer)")
     ax.set_ylabel("mean attention distance (pixels)")
     ax.set_ylim(0, top * 1.08 or 1.0)

@@ -27,6 +27,7 @@ from ..style import (
     image_caption,
     method_colour,
     method_name,
+    method_order,
     new_figure,
     page_rows,
 )
@@ -63,7 +64,7 @@ def _lookup(values: Mapping | Sequence | None, image_id: object, i: int) -> obje
     return values[i] if i < len(values) else None
 
 
-_MAX_PANEL = 1.6  # inches: few columns get panels of this size, not the whole page width
+_MAX_PANEL = 1.3  # inches: few columns get panels of this size, not the whole page width
 _MAPS_EXTRA = 0.95  # inches a page of maps needs for method titles and colour bars
 
 
@@ -114,7 +115,8 @@ def plot_method_maps(
     in pages no taller than ``max_height``.
 
     With ``images``, the first column shows each image with its true label and the model's
-    prediction. Each method has one colour scale over all images and pages, with its colour
+    prediction, and unsigned maps are overlaid on it (signed maps are drawn opaque). Each method
+    has one colour scale over all images and pages, with its colour
     bar under its column: signed methods (:data:`SIGNED_METHODS`, or any map with negative
     values) on a diverging map centred at 0 with symmetric limits, the others sequential.
 
@@ -181,7 +183,10 @@ def plot_method_maps(
                 g = frame[(frame["image_id"] == image_id) & (frame["method"] == method)]
                 grid = g.pivot(index="row", columns="col", values="value").to_numpy()
                 cmap, norm = scales[method]
-                show_map(axes[i, j], grid, image, alpha, cmap=cmap, norm=norm)
+                # a signed map is drawn opaque: a diverging map over a coloured image is
+                # unreadable; the image is in the first column of the same row
+                under = None if cmap == DIVERGING and lead else image
+                show_map(axes[i, j], grid, under, alpha, cmap=cmap, norm=norm)
                 if i == 0:
                     axes[i, j].set_title(method_name(method), **LITERAL)
                 if j == 0:
@@ -216,7 +221,8 @@ def plot_faithfulness(curves: pd.DataFrame) -> Figure:
     handles: dict[str, object] = {}
     for ax, mode in zip(axes[0], modes):
         sub = curves[curves["mode"] == mode]
-        for k, (method, g) in enumerate(sub.groupby("method", sort=False)):
+        for k, method in enumerate(method_order(sub["method"])):
+            g = sub[sub["method"] == method]
             g = g.sort_values("fraction")
             style = {"color": method_colour(method, k),
                      "linestyle": "--" if method == "random" else "-"}
@@ -246,9 +252,10 @@ def plot_sanity(summary: pd.DataFrame) -> Figure:
         raise DataError(
             "summary lacks method/step/randomized/spearman_mean; pass SanityResult.summary."
         )
-    fig, ax = new_figure("single", aspect=0.8)
+    fig, ax = new_figure("single", aspect=0.95)
     handles, names = [], []
-    for k, (method, g) in enumerate(summary.groupby("method", sort=False)):
+    for k, method in enumerate(method_order(summary["method"])):
+        g = summary[summary["method"] == method]
         g = g.sort_values("step")
         color = method_colour(method, k)
         handles += ax.plot(g["step"], g["spearman_mean"], marker="o", color=color)
@@ -263,5 +270,5 @@ def plot_sanity(summary: pd.DataFrame) -> Figure:
     ax.axhline(0, color="0.7", linewidth=0.6)
     ax.set_xlabel("randomised up to (cascading, top first)")
     ax.set_ylabel("Spearman rank correlation\nwith original map")
-    data_legend(ax, handles, names)
+    data_legend(fig, handles, names, loc="outside lower center", ncol=2, by_rows=True)
     return fig

@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from ..style import LITERAL, SEQUENTIAL, class_colours, data_legend, new_figure
+from ..style import LITERAL, MAX_HEIGHT, SEQUENTIAL, class_colours, data_legend, new_figure
 
 __all__ = ["plot_embedding_maps", "plot_explained_variance"]
 
@@ -55,8 +55,9 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
     row_vals = list(dict.fromkeys(coords[rows]))
     col_vals = list(dict.fromkeys(coords[cols]))
     w = 6.8 if width == "double" else 3.3 if width == "single" else float(width)
-    aspect = len(row_vals) / max(1, len(col_vals))
-    fig, axes = new_figure(w, aspect=aspect * 1.02 + 0.08, nrows=len(row_vals),
+    aspect = len(row_vals) / max(1, len(col_vals)) * 1.02 + 0.08
+    w = min(w, MAX_HEIGHT / aspect)  # many rows: narrower panels, never taller than a page
+    fig, axes = new_figure(w, aspect=aspect, nrows=len(row_vals),
                            ncols=len(col_vals), squeeze=False)
     cats = _categories(coords[color]) if _is_categorical(coords[color]) else None
     norm = None if cats else Normalize(coords[color].astype(float).min(),
@@ -104,7 +105,7 @@ def plot_explained_variance(frame: pd.DataFrame, max_components: int = 20) -> Fi
                                color=cmap(k / max(1, len(layers) - 1)))
         ax.set_title(str(kind), **LITERAL)
         ax.set_xlabel("principal components")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
         ax.set_ylabel("cumulative explained variance (fraction)")
         ax.set_ylim(0, 1.02)
     data_legend(axes[0, -1], handles, [f"layer {layer}" for layer in layers], loc="lower right",

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..frames import require_columns
 from ..style import (
@@ -184,6 +185,7 @@ def plot_subspace_angles(frame: pd.DataFrame) -> Figure:
     left.plot(comp, ang["value"], color=OKABE_ITO[0], marker="o", label="PE vs content")
     left.set_ylim(0, 90)
     left.set_xlabel("principal angle index")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_ylabel("principal angle (degrees)")
     left.legend(loc="lower right")
     names = {"pe_variance_in_content": "PE variance\nin content subspace",

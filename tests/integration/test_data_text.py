@@ -41,7 +41,9 @@ def _maps(ids: list, methods: list | None = None, heads: int = 2) -> pd.DataFram
 def _attention_distance():
     frame = pd.DataFrame({"model": np.repeat(NASTY, 4), "layer": np.tile([1, 1, 2, 2], 4),
                           "head": np.tile([0, 1, 0, 1], 4), "distance_px": np.arange(16.0) + 1})
-    legend = [*NASTY, "head 0", "head 1", "uniform attention (5.0 px)"]
+    # 7 entries in 4 columns, placed row by row (matplotlib fills column by column)
+    legend = [NASTY[0], "head 0", NASTY[1], "head 1", NASTY[2], "uniform attention (5.0 px)",
+              NASTY[3]]
     return plots.plot_attention_distance(frame, jitter=0.3, uniform_px=5.0), NASTY, legend
 
 
@@ -82,7 +84,8 @@ def _sanity():
                                        "spearman_mean": np.linspace(1, 0, 4) / (k + 1),
                                        "spearman_std": 0.05})
                          for k, m in enumerate(NASTY)], ignore_index=True)
-    return plots.plot_sanity(summary), NASTY, NASTY
+    # the legend places its 4 entries row by row in 2 columns
+    return plots.plot_sanity(summary), NASTY, [NASTY[0], NASTY[2], NASTY[1], NASTY[3]]
 
 
 def _embedding_categories():

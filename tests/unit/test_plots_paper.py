@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.colors import TwoSlopeNorm, to_rgb
-from matplotlib.image import AxesImage
 
 from probing import plots
 from probing.plots.attention import attention_grid_pages
@@ -153,7 +152,9 @@ def test_attention_distance_lists_every_head_and_the_uniform_reference():
     fig = plots.plot_attention_distance(frame, jitter=0.3, uniform_px=11.5)
     (legend,) = fig.legends
     texts = [t.get_text() for t in legend.get_texts()]
-    assert texts == [f"head {h}" for h in range(6)] + ["uniform attention (11.5 px)"]
+    # placed row by row in 4 columns: heads 0-3, then heads 4, 5 and the reference
+    assert texts == ["head 0", "head 4", "head 1", "head 5", "head 2",
+                     "uniform attention (11.5 px)", "head 3"]
     ax = fig.axes[0]
     markers = {tuple(map(tuple, c.get_paths()[0].vertices.round(3))) for c in ax.collections}
     assert len(ax.collections) == 6 and len(markers) == 6  # one marker shape per head
@@ -191,3 +192,25 @@ def test_predicted_classes_are_named_by_the_label_column_when_it_maps_onto_the_h
     digits = pd.DataFrame({"image_id": [0, 1], "label": [3, 7]})
     assert class_names(digits, "label", 10) == {k: str(k) for k in range(10)}
     assert class_names(pd.DataFrame({"image_id": [0], "label": ["a"]}), "label", 4) is None
+
+
+def test_probe_legend_entries_look_like_the_lines_they_name():
+    result = pd.DataFrame({"layer": [0, 1, 0, 1], "kind": "patch",
+                           "probe": ["task", "task", "majority", "majority"], "metric": "r2",
+                           "value": [0.5, 0.4, 0.0, 0.0], "ci_low": 0.0, "ci_high": 0.6})
+    fig = plots.plot_probe_layers(result)
+    lines = {line.get_color(): line for line in fig.axes[0].get_lines()}
+    legend = fig.axes[0].get_legend()
+    for handle in legend.legend_handles:
+        line = lines[handle.get_color()]
+        assert handle.get_linestyle() == line.get_linestyle() == ":"
+        assert handle.get_marker() == line.get_marker()
+
+
+def test_a_tall_grid_of_embedding_maps_is_narrowed_to_fit_a_page():
+    coords = pd.DataFrame({"x": np.arange(60.0), "y": np.arange(60.0),
+                           "panel": np.repeat([f"p{i}" for i in range(6)], 10),
+                           "layer": np.tile([1, 2], 30), "label": np.arange(60) % 3})
+    fig = plots.plot_embedding_maps(coords, color="label")  # 6 x 2 panels at 6.8 in: 21 in
+    assert fig.get_figheight() <= MAX_HEIGHT + 1e-9
+    assert len([ax for ax in fig.axes if ax.collections]) == 12
