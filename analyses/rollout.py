@@ -98,7 +98,7 @@ def run(ctx: RunContext,
     pictures_by_id = dict(zip(picture_ids.tolist(), pictures))
     kw = {"labels": dict(zip(picture_ids.tolist(), true)),
           "predictions": dict(zip(picture_ids.tolist(), pred)),
-          "units": dict.fromkeys(maps, "relevance (max 1 per image)")}
+          "units": dict.fromkeys(maps, "relevance (max 1)")}
     pages = plot_method_maps(frame, pictures_by_id, list(ids), **kw)
     figures = [Figure(
         "rollout_maps" + (f"_page{k}" if k > 1 else ""), fig,

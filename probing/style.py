@@ -3,7 +3,10 @@
 Figures are sized for a single journal column (3.3 in) or two columns (6.8 in), use the
 colour-blind-safe Okabe-Ito palette for categories and perceptually uniform colormaps for
 heatmaps (``viridis`` sequential, ``RdBu_r`` diverging centred on 0), and keep text as text in
-vector outputs (``svg.fonttype = "none"``, ``pdf.fonttype = 42``).
+vector outputs (``svg.fonttype = "none"``, ``pdf.fonttype = 42``). No figure is taller than
+:data:`MAX_HEIGHT` (map grids are split into pages, :func:`page_rows`); classes get
+:func:`class_colours` (distinct up to 20), methods one colour in every figure
+(:data:`METHOD_COLOURS`, :func:`method_colour`).
 
 Override the style with ``paper_style(overrides={...})``, with :func:`style_overrides` around
 figure-making code, or with a run spec's top-level ``style`` table (matplotlib rc names, e.g.

@@ -229,6 +229,7 @@ def plot_multihead(
     for ax, head in zip(axes, heads):
         im = show_map(ax, _grid(sub[sub["head"] == head]), image, alpha, 0.0, vmax)
         ax.set_title(f"head {head}", **LITERAL)
+        ax.set_xlabel(" ")  # as the captioned image: the panels of a row align
     fig.suptitle(f"layer {layer}", fontsize=8, **LITERAL)
     fig.colorbar(im, ax=axes, shrink=0.8, label="attention weight")
     return fig
@@ -287,7 +288,7 @@ def plot_attention_distance(frame: pd.DataFrame, jitter: float = 0.0,
     top = float(frame["distance_px"].max())
     if uniform_px is not None:
         handles.append(ax.axhline(uniform_px, color="0.4", linestyle="--", linewidth=0.8))
-        names.append(f"uniform attention ({uniform_px:.1f} px)")
+        names.append(f"uniform ({uniform_px:.1f} px)")
         top = max(top, float(uniform_px))
     data_legend(fig, handles, names, loc="outside lower center", ncol=4, by_rows=True,
                 handletextpad=0.2, columnspacing=0.8)

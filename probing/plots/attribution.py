@@ -187,6 +187,8 @@ def plot_method_maps(
                 # unreadable; the image is in the first column of the same row
                 under = None if cmap == DIVERGING and lead else image
                 show_map(axes[i, j], grid, under, alpha, cmap=cmap, norm=norm)
+                if lead:  # same decorations as the captioned image: panels of a row align
+                    axes[i, j].set_xlabel(" ")
                 if i == 0:
                     axes[i, j].set_title(method_name(method), **LITERAL)
                 if j == 0:
@@ -195,7 +197,7 @@ def plot_method_maps(
             cmap, norm = scales[method]
             bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes[:, j],
                                location="bottom", shrink=0.9, aspect=12, pad=0.02)
-            bar.set_label((units or {}).get(method, "relevance"), **LITERAL)
+            bar.set_label((units or {}).get(method, "relevance"), fontsize=6, **LITERAL)
             bar.ax.tick_params(labelsize=5.5)
             bar.ax.xaxis.set_major_locator(MaxNLocator(3, symmetric=cmap == DIVERGING))
         if len(pages) > 1:

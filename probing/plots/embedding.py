@@ -80,7 +80,7 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
         handles = [Line2D([], [], linestyle="", marker="o", markersize=5, markeredgewidth=0,
                           color=c) for c in class_colours(len(cats))]
         data_legend(fig, handles, cats, title=color, loc="outside lower center",
-                    ncol=min(len(cats), 6))
+                    ncol=min(len(cats), 10 if w > 5 else 5), by_rows=True)
     elif mappable is not None:
         fig.colorbar(mappable, ax=axes, shrink=0.8).set_label(str(color), **LITERAL)
     return fig

@@ -42,7 +42,7 @@ def _attention_distance():
     frame = pd.DataFrame({"model": np.repeat(NASTY, 4), "layer": np.tile([1, 1, 2, 2], 4),
                           "head": np.tile([0, 1, 0, 1], 4), "distance_px": np.arange(16.0) + 1})
     # 7 entries in 4 columns, placed row by row (matplotlib fills column by column)
-    legend = [NASTY[0], "head 0", NASTY[1], "head 1", NASTY[2], "uniform attention (5.0 px)",
+    legend = [NASTY[0], "head 0", NASTY[1], "head 1", NASTY[2], "uniform (5.0 px)",
               NASTY[3]]
     return plots.plot_attention_distance(frame, jitter=0.3, uniform_px=5.0), NASTY, legend
 

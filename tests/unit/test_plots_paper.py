@@ -154,7 +154,7 @@ def test_attention_distance_lists_every_head_and_the_uniform_reference():
     texts = [t.get_text() for t in legend.get_texts()]
     # placed row by row in 4 columns: heads 0-3, then heads 4, 5 and the reference
     assert texts == ["head 0", "head 4", "head 1", "head 5", "head 2",
-                     "uniform attention (11.5 px)", "head 3"]
+                     "uniform (11.5 px)", "head 3"]
     ax = fig.axes[0]
     markers = {tuple(map(tuple, c.get_paths()[0].vertices.round(3))) for c in ax.collections}
     assert len(ax.collections) == 6 and len(markers) == 6  # one marker shape per head
