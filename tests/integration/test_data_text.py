@@ -363,5 +363,8 @@ def test_demo_analyses_take_any_id_and_label(data_text_run):
     svg = (figures / "embedding_map_overview.svg").read_text()
     for label in NASTY:
         assert label in svg, label
-    maps = pd.read_csv(report / "tables" / "rollout_maps.csv", keep_default_na=False)
+    # 8 images make two pages of rollout maps, each with the table of its own maps
+    pages = sorted((report / "tables").glob("rollout_maps*.csv"))
+    assert [p.stem for p in pages] == ["rollout_maps", "rollout_maps_page2"]
+    maps = pd.concat([pd.read_csv(p, keep_default_na=False) for p in pages])
     assert set(IDS) <= set(maps["image_id"].astype(str))
