@@ -79,8 +79,9 @@ def run(ctx: RunContext,
     text = (__doc__ or "").split("\n\n", 1)[1].strip()
     text += (
         f" The figure uses {convention}; the table gives both conventions (suffix _raw and "
-        f"_renorm), each with its spread over images (std, min, max). Images: {len(ids)} of "
-        f"{h} x {w} px, grid {ctx.layout.rows} x {ctx.layout.cols} of "
+        f"_renorm), each with its spread over images (std, min, max). {len(ids)} images of "
+        f"{h} x {w} px, {shown['layer'].nunique()} layers, {shown['head'].nunique()} heads; "
+        f"grid {ctx.layout.rows} x {ctx.layout.cols} of "
         f"{ctx.layout.patch_size[0]} x {ctx.layout.patch_size[1]} px patches; uniform attention "
         f"would give {uniform_px:.1f} px."
     )
@@ -89,10 +90,10 @@ def run(ctx: RunContext,
         text=text,
         figures=[Figure(
             "attention_distance",
-            plot_attention_distance(shown, jitter=float(jitter)),
-            f"Mean attention distance (pixels) of each head (dots) against depth, mean over "
-            f"{len(ids)} images; {convention.split(' (')[0]}. Uniform attention: "
-            f"{uniform_px:.1f} px.",
+            plot_attention_distance(shown, jitter=float(jitter), uniform_px=uniform_px),
+            f"Mean attention distance (pixels) of each head (one marker and colour per head) "
+            f"against depth, mean over {len(ids)} images; {convention.split(' (')[0]}. Dashed: "
+            f"uniform attention, {uniform_px:.1f} px.",
             shown)],
         tables=[Table("attention_distance_both", table,
                       "Mean attention distance in pixels per layer and head, mean over images "

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 from probing.attention import attention_map_frame
 from probing.constraints import Interval, Layers, Options
 from probing.errors import ConfigError
-from probing.plots.attention import plot_attention_grid, plot_multihead
+from probing.plots.attention import attention_grid_pages, plot_attention_grid, plot_multihead
 from probing.sections import Figure, Section, Table, slug
 from probing.selection import select_layers
 
@@ -76,22 +76,30 @@ def run(ctx: RunContext,
         where="the layers shown (attention_maps.multihead_layer)")
     pictures, picture_ids = ctx.display_images(int(n_images))
     images = dict(zip(picture_ids.tolist(), pictures))
+    true, pred = (dict(zip(picture_ids.tolist(), v))
+                  for v in ctx.shown_labels(picture_ids, ctx.images(int(n_images))[0]))
     who = _query_label(ctx.layout, query)
     figures = []
     for image_id in ids.tolist():
         sub = frame[frame["image_id"] == image_id]
-        figures.append(Figure(
-            f"attention_maps_image{slug(image_id)}",
-            plot_attention_grid(sub, images.get(image_id), image_id, alpha),
-            f"Image {image_id}: attention weight from {who} to each patch, per layer (rows) and "
-            "head (columns), on one colour scale; unitless weights (a row sums to 1 over all "
-            "keys, prefix tokens included).",
-            sub))
+        pages = plot_attention_grid(sub, images.get(image_id), image_id, alpha,
+                                    label=true.get(image_id), prediction=pred.get(image_id))
+        for page, (shown_layers, fig) in enumerate(zip(attention_grid_pages(sub), pages), 1):
+            part = f" (page {page} of {len(pages)})" if len(pages) > 1 else ""
+            figures.append(Figure(
+                f"attention_maps_image{slug(image_id)}" + (f"_page{page}" if page > 1 else ""),
+                fig,
+                f"Image {image_id}{part}: attention weight from {who} to each patch, per layer "
+                "(rows) and head (columns), on one colour scale; unitless weights (a row sums "
+                "to 1 over all keys, prefix tokens included). Title: true label and the "
+                "model's prediction.",
+                sub[sub["layer"].isin(shown_layers)]))
     first = ids.tolist()[0]
     sub = frame[(frame["image_id"] == first) & (frame["layer"] == mh_layer)]
     figures.append(Figure(
         "attention_multihead",
-        plot_multihead(sub, mh_layer, images.get(first), first, alpha),
+        plot_multihead(sub, mh_layer, images.get(first), first, alpha, label=true.get(first),
+                       prediction=pred.get(first)),
         f"Multi-head attention of layer {mh_layer} from {who}, image {first}: one panel per head.",
         sub))
     # how much of the query's attention lands on patches (the rest goes to prefix tokens),

@@ -35,7 +35,12 @@ from probing.attribution import (
 )
 from probing.constraints import Interval, Items, Options
 from probing.errors import ConfigError
-from probing.plots.attribution import plot_faithfulness, plot_method_maps, plot_sanity
+from probing.plots.attribution import (
+    method_map_pages,
+    plot_faithfulness,
+    plot_method_maps,
+    plot_sanity,
+)
 from probing.sections import Figure, Section, Table
 
 if TYPE_CHECKING:
@@ -141,13 +146,23 @@ def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion
               for m in methods]
     maps = pd.concat(frames, ignore_index=True)
     pictures, picture_ids = ctx.display_images(int(n_images))
+    true, pred = ctx.shown_labels(ids, x)
+    units = {"rollout": "relevance (max 1)", "gradient_rollout": "relevance (max 1)",
+             "integrated_gradients": "IG (logit per patch)",
+             "occlusion": "logit change per patch"}
+    pages = plot_method_maps(maps, dict(zip(picture_ids.tolist(), pictures)), list(ids),
+                             methods, labels=true, predictions=pred, units=units)
     figures = [Figure(
-        "attribution_maps",
-        plot_method_maps(maps, dict(zip(picture_ids.tolist(), pictures)), list(ids), methods),
-        "Explanations of the predicted class, one row per image and one column per method; "
-        "each map on its own colour scale (rollout maps scaled to max 1, IG in logit units "
-        "summed per patch, occlusion in logit change per patch).",
-        maps)]
+        "attribution_maps" + (f"_page{k}" if k > 1 else ""), fig,
+        "Explanations of the predicted class, one row per image (first column: the image, its "
+        "true label and the model's prediction) and one column per method, each method on one "
+        "colour scale over the images (bar below; rollout maps scaled to max 1, IG in logit "
+        "units summed per patch, occlusion in logit change per patch; signed maps on a "
+        "diverging scale centred at 0)" + (f"; page {k} of {len(pages)}." if len(pages) > 1
+                                          else "."),
+        maps[maps["image_id"].isin(shown)])
+        for k, (shown, fig) in enumerate(zip(method_map_pages(list(ids), len(methods)), pages),
+                                         1)]
     tables, numbers = [], {"n_images": float(len(ids))}
 
     faith = faithfulness_curves(
@@ -179,7 +194,8 @@ def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion
         numbers["ig_max_relative_delta"] = float(deltas["relative_delta"].max())
 
     text = (__doc__ or "").split("\n\n", 1)[1].strip()
-    text += (f" Settings: {len(ids)} images, IG with {int(n_steps)} steps and a {baseline} "
+    text += (f" Settings: {len(ids)} images, {len(methods)} methods, IG with {int(n_steps)} "
+             f"steps and a {baseline} "
              f"baseline (also the occlusion fill), deletion to {deletion_baseline}, insertion from "
              f"{insertion_baseline}, {int(n_random)} random orders per image, {int(step)} "
              "patch(es) per curve point.")

@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 from probing.attention import gradient_rollout, relevance_frame, rollout_map
 from probing.constraints import Interval, Options
 from probing.errors import ConfigError
-from probing.plots.attribution import plot_method_maps
+from probing.plots.attribution import method_map_pages, plot_method_maps
 from probing.sections import Figure, Section, Table
 
 if TYPE_CHECKING:
@@ -90,18 +90,28 @@ def run(ctx: RunContext,
             numbers["spearman_rollout_vs_gradient"] = float(np.nanmean(rho))
     setting = (f"head fusion {head_fusion}, discard ratio {float(discard_ratio):g}, layers "
                f"{int(start_layer)}..{max(labels)}")
-    text = (__doc__ or "").split("\n\n", 1)[1].strip() + f" Settings: {setting}; {len(ids)} images."
+    text = (__doc__ or "").split("\n\n", 1)[1].strip() + (
+        f" Settings: {setting}; {len(ids)} images, {len(maps)} maps each.")
     if not ctx.layout.has_cls and query is None:
         text += " This model has no CLS token: the maps are the mean over patch queries."
+    true, pred = ctx.shown_labels(picture_ids, ctx.images(int(n_images))[0])
+    pictures_by_id = dict(zip(picture_ids.tolist(), pictures))
+    kw = {"labels": dict(zip(picture_ids.tolist(), true)),
+          "predictions": dict(zip(picture_ids.tolist(), pred)),
+          "units": dict.fromkeys(maps, "relevance (max 1)")}
+    pages = plot_method_maps(frame, pictures_by_id, list(ids), **kw)
+    figures = [Figure(
+        "rollout_maps" + (f"_page{k}" if k > 1 else ""), fig,
+        f"Attention rollout ({setting}) and gradient rollout of the predicted class, one "
+        "row per image (first column: the image, its true label and the model's prediction); "
+        "each map scaled to max 1 (unitless)"
+        + (f"; page {k} of {len(pages)}." if len(pages) > 1 else "."),
+        frame[frame["image_id"].isin(shown)])
+        for k, (shown, fig) in enumerate(zip(method_map_pages(list(ids), len(maps)), pages), 1)]
     return Section(
         title=TITLE,
         text=text,
-        figures=[Figure(
-            "rollout_maps",
-            plot_method_maps(frame, dict(zip(picture_ids.tolist(), pictures)), list(ids)),
-            f"Attention rollout ({setting}) and gradient rollout of the predicted class, one "
-            "row per image; each map scaled to max 1 (unitless).",
-            frame)],
+        figures=figures,
         tables=tables,
         numbers=numbers,
         references=["Abnar & Zuidema (2020), Quantifying Attention Flow in Transformers (ACL)",

@@ -5,24 +5,15 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-from ..style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure
+from ..style import LITERAL, MAX_HEIGHT, SEQUENTIAL, class_colours, data_legend, new_figure
 
 __all__ = ["plot_embedding_maps", "plot_explained_variance"]
 
 
 def _is_categorical(values: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(values.dtype) or values.nunique() <= 20
-
-
-def _category_colours(n: int) -> list:
-    """Okabe-Ito for up to 8 categories, matplotlib's tab20 beyond (never a repeated colour)."""
-    if n <= len(OKABE_ITO):
-        return list(OKABE_ITO[:n])
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab20"]
-    return [cmap(i % 20) for i in range(n)]
 
 
 def _categories(values: pd.Series) -> list[str]:
@@ -37,7 +28,7 @@ def _categories(values: pd.Series) -> list[str]:
 
 def _scatter(ax, panel: pd.DataFrame, color: str, cats: list | None, norm) -> object:
     if cats is not None:
-        colours = _category_colours(len(cats))
+        colours = class_colours(len(cats))
         for i, cat in enumerate(cats):
             sub = panel[panel[color].astype(str) == cat]
             ax.scatter(sub["x"], sub["y"], s=3, lw=0, color=colours[i], rasterized=True)
@@ -64,8 +55,9 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
     row_vals = list(dict.fromkeys(coords[rows]))
     col_vals = list(dict.fromkeys(coords[cols]))
     w = 6.8 if width == "double" else 3.3 if width == "single" else float(width)
-    aspect = len(row_vals) / max(1, len(col_vals))
-    fig, axes = new_figure(w, aspect=aspect * 1.02 + 0.08, nrows=len(row_vals),
+    aspect = len(row_vals) / max(1, len(col_vals)) * 1.02 + 0.08
+    w = min(w, MAX_HEIGHT / aspect)  # many rows: narrower panels, never taller than a page
+    fig, axes = new_figure(w, aspect=aspect, nrows=len(row_vals),
                            ncols=len(col_vals), squeeze=False)
     cats = _categories(coords[color]) if _is_categorical(coords[color]) else None
     norm = None if cats else Normalize(coords[color].astype(float).min(),
@@ -86,9 +78,9 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
     if cats:
         # one entry per category, also for categories absent from the first panel
         handles = [Line2D([], [], linestyle="", marker="o", markersize=5, markeredgewidth=0,
-                          color=c) for c in _category_colours(len(cats))]
+                          color=c) for c in class_colours(len(cats))]
         data_legend(fig, handles, cats, title=color, loc="outside lower center",
-                    ncol=min(len(cats), 6))
+                    ncol=min(len(cats), 10 if w > 5 else 5), by_rows=True)
     elif mappable is not None:
         fig.colorbar(mappable, ax=axes, shrink=0.8).set_label(str(color), **LITERAL)
     return fig
@@ -113,6 +105,7 @@ def plot_explained_variance(frame: pd.DataFrame, max_components: int = 20) -> Fi
                                color=cmap(k / max(1, len(layers) - 1)))
         ax.set_title(str(kind), **LITERAL)
         ax.set_xlabel("principal components")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
         ax.set_ylabel("cumulative explained variance (fraction)")
         ax.set_ylim(0, 1.02)
     data_legend(axes[0, -1], handles, [f"layer {layer}" for layer in layers], loc="lower right",

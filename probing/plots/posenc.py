@@ -18,9 +18,18 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..frames import require_columns
-from ..style import DIVERGING, LITERAL, OKABE_ITO, data_legend, new_figure, paper_style
+from ..style import (
+    DIVERGING,
+    LITERAL,
+    OKABE_ITO,
+    class_colours,
+    data_legend,
+    new_figure,
+    paper_style,
+)
 
 __all__ = ["plot_decay_1d", "plot_decay_2d", "plot_similarity_grid", "plot_subspace_angles"]
 
@@ -96,9 +105,10 @@ def plot_decay_1d(frame: pd.DataFrame, value: str = "dot") -> Figure:
     _require(frame, ("p", "k", value), "decay_1d()")
     fig, ax = new_figure("single")
     handles, names = [], []
+    colours = class_colours(frame["p"].nunique())
     for i, (p, group) in enumerate(frame.groupby("p", sort=True)):
         group = group.sort_values("k")
-        handles += ax.plot(group["k"], group[value], color=OKABE_ITO[i % len(OKABE_ITO)],
+        handles += ax.plot(group["k"], group[value], color=colours[i],
                            lw=1.6 - 0.3 * min(i, 3))
         names.append(f"p = {p}")
     ax.axhline(0, color="0.6", lw=0.5)
@@ -134,8 +144,10 @@ def plot_decay_2d(
     fig, ax = new_figure("single")
     groups = frame.groupby(hue, sort=False) if hue in frame.columns else [("", frame)]
     handles, names = [], []
+    groups = list(groups)
+    colours = class_colours(len(groups))
     for i, (name, group) in enumerate(groups):
-        colour = OKABE_ITO[i % len(OKABE_ITO)]
+        colour = colours[i]
         group = group.sort_values("distance")
         x, y = group["distance"].to_numpy(), group[f"{value}_mean"].to_numpy()
         handles += ax.plot(x, y, color=colour, marker="o", ms=2)
@@ -173,6 +185,7 @@ def plot_subspace_angles(frame: pd.DataFrame) -> Figure:
     left.plot(comp, ang["value"], color=OKABE_ITO[0], marker="o", label="PE vs content")
     left.set_ylim(0, 90)
     left.set_xlabel("principal angle index")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_ylabel("principal angle (degrees)")
     left.legend(loc="lower right")
     names = {"pe_variance_in_content": "PE variance\nin content subspace",

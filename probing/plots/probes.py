@@ -82,8 +82,10 @@ def plot_probe_layers(
         if title:
             ax.set_title(str(title), **LITERAL)
         # one legend entry per colour (probe) and per line style (kind), below the axes
-        handles = [Line2D([], [], color=_PROBE_STYLE.get(p, {"color": "k"})["color"])
-                   for p in drawn_probes]
+        # one kind drawn: the probe entries take its line style, so they look like the lines
+        style = _KIND_LINES[drawn_kinds[0]] if len(drawn_kinds) == 1 else "-"
+        handles = [Line2D([], [], color=_PROBE_STYLE.get(p, {"color": "k"})["color"], marker="o",
+                          linestyle=style) for p in drawn_probes]
         names = [_PROBE_STYLE.get(p, {"label": p})["label"] for p in drawn_probes]
         if len(drawn_kinds) > 1:
             handles += [Line2D([], [], color="0.3", linestyle=_KIND_LINES[k]) for k in drawn_kinds]

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..frames import require_columns
-from ..style import LITERAL, OKABE_ITO, SEQUENTIAL, data_legend, new_figure, paper_style
+from ..style import LITERAL, SEQUENTIAL, class_colours, data_legend, new_figure, paper_style
 
 __all__ = ["plot_cka_heatmap", "plot_similarity_vs_layer"]
 
@@ -106,9 +106,10 @@ def plot_similarity_vs_layer(
         fig, ax = new_figure("single", aspect=0.7)
         groups = [(None, result)] if group is None else list(result.groupby(group, sort=False))
         handles, names = [], []
+        colours = class_colours(len(groups))
         for i, (name, part) in enumerate(groups):
             part = part.sort_values(layer)
-            color = OKABE_ITO[i % len(OKABE_ITO)]
+            color = colours[i]
             handles += ax.plot(part[layer], part[value], marker="o", color=color)
             names.append(name)
             if {"ci_low", "ci_high"} <= set(part.columns):

@@ -14,7 +14,7 @@ from ..data import ImageSource, iter_batches
 from ..errors import AnalysisError, ProbingError, SchemaError
 from ..extract import extract
 from ..frames import check_finite
-from ..models import LoadedModel, random_init_copy
+from ..models import LoadedModel, eval_mode, random_init_copy
 from ..seeding import derive_seed
 from ..selection import LayerLabels, resolve_layers
 from ..store import EmbeddingStore
@@ -116,6 +116,39 @@ class RunContext:
             x = x.repeat(1, 3, 1, 1)
         return x.permute(0, 2, 3, 1).numpy(), ids
 
+    def shown_labels(self, ids: np.ndarray, images: torch.Tensor, column: str = "label"
+                     ) -> tuple[list, list]:
+        """True labels and the model's predictions of images shown in a figure.
+
+        Parameters
+        ----------
+        ids : array, shape (n,)
+            Image ids.
+        images : torch.Tensor, shape (n, C, H, W)
+            The preprocessed images (``images(...)``); one forward pass, no gradient.
+        column : str
+            Label column of the source.
+
+        Returns
+        -------
+        (labels, predictions) : two lists of length n
+            The ``column`` value per image (None when the source has no such column) and the
+            argmax class, named by the label value of that class when the label column maps
+            onto the head's classes (integer labels, or a 1:1 integer code column such as
+            ``shape_id``), else ``"class k"``.
+        """
+        frame = self.labels()
+        has = column in frame.columns
+        by_id = frame.set_index("image_id")[column] if has else None
+        labels = [by_id.get(i) if has else None for i in np.asarray(ids).tolist()]
+        with torch.no_grad(), eval_mode(self.model.model) as model:
+            device = next(model.parameters()).device
+            logits = model(images.to(device))
+        top = logits.argmax(-1).cpu().numpy().tolist()
+        names = class_names(frame, column, int(logits.shape[-1])) if has else None
+        return labels, [names.get(k, f"class {k}") if names is not None else f"class {k}"
+                        for k in top]
+
     def random_init_model(self) -> LoadedModel:
         """A random-initialised copy of the model's architecture, seeded from the spec's seed
         through its own derived seed (:func:`probing.seeding.derive_seed`), so that it is never
@@ -142,6 +175,28 @@ class RunContext:
     def rng(self, salt: str = "") -> np.random.Generator:
         """A numpy generator derived from the spec's seed and ``salt``."""
         return np.random.default_rng(derive_seed(self.seed, salt))
+
+
+def class_names(labels: pd.DataFrame, column: str, n_classes: int) -> dict[int, object] | None:
+    """``{class index: label value}`` when the label ``column`` maps onto a head of
+    ``n_classes`` classes, else None: integer labels (or digit strings) in ``0..n_classes-1``
+    name themselves; otherwise an integer column in that range in one-to-one correspondence
+    with the labels (e.g. ``shape_id`` beside ``label``) gives the mapping."""
+    values = labels[column].dropna()
+    text = values.astype(str)
+    if text.str.fullmatch(r"\d+").all() and values.size:
+        codes = text.astype(int)
+        if codes.between(0, n_classes - 1).all():
+            return {k: str(k) for k in range(n_classes)}
+    for other in labels.columns.drop([column, "image_id"], errors="ignore"):
+        code = labels[other]
+        if not pd.api.types.is_integer_dtype(code.dtype) or code.empty \
+                or not code.between(0, n_classes - 1).all():
+            continue
+        pairs = labels[[column, other]].drop_duplicates()
+        if pairs[column].is_unique and pairs[other].is_unique:
+            return dict(zip(pairs[other].astype(int), pairs[column]))
+    return None
 
 
 def run_analysis(run: Callable[..., Any], ctx: RunContext, params: dict,

@@ -41,24 +41,33 @@ def _maps(ids: list, methods: list | None = None, heads: int = 2) -> pd.DataFram
 def _attention_distance():
     frame = pd.DataFrame({"model": np.repeat(NASTY, 4), "layer": np.tile([1, 1, 2, 2], 4),
                           "head": np.tile([0, 1, 0, 1], 4), "distance_px": np.arange(16.0) + 1})
-    return plots.plot_attention_distance(frame, jitter=0.3), NASTY, NASTY
+    # 7 entries in 4 columns, placed row by row (matplotlib fills column by column)
+    legend = [NASTY[0], "head 0", NASTY[1], "head 1", NASTY[2], "uniform (5.0 px)",
+              NASTY[3]]
+    return plots.plot_attention_distance(frame, jitter=0.3, uniform_px=5.0), NASTY, legend
 
 
 def _attention_grid():
     frame = _maps([NASTY[0], NASTY[2]])
-    return plots.plot_attention_grid(frame, image_id=NASTY[2]), ["head 0", "layer 1"], None
+    (fig,) = plots.plot_attention_grid(frame, image_id=NASTY[2], label=NASTY[3],
+                                       prediction=NASTY[0])
+    return fig, ["head 0", "layer 1", f"image {NASTY[2]}: label {NASTY[3]}, pred {NASTY[0]}"], None
 
 
 def _multihead():
     frame = _maps([NASTY[1]])
     image = np.random.default_rng(0).random((8, 8, 3))
-    return plots.plot_multihead(frame, image=image, image_id=NASTY[1]), ["layer 1"], None
+    fig = plots.plot_multihead(frame, image=image, image_id=NASTY[1], label=NASTY[0],
+                               prediction=NASTY[3])
+    return fig, ["layer 1", f"label {NASTY[0]}, pred {NASTY[3]}"], None
 
 
 def _method_maps():
     frame = _maps(NASTY[:2], methods=NASTY, heads=1)
-    fig = plots.plot_method_maps(frame, images={NASTY[0]: np.ones((8, 8))})
-    return fig, [*NASTY, f"image {NASTY[0]}", f"image {NASTY[1]}"], None
+    (fig,) = plots.plot_method_maps(frame, images={NASTY[0]: np.ones((8, 8))},
+                                    labels={NASTY[0]: NASTY[2]}, predictions=[NASTY[1]])
+    return fig, [*NASTY, f"image {NASTY[0]}", f"image {NASTY[1]}",
+                 f"label {NASTY[2]}, pred {NASTY[1]}"], None
 
 
 def _faithfulness():
@@ -75,7 +84,8 @@ def _sanity():
                                        "spearman_mean": np.linspace(1, 0, 4) / (k + 1),
                                        "spearman_std": 0.05})
                          for k, m in enumerate(NASTY)], ignore_index=True)
-    return plots.plot_sanity(summary), NASTY, NASTY
+    # the legend places its 4 entries row by row in 2 columns
+    return plots.plot_sanity(summary), NASTY, [NASTY[0], NASTY[2], NASTY[1], NASTY[3]]
 
 
 def _embedding_categories():
@@ -353,5 +363,8 @@ def test_demo_analyses_take_any_id_and_label(data_text_run):
     svg = (figures / "embedding_map_overview.svg").read_text()
     for label in NASTY:
         assert label in svg, label
-    maps = pd.read_csv(report / "tables" / "rollout_maps.csv", keep_default_na=False)
+    # 8 images make two pages of rollout maps, each with the table of its own maps
+    pages = sorted((report / "tables").glob("rollout_maps*.csv"))
+    assert [p.stem for p in pages] == ["rollout_maps", "rollout_maps_page2"]
+    maps = pd.concat([pd.read_csv(p, keep_default_na=False) for p in pages])
     assert set(IDS) <= set(maps["image_id"].astype(str))
