@@ -96,7 +96,7 @@ def _pixel_features(images, max_features: int = MAX_PIXEL_FEATURES) -> np.ndarra
 def _pixel_rows(ctx, frame, target, kinds, layers, n_images, params) -> pd.DataFrame:
     """``raw_pixels`` rows: the task probe on the input pixels of the probed images, with the
     same probe, seed and folds (folds depend only on the set of image ids and the seed), one
-    copy per probed image-level kind and layer (it has no layer: a flat line)."""
+    copy per layer (it has no layer: a flat line) under the first image-level kind."""
     images, img_ids = ctx.images(n_images)
     probed = pd.unique(frame["image_id"])
     keep = np.isin(img_ids, probed)
@@ -108,9 +108,9 @@ def _pixel_rows(ctx, frame, target, kinds, layers, n_images, params) -> pd.DataF
     row = probe_layers(pixels, target, "pooled", seed=ctx.seed, control=False,
                        **{k: v for k, v in params.items() if k not in ("control_by", "mdl")})
     row = row[row["probe"] == "task"].assign(probe="raw_pixels")
-    out = [row.assign(layer=layer, kind=kind) for kind in kinds if kind != "patch"
-           for layer in layers]
-    return pd.concat(out, ignore_index=True) if out else row.iloc[:0]
+    kind = next(k for k in kinds if k != "patch")  # one copy: the same under every kind
+    return pd.concat([row.assign(layer=layer, kind=kind) for layer in layers],
+                     ignore_index=True)
 
 
 def _numbers(result: pd.DataFrame) -> dict[str, float]:
@@ -234,7 +234,8 @@ def run(ctx: RunContext,
         figures=figures,
         tables=[Table("layer_probes", result,
                       "Probe scores per layer, kind and probe (task, majority, control with its "
-                      "selectivity, random_init, raw_pixels (the same at every layer), mdl): "
+                      "selectivity, random_init, raw_pixels (no layer: the same row repeated at "
+                      "every layer, under the first image-level kind), mdl): "
                       "mean over folds and 95% t-interval.")],
         numbers=_numbers(result),
         references=REFERENCES,

@@ -129,12 +129,19 @@ def bootstrap_frame(frame: pd.DataFrame, by: Sequence[str], value: str,
         ``n_boot``, in the order of first appearance of the groups.
     """
     by = list(by)
-    wide = frame.pivot_table(index=unit, columns=by, values=value, aggfunc="mean", sort=False,
-                             dropna=False)
-    mean, low, high = bootstrap_mean(wide.to_numpy(), n_boot, seed, level)
-    keys = wide.columns.to_frame(index=False)
-    keys.columns = by
-    return keys.assign(value=mean, ci_low=low, ci_high=high, n_boot=int(n_boot))
+    groups = frame[by].drop_duplicates().reset_index(drop=True)
+    code = frame.groupby(by, sort=False).ngroup().to_numpy()  # first-appearance order
+    units, unit_code = np.unique(frame[unit].to_numpy(), return_inverse=True)
+    wide = np.full((units.size, len(groups)), np.nan)
+    total = np.zeros_like(wide)
+    count = np.zeros_like(wide)
+    v = frame[value].to_numpy(dtype=np.float64)
+    ok = np.isfinite(v)
+    np.add.at(total, (unit_code[ok], code[ok]), v[ok])
+    np.add.at(count, (unit_code[ok], code[ok]), 1.0)
+    np.divide(total, count, out=wide, where=count > 0)
+    mean, low, high = bootstrap_mean(wide, n_boot, seed, level)
+    return groups.assign(value=mean, ci_low=low, ci_high=high, n_boot=int(n_boot))
 
 
 def _centred_grams(mats: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -151,7 +151,8 @@ def plot_attention_distance(frame: pd.DataFrame, jitter: float = 0.0) -> Figure:
     ----------
     frame : pandas.DataFrame
         :func:`probing.attention.mean_attention_distance` summary (``layer, head,
-        distance_px``); one dot per head. May hold a ``model`` column (one colour per model).
+        distance_px``); one dot per head, with a ``ci_low``..``ci_high`` whisker when present.
+        May hold a ``model`` column (one colour per model).
     jitter : float
         Horizontal offset between heads of a layer, in layers (0: stacked as in the paper).
     """
@@ -167,11 +168,16 @@ def plot_attention_distance(frame: pd.DataFrame, jitter: float = 0.0) -> Figure:
         x = g["layer"].to_numpy(float) + jitter * (g["head"].to_numpy(float) / n_heads - 0.5)
         handles.append(ax.scatter(x, g["distance_px"], s=8, color=OKABE_ITO[k % len(OKABE_ITO)],
                                   alpha=0.8, linewidths=0))
+        if {"ci_low", "ci_high"} <= set(g.columns):  # interval whiskers
+            ax.vlines(x, g["ci_low"], g["ci_high"], color=OKABE_ITO[k % len(OKABE_ITO)],
+                      alpha=0.6, linewidth=0.6)
         names.append(name)
     if "model" in frame.columns:
         data_legend(ax, handles, names)
     ax.set_xlabel("network depth (layer)")
     ax.set_ylabel("mean attention distance (pixels)")
-    ax.set_ylim(0, float(frame["distance_px"].max()) * 1.08 or 1.0)
+    top = frame["ci_high"].max() if "ci_high" in frame.columns else np.nan
+    top = max(float(frame["distance_px"].max()), float(top) if np.isfinite(top) else 0.0)
+    ax.set_ylim(0, top * 1.08 or 1.0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
