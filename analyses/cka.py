@@ -18,6 +18,7 @@ resamples at once; the same resamples for every pair).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
@@ -76,7 +77,11 @@ def _with_intervals(cka: pd.DataFrame, frame, other, kind, layers, n_boot, seed,
         mats_b, meta_b = _matrices(other, kind, layers)
         here, there = align_rows(meta, meta_b)
         mats, mats_b = [m[here] for m in mats], [m[there] for m in mats_b]
-    low, high = bootstrap_cka(mats, mats_b, n_boot=n_boot, seed=seed)
+    try:
+        low, high = bootstrap_cka(mats, mats_b, n_boot=n_boot, seed=seed)
+    except ConfigError as exc:  # too many images for the Gram form: no intervals, said why
+        logging.getLogger("probing").warning("cka: no bootstrap intervals: %s", exc)
+        return cka.assign(ci_low=np.nan, ci_high=np.nan, n_boot=0)
     return cka.assign(ci_low=low.ravel(), ci_high=high.ravel(), n_boot=n_boot)
 
 
@@ -200,7 +205,10 @@ def run(ctx: RunContext,
                      "k-NN undefined): " + ", ".join(f"{_KIND_NAMES[kd]} at layer {a}"
                                                      for kd, a in constant) + ".")
     estimator = "debiased" if debiased else "biased"
-    if debiased or n_boot == 0:
+    if not debiased and n_boot and (cka["n_boot"] == 0).any():
+        notes.append("No CKA intervals: the images' Gram matrices exceed the bootstrap's "
+                     "memory limit; lower max_images.")
+    elif debiased or n_boot == 0:
         notes.append("No CKA intervals: " + ("the bootstrap is for biased CKA only (a resample "
                                              "repeats images, which the unbiased estimator "
                                              "does not allow for)." if debiased else

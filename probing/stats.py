@@ -37,6 +37,8 @@ __all__ = [
 
 #: Bootstrap resamples unless a caller says otherwise.
 DEFAULT_N_BOOT = 200
+#: Largest memory :func:`bootstrap_cka` may hold in Gram matrices, in bytes.
+MAX_GRAM_BYTES = 2 * 1024**3
 
 
 def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
@@ -180,9 +182,21 @@ def bootstrap_cka(mats_a: Sequence[np.ndarray], mats_b: Sequence[np.ndarray] | N
     (numpy.ndarray, numpy.ndarray)
         ``low, high`` of shape ``(len(mats_a), len(mats_b))``. Memory: ``n x n`` float64 per
         matrix.
+
+    Raises
+    ------
+    ConfigError
+        When those Gram matrices would exceed :data:`MAX_GRAM_BYTES`.
     """
     n = np.asarray(mats_a[0]).shape[0]
     _check(n, n_boot, level)
+    need = 8 * n * n * (len(mats_a) + len(mats_b or []))
+    if need > MAX_GRAM_BYTES:
+        raise ConfigError(
+            f"bootstrap_cka over {n} items and {len(mats_a) + len(mats_b or [])} matrices needs "
+            f"{need / 1024**3:.1f} GiB of Gram matrices (limit {MAX_GRAM_BYTES / 1024**3:.0f} "
+            "GiB); use fewer items (e.g. max_images) or fewer layers."
+        )
     if any(np.asarray(m).shape[0] != n for m in [*mats_a, *(mats_b or [])]):
         raise DataError("bootstrap_cka got matrices with different numbers of rows; pass the "
                         "same items in the same order.")
