@@ -4,8 +4,10 @@ Method (Dosovitskiy et al. 2021): for each image, layer and head, the attention-
 Euclidean distance between the centres of the query patch and the key patch,
 ``mean_i sum_j A_ij d_ij`` over patch queries ``i`` and patch keys ``j``; prefix tokens (CLS,
 registers, distillation) are dropped as queries and as keys. The figure shows the mean over
-images, one dot per head, against depth. Heads near 0 attend locally, heads near the
-uniform-attention reference (the mean distance between two patches) attend globally.
+images, one dot per head, against depth, with a 95% percentile-bootstrap interval over images
+(Efron & Tibshirani 1993; images resampled with replacement, the same resamples for every
+layer and head). Heads near 0 attend locally, heads near the uniform-attention reference (the
+mean distance between two patches) attend globally.
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 import pandas as pd
 
-from probing.attention import mean_attention_distance, pairwise_patch_distances
+from probing.attention import (
+    mean_attention_distance,
+    mean_attention_distance_per_image,
+    pairwise_patch_distances,
+)
 from probing.constraints import Interval, Layers
 from probing.errors import ConfigError
 from probing.plots.attention import plot_attention_distance
 from probing.sections import Figure, Section, Table
+from probing.stats import bootstrap_frame
 
 if TYPE_CHECKING:
     from probing.run import RunContext
@@ -39,7 +46,8 @@ def run(ctx: RunContext,
         layers: Annotated[str | int | list, Layers()] = "all",
         max_images: Annotated[int, Interval(int, 1, None)] = 64,
         renormalize: bool = False,
-        jitter: Annotated[float, Interval(float, 0, 1)] = 0.3) -> Section:
+        jitter: Annotated[float, Interval(float, 0, 1)] = 0.3,
+        n_boot: Annotated[int, Interval(int, 1, None)] = 200) -> Section:
     """Mean attention distance per layer and head.
 
     Parameters
@@ -55,13 +63,21 @@ def run(ctx: RunContext,
         renormalised over patch keys per query. The table has both.
     jitter : float
         Horizontal spread of a layer's heads in the figure, in layers.
+    n_boot : int
+        Bootstrap resamples of the images for the intervals.
     """
     if int(max_images) < 1:
         raise ConfigError(f"attention_distance.max_images is {max_images}; pass 1 or more.")
     attn, ids, labels = ctx.attention(layers, max_images=int(max_images))
     attn_by_layer = {int(layer): attn[:, i] for i, layer in enumerate(labels)}
-    both = {r: mean_attention_distance(attn_by_layer, ctx.layout, renormalize=r)
-            for r in (False, True)}
+    both = {}
+    for r in (False, True):
+        per_image = mean_attention_distance_per_image(attn_by_layer, ctx.layout, renormalize=r,
+                                                      image_ids=ids)
+        ci = bootstrap_frame(per_image, ["layer", "head"], "distance_px", n_boot=int(n_boot),
+                             seed=ctx.seed)
+        both[r] = mean_attention_distance(attn_by_layer, ctx.layout, renormalize=r).merge(
+            ci[["layer", "head", "ci_low", "ci_high"]], on=["layer", "head"], how="left")
     shown = both[bool(renormalize)]
     table = pd.merge(both[False], both[True], on=["layer", "head", "n_images"],
                      suffixes=("_raw", "_renorm"))
@@ -79,7 +95,8 @@ def run(ctx: RunContext,
     text = (__doc__ or "").split("\n\n", 1)[1].strip()
     text += (
         f" The figure uses {convention}; the table gives both conventions (suffix _raw and "
-        f"_renorm), each with its spread over images (std, min, max). {len(ids)} images of "
+        f"_renorm), each with its spread over images (std, min, max) and a 95% bootstrap "
+        f"interval of the mean ({int(n_boot)} resamples, ci_low/ci_high). {len(ids)} images of "
         f"{h} x {w} px, {shown['layer'].nunique()} layers, {shown['head'].nunique()} heads; "
         f"grid {ctx.layout.rows} x {ctx.layout.cols} of "
         f"{ctx.layout.patch_size[0]} x {ctx.layout.patch_size[1]} px patches; uniform attention "
@@ -92,13 +109,14 @@ def run(ctx: RunContext,
             "attention_distance",
             plot_attention_distance(shown, jitter=float(jitter), uniform_px=uniform_px),
             f"Mean attention distance (pixels) of each head (one marker and colour per head) "
-            f"against depth, mean over {len(ids)} images; {convention.split(' (')[0]}. Dashed: "
+            f"against depth, mean over {len(ids)} images (whiskers: 95% bootstrap interval "
+            f"over images, {int(n_boot)} resamples); {convention.split(' (')[0]}. Dashed: "
             f"uniform attention, {uniform_px:.1f} px.",
             shown)],
         tables=[Table("attention_distance_both", table,
                       "Mean attention distance in pixels per layer and head, mean over images "
-                      "with the spread over images, raw (_raw) and renormalised over patch keys "
-                      "(_renorm).")],
+                      "with the spread over images and the 95% bootstrap interval, raw (_raw) "
+                      "and renormalised over patch keys (_renorm).")],
         numbers=numbers,
         references=["Dosovitskiy et al. (2021), An Image is Worth 16x16 Words (ICLR), Fig. 7"],
     )

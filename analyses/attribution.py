@@ -8,11 +8,15 @@ captum's convergence delta ``sum(attributions) - (F(x) - F(x'))`` per image) and
 et al. 2018): patches are deleted from the image (replaced by the deletion baseline), or
 inserted into the insertion baseline, most relevant first, tracking the predicted class's
 probability; a faithful map gives a low deletion and a high insertion area under the curve,
-and must beat a random patch order. Sanity check (Adebayo et al. 2018): the model's parameters
-are randomised cumulatively from the head down to the embedding, the maps recomputed and
-compared with the intact model's by Spearman rank correlation of absolute values; a method
-whose maps still correlate at or above the threshold once the whole model is random does not
-depend on what the model learned, and is flagged.
+and must beat a random patch order; when the insertion start image is already classified as
+the target, the insertion curve starts high whatever the order, and the section says so (the
+"black" start, raw pixel value 0, avoids a start that keeps the digit's shape as a blur does).
+Sanity check (Adebayo et al. 2018): the model's parameters are randomised cumulatively from the
+head down to the embedding, the maps recomputed and compared with the intact model's by
+Spearman rank correlation of absolute values; a method whose maps still correlate at or above
+the threshold at any step of the cascade does not depend on the parameters randomised so far,
+and is flagged with the steps it ignores. Areas, mean curves and correlations carry 95%
+percentile-bootstrap intervals over images (Efron & Tibshirani 1993).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from probing.attribution import (
     ATTENTION_METHODS,
     CAPTUM_METHODS,
     attribute,
+    black_baseline,
     cascading_randomization,
     faithfulness_curves,
     make_baseline,
@@ -42,6 +47,7 @@ from probing.plots.attribution import (
     plot_sanity,
 )
 from probing.sections import Figure, Section, Table
+from probing.stats import bootstrap_frame
 
 if TYPE_CHECKING:
     from probing.run import RunContext
@@ -50,6 +56,7 @@ TITLE = "Attribution, faithfulness and sanity checks"
 DESCRIPTION = "Rollout, gradient rollout, IG and occlusion maps; deletion/insertion; sanity check"
 _METHOD = Options(*CAPTUM_METHODS, *ATTENTION_METHODS)
 _BASELINE = Options("zero", "mean", "blur")
+_CURVE_BASELINE = Options("zero", "mean", "blur", "black")
 NEEDS = {"attention": False}  # maps come from the model itself, not the store
 
 
@@ -84,15 +91,16 @@ def run(ctx: RunContext,
             "rollout", "gradient_rollout", "integrated_gradients", "occlusion"),
         n_steps: Annotated[int, Interval(int, 1, None)] = 32,
         baseline: Annotated[str, _BASELINE] = "zero",
-        deletion_baseline: Annotated[str, _BASELINE] = "zero",
-        insertion_baseline: Annotated[str, _BASELINE] = "blur",
+        deletion_baseline: Annotated[str, _CURVE_BASELINE] = "zero",
+        insertion_baseline: Annotated[str, _CURVE_BASELINE] = "blur",
         n_random: Annotated[int, Interval(int, 0, None)] = 2,
         step: Annotated[int, Interval(int, 1, None)] = 2,
         sanity: bool = True,
         sanity_images: Annotated[int, Interval(int, 1, None)] = 3,
         sanity_threshold: Annotated[float, Interval(float, -1, 1)] = 0.5,
         internal_batch_size: Annotated[int, Interval(int, 1, None)] = 256,
-        torch_threads: Annotated[int, Interval(int, 0, None)] = 1) -> Section:
+        torch_threads: Annotated[int, Interval(int, 0, None)] = 1,
+        n_boot: Annotated[int, Interval(int, 0, None)] = 200) -> Section:
     """Attribution maps, their faithfulness and the sanity check.
 
     Parameters
@@ -107,9 +115,10 @@ def run(ctx: RunContext,
         Integrated-gradients steps.
     baseline : "zero", "mean" or "blur"
         Integrated-gradients reference and occlusion fill.
-    deletion_baseline : "zero", "mean" or "blur"
-        What deleted patches become.
-    insertion_baseline : "zero", "mean" or "blur"
+    deletion_baseline : "zero", "mean", "blur" or "black"
+        What deleted patches become ("zero" = normalised 0, the mean grey; "black" = raw
+        pixel value 0).
+    insertion_baseline : "zero", "mean", "blur" or "black"
         What insertion starts from.
     n_random : int
         Random patch orders per image (the reference curve).
@@ -120,21 +129,52 @@ def run(ctx: RunContext,
     sanity_images : int
         Images of the sanity check.
     sanity_threshold : float
-        Final mean Spearman correlation at or above which a method is flagged.
+        Mean Spearman correlation at or above which a cascade step counts as insensitive; a
+        method with any insensitive step is flagged.
     internal_batch_size : int
         Inputs per forward pass inside captum.
     torch_threads : int
         CPU threads while attributing (0: leave torch's setting).
+    n_boot : int
+        Bootstrap resamples of the images for the intervals (0 = none).
     """
     with _torch_threads(int(torch_threads)):
         return _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline,
                     insertion_baseline, n_random, step, sanity, sanity_images, sanity_threshold,
-                    internal_batch_size)
+                    internal_batch_size, int(n_boot))
+
+
+def _curve_baseline(ctx, x, name: str):
+    """A curve baseline by name: ``"black"`` as a tensor, the others as they are."""
+    if name != "black":
+        return name
+    cfg = ctx.model.data_config
+    return black_baseline(x, cfg["mean"], cfg["std"])
+
+
+def _start_warning(faith, insertion_baseline: str) -> tuple[str, dict[str, float]]:
+    """The insertion-start check: text and numbers."""
+    start = faith.start[faith.start["mode"] == "insertion"]
+    if start.empty:
+        return "", {}
+    frac = faith.start_classified("insertion")
+    numbers = {"insertion_start_classified_fraction": frac,
+               "insertion_start_mean_prob": float(start["prob"].mean())}
+    if frac == 0:
+        return (f" Insertion start ({insertion_baseline}): no image's start is classified as "
+                "its target.", numbers)
+    hint = ("" if insertion_baseline == "black" else
+            ' Try insertion_baseline = "black".')
+    return (f" Warning: the insertion start ({insertion_baseline}) is already classified as "
+            f"the target for {frac:.0%} of the images (p(target) >= 0.5 or the target is its "
+            f"argmax; mean p(target) at the start {start['prob'].mean():.2f}), so their "
+            f"insertion curves start high whatever the order and insertion AUCs say little."
+            + hint, numbers)
 
 
 def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion_baseline,
          n_random, step, sanity, sanity_images, sanity_threshold,
-         internal_batch_size) -> Section:
+         internal_batch_size, n_boot) -> Section:
     methods = [methods] if isinstance(methods, str) else list(methods)
     if int(n_images) < 1 or not methods:
         raise ConfigError("attribution needs n_images >= 1 and at least one method; fix them.")
@@ -167,19 +207,29 @@ def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion
 
     faith = faithfulness_curves(
         model, x, ctx.layout, maps=maps,
-        baseline={"deletion": deletion_baseline, "insertion": insertion_baseline},
-        n_random=int(n_random), seed=ctx.seed, step=int(step), image_ids=ids)
-    mean_curves = (faith.curves.groupby(["method", "mode", "fraction"], sort=False)["prob"]
-                   .mean().reset_index())
+        baseline={"deletion": _curve_baseline(ctx, x, deletion_baseline),
+                  "insertion": _curve_baseline(ctx, x, insertion_baseline)},
+        n_random=int(n_random), seed=ctx.seed, step=int(step), image_ids=ids, n_boot=n_boot)
+    if n_boot:
+        mean_curves = bootstrap_frame(faith.curves, ["method", "mode", "fraction"], "prob",
+                                      n_boot=n_boot, seed=ctx.seed).rename(
+                                          columns={"value": "prob"})
+    else:
+        mean_curves = (faith.curves.groupby(["method", "mode", "fraction"], sort=False)["prob"]
+                       .mean().reset_index())
+    start_text, start_numbers = _start_warning(faith, insertion_baseline)
+    numbers.update(start_numbers)
     figures.append(Figure(
         "attribution_faithfulness", plot_faithfulness(mean_curves),
         f"Deletion (baseline {deletion_baseline}) and insertion (from {insertion_baseline}) "
         f"curves: predicted-class probability against the fraction of patches changed, most "
-        f"relevant first, mean over {len(ids)} images; dashed: random order "
-        f"({int(n_random)} permutations per image).", mean_curves))
+        f"relevant first, mean over {len(ids)} images (band: 95% bootstrap interval over "
+        f"images, {n_boot} resamples); dashed: random order ({int(n_random)} permutations per "
+        "image).", mean_curves))
     tables.append(Table("attribution_auc", faith.summary,
                         "Area under the deletion (lower is better) and insertion (higher is "
-                        "better) curves per method, mean and std over images; 'random' is the "
+                        "better) curves per method, mean and std over images with the 95% "
+                        "bootstrap interval of the mean (ci_low, ci_high); 'random' is the "
                         "random-order baseline."))
     for _, r in faith.summary.iterrows():
         numbers[f"{r['method']}_{r['mode']}_auc"] = float(r["auc_mean"])
@@ -198,29 +248,34 @@ def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion
              f"steps and a {baseline} "
              f"baseline (also the occlusion fill), deletion to {deletion_baseline}, insertion from "
              f"{insertion_baseline}, {int(n_random)} random orders per image, {int(step)} "
-             "patch(es) per curve point.")
+             "patch(es) per curve point." + start_text)
     if sanity:
         k = min(int(sanity_images), len(ids))
         checks = cascading_randomization(
             model, x[:k], ctx.layout, methods=methods, seed=ctx.seed,
             threshold=float(sanity_threshold), image_ids=ids[:k], baseline=baseline,
-            n_steps=int(n_steps), internal_batch_size=int(internal_batch_size))
+            n_steps=int(n_steps), internal_batch_size=int(internal_batch_size), n_boot=n_boot)
         figures.append(Figure(
             "attribution_sanity", plot_sanity(checks.summary),
             f"Cascading randomisation (top first): mean Spearman correlation of |map| with the "
-            f"intact model's, over {k} images (band: std).", checks.summary))
+            f"intact model's, over {k} images (band: 95% bootstrap interval over images).",
+            checks.summary))
         tables.append(Table("attribution_sanity_flags", checks.flags,
-                            f"Mean Spearman correlation with the whole model randomised; flagged "
-                            f"when >= {float(sanity_threshold):g}."))
+                            "Per method over the whole cascade: the mean Spearman correlation "
+                            "at the last step and its largest over the randomised steps, and the "
+                            f"steps at which it stays >= {float(sanity_threshold):g} "
+                            "(insensitive); flagged when any step is."))
         for _, r in checks.flags.iterrows():
             if np.isfinite(r["final_spearman"]):
                 numbers[f"{r['method']}_sanity_final_spearman"] = float(r["final_spearman"])
-        flagged = checks.flags.loc[checks.flags["flagged"], "method"].tolist()
+        flagged = checks.flags[checks.flags["flagged"]]
         numbers["sanity_flagged"] = float(len(flagged))
+        detail = "; ".join(f"{r.method} (insensitive to {r.n_insensitive} of {r.n_steps} "
+                           f"steps: {r.insensitive_to})" for r in flagged.itertuples())
         text += (f" Sanity check on {k} images: "
-                 + (f"flagged (maps barely change under randomisation): {', '.join(flagged)}."
-                    if flagged else "no method flagged; every method's maps change once the "
-                    "model is randomised."))
+                 + (f"flagged (maps barely change under randomisation): {detail}."
+                    if len(flagged) else "no method flagged; every method's maps change at "
+                    "every step of the cascade."))
     return Section(
         title=TITLE,
         text=text,

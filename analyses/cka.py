@@ -11,10 +11,14 @@ self excluded) between consecutive layers measures how much of each image's neig
 block keeps (chance is k / (n - 1)). As a second-model comparison, the same images pass through
 a randomly initialised copy of the architecture and each layer is compared with the trained
 model's same layer by CKA and mutual k-NN: what the architecture alone shares with training.
+CKA intervals are percentile-bootstrap intervals over images (Efron & Tibshirani 1993): the
+images are resampled with replacement and every layer pair's CKA recomputed (Gram form, all
+resamples at once; the same resamples for every pair).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
@@ -25,6 +29,8 @@ from probing.errors import ConfigError
 from probing.plots.similarity import plot_cka_heatmap, plot_similarity_vs_layer
 from probing.sections import Figure, Section, Table
 from probing.similarity import cls_patch_cosine, layer_mutual_knn, layer_similarity
+from probing.stats import bootstrap_cka
+from probing.views import FrameViews, align_rows
 
 if TYPE_CHECKING:
     from probing.run import RunContext
@@ -50,6 +56,33 @@ def _kinds(ctx, kinds) -> tuple[list[str], list[str]]:
         return kinds, []
     note = "The model has no CLS token: CLS similarities and the CLS-patch cosine are skipped."
     return [k for k in kinds if k != "cls"] or ["pooled"], [note]
+
+
+def _matrices(frame: pd.DataFrame, kind: str, layers) -> tuple[list[np.ndarray], pd.DataFrame]:
+    """Per-layer ``(n, d)`` matrices of one kind, in the row order ``layer_similarity`` uses."""
+    views = FrameViews(frame)
+    got = [views.get(layer, kind) for layer in views.select(layers)]
+    return [m for m, _ in got], got[0][1]
+
+
+def _with_intervals(cka: pd.DataFrame, frame, other, kind, layers, n_boot, seed,
+                    debiased) -> pd.DataFrame:
+    """``cka`` (a ``layer_similarity`` frame) with bootstrap ``ci_low``/``ci_high`` columns
+    (NaN for debiased CKA or ``n_boot = 0``)."""
+    if debiased or n_boot == 0:
+        return cka.assign(ci_low=np.nan, ci_high=np.nan, n_boot=0)
+    mats, meta = _matrices(frame, kind, layers)
+    mats_b = None
+    if other is not None:
+        mats_b, meta_b = _matrices(other, kind, layers)
+        here, there = align_rows(meta, meta_b)
+        mats, mats_b = [m[here] for m in mats], [m[there] for m in mats_b]
+    try:
+        low, high = bootstrap_cka(mats, mats_b, n_boot=n_boot, seed=seed)
+    except ConfigError as exc:  # too many images for the Gram form: no intervals, said why
+        logging.getLogger("probing").warning("cka: no bootstrap intervals: %s", exc)
+        return cka.assign(ci_low=np.nan, ci_high=np.nan, n_boot=0)
+    return cka.assign(ci_low=low.ravel(), ci_high=high.ravel(), n_boot=n_boot)
 
 
 def _consecutive(frame: pd.DataFrame, layers: list[int]) -> pd.DataFrame:
@@ -94,7 +127,8 @@ def run(ctx: RunContext,
         debiased: bool = False,
         k: Annotated[int, Interval(int, 1, None)] = 10,
         random_init: bool = True,
-        max_images: Annotated[int, Interval(int, 0, None)] = 0) -> Section:
+        max_images: Annotated[int, Interval(int, 0, None)] = 0,
+        n_boot: Annotated[int, Interval(int, 0, None)] = 200) -> Section:
     """CKA and mutual k-NN between layers, and against a random-init copy.
 
     Parameters
@@ -113,6 +147,8 @@ def run(ctx: RunContext,
         Compare with a randomly initialised copy of the architecture.
     max_images : int
         Use the first N images only (0 = all).
+    n_boot : int
+        Bootstrap resamples of the images for the CKA intervals (0 = none; biased CKA only).
     """
     kinds, notes = _kinds(ctx, kinds)
     if max_images < 0:
@@ -140,15 +176,18 @@ def run(ctx: RunContext,
                              "cos(CLS, patch)"))
     for kind in kinds:
         name = _KIND_NAMES[kind]
-        cka.append(layer_similarity(frame, kind=kind, layers=layers, debiased=debiased)
-                   .assign(kind=kind))
+        cka.append(_with_intervals(
+            layer_similarity(frame, kind=kind, layers=layers, debiased=debiased),
+            frame, None, kind, layers, n_boot, ctx.seed, debiased).assign(kind=kind))
         knn.append(layer_mutual_knn(frame, kind=kind, k=k, layers=layers).assign(kind=kind))
         curves.append(_curve(_consecutive(knn[-1], layers),
                              f"mutual_knn_{kind}_consecutive",
                              f"k-NN overlap with previous layer ({name})"))
         if random_frame is not None:
-            c = layer_similarity(frame, random_frame, kind=kind, layers=layers,
-                                 debiased=debiased).assign(kind=kind)
+            c = _with_intervals(
+                layer_similarity(frame, random_frame, kind=kind, layers=layers,
+                                 debiased=debiased),
+                frame, random_frame, kind, layers, n_boot, ctx.seed, debiased).assign(kind=kind)
             m = layer_mutual_knn(frame, random_frame, kind=kind, k=k, layers=layers)
             cross.append(pd.concat([c, m.assign(kind=kind)], ignore_index=True))
             curves.append(_curve(_same_layer(c), f"cka_{kind}_vs_random_init",
@@ -166,6 +205,17 @@ def run(ctx: RunContext,
                      "k-NN undefined): " + ", ".join(f"{_KIND_NAMES[kd]} at layer {a}"
                                                      for kd, a in constant) + ".")
     estimator = "debiased" if debiased else "biased"
+    if not debiased and n_boot and (cka["n_boot"] == 0).any():
+        notes.append("No CKA intervals: the images' Gram matrices exceed the bootstrap's "
+                     "memory limit; lower max_images.")
+    elif debiased or n_boot == 0:
+        notes.append("No CKA intervals: " + ("the bootstrap is for biased CKA only (a resample "
+                                             "repeats images, which the unbiased estimator "
+                                             "does not allow for)." if debiased else
+                                             "n_boot = 0."))
+    else:
+        notes.append(f"CKA intervals: 95% percentile bootstrap, {n_boot} resamples of the "
+                     f"images (seed {ctx.seed}).")
     figures = [
         Figure(f"cka_heatmap_{kind}",
                plot_cka_heatmap(part, title=f"{_KIND_NAMES[kind]} vectors"),
@@ -187,10 +237,12 @@ def run(ctx: RunContext,
             "similarity_vs_random_init",
             plot_similarity_vs_layer(versus, group="measure", ylabel="CKA or k-NN overlap"),
             f"Trained model vs a random-initialised copy, layer by layer: linear CKA "
-            f"({estimator}) and mutual {k}-NN overlap of the same images (chance "
-            f"{k / (n_images - 1):.3f}).", versus))
+            f"({estimator}; band: 95% bootstrap interval over images, {n_boot} resamples) and "
+            f"mutual {k}-NN overlap of the same images (chance {k / (n_images - 1):.3f}).",
+            versus))
     tables = [
-        Table("cka_layers", cka, f"Linear CKA ({estimator}) between layers, per representation."),
+        Table("cka_layers", cka, f"Linear CKA ({estimator}) between layers, per representation, "
+              "with its 95% percentile-bootstrap interval over images (ci_low, ci_high)."),
         Table("mutual_knn_layers", knn, f"Mutual {k}-NN overlap between layers."),
     ]
     if cross:

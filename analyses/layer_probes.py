@@ -11,7 +11,10 @@ regression); a control task in which every image gets one fixed random label dra
 task's label distribution, so it can be memorised but not generalised, with selectivity = task
 accuracy - control accuracy per fold; the same probe on the same images passed through a
 randomly initialised copy of the architecture (what the architecture alone makes decodable);
-and, optionally, the online-code minimum description length of the labels in bits.
+the same probe, folds and images on the raw input pixels (the model's preprocessed input,
+flattened; area-averaged down to at most 4096 values per image when larger), drawn as a flat
+line because it has no layer: what needs no network at all; and, optionally, the online-code
+minimum description length of the labels in bits.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import pandas as pd
+import torch
 
 from probing.constraints import Interval, Items, Layers, Options
 from probing.errors import ConfigError
-from probing.frames import POSITION_COLUMNS, require_label_column
+from probing.frames import POSITION_COLUMNS, require_label_column, vectors_to_arrow
 from probing.plots.probes import plot_probe_layers
 from probing.probes import probe_layers
 from probing.sections import Figure, Section, Table, slug
@@ -41,6 +45,8 @@ REFERENCES = [
     "Voita & Titov (2020), Information-Theoretic Probing with Minimum Description Length",
 ]
 _KIND_NAMES = {"cls": "CLS", "pooled": "mean-pooled patches", "patch": "per-patch"}
+#: Largest number of raw-pixel features per image; larger inputs are area-averaged down.
+MAX_PIXEL_FEATURES = 4096
 
 
 def _check(ctx, kinds, target, patch_target, max_images) -> tuple[list[str], list[str]]:
@@ -75,6 +81,38 @@ def _probe(ctx, frame, random_frame, kind, target, layers, params) -> pd.DataFra
                         random_frame=random_frame, **params)
 
 
+def _pixel_features(images, max_features: int = MAX_PIXEL_FEATURES) -> np.ndarray:
+    """``(n, C * h * w)`` float32 flattened input pixels, area-averaged (adaptive average
+    pooling, aspect kept) to the largest ``h x w`` with ``C * h * w <= max_features``."""
+    x = torch.as_tensor(images, dtype=torch.float32)
+    c, h, w = x.shape[1:]
+    scale = min(1.0, float(np.sqrt(max_features / (c * h * w))))
+    size = (max(1, int(h * scale)), max(1, int(w * scale)))
+    if size != (h, w):
+        x = torch.nn.functional.adaptive_avg_pool2d(x, size)
+    return x.reshape(len(x), -1).numpy()
+
+
+def _pixel_rows(ctx, frame, target, kinds, layers, n_images, params) -> pd.DataFrame:
+    """``raw_pixels`` rows: the task probe on the input pixels of the probed images, with the
+    same probe, seed and folds (folds depend only on the set of image ids and the seed), one
+    copy per layer (it has no layer: a flat line) under the first image-level kind."""
+    images, img_ids = ctx.images(n_images)
+    probed = pd.unique(frame["image_id"])
+    keep = np.isin(img_ids, probed)
+    X = _pixel_features(images[torch.as_tensor(keep)])
+    labels = ctx.labels()
+    pixels = pd.DataFrame({"image_id": img_ids[keep], "layer": 0, "kind": "pooled", "token": -1})
+    pixels = pixels.merge(labels, on="image_id", how="left")
+    pixels["emb"] = pd.arrays.ArrowExtensionArray(vectors_to_arrow(X))
+    row = probe_layers(pixels, target, "pooled", seed=ctx.seed, control=False,
+                       **{k: v for k, v in params.items() if k not in ("control_by", "mdl")})
+    row = row[row["probe"] == "task"].assign(probe="raw_pixels")
+    kind = next(k for k in kinds if k != "patch")  # one copy: the same under every kind
+    return pd.concat([row.assign(layer=layer, kind=kind) for layer in layers],
+                     ignore_index=True)
+
+
 def _numbers(result: pd.DataFrame) -> dict[str, float]:
     """Headline numbers: last-layer scores of every probe, selectivity and the best layer."""
     out: dict[str, float] = {}
@@ -106,6 +144,7 @@ def run(ctx: RunContext,
         C: Annotated[float, Interval(float, 0, None, closed="neither")] = 1.0,
         control_by: Annotated[str, Options("image", "label")] = "image",
         random_init: bool = True,
+        raw_pixels: bool = True,
         mdl: bool = False,
         max_images: Annotated[int, Interval(int, 0, None)] = 0) -> Section:
     """Linear probes of a label per layer, with control tasks and baselines.
@@ -134,6 +173,8 @@ def run(ctx: RunContext,
         Control task type.
     random_init : bool
         Also probe a randomly initialised copy of the architecture.
+    raw_pixels : bool
+        Also probe the raw input pixels (image-level target only).
     mdl : bool
         Add online-code MDL rows (classification only).
     max_images : int
@@ -162,6 +203,9 @@ def run(ctx: RunContext,
         [_probe(ctx, frame, random_frame, kind,
                 (patch_target or target) if kind == "patch" else target, layers, params)
          for kind in kinds], ignore_index=True)
+    if raw_pixels and set(kinds) - {"patch"}:
+        result = pd.concat([result, _pixel_rows(ctx, frame, target, kinds, layers, n_images,
+                                                params)], ignore_index=True)
 
     figures = []
     for name, part in result.groupby("target", sort=False):
@@ -172,10 +216,15 @@ def run(ctx: RunContext,
             f"Held-out score of linear probes for {name!r} from {probed} vectors vs layer "
             f"(line style = vector kind), {cv}-fold grouped CV on {n_images} images; bands are "
             "95% t-intervals across folds. Colours: task probe, control task (random label per "
-            "image), the same probe on a random-initialised model, majority class.",
+            "image), the same probe on a random-initialised model, on the raw input pixels "
+            "(flat: no layer), majority class.",
             part))
     if random_init:
         notes.append(f"Random-init copy: {ctx.random_init_model().name}.")
+    if (result["probe"] == "raw_pixels").any():
+        pix = result[result["probe"] == "raw_pixels"].iloc[0]
+        notes.append(f"Raw pixels: {pix['value']:.3f} [{pix['ci_low']:.3f}, "
+                     f"{pix['ci_high']:.3f}] on {int(pix['n'])} images.")
     text = (__doc__ or "").split("\n\n", 1)[1].strip()
     text += (f" Here: {n_images} images, {cv} folds, {solver} probe, control by {control_by}. "
              + " ".join(notes))
@@ -185,7 +234,9 @@ def run(ctx: RunContext,
         figures=figures,
         tables=[Table("layer_probes", result,
                       "Probe scores per layer, kind and probe (task, majority, control with its "
-                      "selectivity, random_init, mdl): mean over folds and 95% t-interval.")],
+                      "selectivity, random_init, raw_pixels (no layer: the same row repeated at "
+                      "every layer, under the first image-level kind), mdl): "
+                      "mean over folds and 95% t-interval.")],
         numbers=_numbers(result),
         references=REFERENCES,
     )

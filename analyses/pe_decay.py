@@ -12,7 +12,12 @@ table, the cosine similarity of all ordered patch pairs is averaged by 2-D offse
 by Euclidean grid distance (patches of that table's grid). The decay is summarised by the
 halving distance: the first distance at which the mean cosine falls to half its value at
 distance 0 (linearly interpolated; not a fitted model, and an oscillating curve may rise
-again). A worked-numbers table shows sincos_1d at position 5 with d = 3.
+again), and by the decay slope: the pair-weighted least-squares slope of the mean cosine on
+distance over 0 < distance <= half the grid's largest distance. Null: k random tables of the
+learned table's shape whose rows are isotropic Gaussian directions scaled to the learned rows'
+norms (seeded); the learned slope is compared with the k null slopes by a one-sided Monte Carlo
+test, p = (1 + #{null slope <= learned slope}) / (k + 1) (Davison & Hinkley 1997). A
+worked-numbers table shows sincos_1d at position 5 with d = 3.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from probing.plots.posenc import plot_decay_1d, plot_decay_2d
 from probing.posenc import (
     decay_1d,
     decay_2d,
+    decay_null_test,
+    decay_slope,
     halving_distance,
     learned_table,
     resample,
@@ -36,6 +43,7 @@ from probing.posenc import (
     worked_example,
 )
 from probing.sections import Figure, Section, Table
+from probing.seeding import derive_seed
 
 if TYPE_CHECKING:
     from probing.run import RunContext
@@ -78,12 +86,24 @@ def _tables(ctx, dim: int, resample_grid) -> tuple[dict[str, tuple], str]:
                           new)}, ""
 
 
+NULL_SOURCE = "random, same row norms"
+
+
+def _null_curve(null: pd.DataFrame) -> pd.DataFrame:
+    """Mean null curve per distance, ``ci_low``/``ci_high`` the 2.5/97.5% of the draws."""
+    g = null.groupby("distance", sort=True)["cosine_mean"]
+    return pd.DataFrame({"distance": g.mean().index, "n_pairs": null.groupby("distance")[
+        "n_pairs"].first().to_numpy(), "cosine_mean": g.mean().to_numpy(),
+        "ci_low": g.quantile(0.025).to_numpy(), "ci_high": g.quantile(0.975).to_numpy()})
+
+
 def run(ctx: RunContext,
         n_positions: Annotated[int, Interval(int, 2, None)] = 128,
         positions: Annotated[list, Items(Interval(int, 0, None), min_len=1)] = (0, 16, 32, 64),
         dim: Annotated[int, Interval(int, 0, None)] = 0,
         resample_grid: Annotated[list, (Options([]), Items(Interval(int, 1, None), 2, 2))
                                  ] = [],  # noqa: B006 - never mutated; the rule's "[]"
+        n_null: Annotated[int, Interval(int, 0, None)] = 100,
         ) -> Section:
     """Dot-product and cosine decay of sinusoidal and learned positional tables.
 
@@ -99,6 +119,8 @@ def run(ctx: RunContext,
         Width of the sinusoidal tables, a multiple of 4; 0 = the model's width.
     resample_grid : list of int
         Grid [rows, cols] to resample the learned table to; [] = twice the model's grid.
+    n_null : int
+        Random tables of the null (same shape and row norms as the learned table; 0 = none).
     """
     dim, positions = _check(n_positions, list(positions), dim, list(resample_grid),
                             ctx.model.embed_dim)
@@ -116,8 +138,31 @@ def run(ctx: RunContext,
         at1 = dist.loc[np.isclose(dist["distance"], 1.0), "cosine_mean"]
         summary.append({"key": key, "source": name, "grid": f"{grid[0]}x{grid[1]}", "dim": dim,
                         "halving_distance": halving_distance(dist),
+                        "slope": decay_slope(dist),
                         "cosine_at_distance_1": float(at1.iloc[0]) if len(at1) else np.nan,
                         "min_mean_cosine": float(dist["cosine_mean"].min())})
+    null_text = ""
+    if "learned" in tables and n_null > 0:
+        _, learned, grid = tables["learned"]
+        null, slopes, slope, p = decay_null_test(learned, grid, decay_slope, n_null,
+                                           derive_seed(ctx.seed, "pe_null"), "less")
+        curve = _null_curve(null).assign(source=f"{NULL_SOURCE} (mean of {n_null})")
+        by_distance.append(curve)
+        low, high = np.quantile(slopes, [0.025, 0.975])
+        summary[0].update(null_slope_low=low, null_slope_high=high, p_value=p)
+        summary.append({"key": "random_null", "source": curve["source"].iloc[0],
+                        "grid": summary[0]["grid"], "dim": summary[0]["dim"],
+                        "halving_distance": halving_distance(curve), "slope": float(
+                            np.median(slopes)),
+                        "cosine_at_distance_1": float(curve.loc[np.isclose(
+                            curve["distance"], 1.0), "cosine_mean"].iloc[0]),
+                        "min_mean_cosine": float(curve["cosine_mean"].min())})
+        verdict = "distinguishable" if p < 0.05 else "not distinguishable"
+        null_text = (f" Null ({n_null} random tables of the learned table's shape and row "
+                     f"norms): the learned decay slope is {slope:.4f} cosine per patch, the "
+                     f"null's 95% range [{low:.4f}, {high:.4f}]; one-sided Monte Carlo test of a "
+                     f"steeper decay than random, p = {p:.3f}: the learned table is {verdict} "
+                     "from a random table of the same norms at the 5% level.")
     summary.append({"key": "sincos_1d", "source": f"1-D sin-cos ({n_positions} positions)",
                     "grid": "1-D", "dim": dim, "halving_distance": halving_distance(curves),
                     "cosine_at_distance_1": float(curves.loc[curves["k"] == 1, "cosine"].mean()),
@@ -132,11 +177,15 @@ def run(ctx: RunContext,
                **{f"worked_pos5_dim3_col{c}": float(v) for c, v in enumerate(worked["value"])}}
     numbers.update({f"{key}_halving_distance": float(h) for key, h in
                     zip(summary["key"], summary["halving_distance"]) if np.isfinite(h)})
+    numbers.update({f"{key}_decay_slope": float(v) for key, v in
+                    zip(summary["key"], summary["slope"]) if np.isfinite(v)})
+    if "p_value" in summary:
+        numbers["learned_decay_null_p"] = float(summary["p_value"].iloc[0])
     return Section(
         title=TITLE,
         text=(__doc__ or "").split("\n\n", 1)[1].strip() + note + (
             f" Largest spread of PE(p)·PE(p+k) across start positions at any offset: "
-            f"{spread:.2e} (0 up to rounding means shift invariance)."),
+            f"{spread:.2e} (0 up to rounding means shift invariance)." + null_text),
         figures=[
             Figure("pe_decay_1d", plot_decay_1d(curves, value="dot"),
                    f"1-D sinusoidal encoding (d = {dim}): dot product PE(p)·PE(p+k) against the "
@@ -146,14 +195,19 @@ def run(ctx: RunContext,
             Figure("pe_decay_2d", plot_decay_2d(by_distance, value="cosine", halving=halving),
                    "Mean cosine similarity (band: ± one std over pairs) of patch pairs' "
                    "positional vectors against their Euclidean grid distance (patches of each "
-                   "table's own grid), per table; dotted lines mark the halving distances.",
+                   "table's own grid), per table; dotted lines mark the halving distances. "
+                   f"'{NULL_SOURCE}': mean over {n_null} random tables of the learned table's "
+                   "shape and row norms, band: the 2.5-97.5% range of the draws.",
                    by_distance),
         ],
         tables=[
             Table("pe_decay_summary", summary,
                   "Decay summary per table: halving distance of the mean cosine (patches of the "
-                  "table's grid, positions for 1-D; NaN when it never halves), mean cosine at "
-                  "distance 1 and the lowest mean cosine."),
+                  "table's grid, positions for 1-D; NaN when it never halves), decay slope "
+                  "(cosine per patch over 0 < distance <= half the largest; the null row: "
+                  "median over the random tables), mean cosine at distance 1 and the lowest "
+                  "mean cosine; for the learned table the null slopes' 2.5-97.5% range and "
+                  "the one-sided Monte Carlo p-value."),
             Table("pe_decay_worked_example", worked,
                   "Worked numbers: sincos_1d at position 5 with d = 3 (frequency in radians per "
                   "position; the last column is an unpaired sine)."),

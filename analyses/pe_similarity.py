@@ -9,8 +9,13 @@ encodes 2-D position shows each small map peaking at its own patch and falling o
 distance (row and column structure may appear as stripes). Summary: the mean cosine similarity
 of grid neighbours (Euclidean grid distance 1) against that of far patches (distance at least
 far_fraction of the largest distance on the grid), averaged over all ordered patch pairs.
-A model without an absolute table (relative bias, RoPE, none) has no such grid; then the 2-D
-sin-cos table of the same grid and width (MAE, He et al. 2022) is shown for reference.
+Null: k random tables of the learned table's shape whose rows are isotropic Gaussian
+directions scaled to the learned rows' norms (seeded); one of them is drawn as a grid of grids
+beside the learned one, and the learned neighbour-minus-far cosine is compared with the k null
+values by a one-sided Monte Carlo test, p = (1 + #{null >= learned}) / (k + 1) (Davison &
+Hinkley 1997). A model without an absolute table (relative bias, RoPE, none) has no such grid;
+then the 2-D sin-cos table of the same grid and width (MAE, He et al. 2022) is shown for
+reference, without a null.
 """
 
 from __future__ import annotations
@@ -23,8 +28,16 @@ import pandas as pd
 from probing.constraints import Interval, Items, Options
 from probing.errors import ConfigError, ModelError
 from probing.plots.posenc import plot_similarity_grid
-from probing.posenc import decay_2d, learned_table, similarity_frame, sincos_2d
+from probing.posenc import (
+    decay_2d,
+    decay_null_test,
+    learned_table,
+    norm_matched_table,
+    similarity_frame,
+    sincos_2d,
+)
 from probing.sections import Figure, Section, Table
+from probing.seeding import derive_seed
 
 if TYPE_CHECKING:
     from probing.run import RunContext
@@ -57,7 +70,8 @@ def run(ctx: RunContext,
         metrics: Annotated[str | list, (Options("cosine", "dot"),
                                         Items(Options("cosine", "dot"), min_len=1))
                            ] = ("cosine", "dot"),
-        far_fraction: Annotated[float, Interval(float, 0, 1, closed="right")] = 0.5
+        far_fraction: Annotated[float, Interval(float, 0, 1, closed="right")] = 0.5,
+        n_null: Annotated[int, Interval(int, 0, None)] = 100,
         ) -> Section:
     """Similarity of positional-table rows, as grids of grids.
 
@@ -69,6 +83,8 @@ def run(ctx: RunContext,
         Which grids of grids to draw.
     far_fraction : float
         "Far" = a grid distance of at least this fraction of the largest distance.
+    n_null : int
+        Random tables of the null (same shape and row norms as the learned table; 0 = none).
     """
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     if not metrics or set(metrics) - {"cosine", "dot"}:
@@ -94,14 +110,38 @@ def run(ctx: RunContext,
             sim))
     decay = decay_2d(table, grid, by="distance")
     far = far_fraction * float(decay["distance"].max())
+
+    def contrast(frame: pd.DataFrame) -> float:
+        return _ring_mean(frame, 1.0, 1.0) - _ring_mean(frame, max(far, 1.0))
+
     neighbour, distant = _ring_mean(decay, 1.0, 1.0), _ring_mean(decay, max(far, 1.0))
     numbers = {"neighbour_cosine": neighbour, "far_cosine": distant,
                "neighbour_minus_far_cosine": neighbour - distant, "far_distance": far}
+    null_text = ""
+    if source == "learned" and n_null > 0:
+        seed = derive_seed(ctx.seed, "pe_null")
+        _, values, observed, p = decay_null_test(table, grid, contrast, n_null, seed, "greater")
+        low, high = np.quantile(values, [0.025, 0.975])
+        numbers.update(null_contrast_low=float(low), null_contrast_high=float(high),
+                       null_p=p)
+        sim = similarity_frame(norm_matched_table(table, grid, seed), grid, "cosine")
+        figures.append(Figure(
+            "pe_similarity_cosine_null",
+            plot_similarity_grid(sim, title="random PE, same row norms"),
+            "Null: cosine similarity grid of one random table of the learned table's shape "
+            "whose rows are Gaussian directions with the learned rows' norms (the first draw "
+            "of the null).", sim))
+        verdict = "distinguishable" if p < 0.05 else "not distinguishable"
+        null_text = (f" Null ({n_null} random tables of the same shape and row norms): "
+                     f"neighbour-minus-far cosine {observed:.3f} vs the null's 95% range "
+                     f"[{low:.3f}, {high:.3f}]; one-sided Monte Carlo test, p = {p:.3f}: the "
+                     f"learned table is {verdict} from random at the 5% level.")
     return Section(
         title=TITLE,
         text=(__doc__ or "").split("\n\n", 1)[1].strip() + note + (
             f" Here ({source}, {grid[0]}x{grid[1]} grid): mean cosine of neighbours "
-            f"{neighbour:.3f}, of patches at distance >= {far:.2f} patches {distant:.3f}."),
+            f"{neighbour:.3f}, of patches at distance >= {far:.2f} patches {distant:.3f}."
+            + null_text),
         figures=figures,
         tables=[Table("pe_similarity_by_distance", decay,
                       "Mean (and population std) cosine similarity and dot product of patch "

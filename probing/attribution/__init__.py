@@ -32,7 +32,13 @@ images follow the model's device.
 from __future__ import annotations
 
 from ..patchgrid import patch_feature_mask, pixels_to_patches
-from .faithfulness import FaithfulnessResult, deletion_curve, faithfulness_curves, insertion_curve
+from .faithfulness import (
+    FaithfulnessResult,
+    black_baseline,
+    deletion_curve,
+    faithfulness_curves,
+    insertion_curve,
+)
 from .inputs import make_baseline
 from .methods import (
     ATTENTION_METHODS,
@@ -51,6 +57,7 @@ __all__ = [
     "SanityResult",
     "attribute",
     "attribution_maps",
+    "black_baseline",
     "cascading_randomization",
     "deletion_curve",
     "faithfulness_curves",

@@ -9,8 +9,16 @@ patches; the area is the trapezoidal integral over the fraction. A random order 
 over ``n_random`` seeded permutations per image) is the reference every method should beat.
 
 Baselines are :func:`probing.attribution.inputs.make_baseline`'s (``"zero"``, ``"mean"``,
-``"blur"``); Petsiuk et al. used a constant (zero) for deletion and a blurred image for
-insertion. Pass a dict such as ``{"deletion": "zero", "insertion": "blur"}`` to choose per mode.
+``"blur"``) or a tensor such as :func:`black_baseline` (raw pixel value 0, i.e. ``-mean / std``
+after normalisation, where ``"zero"`` is the normalised 0, the mean grey); Petsiuk et al. used a
+constant (zero) for deletion and a blurred image for insertion. Pass a dict such as
+``{"deletion": "zero", "insertion": "blur"}`` to choose per mode.
+
+Insertion says nothing when its start is already classified as the target: the probability
+curve then starts high whatever the order. :attr:`FaithfulnessResult.start` reports, per image
+and mode, the target probability of the start image and whether the target is its argmax.
+Intervals of the mean areas are percentile-bootstrap intervals over images (Efron &
+Tibshirani 1993; :func:`probing.stats.bootstrap_frame`).
 """
 
 from __future__ import annotations
@@ -27,10 +35,17 @@ from ..frames import require_columns
 from ..layout import TokenLayout
 from ..models import eval_mode
 from ..patchgrid import image_id_array
+from ..stats import DEFAULT_N_BOOT, bootstrap_frame
 from ..targets import resolve_targets
 from .inputs import Baseline, make_baseline, prepare
 
-__all__ = ["FaithfulnessResult", "deletion_curve", "faithfulness_curves", "insertion_curve"]
+__all__ = [
+    "FaithfulnessResult",
+    "black_baseline",
+    "deletion_curve",
+    "faithfulness_curves",
+    "insertion_curve",
+]
 
 Mode = Literal["deletion", "insertion"]
 
@@ -48,12 +63,56 @@ class FaithfulnessResult:
     auc : pandas.DataFrame
         ``image_id, method, mode, auc``: area under each image's curve (fraction in [0, 1]).
     summary : pandas.DataFrame
-        ``method, mode, auc_mean, auc_std, n_images`` (std over images, ddof 0).
+        ``method, mode, auc_mean, auc_std, n_images, ci_low, ci_high`` (std over images, ddof
+        0; ``ci_low``/``ci_high`` the percentile-bootstrap interval of ``auc_mean`` over images,
+        NaN when ``n_boot = 0``).
+    start : pandas.DataFrame
+        ``image_id, mode, prob, is_argmax``: the target probability of each mode's start image
+        (the intact image for deletion, the baseline for insertion) and whether the target is
+        its most probable class.
     """
 
     curves: pd.DataFrame
     auc: pd.DataFrame
     summary: pd.DataFrame
+    start: pd.DataFrame | None = None
+
+    def start_classified(self, mode: Mode = "insertion", threshold: float = 0.5) -> float:
+        """Fraction of images whose ``mode`` start image has ``p(target) >= threshold`` or the
+        target as its argmax (NaN when ``mode`` was not run)."""
+        if self.start is None:
+            return float("nan")
+        part = self.start[self.start["mode"] == mode]
+        if part.empty:
+            return float("nan")
+        return float(((part["prob"] >= threshold) | part["is_argmax"]).mean())
+
+
+def black_baseline(images, mean: Sequence[float], std: Sequence[float]):
+    """A black image in the model's input space: raw pixel value 0, normalised.
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        ``(batch, channels, H, W)`` preprocessed images (gives shape, dtype and device).
+    mean, std : sequence of float
+        The preprocessing's per-channel mean and std (``data_config["mean"]``, ``["std"]``;
+        one value is broadcast to every channel).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(batch, channels, H, W)`` filled with ``-mean_c / std_c`` per channel.
+    """
+    import torch
+
+    x = torch.as_tensor(images)
+    m = torch.as_tensor(np.broadcast_to(np.asarray(mean, dtype=np.float64), (x.shape[1],)).copy())
+    s = torch.as_tensor(np.broadcast_to(np.asarray(std, dtype=np.float64), (x.shape[1],)).copy())
+    if torch.any(s <= 0):
+        raise ConfigError(f"std {list(std)!r} has a value <= 0; pass the preprocessing's std.")
+    value = (-m / s).to(dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return value.expand_as(x).clone()
 
 
 def _fractions(n_patches: int, step: int) -> np.ndarray:
@@ -214,6 +273,7 @@ def faithfulness_curves(
     device: str | None = None,
     blur_sigma: float | None = None,
     image_ids: Sequence | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
 ) -> FaithfulnessResult:
     """Deletion and insertion curves of several methods plus a random order (Petsiuk et al. 2018).
 
@@ -236,6 +296,9 @@ def faithfulness_curves(
         Seed of the random permutations.
     image_ids : sequence, optional
         Ids of the images in order (``0..batch-1``, or the frame's order of first appearance).
+    n_boot : int
+        Bootstrap resamples of the images for the AUC intervals (seeded by ``seed``; 0 =
+        none).
 
     Returns
     -------
@@ -257,13 +320,19 @@ def faithfulness_curves(
             for _ in range(int(n_random))]
     counts = _fractions(layout.num_patches, int(step))
     frac = counts / layout.num_patches
-    frames, aucs = [], []
+    frames, aucs, starts = [], [], []
     with eval_mode(model):  # the caller's training flags come back as they were
         with torch.no_grad():
             t = resolve_targets(model(x), target)
         for mode in modes:
             spec = baseline.get(mode, "blur") if isinstance(baseline, Mapping) else baseline
             base = make_baseline(x, layout, spec, blur_sigma)
+            with torch.no_grad():
+                prob = torch.softmax(model(x if mode == "deletion" else base).double(), -1)
+            starts.append(pd.DataFrame({
+                "image_id": ids, "mode": mode,
+                "prob": prob.gather(1, t[:, None])[:, 0].cpu().numpy(),
+                "is_argmax": (prob.argmax(1) == t).cpu().numpy()}))
             runs = {m: [o] for m, o in orders.items()}
             if rand:
                 runs["random"] = rand
@@ -282,4 +351,11 @@ def faithfulness_curves(
     summary = (auc.groupby(["method", "mode"], sort=False)["auc"]
                .agg(auc_mean="mean", auc_std=lambda s: float(np.std(s)), n_images="size")
                .reset_index())
-    return FaithfulnessResult(pd.concat(frames, ignore_index=True), auc, summary)
+    if int(n_boot) > 0:
+        ci = bootstrap_frame(auc, ["method", "mode"], "auc", n_boot=int(n_boot), seed=seed)
+        summary = summary.merge(ci[["method", "mode", "ci_low", "ci_high"]],
+                                on=["method", "mode"], how="left")
+    else:
+        summary = summary.assign(ci_low=np.nan, ci_high=np.nan)
+    return FaithfulnessResult(pd.concat(frames, ignore_index=True), auc, summary,
+                              pd.concat(starts, ignore_index=True))

@@ -5,8 +5,12 @@ The model's parameters are randomised cumulatively from the top down: first the 
 then block ``L``, ``L - 1`` ... ``1``, then the embedding (``patch_embed``, ``pos_embed`` and the
 prefix tokens). After each step every method's maps are recomputed for the same target classes
 (those the intact model predicts, unless given) and compared with the intact model's maps by the
-Spearman rank correlation per image. An explanation whose maps barely change once the whole
-model is random does not depend on what the model learned; it is flagged.
+Spearman rank correlation per image. An explanation must change at every step of the cascade:
+one whose maps still correlate with the intact model's at or above the threshold at any step
+(the head or a block randomised, with everything above it) does not depend on those parameters,
+and is flagged, naming the steps it is insensitive to. (Looking only at the last step misses a
+method that ignores all blocks but the first.) Mean correlations per step carry
+percentile-bootstrap intervals over images (Efron & Tibshirani 1993).
 
 Randomisation happens on a deep copy; the user's model is never touched. Each parameter tensor
 is redrawn i.i.d. from a normal with that tensor's own mean and standard deviation (scales stay
@@ -26,11 +30,12 @@ import pandas as pd
 from ..errors import ConfigError
 from ..layout import TokenLayout
 from ..patchgrid import image_id_array
+from ..stats import DEFAULT_N_BOOT, bootstrap_frame
 from ..targets import resolve_targets
 from .inputs import prepare
 from .methods import Method, attribution_maps
 
-__all__ = ["SanityResult", "cascading_randomization", "randomization_steps"]
+__all__ = ["SanityResult", "cascade_flags", "cascading_randomization", "randomization_steps"]
 
 _EMBED = ("patch_embed", "pos_embed", "cls_token", "reg_token", "dist_token", "norm_pre")
 
@@ -46,11 +51,14 @@ class SanityResult:
         model (correlation 1); step ``k`` has the top ``k`` groups randomised, ``randomized``
         naming the last one (``"head"``, ``"block 12"`` ... ``"block 1"``, ``"embed"``).
     summary : pandas.DataFrame
-        ``method, step, randomized, spearman_mean, spearman_std, n_images`` (std ddof 0; NaN
-        correlations, from constant maps, left out).
+        ``method, step, randomized, spearman_mean, spearman_std, n_images, ci_low, ci_high``
+        (std ddof 0; NaN correlations, from constant maps, left out; ``ci_low``/``ci_high`` the
+        percentile-bootstrap interval of the mean over images).
     flags : pandas.DataFrame
-        ``method, final_spearman, flagged``: ``flagged`` is True when the mean correlation with
-        the whole model randomised is still at least ``threshold``.
+        ``method, final_spearman, max_spearman, n_steps, n_insensitive, insensitive_to,
+        flagged``: over the randomised steps (step >= 1), the largest mean correlation, how many
+        steps keep it at or above ``threshold`` and their labels; ``flagged`` is True when any
+        step does (the whole cascade, not only its last step).
     """
 
     scores: pd.DataFrame
@@ -100,6 +108,7 @@ def cascading_randomization(
     threshold: float = 0.5,
     absolute: bool = True,
     image_ids: Sequence | None = None,
+    n_boot: int = DEFAULT_N_BOOT,
     **method_kwargs: object,
 ) -> SanityResult:
     """Cascading randomisation sanity check (Adebayo et al. 2018) for several methods.
@@ -119,10 +128,13 @@ def cascading_randomization(
     seed : int
         Seed of the parameter redraws (step ``k`` uses ``seed + k``).
     threshold : float
-        Final mean Spearman correlation at or above which a method is flagged.
+        Mean Spearman correlation at or above which a randomised step counts as insensitive
+        (a method with any insensitive step is flagged).
     absolute : bool
         Correlate absolute values of the maps (Adebayo et al. show both; the sign of gradient
         maps flips freely under randomisation). False correlates signed maps.
+    n_boot : int
+        Bootstrap resamples of the images for the intervals (seeded by ``seed``; 0 = none).
     **method_kwargs
         Passed to :func:`probing.attribution.attribution_maps` (``n_steps``, ``baseline`` ...).
 
@@ -173,10 +185,42 @@ def cascading_randomization(
         .reset_index()
         .sort_values(["method", "step"], kind="stable", ignore_index=True)
     )
-    final = summary.loc[summary.groupby("method")["step"].idxmax()]
-    flags = pd.DataFrame({
-        "method": final["method"].to_numpy(),
-        "final_spearman": final["spearman_mean"].to_numpy(),
-        "flagged": (final["spearman_mean"] >= threshold).to_numpy(),
-    })
-    return SanityResult(scores, summary, flags)
+    if int(n_boot) > 0 and len(x) > 0:
+        ci = bootstrap_frame(scores, ["method", "step"], "spearman", n_boot=int(n_boot),
+                             seed=seed)
+        summary = summary.merge(ci[["method", "step", "ci_low", "ci_high"]],
+                                on=["method", "step"], how="left")
+    else:
+        summary = summary.assign(ci_low=np.nan, ci_high=np.nan)
+    return SanityResult(scores, summary, cascade_flags(summary, threshold))
+
+
+def cascade_flags(summary: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
+    """Flags over the whole cascade from a :attr:`SanityResult.summary`-shaped frame.
+
+    A step ``>= 1`` whose mean Spearman correlation is at least ``threshold`` is insensitive;
+    a method is flagged when any step is (Adebayo et al. 2018: an explanation must depend on
+    every randomised layer).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per method (in order of appearance): ``method, final_spearman, max_spearman,
+        n_steps, n_insensitive, insensitive_to`` (labels joined by ", "), ``flagged``.
+    """
+    rows = []
+    for method, g in summary[summary["step"] >= 1].groupby("method", sort=False):
+        g = g.sort_values("step")
+        r = g["spearman_mean"].to_numpy(dtype=np.float64)
+        bad = r >= threshold  # NaN (constant maps) never counts as insensitive
+        rows.append({
+            "method": method,
+            "final_spearman": float(r[-1]),
+            "max_spearman": float(np.nanmax(r)) if np.isfinite(r).any() else float("nan"),
+            "n_steps": int(len(r)),
+            "n_insensitive": int(bad.sum()),
+            "insensitive_to": ", ".join(str(v) for v in g["randomized"].to_numpy()[bad]),
+            "flagged": bool(bad.any()),
+        })
+    return pd.DataFrame(rows, columns=["method", "final_spearman", "max_spearman", "n_steps",
+                                       "n_insensitive", "insensitive_to", "flagged"])

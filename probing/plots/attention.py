@@ -250,7 +250,8 @@ def plot_attention_distance(frame: pd.DataFrame, jitter: float = 0.0,
     ----------
     frame : pandas.DataFrame
         :func:`probing.attention.mean_attention_distance` summary (``layer, head,
-        distance_px``); one dot per head. May hold a ``model`` column (one colour per model).
+        distance_px``); one dot per head, with a ``ci_low``..``ci_high`` whisker when present.
+        May hold a ``model`` column (one colour per model).
     jitter : float
         Horizontal offset between heads of a layer, in layers (0: stacked as in the paper).
     uniform_px : float, optional
@@ -274,9 +275,11 @@ def plot_attention_distance(frame: pd.DataFrame, jitter: float = 0.0,
         for h, head in enumerate(heads):
             g = g_model[g_model["head"] == head]
             x = g["layer"].to_numpy(float) + jitter * ((h + 0.5) / n_heads - 0.5)
+            colour = head_colours[h] if per_head_colour else model_colours[m]
             ax.scatter(x, g["distance_px"], s=12, marker=_HEAD_MARKERS[h % len(_HEAD_MARKERS)],
-                       color=head_colours[h] if per_head_colour else model_colours[m],
-                       alpha=0.85, linewidths=0)
+                       color=colour, alpha=0.85, linewidths=0)
+            if {"ci_low", "ci_high"} <= set(g.columns):  # 95% interval whiskers
+                ax.vlines(x, g["ci_low"], g["ci_high"], color=colour, alpha=0.6, linewidth=0.6)
     if not per_head_colour:
         for m, model in enumerate(models):
             handles.append(Line2D([], [], linestyle="", marker="s", color=model_colours[m]))
@@ -286,6 +289,8 @@ def plot_attention_distance(frame: pd.DataFrame, jitter: float = 0.0,
                               color=head_colours[h], markersize=4))
         names.append(f"head {head}")
     top = float(frame["distance_px"].max())
+    if "ci_high" in frame.columns and np.isfinite(frame["ci_high"]).any():
+        top = max(top, float(np.nanmax(frame["ci_high"])))
     if uniform_px is not None:
         handles.append(ax.axhline(uniform_px, color="0.4", linestyle="--", linewidth=0.8))
         names.append(f"uniform ({uniform_px:.1f} px)")

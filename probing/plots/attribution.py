@@ -213,8 +213,8 @@ def plot_faithfulness(curves: pd.DataFrame) -> Figure:
     ----------
     curves : pandas.DataFrame
         A summary ``method, mode, fraction, prob`` (e.g. the mean over images of
-        :attr:`FaithfulnessResult.curves`, computed by the caller); the ``"random"`` method is
-        drawn dashed grey.
+        :attr:`FaithfulnessResult.curves`, computed by the caller), with an optional
+        ``ci_low``..``ci_high`` band; the ``"random"`` method is drawn dashed grey.
     """
     require_columns(curves, ("method", "mode", "fraction", "prob"), "curves",
                     "pass FaithfulnessResult.curves")
@@ -229,6 +229,9 @@ def plot_faithfulness(curves: pd.DataFrame) -> Figure:
             style = {"color": method_colour(method, k),
                      "linestyle": "--" if method == "random" else "-"}
             (line,) = ax.plot(g["fraction"], g["prob"], **style)
+            if {"ci_low", "ci_high"} <= set(g.columns):  # interval band
+                ax.fill_between(g["fraction"], g["ci_low"], g["ci_high"], color=style["color"],
+                                alpha=0.15, linewidth=0)
             handles.setdefault(method_name(method), line)
         ax.set_title(str(mode), **LITERAL)
         ax.set_xlabel(f"fraction of patches {'deleted' if mode == 'deletion' else 'inserted'}")
@@ -247,7 +250,7 @@ def plot_sanity(summary: pd.DataFrame) -> Figure:
     ----------
     summary : pandas.DataFrame
         :attr:`SanityResult.summary` (``method, step, randomized, spearman_mean,
-        spearman_std``).
+        spearman_std``); the band is ``ci_low``..``ci_high`` when present, else ± std.
     """
     need = {"method", "step", "randomized", "spearman_mean"}
     if not need <= set(summary.columns):
@@ -262,7 +265,10 @@ def plot_sanity(summary: pd.DataFrame) -> Figure:
         color = method_colour(method, k)
         handles += ax.plot(g["step"], g["spearman_mean"], marker="o", color=color)
         names.append(method_name(method))
-        if "spearman_std" in g:
+        if {"ci_low", "ci_high"} <= set(g.columns):  # interval band
+            ax.fill_between(g["step"], g["ci_low"], g["ci_high"], color=color, alpha=0.15,
+                            linewidth=0)
+        elif "spearman_std" in g:
             ax.fill_between(g["step"], g["spearman_mean"] - g["spearman_std"],
                             g["spearman_mean"] + g["spearman_std"], color=color, alpha=0.15,
                             linewidth=0)

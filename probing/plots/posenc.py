@@ -125,7 +125,8 @@ def plot_decay_2d(
     hue: str = "source",
     halving: Mapping[str, float] | None = None,
 ) -> Figure:
-    """Mean similarity (± one std over pairs) against grid distance, one line per table.
+    """Mean similarity (± one std over pairs, or the ``ci_low``..``ci_high`` band where a
+    curve has one) against grid distance, one line per table.
 
     Parameters
     ----------
@@ -152,7 +153,9 @@ def plot_decay_2d(
         x, y = group["distance"].to_numpy(), group[f"{value}_mean"].to_numpy()
         handles += ax.plot(x, y, color=colour, marker="o", ms=2)
         names.append(name)
-        if f"{value}_std" in group.columns:
+        if {"ci_low", "ci_high"} <= set(group.columns) and group["ci_low"].notna().any():
+            ax.fill_between(x, group["ci_low"], group["ci_high"], color=colour, alpha=0.15, lw=0)
+        elif f"{value}_std" in group.columns:
             s = group[f"{value}_std"].to_numpy()
             ax.fill_between(x, y - s, y + s, color=colour, alpha=0.15, lw=0)
         if halving and name in halving and np.isfinite(halving[name]):

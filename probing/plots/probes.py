@@ -19,6 +19,7 @@ _PROBE_STYLE = {
     "task": {"color": OKABE_ITO[0], "label": "task"},
     "control": {"color": OKABE_ITO[1], "label": "control task"},
     "random_init": {"color": OKABE_ITO[2], "label": "random-init model"},
+    "raw_pixels": {"color": OKABE_ITO[4], "label": "raw input pixels"},
     "majority": {"color": "0.5", "label": "majority class"},
 }
 _KIND_LINES = {"cls": "-", "pooled": "--", "patch": ":"}
@@ -28,7 +29,7 @@ _METRIC_LABEL = {"accuracy": "held-out accuracy", "r2": "held-out $R^2$"}
 def plot_probe_layers(
     result: pd.DataFrame,
     metric: str | None = None,
-    probes: tuple[str, ...] = ("task", "control", "random_init", "majority"),
+    probes: tuple[str, ...] = ("task", "control", "random_init", "raw_pixels", "majority"),
     title: str | None = None,
 ) -> Figure:
     """Probe score vs layer with confidence bands.

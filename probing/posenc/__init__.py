@@ -31,7 +31,11 @@ from __future__ import annotations
 from .analysis import (
     decay_1d,
     decay_2d,
+    decay_null,
+    decay_null_test,
+    decay_slope,
     halving_distance,
+    norm_matched_table,
     similarity_frame,
     similarity_grid,
 )
@@ -54,8 +58,12 @@ from .tables import (
 __all__ = [
     "decay_1d",
     "decay_2d",
+    "decay_null",
+    "decay_null_test",
+    "decay_slope",
     "halving_distance",
     "learned_table",
+    "norm_matched_table",
     "patch_matrix",
     "principal_angles",
     "principal_subspace",

@@ -6,6 +6,7 @@ All computations are float64. Tables are taken as table frames (see
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -13,12 +14,17 @@ import pandas as pd
 
 from ..errors import AnalysisError, ConfigError, DataError
 from ..frames import embedding_matrix, require_columns
+from ..stats import monte_carlo_p
 from .tables import patch_matrix
 
 __all__ = [
     "decay_1d",
     "decay_2d",
+    "decay_null",
+    "decay_null_test",
+    "decay_slope",
     "halving_distance",
+    "norm_matched_table",
     "similarity_frame",
     "similarity_grid",
 ]
@@ -257,3 +263,112 @@ def halving_distance(
     i = below[0] + 1
     frac = (m[i - 1] - target) / (m[i - 1] - m[i])
     return float(d[i - 1] + frac * (d[i] - d[i - 1]))
+
+
+def norm_matched_table(
+    table: pd.DataFrame | np.ndarray,
+    grid: tuple[int, int] | None = None,
+    rng: np.random.Generator | int = 0,
+) -> np.ndarray:
+    """A random positional table of the same shape and per-row norms (the null of a table).
+
+    Every patch row is an independent isotropic Gaussian direction scaled to the norm of the
+    same row of ``table``: it keeps the grid, width and norms and carries no position. A learned
+    table whose similarity grid or decay looks like those of such tables does not show that it
+    encodes position (Dosovitskiy et al. 2021, Fig. 7 show the learned grid without such a
+    null; a Monte Carlo test against it: :func:`probing.stats.monte_carlo_p`).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame or numpy.ndarray
+        Table frame or ``(rows * cols, D)`` patch vectors, row-major.
+    grid : tuple of int, optional
+        ``(rows, cols)``; read from a frame when None.
+    rng : numpy.random.Generator or int
+        Generator (or seed) of the draw.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(rows * cols, D)`` float64, ``norm(out[i]) == norm(table[i])``.
+    """
+    x, _ = patch_matrix(table, grid)
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    z = rng.standard_normal(x.shape)
+    return z * (np.linalg.norm(x, axis=1) / np.linalg.norm(z, axis=1))[:, None]
+
+
+def decay_slope(decay_frame: pd.DataFrame, value: Literal["cosine", "dot"] = "cosine",
+                max_distance: float | None = None) -> float:
+    """Least-squares slope of the mean similarity against distance over the near range.
+
+    The pair-weighted (``n_pairs``) linear fit of ``{value}_mean`` on ``distance`` over the rows
+    of a :func:`decay_2d` frame with ``0 < distance <= max_distance`` (None: half the largest
+    distance of the frame, where a learned table's decay lives; far pairs, few and near the
+    grid's corners, may rise again). Negative when similarity falls with distance, about 0 for
+    a table without positional structure. Units: similarity per patch.
+    """
+    require_columns(decay_frame, ("distance", f"{value}_mean", "n_pairs"), "decay frame",
+                    "pass decay_2d() output")
+    dist = decay_frame["distance"].to_numpy(dtype=np.float64)
+    limit = dist.max() / 2 if max_distance is None else float(max_distance)
+    part = decay_frame[(dist > 0) & (dist <= limit + 1e-9)]
+    if part["distance"].nunique() < 2:
+        raise AnalysisError(f"the decay frame has fewer than two distances in (0, {limit:g}], "
+                            "so no slope; raise max_distance or use a larger grid.")
+    d = part["distance"].to_numpy(dtype=np.float64)
+    v = part[f"{value}_mean"].to_numpy(dtype=np.float64)
+    w = part["n_pairs"].to_numpy(dtype=np.float64)
+    dm, vm = np.average(d, weights=w), np.average(v, weights=w)
+    return float(np.sum(w * (d - dm) * (v - vm)) / np.sum(w * (d - dm) ** 2))
+
+
+def decay_null(
+    table: pd.DataFrame | np.ndarray,
+    grid: tuple[int, int] | None = None,
+    n_null: int = 100,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """:func:`decay_2d` (``by="distance"``) of ``n_null`` :func:`norm_matched_table` draws.
+
+    The draws come from one ``numpy.random.default_rng(seed)`` in order, so draw ``k`` is
+    ``norm_matched_table(table, grid, rng)`` after ``k`` earlier draws.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The concatenated decay frames with a ``draw`` column (``0 .. n_null - 1``).
+    """
+    if int(n_null) < 1:
+        raise ConfigError(f"n_null={n_null!r} must be at least 1; e.g. 100.")
+    x, grid = patch_matrix(table, grid)
+    rng = np.random.default_rng(seed)
+    return pd.concat([decay_2d(norm_matched_table(x, grid, rng), grid, by="distance")
+                      .assign(draw=k) for k in range(int(n_null))], ignore_index=True)
+
+
+def decay_null_test(
+    table: pd.DataFrame | np.ndarray,
+    grid: tuple[int, int] | None,
+    statistic: Callable[[pd.DataFrame], float],
+    n_null: int = 100,
+    seed: int = 0,
+    alternative: Literal["less", "greater"] = "less",
+) -> tuple[pd.DataFrame, np.ndarray, float, float]:
+    """Monte Carlo test of a decay statistic of ``table`` against norm-matched random tables.
+
+    ``statistic`` maps a :func:`decay_2d` (``by="distance"``) frame to a number (e.g.
+    :func:`decay_slope`); it is computed on ``table`` and on each of the :func:`decay_null`
+    draws, and :func:`probing.stats.monte_carlo_p` gives the one-sided p-value.
+
+    Returns
+    -------
+    (pandas.DataFrame, numpy.ndarray, float, float)
+        The null decay frames (with ``draw``), the ``(n_null,)`` null statistics, the observed
+        statistic and the p-value.
+    """
+    x, grid = patch_matrix(table, grid)
+    null = decay_null(x, grid, n_null=n_null, seed=seed)
+    values = np.array([statistic(g) for _, g in null.groupby("draw", sort=True)])
+    observed = float(statistic(decay_2d(x, grid, by="distance")))
+    return null, values, observed, monte_carlo_p(observed, values, alternative)

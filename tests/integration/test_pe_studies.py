@@ -156,10 +156,11 @@ def test_decay_worked_numbers_shift_invariance_and_comparison(demo_run):
         np.testing.assert_allclose(curves.loc[curves["k"] == k, "dot"], expect, atol=1e-9)
     assert sorted(curves["p"].unique()) == [0, 8, 24]
     summary = _table(result, "pe_decay_summary")
-    assert list(summary["key"]) == ["learned", "sincos_2d", "resampled", "sincos_1d"]
+    assert list(summary["key"]) == ["learned", "sincos_2d", "resampled", "random_null",
+                                    "sincos_1d"]
     assert summary.loc[summary["key"] == "resampled", "grid"].item() == "16x16"
     by_dist = _table(result, "pe_decay_2d")
-    assert by_dist["source"].nunique() == 3
+    assert by_dist["source"].nunique() == 4  # with the norm-matched random null
     at0 = by_dist[by_dist["distance"] == 0]
     np.testing.assert_allclose(at0["cosine_mean"], 1.0, atol=1e-9)
     # resampling to twice the grid spreads similarity over twice as many patches

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -10,14 +11,17 @@ from torch import nn
 from probing.attribution import (
     attribute,
     attribution_maps,
+    black_baseline,
     cascading_randomization,
     deletion_curve,
     faithfulness_curves,
     insertion_curve,
     patch_feature_mask,
 )
+from probing.attribution.sanity import cascade_flags
 from probing.errors import ConfigError, LayoutError
 from probing.layout import TokenLayout
+from probing.stats import bootstrap_indices
 
 LAYOUT = TokenLayout(grid=(2, 3), patch_size=(4, 4), prefix=())  # non-square, 8 x 12 px
 
@@ -147,7 +151,95 @@ def test_cascading_randomization_lowers_gradient_map_correlation_and_spares_the_
         g = s[s.method == method].sort_values("step")
         assert g["spearman_mean"].iloc[0] == pytest.approx(1.0)
         assert g["spearman_mean"].iloc[-1] < 0.9
-    assert not res.flags["flagged"].any()
-    # the flag is the final mean correlation compared with the threshold
+    # the whole cascade decides the flag: any randomised step still >= the threshold (on this
+    # untrained toy model saliency's |gradient| keeps the input's structure, Adebayo et al.)
+    flags = res.flags.set_index("method")
+    for method, g in s[s.step >= 1].groupby("method"):
+        assert flags.loc[method, "flagged"] == bool((g["spearman_mean"] >= 0.5).any())
+    assert not flags.loc["integrated_gradients", "flagged"]
+    # every randomised step is compared with the threshold
     flagged = cascading_randomization(model, x, methods=("saliency",), threshold=-2.0)
     assert flagged.flags["flagged"].all()
+
+
+def test_black_baseline_is_raw_zero_after_normalisation():
+    x = torch.rand(2, 3, 4, 4)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.5)
+    black = black_baseline(x, mean, std)
+    raw = black * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    assert black.shape == x.shape
+    torch.testing.assert_close(raw, torch.zeros_like(x), atol=1e-6, rtol=0)
+    one = black_baseline(torch.rand(1, 1, 2, 2), (0.1307,), (0.3081,))
+    assert float(one[0, 0, 0, 0]) == pytest.approx(-0.1307 / 0.3081, rel=1e-6)
+
+
+def test_start_check_and_auc_intervals_match_hand_computations():
+    model = PatchLinear(np.array([4.0, 0.2, 0.1, 3.0, 0.0, 2.0]))
+    x = _images(5, seed=3)
+    maps = {"truth": np.broadcast_to(np.array([4.0, 0.2, 0.1, 3.0, 0.0, 2.0]).reshape(2, 3),
+                                     (5, 2, 3))}
+    base = torch.linspace(-0.3, 0.3, 5).view(5, 1, 1, 1).expand_as(x).clone()  # p from low to high
+    res = faithfulness_curves(model, x, LAYOUT, maps=maps, target=0, n_random=2, seed=4,
+                              baseline={"deletion": "zero", "insertion": base}, n_boot=300)
+    with torch.no_grad():
+        p = torch.softmax(model(base).double(), -1)[:, 0].numpy()
+        top = model(base).argmax(1).numpy() == 0
+    start = res.start[res.start["mode"] == "insertion"]
+    np.testing.assert_allclose(start["prob"], p)
+    np.testing.assert_array_equal(start["is_argmax"], top)
+    # the insertion curve starts at the start image's probability
+    first = res.curves[(res.curves["mode"] == "insertion") & (res.curves["step"] == 0)]
+    np.testing.assert_allclose(first.groupby("image_id")["prob"].first(), p, rtol=1e-5)
+    frac = res.start_classified("insertion")
+    assert 0 < frac < 1 and frac == pytest.approx(np.mean((p >= 0.5) | top))
+    # AUC intervals: a hand bootstrap over the images with the same seed
+    auc = res.auc[(res.auc["method"] == "truth") & (res.auc["mode"] == "deletion")]["auc"]
+    reps = [auc.to_numpy()[i].mean() for i in bootstrap_indices(5, 300, 4)]
+    row = res.summary.set_index(["method", "mode"]).loc[("truth", "deletion")]
+    assert row["ci_low"] == pytest.approx(np.percentile(reps, 2.5))
+    assert row["ci_high"] == pytest.approx(np.percentile(reps, 97.5))
+
+
+def _summary(method: str, correlations: list[float]) -> pd.DataFrame:
+    labels = ["none", "head", *[f"block {b}" for b in range(6, 0, -1)], "embed"]
+    return pd.DataFrame({"method": method, "step": range(len(labels)), "randomized": labels,
+                         "spearman_mean": [1.0, *correlations]})
+
+
+def test_cascade_flag_sees_a_method_insensitive_to_five_of_six_blocks():
+    # insensitive to the head and blocks 6..2, sensitive only to block 1 and the embedding:
+    # the last step alone (0.1 < 0.5) would pass it
+    lazy = _summary("lazy", [1.0, 0.99, 0.98, 0.97, 0.96, 0.95, 0.1, 0.05])
+    good = _summary("good", [0.3, 0.2, 0.1, 0.1, 0.0, 0.0, 0.0, 0.0])
+    flags = cascade_flags(pd.concat([lazy, good]), threshold=0.5).set_index("method")
+    assert flags.loc["lazy", "flagged"] and not flags.loc["good", "flagged"]
+    assert flags.loc["lazy", "final_spearman"] < 0.5
+    assert flags.loc["lazy", "n_insensitive"] == 6 and flags.loc["lazy", "n_steps"] == 8
+    assert flags.loc["lazy", "insensitive_to"] == "head, block 6, block 5, block 4, block 3, " \
+                                                  "block 2"
+
+
+def test_rollout_of_a_model_whose_upper_blocks_ignore_their_weights_is_flagged():
+    """Blocks 2..6 with all-zero weights stay zero under randomisation (a constant tensor is
+    redrawn as itself), so rollout changes only once block 1 is randomised."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=16, patch_size=4, embed_dim=32, depth=6, num_heads=2,
+                              num_classes=4).eval()
+    with torch.no_grad():
+        for block in model.blocks[1:]:
+            for name, p in block.named_parameters():
+                if "norm" not in name:
+                    p.zero_()
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    res = cascading_randomization(model, x, None, ("rollout",), seed=0, threshold=0.5,
+                                  n_boot=50)
+    flags = res.flags.set_index("method").loc["rollout"]
+    steps = res.summary.set_index("randomized")["spearman_mean"]
+    assert steps[["head", "block 6", "block 2"]].min() > 0.99  # insensitive to 5 of 6 blocks
+    assert flags["final_spearman"] < 0.5  # the old last-step rule would pass it
+    assert flags["flagged"] and flags["n_insensitive"] == 6
+    s = res.summary
+    assert np.all(s["ci_low"] <= s["spearman_mean"] + 1e-12)
+    assert np.all(s["spearman_mean"] <= s["ci_high"] + 1e-12)
