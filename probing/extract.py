@@ -201,7 +201,10 @@ def extract(
         Add one ``pooled`` row per image and layer (``"mean"``: mean of patch tokens;
         ``"model"``: the model's own pooling). ``"pooled"`` in ``kinds`` means ``"mean"``.
     attention : bool
-        Also capture post-softmax attention of every block.
+        Also capture the attention of every block (what each family stores:
+        :mod:`probing.attention_hooks`; layers with fewer tokens are placed in the full token
+        set, :mod:`probing.attention_frames`). A model without token-to-token attention (XCiT)
+        is a ModelError before any work.
     store : EmbeddingStore or path, optional
         Write into this store (resuming: complete shards are skipped) and return it.
     batch_size : int
