@@ -142,9 +142,10 @@ def attention_sites(model: nn.Module) -> list[AttentionSite]:
     blocks = list(getattr(model, "blocks", []))
     if blocks and type(getattr(blocks[0], "attn", None)).__name__ == "XCA":
         raise ModelError(
-            f"{_family(model)} (XCiT) uses cross-covariance attention, which mixes channels and "
-            "has no token-to-token weights; attention capture, rollout and attention maps are "
-            "undefined for it (token extraction and captum attributions still work)."
+            f"{_family(model)} (XCiT family): XCiT's cross-covariance attention has no "
+            "token-to-token weights (it mixes channels), so attention capture, rollout and "
+            "attention maps are undefined; extract tokens without attention (attention=False; "
+            "captum attributions still work)."
         )
     n_self = len(blocks)
     blocks += list(getattr(model, "blocks_token_only", None) or [])

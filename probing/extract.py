@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .attention_frames import attention_frame, attention_table
+from .attention_hooks import attention_sites
 from .constraints import MAX_COUNT, Interval, Layers, Name, Options, check
 from .data import ImageSource, iter_batches, open_source
 from .errors import ConfigError, DataError
@@ -200,7 +201,10 @@ def extract(
         Add one ``pooled`` row per image and layer (``"mean"``: mean of patch tokens;
         ``"model"``: the model's own pooling). ``"pooled"`` in ``kinds`` means ``"mean"``.
     attention : bool
-        Also capture post-softmax attention of every block.
+        Also capture the attention of every block (what each family stores:
+        :mod:`probing.attention_hooks`; layers with fewer tokens are placed in the full token
+        set, :mod:`probing.attention_frames`). A model without token-to-token attention (XCiT)
+        is a ModelError before any work.
     store : EmbeddingStore or path, optional
         Write into this store (resuming: complete shards are skipped) and return it.
     batch_size : int
@@ -311,7 +315,7 @@ def extract(
     if attention:
         ids = frame["image_id"].unique()
         att_frame = frame_from_table(pa.concat_tables(list(att.values()))) if att else \
-            attention_frame({}, ids)
+            attention_frame({}, ids, loaded.layout.n_tokens)
         return frame, att_frame
     return frame
 
@@ -375,9 +379,13 @@ def shard_job(loaded: LoadedModel, *, layers: LayerSpec = "all",
     ------
     ConfigError
         An argument out of range (see :func:`check_arguments`).
+    ModelError
+        ``attention`` for a model without token-to-token attention (XCiT), before any work.
     """
     check_arguments(batch_size=batch_size, shard_size=shard_size, num_workers=num_workers,
                     dtype=dtype, autocast=autocast, pooled=pooled)
+    if attention:
+        attention_sites(loaded.model)  # a family without attention weights fails here
     kinds_sel = resolve_kinds(kinds, loaded.layout)
     if pooled is None and "pooled" in kinds_sel:
         pooled = "mean"
@@ -544,7 +552,7 @@ def _run(loaded, source, tensor, positions, job: ShardJob, dev, bar):
                     parts.setdefault((kind, layer), []).append(table)
             for layer, a in cap.attention.items():
                 att_parts.setdefault(layer, []).append(
-                    attention_table(a.float().cpu().numpy(), layer, ids))
+                    attention_table(a.float().cpu().numpy(), layer, ids, layout.n_tokens))
             cap.clear()
             if bar is not None:
                 bar.update(len(images) + len(skip))

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attention_hooks import capture_attention
+from .attention_hooks import attention_sites, capture_attention
 from .errors import LayoutError, ModelError
 from .layout import TokenLayout
 from .selection import (
@@ -130,8 +130,11 @@ def capture(
         tokens. Not available at the ``embed`` site for ``"model"``.
     attention : bool or layer selection
         Capture post-softmax attention of all blocks (True) or the chosen blocks (a layer
-        selection, :func:`probing.selection.resolve_blocks`: only block outputs ``1..depth``
-        have attention; layer 0, ``"embed"`` and ``"norm"`` are refused).
+        selection, :func:`probing.selection.resolve_blocks`: only block outputs have
+        attention; layer 0, ``"embed"`` and ``"norm"`` are refused). Blocks are numbered as
+        :func:`~probing.attention_hooks.attention_sites` and
+        :meth:`TokenLayout.block_layout` number them: CaiT's class-attention blocks follow
+        ``model.blocks`` as ``depth + 1 ...`` and ``-1`` is the last of them.
     stop_early : bool
         Stop the forward pass after the last captured site, so that capturing early layers
         costs only those layers. Run the model with :meth:`Capture.forward` then (a plain
@@ -145,8 +148,7 @@ def capture(
     layout = layout or TokenLayout.from_model(model)
     depth = len(model.blocks)
     labels = resolve_layers(layers, depth)
-    att_labels = None if attention is True or attention is False else \
-        resolve_blocks(attention, depth)
+    att_labels = _attention_blocks(model, attention)
     kinds = resolve_kinds(kinds, layout)
     if pooled is None and "pooled" in kinds:
         pooled = "mean"
@@ -246,6 +248,38 @@ def capture(
         if attention is not False:
             result.attention = stack.enter_context(capture_attention(model, att_labels))
         yield result
+
+
+def _attention_blocks(model: nn.Module, attention: bool | LayerSpec) -> LayerLabels | None:
+    """The blocks a selection ``attention`` names (None for all or none), numbered like
+    :func:`attention_sites`: ``1..depth`` for ``model.blocks``, then CaiT's class-attention
+    blocks.
+
+    Raises
+    ------
+    ModelError
+        For a model without token-to-token attention (XCiT), when attention is asked for.
+    LayoutError
+        For a block number past the last attention block.
+    """
+    if attention is False:
+        return None
+    n_att = len(attention_sites(model))  # refuses XCiT before any forward pass
+    if attention is True:
+        return None
+    items = [attention] if isinstance(attention, (int, np.integer, str)) else list(attention)
+    bad = [int(k) for k in items if isinstance(k, (int, np.integer)) and not
+           -n_att <= int(k) <= n_att]
+    if bad:
+        depth = len(model.blocks)
+        blocks = (f"{depth} self-attention blocks 1..{depth} and class-attention blocks "
+                  f"{depth + 1}..{n_att}" if n_att > depth else f"{n_att} attention blocks")
+        raise LayoutError(
+            f"attention layers {bad} are out of range: {type(model).__name__} has {blocks}; "
+            f"pass block numbers 1..{n_att}, negative ints from the end (-1 = block {n_att}) "
+            "or 'all'."
+        )
+    return resolve_blocks(attention, n_att)
 
 
 class _StopForward(Exception):

@@ -24,9 +24,11 @@ The store's identity is its manifest: :func:`manifest_key` hashes it (the runner
 folders by it) and :func:`manifest_mismatch` is the one rule saying whether a store serves a
 run (every field equal, except that the capture may hold more layers, kinds and attention).
 
-Attention table schema: ``image_id``, ``layer`` (int16, block number 1..depth), ``head`` (int16),
-``query`` (int16, sequence position of the query token), ``weights``
-(``list<float32, N>``: the post-softmax attention of that query over all N keys, summing to 1).
+Attention table schema (:mod:`probing.attention_frames`): ``image_id``, ``layer`` (int16, block
+number), ``head`` (int16), ``query`` (int16, sequence position of the query token), ``weights``
+(``list<float32, N>``: that query's attention over all N tokens of the full sequence). Every layer
+has the same width N; blocks that hold fewer tokens (CaiT, ConViT) are placed in the full token
+set before writing, so the layers read back together exactly as extracted.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..attention_frames import dense_attention, layer_offset
 from ..errors import ConfigError, DataError, LayoutError
 from ..layout import TokenLayout
 
@@ -142,13 +143,12 @@ def parse_attention(attentions: AttentionInput) -> ParsedAttention:
         An empty input, a shape that is not an accepted form, non-square matrices, or layers
         with different numbers of images or tokens.
     """
-    ids = None
+    ids = frame_present = None
     if isinstance(attentions, pd.DataFrame):
-        from ..attention_frames import attention_array
-
-        arr, ids, frame_labels = attention_array(attentions)
+        dense = dense_attention(attentions)
+        arr, ids, frame_present = dense.weights, dense.image_ids, dense.present
         layers = [arr[:, i] for i in range(arr.shape[1])]
-        labels = np.asarray(frame_labels, dtype=np.int64)
+        labels = np.asarray(dense.layers, dtype=np.int64)
     elif isinstance(attentions, Mapping):
         if not attentions:
             raise DataError("attentions is an empty dict; capture at least one layer.")
@@ -180,11 +180,14 @@ def parse_attention(attentions: AttentionInput) -> ParsedAttention:
         raise DataError(f"the layers' attentions have different (batch, N): {shapes}; pass "
                         "layers of the same images.")
     layers, present = embed_layers(layers)
+    if frame_present is not None:  # a frame is stored in the full token set already
+        present = frame_present
     return ParsedAttention(layers, labels, None if ids is None else np.asarray(ids), present)
 
 
 def embed_layers(layers: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """Embed ``(B, H, q, k)`` layers into the full ``(B, H, N, N)`` token set (module docstring).
+    """Embed ``(B, H, q, k)`` layers into the full ``(B, H, N, N)`` token set (module docstring;
+    the placement is :func:`probing.attention_frames.layer_offset`, as in attention frames).
 
     Returns
     -------
@@ -203,9 +206,10 @@ def embed_layers(layers: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray
             out.append(a)
             present[li] = True
             continue
+        off = layer_offset(k, n)
         full = np.zeros((*a.shape[:2], n, n), dtype=a.dtype)
-        full[..., n - k:n - k + q, n - k:] = a
-        present[li, n - k:n - k + q] = True
+        full[..., off:off + q, off:] = a
+        present[li, off:off + q] = True
         out.append(full)
     return out, present
 

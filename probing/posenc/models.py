@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LayoutError, ModelError
-from ..layout import TokenLayout
+from ..layout import POSITION_SCHEMES, TokenLayout
 from .tables import table_frame
 
 __all__ = ["learned_table", "relpos_bias", "rope_frequencies"]
@@ -24,10 +24,22 @@ def _unwrap(model: object) -> tuple[object, TokenLayout]:
     return model, TokenLayout.from_model(model)
 
 
+#: How each scheme of :data:`~probing.layout.POSITION_SCHEMES` is named in messages, with the
+#: function of this module that reads it where there is one.
+_SCHEME_NAMES = {
+    "learned": "a learned absolute table (learned_table)",
+    "sincos": "a sinusoidal (Fourier) absolute encoding, not a learned table",
+    "rope": "rotary embeddings (rope_frequencies)",
+    "relpos": "relative-position biases (relpos_bias)",
+    "relpos-beit": "BEiT's relative-position bias table (attn.relative_position_bias_table)",
+    "relpos-sam": "SAM's decomposed relative position (attn.rel_pos_h / rel_pos_w)",
+    "gpsa": "ConViT's gated positional self-attention (attn.pos_proj)",
+}
+
+
 def _describe_position(layout: TokenLayout) -> str:
-    names = {"learned": "a learned absolute table", "rope": "rotary embeddings (rope_frequencies)",
-             "relpos": "relative-position biases (relpos_bias)"}
-    have = [names[p] for p in layout.position if p in names]
+    """The positional schemes of ``layout`` in words ("no positional parameters" when none)."""
+    have = [_SCHEME_NAMES.get(p, POSITION_SCHEMES.get(p, p)) for p in layout.position]
     return " and ".join(have) if have else "no positional parameters"
 
 

@@ -17,6 +17,7 @@ import timm
 import torch
 
 from probing import LayoutError, ModelError, TokenLayout, capture, extract, load_model
+from probing.layout import POSITION_SCHEMES
 from probing.selection import LAYER_NORM
 
 SMALL = {"embed_dim": 64, "num_heads": 2, "depth": 2}
@@ -191,3 +192,25 @@ def test_late_cls_store_reads_what_memory_returns(tmp_path):
     assert (stored["kind"].astype(str) == "cls").sum() == 3  # block 2 only
     np.testing.assert_array_equal(np.stack(stored["emb"].to_numpy()),
                                   np.stack(memory["emb"].to_numpy()))
+
+
+@pytest.mark.parametrize("scheme", sorted(POSITION_SCHEMES))
+def test_positional_messages_name_every_scheme(scheme):
+    from types import SimpleNamespace
+
+    from probing.posenc import rope_frequencies
+
+    layout = TokenLayout(grid=(2, 2), patch_size=(8, 8), position=(scheme,))
+    loaded = SimpleNamespace(model=torch.nn.Identity(), layout=layout)
+    with pytest.raises(ModelError, match="no rotary position embedding") as err:
+        rope_frequencies(loaded)
+    assert "no positional parameters" not in str(err.value)
+
+
+def test_xcit_has_no_learned_table_but_a_sinusoidal_encoding():
+    from probing.posenc import learned_table
+
+    model = _model("xcit_nano_12_p16_224", {"img_size": 32, "depth": 2})
+    with pytest.raises(ModelError, match="sinusoidal") as err:
+        learned_table(model)
+    assert "no positional parameters" not in str(err.value)

@@ -9,6 +9,7 @@ distance, gradient rollout and integrated gradients run on the result.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import timm
 import torch
@@ -323,3 +324,107 @@ def test_stored_attention_gradient_is_the_gradient_of_what_the_module_applies(
           - _nudged_logit(model, x, mod, raw_index, -eps)) / (2 * eps)
     assert abs(grad) > 1e-8  # random init: small, but far from float64 noise
     assert factor * grad == pytest.approx(fd, rel=1e-4, abs=1e-12)
+
+
+# ---------------------------------------------------------------- frames and stores (issue 13)
+ROUND_TRIP = ["cait_xxs24_224", "convit_tiny", "samvit_base_patch16",
+              "vit_small_patch16_18x2_224", "vit_dwee_patch16_reg1_gap_256"]
+
+
+@pytest.mark.parametrize("name", ROUND_TRIP)
+def test_attention_frame_has_one_width_and_the_store_reads_it_back_exactly(name, tmp_path):
+    from probing import ArraySource, extract
+    from probing.attention import parse_attention
+    from probing.attention.inputs import embed_layers
+    from probing.attention_frames import dense_attention
+
+    model, x = _model(name), _images(name)
+    layout = TokenLayout.from_model(model, img_size=tuple(x.shape[-2:]))
+    # in memory: one frame of the full width, each layer placed as embed_layers places it
+    _, frame = extract(model, x, layers=[1], kinds=["patch"], attention=True)
+    assert frame["weights"].dtype.pyarrow_dtype.list_size == layout.n_tokens
+    with torch.no_grad(), capture_attention(model) as store:
+        model(x)
+    full, present = embed_layers([store[k].numpy() for k in sorted(store)])
+    dense = dense_attention(frame)
+    assert dense.layers == sorted(store)
+    np.testing.assert_array_equal(dense.weights, np.stack(full, axis=1))
+    assert (dense.present is None) == (present is None)
+    if present is not None:
+        np.testing.assert_array_equal(dense.present, present)
+        np.testing.assert_array_equal(parse_attention(frame).present, present)
+    # frame -> store -> frame: exactly what memory returns (two shards of different sizes;
+    # one image per forward pass in both, so that the float sums are the same)
+    images = np.random.default_rng(0).integers(0, 256, (3, *x.shape[-2:], 3), dtype=np.uint8)
+    source = ArraySource(images)
+    _, memory = extract(model, source, layers=[1], kinds=["patch"], attention=True,
+                        batch_size=1)
+    st = extract(model, source, layers=[1], kinds=["patch"], attention=True,
+                 store=tmp_path / "s", shard_size=2, batch_size=1)
+    pd.testing.assert_frame_equal(st.read_attention(), memory, check_exact=True)
+    arr, ids, layers = st.attention()
+    np.testing.assert_array_equal(arr, dense_attention(memory).weights)
+
+
+def test_class_attention_blocks_are_selected_by_their_layout_numbers():
+    from probing import LayoutError, capture
+
+    model = _model("cait_xxs24_224")  # 2 self-attention blocks, 2 class-attention blocks
+    layout = TokenLayout.from_model(model)
+    assert layout.block_layout(3) is layout and layout.block_layout(2).prefix == ()
+    with torch.no_grad(), capture(model, layout, layers=[1], kinds=["patch"],
+                                  attention=[1, 3, -1]) as cap:
+        model(_images("cait_xxs24_224"))
+    assert sorted(cap.attention) == [1, 3, 4]
+    assert tuple(cap.attention[3].shape[-2:]) == (1, 1 + layout.num_patches)
+    assert cap.attention.sites[4].kind == "class"
+    with pytest.raises(LayoutError, match=r"class-attention blocks 3\.\.4"):
+        with capture(model, layout, layers=[1], kinds=["patch"], attention=[5]):
+            pass
+
+
+def _xcit():
+    return timm.create_model("xcit_nano_12_p16_224", pretrained=False, img_size=32, depth=2,
+                             num_classes=5).eval()
+
+
+XCIT_ERROR = "XCiT's cross-covariance attention has no token-to-token weights.*without attention"
+
+
+def test_xcit_attention_is_refused_by_extract_before_any_work(tmp_path, monkeypatch):
+    import importlib
+
+    from probing import ArraySource, extract
+
+    extract_module = importlib.import_module("probing.extract")
+
+    def no_forward(*_a, **_k):
+        raise AssertionError("the forward pass ran")
+
+    monkeypatch.setattr(extract_module, "_run", no_forward)
+    model = _xcit()
+    source = ArraySource(np.zeros((2, 32, 32, 3), dtype=np.uint8))
+    with pytest.raises(ModelError, match=XCIT_ERROR):
+        extract(model, source, attention=True)
+    with pytest.raises(ModelError, match=XCIT_ERROR):
+        extract(model, source, attention=True, store=tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+def test_xcit_attention_in_a_spec_run_is_a_model_error(tmp_path):
+    from probing.run.runner import load_spec, run_spec
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'seed = 0\n'
+        f'output = "{(tmp_path / "report").as_posix()}"\n'
+        f'store = "{(tmp_path / "stores").as_posix()}"\n'
+        '[model]\nspec = "xcit_nano_12_p16_224"\npretrained = false\n'
+        '[model.options]\nimg_size = 32\ndepth = 2\nnum_classes = 4\n'
+        '[data]\nsource = "shapes"\nn = 4\n'
+        '[capture]\nkinds = ["cls", "patch"]\nattention = true\n'
+        '[analyses.attention_distance]\nmax_images = 2\n'
+    )
+    with pytest.raises(ModelError, match=XCIT_ERROR):
+        run_spec(load_spec(spec), quiet=True)
+    assert not list((tmp_path / "stores").glob("*/manifest.json"))
