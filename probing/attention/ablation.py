@@ -260,12 +260,11 @@ class _Tail:
     def __init__(self, model: nn.Module, images: torch.Tensor, base: torch.Tensor,
                  batch_size: int) -> None:
         self.model, self.images, self.batch_size = model, images, batch_size
-        self.block, self.inputs = 0, None
+        self.block, self.inputs, self.exact = 0, None, True
         try:
-            ok = torch.allclose(self(1), base, rtol=1e-4, atol=1e-4)
-        except Exception:  # a model whose forward is not blocks -> norm -> head
-            ok = False
-        self.exact = ok
+            self.exact = torch.allclose(self(1), base, rtol=1e-4, atol=1e-4)
+        except (RuntimeError, TypeError, AttributeError, IndexError):
+            self.exact = False  # a model whose forward is not blocks -> norm -> forward_head
 
     def _inputs(self, block: int) -> torch.Tensor:
         """``(B, N, D)`` input of block ``block`` (1-based), cached for the last block asked."""
@@ -291,7 +290,7 @@ class _Tail:
         return self.inputs
 
     def __call__(self, block: int) -> torch.Tensor:
-        if getattr(self, "exact", True) is False:
+        if not self.exact:
             return _logits(self.model, self.images, self.batch_size)
         m, out = self.model, []
         for x in _batches(self._inputs(block), self.batch_size):
