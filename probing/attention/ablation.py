@@ -15,6 +15,9 @@ the attention's ``proj`` in timm's ``Attention`` (or its ``norm`` when timm's ``
 puts a norm before ``proj``). Ablating every head of a block removes that block's attention
 output (``proj``'s bias stays, as the head count goes to zero in Michel et al.).
 
+Cost: one forward pass per ablation from the ablated block on (the block's intact input is
+computed once; a block's ablations are stacked into batches of about ``batch_size`` rows).
+
 Scores, per image and then averaged with a t-interval over images: ``logit_drop`` = target
 logit of the intact model - target logit of the ablated model (positive = the head helped);
 ``accuracy_drop`` = intact top-1 accuracy - ablated accuracy.
@@ -116,8 +119,7 @@ def ablate_heads(model: nn.Module, heads: Mapping[int, Sequence[int]],
             if mode == "mean" and (means is None or block not in means):
                 raise ConfigError(f"mean ablation of block {block} needs its head means; pass "
                                   "means=head_means(model, images).")
-            channels = torch.as_tensor(
-                np.concatenate([np.arange(h * dim, (h + 1) * dim) for h in chosen]))
+            channels = _channels(chosen, dim)
             value = means[block] if mode == "mean" else None
 
             def hook(_m, args, _c=channels, _v=value):
@@ -130,6 +132,11 @@ def ablate_heads(model: nn.Module, heads: Mapping[int, Sequence[int]],
     finally:
         for h in handles:
             h.remove()
+
+
+def _channels(heads: Sequence[int], dim: int) -> torch.Tensor:
+    """Channels of ``heads`` in the concatenated head outputs."""
+    return torch.as_tensor(np.concatenate([np.arange(h * dim, (h + 1) * dim) for h in heads]))
 
 
 def _batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
@@ -241,10 +248,14 @@ def head_ablation(model: nn.Module, images: torch.Tensor,
         tail = _Tail(model, images, base, batch_size)
         jobs = [(b, h, mode) for b in blocks for mode in modes
                 for h in [*range(sites[b][1]), *([ALL_HEADS] if whole_layer else [])]]
+        done: dict[tuple, torch.Tensor] = {}
         for b, h, mode in progress_bar(jobs, "head ablation", progress=progress, unit="head"):
-            chosen = list(range(sites[b][1])) if h == ALL_HEADS else [h]
-            with ablate_heads(model, {b: chosen}, mode, means):
-                z = tail(b)
+            if (b, h, mode) not in done:  # every ablation of block b in one batched pass
+                mine = [j for j in jobs if j[0] == b]
+                variants = [(list(range(sites[b][1])) if jh == ALL_HEADS else [jh], jm)
+                            for _, jh, jm in mine]
+                done = dict(zip(mine, tail.ablated(b, variants, sites[b], means)))
+            z = done[(b, h, mode)]
             ok = (z.argmax(1) == t).numpy().astype(np.float64)
             records += _rows(b, h, mode, {
                 "logit_drop": base_logit - z[rows, t].numpy().astype(np.float64),
@@ -254,15 +265,17 @@ def head_ablation(model: nn.Module, images: torch.Tensor,
 
 class _Tail:
     """Logits of the images from block ``b`` on, reusing the (unablated) input of block ``b``:
-    ``forward_head(norm(blocks[b-1:](x_b)))``. Used only when that recomputes the intact
-    model's logits (checked once), else every call is a full forward pass."""
+    ``forward_head(norm(blocks[b-1:](x_b)))``, with all ablations of block ``b`` stacked into
+    the batch (about ``batch_size`` rows per pass). Used only when that recomputes the intact
+    model's logits (checked once), else every ablation is a full forward pass."""
 
     def __init__(self, model: nn.Module, images: torch.Tensor, base: torch.Tensor,
                  batch_size: int) -> None:
         self.model, self.images, self.batch_size = model, images, batch_size
-        self.block, self.inputs, self.exact = 0, None, True
+        self.block, self.inputs = 0, None
         try:
-            self.exact = torch.allclose(self(1), base, rtol=1e-4, atol=1e-4)
+            self.exact = torch.allclose(self._run(1, self._inputs(1)), base, rtol=1e-4,
+                                        atol=1e-4)
         except (RuntimeError, TypeError, AttributeError, IndexError):
             self.exact = False  # a model whose forward is not blocks -> norm -> forward_head
 
@@ -270,13 +283,12 @@ class _Tail:
         """``(B, N, D)`` input of block ``block`` (1-based), cached for the last block asked."""
         if self.block != block:
             got = []
-            site = self.model.blocks[block - 1]
 
             def keep(_m, args):
                 got.append(args[0].detach())
                 raise _Stop
 
-            handle = site.register_forward_pre_hook(keep)
+            handle = self.model.blocks[block - 1].register_forward_pre_hook(keep)
             param = next(self.model.parameters())
             try:
                 for batch in _batches(self.images, self.batch_size):
@@ -289,15 +301,45 @@ class _Tail:
             self.block, self.inputs = block, torch.cat(got)
         return self.inputs
 
-    def __call__(self, block: int) -> torch.Tensor:
+    def _run(self, block: int, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.model.blocks[block - 1:]:
+            x = blk(x)
+        return self.model.forward_head(self.model.norm(x)).float().cpu()
+
+    def ablated(self, block: int, variants: list[tuple[list[int], str]],
+                site: tuple[nn.Module, int, int], means: Mapping[int, torch.Tensor] | None
+                ) -> list[torch.Tensor]:
+        """``(B, n_classes)`` logits of each ``(heads, mode)`` ablation of block ``block``."""
         if not self.exact:
-            return _logits(self.model, self.images, self.batch_size)
-        m, out = self.model, []
-        for x in _batches(self._inputs(block), self.batch_size):
-            for blk in m.blocks[block - 1:]:
-                x = blk(x)
-            out.append(m.forward_head(m.norm(x)).float().cpu())
-        return torch.cat(out)
+            out = []
+            for chosen, mode in variants:
+                with ablate_heads(self.model, {block: chosen}, mode, means):
+                    out.append(_logits(self.model, self.images, self.batch_size))
+            return out
+        module, _, dim = site
+        masks = [(_channels(chosen, dim), None if mode == "zero" else means[block])
+                 for chosen, mode in variants]
+        n_var = len(variants)
+        rows = {"n": 0}
+
+        def hook(_m, args):
+            x, n = args[0].clone(), rows["n"]
+            for v, (channels, value) in enumerate(masks):
+                part = x[v * n:(v + 1) * n]  # a view: variant v's copy of the images
+                part[..., channels] = 0.0 if value is None else value[..., channels].to(x)
+            return (x, *args[1:])
+
+        parts: list[list[torch.Tensor]] = [[] for _ in variants]
+        handle = module.register_forward_pre_hook(hook)
+        try:
+            for chunk in _batches(self._inputs(block), max(1, self.batch_size // n_var)):
+                rows["n"] = n = chunk.shape[0]
+                z = self._run(block, chunk.repeat(n_var, 1, 1))  # variant-major rows
+                for v in range(n_var):
+                    parts[v].append(z[v * n:(v + 1) * n])
+        finally:
+            handle.remove()
+        return [torch.cat(p) for p in parts]
 
 
 class _Stop(Exception):

@@ -62,16 +62,21 @@ def test_zero_and_mean_ablation_match_the_hand_computation(tiny, images, block, 
 
 def test_head_ablation_table_matches_direct_ablation(tiny, images):
     target = np.array([0, 1, 2, 3, 0])
-    out = head_ablation(tiny, images, target, modes=["zero"], batch_size=2)
+    out = head_ablation(tiny, images, target, batch_size=3)  # ablations stacked in batches
+    got = out.set_index(["layer", "head", "mode", "metric"])["value"]
+    means = head_means(tiny, images)
+    rows = np.arange(5)
     with torch.no_grad():
         base = tiny(images)
-        with ablate_heads(tiny, {2: [0, 1, 2]}, "zero"):
-            whole = tiny(images)
-    rows = np.arange(5)
-    want = (base[rows, target] - whole[rows, target]).double().mean().item()
-    got = out.set_index(["layer", "head", "mode", "metric"])["value"]
-    assert got[(2, ALL_HEADS, "zero", "logit_drop")] == pytest.approx(want, abs=1e-5)
-    assert len(out) == 2 + 2 * (3 + 1) * 2  # intact rows + 2 blocks x (3 heads + all) x 2 metrics
+        for block, heads, head, mode in [(2, [0, 1, 2], ALL_HEADS, "zero"), (1, [1], 1, "mean"),
+                                         (2, [0], 0, "zero"), (2, [2], 2, "mean")]:
+            with ablate_heads(tiny, {block: heads}, mode, means):
+                z = tiny(images)
+            want = (base[rows, target] - z[rows, target]).double().mean().item()
+            assert got[(block, head, mode, "logit_drop")] == pytest.approx(want, abs=1e-5)
+            acc = (base.argmax(1).numpy() == target).mean() - (z.argmax(1).numpy() == target).mean()
+            assert got[(block, head, mode, "accuracy_drop")] == pytest.approx(acc)
+    assert len(out) == 2 + 2 * (3 + 1) * 2 * 2  # intact + 2 blocks x (3 heads + all) x 2 modes x 2
     acc = (base.argmax(1).numpy() == target).mean()
     assert got[(0, ALL_HEADS, "none", "accuracy")] == pytest.approx(acc)
 
