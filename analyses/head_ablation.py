@@ -101,8 +101,8 @@ def run(ctx: RunContext,
     text = (__doc__ or "").split("\n\n", 1)[1].strip()
     text += (f" Here: {len(ids)} images (the first of the data), target {target!r}, intact "
              f"accuracy {numbers['intact_accuracy']:.3f}; "
-             f"{int((result['mode'] != 'none').sum() // 2)} ablations, each a forward pass from the "
-             "ablated block on.")
+             f"{int((result['mode'] != 'none').sum() // 2)} ablations, each a forward pass "
+             "from the ablated block on.")
     return Section(
         title=TITLE,
         text=text,
