@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probing.constraints import Interval, Items, Layers, Options
+from probing.constraints import Interval, Is, Items, Layers, Options
 from probing.errors import ConfigError
 from probing.frames import POSITION_COLUMNS, require_label_column, vectors_to_arrow
 from probing.plots.probes import plot_probe_layers
@@ -139,7 +139,7 @@ def run(ctx: RunContext,
         patch_target: str = "",
         layers: Annotated[str | int | list, Layers()] = "all",
         cv: Annotated[int, Interval(int, 2, None)] = 5,
-        solver: Annotated[str, Options("logistic", "ridge")] = "logistic",
+        solver: Annotated[str | dict, (Options("auto", "logistic", "ridge"), Is(dict))] = "auto",
         alpha: Annotated[float, Interval(float, 0, None)] = 1.0,
         C: Annotated[float, Interval(float, 0, None, closed="neither")] = 1.0,
         control_by: Annotated[str, Options("image", "label")] = "image",
@@ -163,8 +163,11 @@ def run(ctx: RunContext,
         Layers probed.
     cv : int
         Cross-validation folds (grouped by image).
-    solver : "logistic" or "ridge"
-        "ridge" is closed form, much faster on many rows.
+    solver : "auto", "logistic", "ridge" or a table per kind
+        For every kind, or per kind (``{cls = "logistic", patch = "ridge"}``; kinds left out
+        are "auto"). "ridge" is closed form, much faster on many rows; "auto" = logistic for
+        cls / pooled, ridge for per-patch probes over many rows
+        (:func:`probing.probes.resolve_solver`).
     alpha : float
         Ridge penalty.
     C : float
@@ -198,7 +201,8 @@ def run(ctx: RunContext,
         extract_kinds = [k for k in ("cls", "patch") if k in stored] or ["pooled"]
         random_frame = ctx.extract(model, kinds=extract_kinds, layers=layers, pooled="mean",
                                    n_images=n_images)
-    params = dict(cv=cv, solver=solver, alpha=alpha, C=C, control_by=control_by, mdl=mdl)
+    params = dict(cv=cv, solver=solver, alpha=alpha, C=C, control_by=control_by, mdl=mdl,
+                  progress=False if ctx.quiet else None)
     result = pd.concat(
         [_probe(ctx, frame, random_frame, kind,
                 (patch_target or target) if kind == "patch" else target, layers, params)
@@ -226,7 +230,9 @@ def run(ctx: RunContext,
         notes.append(f"Raw pixels: {pix['value']:.3f} [{pix['ci_low']:.3f}, "
                      f"{pix['ci_high']:.3f}] on {int(pix['n'])} images.")
     text = (__doc__ or "").split("\n\n", 1)[1].strip()
-    text += (f" Here: {n_images} images, {cv} folds, {solver} probe, control by {control_by}. "
+    solvers = ", ".join(f"{_KIND_NAMES[k]} {s}" for k, s in
+                        result.groupby("kind", sort=False)["solver"].first().items())
+    text += (f" Here: {n_images} images, {cv} folds, solvers: {solvers}; control by {control_by}. "
              + " ".join(notes))
     return Section(
         title=TITLE,

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .errors import ConfigError
 
-__all__ = ["resolve_targets"]
+__all__ = ["label_classes", "resolve_targets"]
 
 
 def resolve_targets(logits, target: int | Sequence[int] | None):
@@ -47,3 +47,40 @@ def resolve_targets(logits, target: int | Sequence[int] | None):
             f"for {b} images; pass an int or one int per image."
         )
     return t
+
+
+def label_classes(values, n_classes: int, option: str):
+    """A label column read as class indices of the model's head.
+
+    Parameters
+    ----------
+    values : array-like
+        ``(n,)`` label values (integers ``0..n_classes-1``, possibly stored as floats).
+    n_classes : int
+        Number of the head's classes.
+    option : str
+        The option that named the column, for the message (``"logit_lens.target"``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` int64 class indices.
+
+    Raises
+    ------
+    ConfigError
+        When a value is missing, not an integer, or outside ``0..n_classes-1``.
+    """
+    import numpy as np
+    import pandas as pd
+
+    series = pd.Series(values)
+    numeric = pd.to_numeric(series, errors="coerce").astype("float64").to_numpy()
+    if series.size == 0 or np.isnan(numeric).any() or np.any(numeric != np.round(numeric)) \
+            or numeric.min() < 0 or numeric.max() >= n_classes:
+        raise ConfigError(
+            f"{option} values are not class indices 0..{n_classes - 1} of the model's head; "
+            "name a label column that maps onto the head's classes, or 'prediction' for the "
+            "model's own top-1."
+        )
+    return numeric.astype(np.int64)

@@ -9,6 +9,8 @@ The face of the package: every public name lives in one submodule and is re-expo
   their frames.
 - :mod:`probing.attention.rollout`: :func:`rollout`, :func:`rollout_map`,
   :func:`gradient_relevance`, :func:`gradient_rollout`.
+- :mod:`probing.attention.ablation`: :func:`head_ablation` (head importance by zero / mean
+  ablation, Michel et al. 2019), :func:`ablate_heads`, :func:`head_means`, :func:`head_sites`.
 - Patch-grid helpers shared with :mod:`probing.attribution` (:func:`pairwise_patch_distances`,
   :func:`relevance_frame`) live in :mod:`probing.patchgrid`.
 
@@ -31,6 +33,15 @@ view) or a sequence position.
 from __future__ import annotations
 
 from ..patchgrid import pairwise_patch_distances, relevance_frame
+from .ablation import (
+    ABLATION_COLUMNS,
+    ALL_HEADS,
+    AblationMode,
+    ablate_heads,
+    head_ablation,
+    head_means,
+    head_sites,
+)
 from .inputs import (
     ATTENTION_FORMS,
     AttentionInput,
@@ -53,14 +64,21 @@ from .rollout import (
 )
 
 __all__ = [
+    "ABLATION_COLUMNS",
+    "ALL_HEADS",
     "ATTENTION_FORMS",
+    "AblationMode",
     "AttentionInput",
     "JointAttention",
     "ParsedAttention",
     "attention_map_frame",
+    "ablate_heads",
     "attention_maps",
     "gradient_relevance",
     "gradient_rollout",
+    "head_ablation",
+    "head_means",
+    "head_sites",
     "mean_attention_distance",
     "mean_attention_distance_per_image",
     "pairwise_patch_distances",

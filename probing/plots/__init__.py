@@ -20,6 +20,7 @@ from ..style import (
     paper_style,
     style_overrides,
 )
+from .ablation import plot_head_ablation
 from .attention import (
     attention_grid_pages,
     plot_attention_distance,
@@ -28,6 +29,7 @@ from .attention import (
 )
 from .attribution import method_map_pages, plot_faithfulness, plot_method_maps, plot_sanity
 from .embedding import plot_embedding_maps, plot_explained_variance
+from .lens import plot_logit_lens
 from .posenc import plot_decay_1d, plot_decay_2d, plot_similarity_grid, plot_subspace_angles
 from .probes import plot_probe_layers
 from .similarity import plot_cka_heatmap, plot_similarity_vs_layer
@@ -53,6 +55,8 @@ __all__ = [
     "plot_embedding_maps",
     "plot_explained_variance",
     "plot_faithfulness",
+    "plot_head_ablation",
+    "plot_logit_lens",
     "plot_method_maps",
     "plot_multihead",
     "plot_probe_layers",

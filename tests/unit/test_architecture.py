@@ -12,7 +12,7 @@ PACKAGE = ROOT / "probing"
 
 #: Floors, lowest first. A module may import from its own floor or below, never above.
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "constraints", "ownership", "seeding"),
+    ("errors", "constraints", "ownership", "seeding", "progress"),
     ("layout", "selection", "style"),
     ("frames", "attention_frames", "shapes"),
     ("data", "models", "foreign", "demo"),
@@ -20,7 +20,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("store",),
     ("extract",),
     ("views", "stats", "patchgrid", "targets", "maps", "similarity"),
-    ("probes", "posenc", "attention", "attribution"),
+    ("probes", "posenc", "attention", "attribution", "lens"),
     ("plots",),
     ("sections", "report"),
     ("run",),
