@@ -68,15 +68,25 @@ def save_figure(figure: Figure, stem: Path, formats: Sequence[str] = DEFAULT_FOR
         matplotlib rc overrides (see :func:`probing.style.paper_style`).
     """
     with paper_style(style):
-        tight = matplotlib.rcParams["savefig.bbox"] == "tight"
+        engine = figure.get_layout_engine()
         bbox = None
-        if tight:
+        if engine is not None or matplotlib.rcParams["savefig.bbox"] == "tight":
+            # the one layout pass; savefig would repeat it (and the "tight" measure) per format
             figure.draw_without_rendering()
+        if matplotlib.rcParams["savefig.bbox"] == "tight":
             bbox = figure.get_tightbbox().padded(matplotlib.rcParams["savefig.pad_inches"])
-        for ext in formats:
-            figure.savefig(stem.with_name(f"{stem.name}.{ext}"), format=ext,
-                           dpi=dpi if ext == "png" else None, metadata=_metadata(ext),
-                           bbox_inches=bbox)
+        if engine is not None:  # laid out above: no engine while saving, as savefig does
+            with matplotlib.rc_context({"figure.autolayout": False,
+                                        "figure.constrained_layout.use": False}):
+                figure.set_layout_engine(None)
+        try:
+            for ext in formats:
+                figure.savefig(stem.with_name(f"{stem.name}.{ext}"), format=ext,
+                               dpi=dpi if ext == "png" else None, metadata=_metadata(ext),
+                               bbox_inches=bbox)
+        finally:
+            if engine is not None:
+                figure.set_layout_engine(engine)
 
 
 def _save_job(index: int) -> int:

@@ -99,6 +99,7 @@ def human_label(key: str) -> str:
     letter is capitalised. Give a better name in ``Section.labels`` where the rule falls short.
     """
     words = []
+    key = re.sub(r"(?<![a-z])pc(\d+)_(\d+)", r"PC\1-\2", key)  # pc1_2: the first two PCs
     for part in key.split("_"):
         if not part:
             continue
