@@ -25,7 +25,7 @@ from probing.attention import (
 from probing.constraints import Interval, Layers
 from probing.errors import ConfigError
 from probing.plots.attention import plot_attention_distance
-from probing.sections import Figure, Section, Table
+from probing.sections import Figure, Finding, Section, Table
 from probing.stats import bootstrap_frame
 
 if TYPE_CHECKING:
@@ -119,4 +119,24 @@ def run(ctx: RunContext,
                       "and renormalised over patch keys (_renorm).")],
         numbers=numbers,
         references=["Dosovitskiy et al. (2021), An Image is Worth 16x16 Words (ICLR), Fig. 7"],
+        findings=_findings(numbers, "renorm" if renormalize else "raw"),
     )
+
+
+def _findings(numbers: dict[str, float], tag: str) -> list[Finding]:
+    """How far the last layer's heads look, against uniform attention."""
+    layers = [int(k[5:].split("_")[0]) for k in numbers
+              if k.startswith("layer") and k.endswith(f"_mean_px_{tag}")]
+    if not layers:
+        return []
+    last = max(layers)
+    ratio = numbers[f"layer{last}_mean_px_{tag}"] / numbers["uniform_reference_px"]
+    word = ("more local than uniform attention" if ratio < 0.9 else
+            "farther than uniform attention" if ratio > 1.1 else
+            "about as far as uniform attention")
+    return [Finding("Where do the heads look?",
+                    f"At layer {last}, heads attend {{layer{last}_mean_px_{tag}:.1f}} px away "
+                    f"on average "
+                    f"(heads from {{layer{last}_min_head_px_{tag}:.1f}} to "
+                    f"{{layer{last}_max_head_px_{tag}:.1f}} px; uniform attention: "
+                    f"{{uniform_reference_px:.1f}} px): {word}.")]

@@ -19,7 +19,7 @@ from probing.attention import attention_map_frame
 from probing.constraints import Interval, Layers, Options
 from probing.errors import ConfigError
 from probing.plots.attention import attention_grid_pages, plot_attention_grid, plot_multihead
-from probing.sections import Figure, Section, Table, slug
+from probing.sections import Figure, Finding, Section, Table, slug
 from probing.selection import select_layers
 
 if TYPE_CHECKING:
@@ -124,7 +124,20 @@ def run(ctx: RunContext,
                       "prefix tokens) and the largest single patch weight (peak), per layer and "
                       f"head, mean over {len(ids)} images.")],
         numbers=numbers,
+        findings=_findings(numbers, who),
         references=["Dosovitskiy et al. (2021), An Image is Worth 16x16 Words (ICLR)",
                     "Caron et al. (2021), Emerging Properties in Self-Supervised Vision "
                     "Transformers (ICCV)"],
     )
+
+
+def _findings(numbers: dict[str, float], who: str) -> list[Finding]:
+    """How much of the last shown layer's attention goes to patches (not prefix tokens)."""
+    layers = [int(k[5:].split("_")[0]) for k in numbers if k.endswith("_patch_mass")]
+    if not layers:
+        return []
+    key = f"layer{max(layers)}_patch_mass"
+    word = "mostly on image patches" if numbers[key] >= 0.5 else "mostly on prefix tokens"
+    return [Finding("Where does the attention go?",
+                    f"At layer {max(layers)}, {who} puts {{{key}:.0%}} of its attention on patch "
+                    f"tokens (the rest on prefix tokens): {word}.")]

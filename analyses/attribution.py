@@ -46,7 +46,7 @@ from probing.plots.attribution import (
     plot_method_maps,
     plot_sanity,
 )
-from probing.sections import Figure, Section, Table
+from probing.sections import Figure, Finding, Section, Table
 from probing.stats import bootstrap_frame
 
 if TYPE_CHECKING:
@@ -282,6 +282,7 @@ def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion
         figures=figures,
         tables=tables,
         numbers=numbers,
+        findings=_findings(numbers),
         references=[
             "Sundararajan, Taly & Yan (2017), Axiomatic Attribution for Deep Networks (ICML)",
             "Zeiler & Fergus (2014), Visualizing and Understanding Convolutional Networks (ECCV)",
@@ -292,3 +293,21 @@ def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion
             "Kokhlikyan et al. (2020), Captum",
         ],
     )
+
+
+def _findings(numbers: dict[str, float]) -> list[Finding]:
+    """Which method's ranking is most faithful by deletion, against random order."""
+    auc = {k[:-len("_deletion_auc")]: v for k, v in numbers.items() if k.endswith("_deletion_auc")}
+    methods = {m: v for m, v in auc.items() if m != "random"}
+    if not methods or "random" not in auc:
+        return []
+    best = min(methods, key=methods.get)
+    word = ("faithful: its ranking beats random order" if methods[best] < auc["random"]
+            else "not faithful: no method beats random order")
+    sanity = (" The randomisation sanity check flagged {sanity_flagged} method(s)."
+              if "sanity_flagged" in numbers else "")
+    return [Finding("Are the attributions faithful?",
+                    f"Deleting the patches {best.replace('_', ' ')} ranks most relevant first "
+                    f"gives a deletion AUC of {{{best}_deletion_auc:.2f}} against "
+                    f"{{random_deletion_auc:.2f}} for random order (lower is more faithful): "
+                    f"{word}.{sanity}")]

@@ -27,7 +27,7 @@ import pandas as pd
 from probing.constraints import Interval, Items, Layers, Options
 from probing.errors import ConfigError
 from probing.plots.similarity import plot_cka_heatmap, plot_similarity_vs_layer
-from probing.sections import Figure, Section, Table
+from probing.sections import Figure, Finding, Section, Table
 from probing.similarity import cls_patch_cosine, layer_mutual_knn, layer_similarity
 from probing.stats import bootstrap_cka
 from probing.views import FrameViews, align_rows
@@ -257,6 +257,22 @@ def run(ctx: RunContext,
         text=text.strip(),
         figures=figures,
         tables=tables,
-        numbers=_numbers(cka, curves, layers, k, n_images),
+        numbers=(numbers := _numbers(cka, curves, layers, k, n_images)),
         references=REFERENCES,
+        findings=_findings(numbers),
     )
+
+
+def _findings(numbers: dict[str, float]) -> list[Finding]:
+    """How far training moved the representation from the random-initialised copy's."""
+    kind = next((k for k in ("cls", "pooled") if f"cka_{k}_vs_random_init_last" in numbers), None)
+    if kind is None:
+        return []
+    last = numbers[f"cka_{kind}_vs_random_init_last"]
+    word = ("the trained model's last layer shares little with random features" if last < 0.5
+            else "the last layer is still close to random features")
+    return [Finding("How different is the trained model from a random-initialised one?",
+                    f"Linear CKA between the trained and the random-initialised "
+                    f"{'CLS' if kind == 'cls' else 'pooled'} representations is "
+                    f"{{cka_{kind}_vs_random_init_first:.2f}} at the first "
+                    f"layer and {{cka_{kind}_vs_random_init_last:.2f}} at the last: {word}.")]

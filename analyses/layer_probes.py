@@ -30,7 +30,7 @@ from probing.errors import ConfigError
 from probing.frames import POSITION_COLUMNS, require_label_column, vectors_to_arrow
 from probing.plots.probes import plot_probe_layers
 from probing.probes import probe_layers
-from probing.sections import Figure, Section, Table, slug
+from probing.sections import Figure, Finding, Section, Table, slug
 
 if TYPE_CHECKING:
     from probing.run import RunContext
@@ -243,6 +243,54 @@ def run(ctx: RunContext,
                       "selectivity, random_init, raw_pixels (no layer: the same row repeated at "
                       "every layer, under the first image-level kind), mdl): "
                       "mean over folds and 95% t-interval.")],
-        numbers=_numbers(result),
+        numbers=(numbers := _numbers(result)),
         references=REFERENCES,
+        findings=_findings(numbers, target), labels=_labels(numbers),
     )
+
+
+_WHO = {"cls": "the CLS token", "pooled": "the mean patch token", "patch": "patch tokens"}
+
+
+def _findings(numbers: dict[str, float], target: str) -> list[Finding]:
+    """Which layer decodes the target best, and how much of it the probe alone explains."""
+    kind = next((k for k in ("cls", "pooled", "patch") if f"{k}_best_layer" in numbers), None)
+    if kind is None:
+        return []
+    metric = "accuracy" if f"{kind}_best_accuracy" in numbers else "r2"
+    spec = ".1%" if metric == "accuracy" else ".3f"
+    out = [Finding(f"Which layers encode the {target}?",
+                   f"A linear probe on {_WHO[kind]} decodes the {target} best at layer "
+                   f"{{{kind}_best_layer}} ({metric} {{{kind}_best_{metric}:{spec}}}); the last "
+                   f"layer gives {{{kind}_last_{metric}:{spec}}}.")]
+    control, rand = f"{kind}_last_control_{metric}", f"{kind}_last_random_init_{metric}"
+    parts = [f"{{{key}:{spec}}} {name}" for key, name in
+             ((control, "on a control task of random labels"),
+              (rand, "on the random-initialised model")) if key in numbers]
+    if parts:
+        task = numbers[f"{kind}_last_{metric}"]
+        share = max(numbers[k] for k in (control, rand) if k in numbers)
+        word = "mostly the trained features" if share < 0.8 * task else "largely the probe itself"
+        out.append(Finding("How much of it is the probe?",
+                           f"At the last layer the probe reaches {{{kind}_last_{metric}:{spec}}}"
+                           f", against {' and '.join(parts)}: {word}."))
+    return out
+
+
+def _labels(numbers: dict[str, float]) -> dict[str, str]:
+    """Names for people (``cls_last_control_accuracy``: "last-layer CLS control probe
+    accuracy")."""
+    out = {}
+    for key in numbers:
+        kind, where, rest = key.split("_", 2)
+        who = {"cls": "CLS", "pooled": "pooled"}.get(kind, kind)
+        if where == "best" and rest == "layer":
+            out[key] = f"layer of the best {who} probe"
+        elif rest == "selectivity":
+            out[key] = f"last-layer {who} probe selectivity (task - control)"
+        else:
+            *probe, metric = rest.rsplit("_", 1) if rest not in ("accuracy", "r2") else [rest]
+            probe_name = " ".join(p.replace("_", "-") for p in probe)
+            out[key] = (f"{'last' if where == 'last' else 'best'}-layer {who} "
+                        f"{probe_name + ' ' if probe_name else ''}probe {metric}")
+    return out

@@ -36,7 +36,7 @@ from probing.posenc import (
     similarity_frame,
     sincos_2d,
 )
-from probing.sections import Figure, Section, Table
+from probing.sections import Figure, Finding, Section, Table
 from probing.seeding import derive_seed
 
 if TYPE_CHECKING:
@@ -147,6 +147,18 @@ def run(ctx: RunContext,
                       "Mean (and population std) cosine similarity and dot product of patch "
                       "pairs' positional embeddings by Euclidean grid distance (patches).")],
         numbers=numbers,
+        findings=_findings(numbers, source),
         references=["Dosovitskiy et al. (2021), An Image is Worth 16x16 Words (ViT), Fig. 7",
                     "He et al. (2022), Masked Autoencoders Are Scalable Vision Learners"],
     )
+
+
+def _findings(numbers: dict[str, float], source: str) -> list[Finding]:
+    """Whether nearby patches get similar positional embeddings."""
+    word = ("nearby patches get similar embeddings, so the grid's 2-D layout is encoded"
+            if numbers["neighbour_minus_far_cosine"] > 0.1 else
+            "similarity barely falls with distance, so the 2-D layout is hardly encoded")
+    return [Finding("Do the positional embeddings encode the grid?",
+                    f"In the {source} positional embeddings, neighbouring patches have a mean "
+                    "cosine of {neighbour_cosine:.2f} and patches {far_distance:.1f} or more "
+                    f"apart {{far_cosine:.2f}}: {word}.")]

@@ -26,7 +26,7 @@ from probing.constraints import Interval, Layers
 from probing.errors import ConfigError
 from probing.plots.probes import plot_probe_layers
 from probing.probes import probe_layers
-from probing.sections import Figure, Section, Table
+from probing.sections import Figure, Finding, Section, Table
 from probing.selection import LayerLabels
 
 if TYPE_CHECKING:
@@ -149,7 +149,17 @@ def run(ctx: RunContext,
         tables=[Table("position_probes", result,
                       "Position probe scores per layer (mean over folds and t-interval).")],
         numbers=numbers,
+        findings=_findings(first, last),
         references=["Alain & Bengio (2016), Understanding intermediate layers using linear "
                     "classifier probes",
                     "Dosovitskiy et al. (2021), An Image is Worth 16x16 Words (ViT)"],
     )
+
+
+def _findings(first: int, last: int) -> list[Finding]:
+    """How well a patch token's grid cell can be read from it, early and late."""
+    return [Finding("Do the patch tokens know where they are?",
+                    f"A linear probe reads a patch token's grid cell with "
+                    f"{{cell_accuracy_layer{first}:.0%}} accuracy at layer {first} and "
+                    f"{{cell_accuracy_layer{last}:.0%}} at layer {last} (chance "
+                    f"{{cell_chance:.1%}}).")]

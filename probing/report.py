@@ -4,12 +4,17 @@
 
     out/index.html         Jinja2 page (relative links, contents, captions; no JavaScript)
     out/README.md          the same content in Markdown
-    out/figures/NAME.png   (>= 200 dpi), NAME.svg and NAME.pdf (text kept as text)
+    out/figures/NAME.png   (200 dpi), NAME.svg (text kept as text), NAME.pdf when asked
     out/tables/NAME.csv    every table and the numbers behind every figure
     out/results.json       key numbers per section
     out/spec.toml          the resolved run spec (when given)
     out/provenance.json    versions, fingerprints, seeds, timings (when given)
     out/.probing-report    the marker: which files probing wrote here (:mod:`probing.ownership`)
+
+The page opens with the findings summary (every section's :class:`~probing.findings.Finding`
+sentences, filled from its key numbers and linked to it), then the lead sections (``Section.lead``:
+the model and data card), then the contents and the analyses' sections in order. Figures are laid
+out once and saved in every format by worker processes (:mod:`probing.figfiles`).
 
 Writing is atomic at the directory level: everything is written into a temporary sibling
 directory, which then replaces ``out``; a report that failed half-way never looks complete.
@@ -42,6 +47,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from .errors import ReportError, SchemaError
+from .figfiles import DEFAULT_FORMATS, FORMATS, PNG_DPI, save_figures
 from .ownership import (
     check_report_target,
     folder_lock,
@@ -52,13 +58,14 @@ from .ownership import (
     writer_gone,
 )
 from .sections import Figure, Section, Table
-from .style import paper_style
 
 log = logging.getLogger("probing")
 
 __all__ = ["Figure", "Report", "Section", "Table", "check_report_target"]
 
 MAX_HTML_ROWS = 40
+#: A table at most this long is shown whole (cutting 50 rows to 40 hides the last layers).
+MAX_WHOLE_ROWS = 60
 
 
 def _slug(text: str) -> str:
@@ -117,12 +124,31 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     frame.to_csv(path, index=False)
 
 
-def _md_table(frame: pd.DataFrame, max_rows: int = MAX_HTML_ROWS) -> str:
-    shown = frame.head(max_rows)
-    head = "| " + " | ".join(_md_escape(c) for c in shown.columns) + " |"
-    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
+def shown_rows(table: Table) -> list[int]:
+    """Positions of the rows the page shows: all of a table of at most ``MAX_WHOLE_ROWS``, else
+    the first ``MAX_HTML_ROWS`` and the table's key rows."""
+    n = len(table.frame)
+    if n <= MAX_WHOLE_ROWS:
+        return list(range(n))
+    keys = sorted({int(i) for i in table.key_rows if 0 <= int(i) < n})
+    return sorted(set(range(MAX_HTML_ROWS)) | set(keys))
+
+
+def _row_note(table: Table, rows: list[int]) -> str:
+    """What part of the table the page shows ("" when all of it)."""
+    n = len(table.frame)
+    if len(rows) == n:
+        return ""
+    extra = [i for i in rows if i >= MAX_HTML_ROWS]
+    keys = f" and {len(extra)} key row{'s' if len(extra) > 1 else ''}" if extra else ""
+    return f"First {MAX_HTML_ROWS}{keys} of {n} rows."
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    head = "| " + " | ".join(_md_escape(c) for c in frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     rows = ["| " + " | ".join(_md_escape(_cell(v)) for v in row) + " |"
-            for row in shown.itertuples(index=False)]
+            for row in frame.itertuples(index=False)]
     return "\n".join([head, rule, *rows])
 
 
@@ -133,11 +159,26 @@ def _cell(v: object) -> str:
 
 
 def _display(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.head(MAX_HTML_ROWS).copy()
+    out = frame.copy()
     for col in out.columns:
         if pd.api.types.is_float_dtype(out[col].dtype):
             out[col] = out[col].map(_cell)
     return out
+
+
+#: Inline code in docstring style: ``x`` (reStructuredText), optionally after a role (:class:).
+_CODE = re.compile(r"(?::[a-z]+:)?``(.+?)``|:[a-z]+:`([^`]+)`")
+
+
+def _html_text(text: object) -> Markup:
+    """Plain text for the page: escaped, with ``x`` shown as <code>x</code>."""
+    escaped = html.escape(str(text), quote=False)
+    return Markup(_CODE.sub(lambda m: f"<code>{m[1] or m[2]}</code>", escaped))
+
+
+def _md_code(text: str) -> str:
+    """``x`` (reStructuredText inline code) as Markdown's `x`."""
+    return _CODE.sub(lambda m: f"`{m[1] or m[2]}`", text)
 
 
 @dataclass
@@ -149,7 +190,8 @@ class Report:
     title : str
         Report title.
     sections : list of Section
-        In display order.
+        In display order, except that lead sections (``Section.lead``, e.g. the model and data
+        card a runner adds) come first, right after the findings summary.
     subtitle : str
         One line under the title (model, data, date).
     """
@@ -161,6 +203,17 @@ class Report:
     def add(self, section: Section) -> None:
         """Append a section."""
         self.sections.append(section)
+
+    def ordered(self) -> list[Section]:
+        """Sections in page order: lead sections first, then the others, each group as added."""
+        return [s for s in self.sections if s.lead] + [s for s in self.sections if not s.lead]
+
+    def findings(self) -> list[dict]:
+        """The findings summary: ``{"question", "sentence", "section", "anchor"}`` per finding,
+        in page order, filled from each section's key numbers."""
+        return [{"question": q, "sentence": text, "section": s.title,
+                 "anchor": s.name or _slug(s.title)}
+                for s in self.ordered() for q, text in s.sentences()]
 
     def results(self) -> dict:
         """Key numbers per section name (what ``results.json`` holds)."""
@@ -188,6 +241,8 @@ class Report:
         provenance: Mapping | Callable[[], Mapping] | None = None,
         style: Mapping[str, object] | None = None,
         protect: Mapping[str | os.PathLike, str] | None = None,
+        formats: tuple[str, ...] = DEFAULT_FORMATS,
+        workers: int | None = None,
     ) -> Path:
         """Write the report directory atomically (see the module docstring).
 
@@ -208,6 +263,11 @@ class Report:
             matplotlib rc overrides for saving figures.
         protect : mapping, optional
             Folders the report may neither replace, contain nor lie in (``{path: "the store"}``).
+        formats : tuple of str
+            Figure formats, out of ``("png", "svg", "pdf")``; PNG is always written (the page
+            shows it). PDF is the slowest (embedded fonts) and is written only when asked.
+        workers : int, optional
+            Processes saving figures (default: one per core, at most 4; 1 saves in this one).
 
         Returns
         -------
@@ -220,9 +280,16 @@ class Report:
             When ``out`` may not be replaced, or writing fails (nothing is left behind then).
         """
         out = Path(out)
+        bad = [f for f in formats if f not in FORMATS]
+        if bad:
+            raise ReportError(
+                f"figure format {bad[0]!r} is not one of {', '.join(FORMATS)}; choose from those."
+            )
+        formats = ("png", *[f for f in FORMATS[1:] if f in formats])
         check_report_target(out, protect)
         self._check()
         results = self.results()
+        self.findings()  # a finding naming no key number fails before anything is written
         parent = out.parent
         tmp = parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         try:
@@ -240,7 +307,7 @@ class Report:
                 "--out folder."
             ) from exc
         try:
-            self._write_files(tmp, results, spec_text, provenance, style)
+            self._write_files(tmp, results, spec_text, provenance, style, formats, workers)
             write_report_marker(tmp, report_files(tmp), state="complete")
             with folder_lock(parent):
                 check_report_target(out, protect)  # again: another writer may have been first
@@ -256,46 +323,57 @@ class Report:
             raise
         return out
 
-    def _write_files(self, tmp: Path, results: dict, spec_text, provenance, style) -> None:
+    def _write_files(self, tmp: Path, results: dict, spec_text, provenance, style,
+                     formats: tuple[str, ...], workers: int | None) -> None:
         number = 0
         ctx_sections = []
-        for s in self.sections:
+        jobs = []
+        for s in self.ordered():
             figs = []
             for f in s.figures:
                 number += 1
-                with paper_style(style):
-                    for ext in ("png", "svg", "pdf"):
-                        f.figure.savefig(tmp / "figures" / f"{f.name}.{ext}",
-                                         dpi=220 if ext == "png" else None,
-                                         metadata=_metadata(ext))
-                plt.close(f.figure)
+                jobs.append((f.figure, tmp / "figures" / f.name))
                 _write_csv(f.data, tmp / "tables" / f"{f.name}.csv")
-                figs.append({"name": f.name, "caption": f.caption, "number": number})
+                figs.append({"name": f.name, "caption": _html_text(f.caption),
+                             "md_caption": _md_code(_md_text(f.caption)), "number": number})
             tabs = []
             for t in s.tables:
                 _write_csv(t.frame, tmp / "tables" / f"{t.name}.csv")
-                shown = len(t.frame) > MAX_HTML_ROWS
+                rows = shown_rows(t)
+                shown = t.frame.iloc[rows]
                 tabs.append({
-                    "name": t.name, "caption": t.caption or t.name,
+                    "name": t.name, "caption": _html_text(t.caption or t.name),
+                    "md_caption": _md_code(_md_text(t.caption or t.name)),
                     # to_html(escape=True) escapes every cell and header; Markup keeps Jinja
                     # from escaping the table markup itself a second time
-                    "html": Markup(_display(t.frame).to_html(index=False, escape=True,
-                                                             border=0)),
-                    "md": _md_table(t.frame),
-                    "note": f"First {MAX_HTML_ROWS} of {len(t.frame)} rows." if shown else "",
+                    "html": Markup(_display(shown).to_html(index=False, escape=True, border=0)),
+                    "md": _md_table(shown),
+                    "note": _row_note(t, rows),
                 })
             ctx_sections.append({
-                "title": s.title, "anchor": s.name or _slug(s.title),
+                "title": s.title, "anchor": s.name or _slug(s.title), "lead": s.lead,
                 "paragraphs": [p.strip() for p in s.text.split("\n\n") if p.strip()],
-                "numbers": [(k, _fmt(v)) for k, v in s.numbers.items()],
+                "numbers": [(s.label(k), k, _fmt(v)) for k, v in s.numbers.items()],
                 "figures": figs, "tables": tabs, "references": s.references,
             })
+        try:
+            save_figures(jobs, formats=formats, dpi=float((style or {}).get("savefig.dpi",
+                                                                           PNG_DPI)),
+                         style=style, workers=workers)
+        finally:
+            for f, _ in jobs:
+                plt.close(f)
+        findings = self.findings()
+        for s in ctx_sections:
+            s["html_paragraphs"] = [_html_text(p) for p in s["paragraphs"]]
         env = Environment(loader=PackageLoader("probing", "templates"),
                           autoescape=select_autoescape(["html"]))
         html = env.get_template("report.html").render(
-            title=self.title, subtitle=self.subtitle, sections=ctx_sections)
+            title=self.title, subtitle=self.subtitle, sections=ctx_sections,
+            findings=findings, formats=formats[1:])
         (tmp / "index.html").write_text(html, encoding="utf-8")
-        (tmp / "README.md").write_text(self._markdown(ctx_sections), encoding="utf-8")
+        (tmp / "README.md").write_text(self._markdown(ctx_sections, findings, formats[1:]),
+                                       encoding="utf-8")
         (tmp / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         if spec_text is not None:
             (tmp / "spec.toml").write_text(spec_text, encoding="utf-8")
@@ -305,45 +383,41 @@ class Report:
             (tmp / "provenance.json").write_text(
                 json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
 
-    def _markdown(self, sections: list[dict]) -> str:
+    def _markdown(self, sections: list[dict], findings: list[dict],
+                  vector: tuple[str, ...]) -> str:
         """README.md: every string from the report (data included) is HTML escaped."""
         esc, cell = _md_text, _md_escape
-        lines = [f"# {esc(self.title)}", "", esc(self.subtitle), "", "## Contents", ""]
+        lines = [f"# {esc(self.title)}", "", esc(self.subtitle), ""]
+        if findings:
+            lines += ["## Findings", ""]
+            lines += [f"- **{esc(f['question'])}** {_md_code(esc(f['sentence']))} "
+                      f"([{cell(f['section'])}](#{f['anchor']}))" for f in findings]
+            lines.append("")
+        lines += ["## Contents", ""]
         lines += [f"{i}. [{cell(s['title'])}](#{s['anchor']})"
                   for i, s in enumerate(sections, 1)]
         for s in sections:
             lines += ["", f"## {esc(s['title'])}", ""]
-            lines += [esc(p) + "\n" for p in s["paragraphs"]]
+            lines += [_md_code(esc(p)) + "\n" for p in s["paragraphs"]]
             if s["numbers"]:
-                lines += ["| key number | value |", "|---|---|"]
-                lines += [f"| {cell(k)} | {v} |" for k, v in s["numbers"]]
+                lines += ["| key number | value | in results.json |", "|---|---|---|"]
+                lines += [f"| {cell(label)} | {v} | `{cell(k)}` |" for label, k, v in s["numbers"]]
                 lines.append("")
             for f in s["figures"]:
-                lines += [f"![{cell(f['caption'])}](figures/{f['name']}.png)", "",
-                          f"**Figure {f['number']}.** {esc(f['caption'])} "
-                          f"([data](tables/{f['name']}.csv), [SVG](figures/{f['name']}.svg), "
-                          f"[PDF](figures/{f['name']}.pdf))", ""]
+                files = ", ".join(f"[{ext.upper()}](figures/{f['name']}.{ext})" for ext in vector)
+                lines += [f"![{cell(f['md_caption'])}](figures/{f['name']}.png)", "",
+                          f"**Figure {f['number']}.** {f['md_caption']} "
+                          f"([data](tables/{f['name']}.csv){', ' + files if files else ''})", ""]
             for t in s["tables"]:
-                lines += [f"**{esc(t['caption'])}** ([CSV](tables/{t['name']}.csv))", "",
-                          t["md"], ""]
+                lines += [f"**{t['md_caption']}** ([CSV](tables/{t['name']}.csv))", ""]
                 if t["note"]:
                     lines += [f"{t['note']} All rows: [CSV](tables/{t['name']}.csv).", ""]
+                lines += [t["md"], ""]
             if s["references"]:
                 lines += ["References: " + "; ".join(esc(r) for r in s["references"]), ""]
         lines += ["", "Files: [results.json](results.json), [spec.toml](spec.toml), "
                   "[provenance.json](provenance.json).", ""]
         return "\n".join(lines)
-
-
-def _metadata(ext: str) -> dict | None:
-    # fixed metadata so that the same figure gives the same bytes on every run
-    if ext == "png":
-        return {"Software": None}
-    if ext == "svg":
-        return {"Date": None}
-    if ext == "pdf":
-        return {"CreationDate": None, "ModDate": None}
-    return None
 
 
 def _remove_stale(parent: Path, name: str) -> None:

@@ -16,8 +16,9 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 
 from .errors import SchemaError
+from .findings import Finding, human_label
 
-__all__ = ["Figure", "Section", "Table", "slug"]
+__all__ = ["Figure", "Finding", "Section", "Table", "slug"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
 
@@ -90,11 +91,26 @@ class Figure:
 
 @dataclass
 class Table:
-    """A result table shown in the report and saved as ``tables/NAME.csv``."""
+    """A result table shown in the report and saved as ``tables/NAME.csv``.
+
+    Parameters
+    ----------
+    name : str
+        File stem, a lower-case slug unique within the report.
+    frame : pandas.DataFrame
+        All rows (the CSV holds every one; the page shows the first rows of a long table and
+        says so).
+    caption : str
+        What the table holds.
+    key_rows : list of int
+        Positions (0-based) of rows the page must show even when it shortens the table (the
+        rows a key number or finding is read from).
+    """
 
     name: str
     frame: pd.DataFrame
     caption: str = ""
+    key_rows: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check_name(self.name, "table")
@@ -118,6 +134,16 @@ class Section:
         Slug of the section (the analysis name by default, set by the runner).
     references : list of str
         Papers the section's methods come from.
+    findings : list of Finding
+        One-sentence answers filled from ``numbers`` (:class:`probing.findings.Finding`); the
+        report opens with them, each linked to this section.
+    labels : dict of str to str
+        Names for people of key numbers (``{"probe_acc_last": "last-layer CLS probe
+        accuracy"}``); a key without one is named by :func:`probing.findings.human_label`.
+        ``results.json`` keeps the machine names.
+    lead : bool
+        A section about the whole run rather than one analysis (the model and data card): the
+        report shows lead sections right after the findings summary, before the analyses.
     """
 
     title: str
@@ -127,6 +153,23 @@ class Section:
     numbers: dict[str, float] = field(default_factory=dict)
     name: str = ""
     references: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    lead: bool = False
+
+    def label(self, key: str) -> str:
+        """The name for people of key number ``key``."""
+        return self.labels.get(key) or human_label(key)
+
+    def sentences(self) -> list[tuple[str, str]]:
+        """``(question, sentence)`` of each finding, filled from the key numbers.
+
+        Raises
+        ------
+        SchemaError
+            When a finding names a key number the section does not have.
+        """
+        return [(f.question, f.render(self.numbers, self.title)) for f in self.findings]
 
     def check_numbers(self) -> None:
         """Raise :class:`SchemaError` when a key number is not a finite float."""

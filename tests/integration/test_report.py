@@ -8,9 +8,12 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from probing import ConfigError, ProbingError
+from probing.errors import ReportError
+from probing.findings import Finding
 from probing.report import Report
 from probing.run.runner import demo_spec_path, run_spec
 from probing.run.spec import load_spec
@@ -50,8 +53,8 @@ def test_report_files_are_complete(demo_report):
     for link in links:
         assert (demo_report / link).is_file(), f"index.html links missing {link}"
     for png in (demo_report / "figures").glob("*.png"):
-        for ext in ("svg", "pdf"):
-            assert png.with_suffix(f".{ext}").is_file()
+        assert png.with_suffix(".svg").is_file()
+        assert not png.with_suffix(".pdf").exists()  # PDF only when asked (formats=)
         assert (demo_report / "tables" / f"{png.stem}.csv").is_file()
     results = json.loads((demo_report / "results.json").read_text())
     values = [v for section in results.values() for v in section.values()]
@@ -68,7 +71,7 @@ def test_png_resolution_and_svg_text(demo_report):
 
     png = next((demo_report / "figures").glob("*.png"))
     dpi = Image.open(png).info.get("dpi", (0, 0))[0]
-    assert dpi >= 200
+    assert round(dpi) == 200  # PNG stores pixels per metre: 199.9996
     svg = next((demo_report / "figures").glob("*.svg")).read_text()
     assert "<text" in svg  # text kept as text, not paths
 
@@ -203,3 +206,103 @@ def test_a_store_with_a_wider_capture_is_reused(tmp_path):
     assert not first.reused_store and second.reused_store
     assert second.store.path == first.store.path
     assert len(list((tmp_path / "s").iterdir())) == 1
+
+
+def test_demo_report_opens_with_findings_written_from_its_numbers(demo_report):
+    html = (demo_report / "index.html").read_text()
+    results = json.loads((demo_report / "results.json").read_text())
+    body = html[html.index("<body>"):]
+    # the first block after the title is the findings summary
+    assert body.index('id="findings"') < body.index("<nav>") < body.index('id="layer_probes"')
+    summary = body[body.index('id="findings"'):body.index("</section>")]
+    items = re.findall(r"<li>(.*?)</li>", summary)
+    anchors = re.findall(r'href="#([^"]+)"', summary)
+    assert len(items) >= 6 and all(f'id="{a}"' in html for a in anchors)
+    assert {"layer_probes", "cka", "attention_distance", "attribution",
+            "pe_similarity"} <= set(anchors)
+    probes = results["layer_probes"]
+    (sentence,) = [i for i in items if "decodes the label best" in i]
+    assert f"layer {probes['cls_best_layer']} " in sentence
+    assert f"{probes['cls_best_accuracy']:.1%}" in sentence
+    (sentence,) = [i for i in items if "Where do the heads look?" in i]
+    assert f"{results['attention_distance']['uniform_reference_px']:.1f} px" in sentence
+    readme = (demo_report / "README.md").read_text()
+    assert readme.index("## Findings") < readme.index("## Contents")
+    assert "decodes the label best" in readme
+    # names for people on the page, machine names kept in results.json
+    assert "last-layer CLS probe accuracy" in html and "cls_last_accuracy" in probes
+    assert "``" not in html and "``" not in readme
+
+
+def _figure(name: str) -> Figure:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1.5), layout="constrained")
+    ax.plot([0, 1, 2], [1, 0, 2], label=name)
+    ax.set_title(name)
+    return Figure(name, fig, f"A figure ``{name}``.", pd.DataFrame({"x": [0, 1, 2]}))
+
+
+def _small_report(n_rows: int = 100, key_rows: tuple[int, ...] = ()) -> Report:
+    wide = pd.DataFrame({f"column_{i}": range(n_rows) for i in range(30)})
+    section = Section("Study", text="Reads ``x`` and ``y``.", name="study",
+                      figures=[_figure(f"fig{i}") for i in range(3)],
+                      tables=[Table("wide", wide, "A wide table", key_rows=list(key_rows))],
+                      numbers={"best_acc": 0.75, "n_images": 8.0},
+                      labels={"best_acc": "best-layer probe accuracy"},
+                      findings=[Finding("How good?", "The probe reaches {best_acc:.0%}.")])
+    card = Section("Model and data", text="The card.", name="card", lead=True)
+    return Report("R", [section, card])
+
+
+def test_findings_then_card_then_analyses_and_tables_say_what_they_show(tmp_path):
+    out = _small_report(key_rows=(97,)).write(tmp_path / "r", workers=1)
+    html = (out / "index.html").read_text()
+    readme = (out / "README.md").read_text()
+    order = [html.index(x) for x in ('id="findings"', 'id="card"', "<nav>", 'id="study"')]
+    assert order == sorted(order)
+    assert "The probe reaches 75%." in html and 'href="#study"' in html
+    assert "- **How good?** The probe reaches 75%." in readme
+    # the page and README.md both say how much of a long table they show, key rows included
+    note = "First 40 and 1 key row of 100 rows."
+    assert note in html and note in readme
+    assert "<td>97</td>" in html and "| 97 |" in readme and "<td>60</td>" not in html
+    assert '<div class="table-wrap"><table' in html and "overflow-x: auto" in html
+    # RST inline code becomes <code> / Markdown code, never raw double backticks
+    assert "<code>x</code>" in html and "Reads `x` and `y`." in readme
+    assert "``" not in html and "``" not in readme
+    assert "best-layer probe accuracy" in html and "Number of images" in readme
+    assert json.loads((out / "results.json").read_text())["study"]["best_acc"] == 0.75
+
+
+def test_a_table_of_up_to_60_rows_is_shown_whole(tmp_path):
+    out = _small_report(n_rows=50).write(tmp_path / "r", workers=1)
+    html = (out / "index.html").read_text()
+    assert "<td>49</td>" in html and "First 40" not in html
+
+
+def test_figures_are_laid_out_once_and_workers_write_the_same_bytes(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure as MplFigure
+
+    draws = []
+    real = MplFigure.draw
+    monkeypatch.setattr(MplFigure, "draw", lambda self, r: (draws.append(self), real(self, r)))
+    serial = _small_report().write(tmp_path / "serial", workers=1)
+    # one layout pass and one render per format (savefig's "tight" drew twice per format)
+    assert len(draws) == 3 * 3
+    monkeypatch.undo()
+    forked = _small_report().write(tmp_path / "forked", workers=2)
+    names = sorted(p.name for p in (serial / "figures").iterdir())
+    assert names == sorted(p.name for p in (forked / "figures").iterdir())
+    assert {p.rsplit(".", 1)[1] for p in names} == {"png", "svg"}
+    for name in names:
+        assert (serial / "figures" / name).read_bytes() == \
+            (forked / "figures" / name).read_bytes(), name
+    pdf = _small_report().write(tmp_path / "pdf", formats=("png", "svg", "pdf"), workers=2)
+    assert (pdf / "figures" / "fig0.pdf").read_bytes().startswith(b"%PDF")
+    assert 'href="figures/fig0.pdf"' in (pdf / "index.html").read_text()
+    with pytest.raises(ReportError, match="jpeg"):
+        _small_report().write(tmp_path / "bad", formats=("png", "jpeg"))

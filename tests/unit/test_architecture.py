@@ -22,7 +22,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("views", "stats", "patchgrid", "targets", "maps", "similarity"),
     ("probes", "posenc", "attention", "attribution", "lens"),
     ("plots",),
-    ("sections", "report"),
+    ("findings", "figfiles", "sections", "report"),
     ("run",),
     ("cli", ""),  # "" is the package face, probing/__init__.py
 ]

@@ -1,0 +1,145 @@
+"""Figure files: each figure laid out once and saved in every format, in worker processes.
+
+Saving a figure with ``bbox_inches="tight"`` draws it twice (once to measure, once to render),
+for every format. :func:`save_figures` measures each figure once (``draw_without_rendering``),
+then renders every format into the same fixed bounding box; figures are shared among worker
+processes (forked, so nothing is pickled) when more than one core is available. The bytes are
+the same as a serial save: same figure, same style, same fixed metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+from matplotlib.figure import Figure
+
+from .style import paper_style
+
+log = logging.getLogger("probing")
+
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "PNG_DPI", "save_figure", "save_figures"]
+
+#: Formats a report can write. PNG is what index.html and README.md show; SVG keeps text as
+#: text for editing; PDF (for LaTeX) is the slowest to write (fonts are embedded) and opt-in.
+FORMATS = ("png", "svg", "pdf")
+DEFAULT_FORMATS = ("png", "svg")
+#: PNG resolution: a 6.8 in (two-column) figure is 1360 px wide, sharp at the HTML page's
+#: 60 rem column on a 2x screen; vector formats carry full resolution.
+PNG_DPI = 200
+#: More workers than this gain nothing on a report's two dozen figures.
+MAX_WORKERS = 4
+
+#: Figures to save, set in the parent just before the workers fork (inherited, not pickled).
+_JOBS: list[tuple[Figure, Path]] = []
+_SETTINGS: dict = {}
+
+
+def _metadata(ext: str) -> dict | None:
+    # fixed metadata so that the same figure gives the same bytes on every run
+    if ext == "png":
+        return {"Software": None}
+    if ext == "svg":
+        return {"Date": None}
+    if ext == "pdf":
+        return {"CreationDate": None, "ModDate": None}
+    return None
+
+
+def save_figure(figure: Figure, stem: Path, formats: Sequence[str] = DEFAULT_FORMATS,
+                dpi: float = PNG_DPI, style: Mapping[str, object] | None = None) -> None:
+    """Save ``figure`` as ``stem.EXT`` for each format, laid out (and measured) only once.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure
+        The drawn figure (left open).
+    stem : pathlib.Path
+        Output path without suffix.
+    formats : sequence of str
+        Out of :data:`FORMATS`.
+    dpi : float
+        Resolution of the PNG, in dots per inch.
+    style : mapping, optional
+        matplotlib rc overrides (see :func:`probing.style.paper_style`).
+    """
+    with paper_style(style):
+        engine = figure.get_layout_engine()
+        bbox = None
+        if engine is not None or matplotlib.rcParams["savefig.bbox"] == "tight":
+            # the one layout pass; savefig would repeat it (and the "tight" measure) per format
+            figure.draw_without_rendering()
+        if matplotlib.rcParams["savefig.bbox"] == "tight":
+            bbox = figure.get_tightbbox().padded(matplotlib.rcParams["savefig.pad_inches"])
+        if engine is not None:  # laid out above: no engine while saving, as savefig does
+            with matplotlib.rc_context({"figure.autolayout": False,
+                                        "figure.constrained_layout.use": False}):
+                figure.set_layout_engine(None)
+        try:
+            for ext in formats:
+                figure.savefig(stem.with_name(f"{stem.name}.{ext}"), format=ext,
+                               dpi=dpi if ext == "png" else None, metadata=_metadata(ext),
+                               bbox_inches=bbox)
+        finally:
+            if engine is not None:
+                figure.set_layout_engine(engine)
+
+
+def _save_job(index: int) -> int:
+    figure, stem = _JOBS[index]
+    save_figure(figure, stem, **_SETTINGS)
+    return index
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _cost(figure: Figure) -> float:
+    width, height = figure.get_size_inches()
+    return float(width * height) * (1 + len(figure.axes))
+
+
+def save_figures(jobs: Sequence[tuple[Figure, Path]], formats: Sequence[str] = DEFAULT_FORMATS,
+                 dpi: float = PNG_DPI, style: Mapping[str, object] | None = None,
+                 workers: int | None = None) -> None:
+    """Save many figures (see :func:`save_figure`), in ``workers`` forked processes.
+
+    Parameters
+    ----------
+    jobs : sequence of (Figure, pathlib.Path)
+        Each figure and its output stem.
+    formats, dpi, style
+        As for :func:`save_figure`.
+    workers : int, optional
+        Worker processes; by default one per available core (at most 4). 1, a platform
+        without ``fork``, or fewer than 3 figures save in this process.
+    """
+    settings = {"formats": tuple(formats), "dpi": dpi, "style": dict(style or {})}
+    n = min(workers or _cores(), MAX_WORKERS, len(jobs))
+    if n > 1 and len(jobs) >= 3 and "fork" in multiprocessing.get_all_start_methods():
+        global _JOBS, _SETTINGS
+        # largest first, so that no worker is left alone with the biggest figure at the end
+        order = sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i][0]))
+        _JOBS, _SETTINGS = list(jobs), settings
+        try:
+            try:
+                pool = multiprocessing.get_context("fork").Pool(n)
+            except OSError as exc:  # no semaphores here (no /dev/shm): save in this process
+                log.debug("saving figures in one process: %s", exc)
+            else:
+                with pool:
+                    for _ in pool.imap_unordered(_save_job, order):
+                        pass
+                return
+        finally:
+            _JOBS, _SETTINGS = [], {}
+    for figure, stem in jobs:
+        save_figure(figure, stem, **settings)
