@@ -261,10 +261,10 @@ def info(spec, no_pretrained, arch, mapping, mapping_option) -> None:
 @_guard
 def list_cmd() -> None:
     """List the available analyses, built-in models and datasets."""
-    from .run.registry import discover
+    from .run.registry import catalog
 
     click.echo("analyses:")
-    for name, mod in sorted(discover().items()):
+    for name, mod in sorted(catalog().items()):
         click.echo(f"  {name:22s} {mod.description}")
     click.echo("models:\n  demo                   built-in ViT trained on 'shapes' (any timm name "
                "or checkpoint path also works)")
