@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 import pandas as pd
 
-from probing.constraints import Interval, Items, Layers, Options
+from probing.constraints import Interval, Items, LabelColumn, Layers, Options
 from probing.errors import ConfigError
 from probing.frames import POSITION_COLUMNS, require_label_column
 from probing.plots.probes import plot_probe_layers
@@ -95,10 +95,10 @@ def _numbers(result: pd.DataFrame) -> dict[str, float]:
 
 
 def run(ctx: RunContext,
-        target: str = "label",
+        target: Annotated[str, LabelColumn(also=POSITION_COLUMNS)] = "label",
         kinds: Annotated[list, Items(Options("cls", "pooled", "patch"), min_len=1)] = (
             "cls", "pooled"),
-        patch_target: str = "",
+        patch_target: Annotated[str, LabelColumn(also=POSITION_COLUMNS, blank=True)] = "",
         layers: Annotated[str | int | list, Layers()] = "all",
         cv: Annotated[int, Interval(int, 2, None)] = 5,
         solver: Annotated[str, Options("logistic", "ridge")] = "logistic",

@@ -9,6 +9,8 @@ A rule states which values a parameter takes, once, next to where the parameter 
 - ``Items(rule, min_len=1)``: a list (or tuple) whose items all follow ``rule``;
 - ``Layers("auto")``: a layer selection (``"all"``, a layer number, ``"embed"``, ``"norm"`` or a
   list of those, plus the given extra words);
+- ``LabelColumn()``: the name of one of the data source's label columns (checked against the
+  source before anything is extracted, :func:`probing.run.checks.check_run`);
 - ``Is(str)``: any value of that type; ``None``: absent;
 - a tuple of rules: a value any of them accepts.
 
@@ -28,8 +30,8 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["MAX_COUNT", "SEED", "Interval", "Is", "Items", "Layers", "Name", "Options", "Param",
-           "Rule", "accepts", "check", "describe", "example_of"]
+__all__ = ["MAX_COUNT", "SEED", "Interval", "Is", "Items", "LabelColumn", "Layers", "Name",
+           "Options", "Param", "Rule", "accepts", "check", "describe", "example_of"]
 
 MAX_COUNT = 2**31 - 1
 """Upper bound of counts (batch and shard sizes, workers): larger values overflow loaders."""
@@ -182,6 +184,29 @@ class Layers(Rule):
         words = ", ".join(repr(w) for w in ("all", *self.extra))
         return (f"{words}, a layer number (negative from the end), 'last', 'embed', 'norm' or a "
                 "non-empty list of these")
+
+
+@dataclass(frozen=True)
+class LabelColumn(Rule):
+    """The name of a label column of the data source (``target = "shape"``).
+
+    Any string passes here; the run checks the name against the source's label columns before
+    it extracts anything. ``also``: frame columns the parameter may name as well (``row``,
+    ``col`` for position targets); ``blank``: the empty string is allowed (it means "unset").
+    """
+
+    also: tuple = ()
+    blank: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str)
+
+    def describe(self) -> str:
+        return "the name of a label column of the data source"
+
+    def allows(self, value: str, label_columns: Sequence[str]) -> bool:
+        """Whether ``value`` names one of ``label_columns`` (or ``also``, or is blank)."""
+        return value in label_columns or value in self.also or (self.blank and value == "")
 
 
 def _plural(text: str) -> str:

@@ -32,6 +32,7 @@ from ..seeding import seeded
 from ..selection import resolve_layers, to_selection
 from ..store import EmbeddingStore, manifest_covers, manifest_key
 from .cache import load_section, package_digest, save_section, section_key
+from .checks import check_run
 from .context import RunContext, run_analysis
 from .registry import PACKAGE_ANALYSES, AnalysisModule, analysis_dirs, get_analysis
 from .spec import RunSpec, check_params, dump_toml, load_spec
@@ -262,6 +263,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
     timings["load"] = time.perf_counter() - t
 
     capture = _capture_settings(spec, modules, loaded)
+    check_run(modules, params, source, loaded, capture)  # every parameter, before any work
     settings = {"layers": capture["layers"], "kinds": capture["kinds"],
                 "pooled": capture["pooled"], "attention": capture["attention"],
                 "batch_size": spec.capture.batch_size, "dtype": spec.capture.dtype,
