@@ -288,6 +288,11 @@ class AnalysisSummary:
     path: Path
 
 
+def _imported_summary(path: Path) -> AnalysisSummary | None:
+    mod = _module(path)
+    return None if mod is None else AnalysisSummary(mod.name, mod.title, mod.description, path)
+
+
 def _summary(path: Path) -> AnalysisSummary | None:
     """Name, title and description of the analysis in ``path`` from its source text (the
     literal ``NAME`` / ``TITLE`` / ``DESCRIPTION`` and the docstring), so listing imports
@@ -300,7 +305,14 @@ def _summary(path: Path) -> AnalysisSummary | None:
             from exc
     if not any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "run"
                for n in tree.body):
-        return None  # a helper module, or run defined some other way: import it to know
+        bound = any(isinstance(n, ast.ImportFrom) and any((a.asname or a.name) == "run"
+                                                          for a in n.names)
+                    or isinstance(n, ast.Assign) and any(isinstance(t, ast.Name)
+                                                         and t.id == "run" for t in n.targets)
+                    for n in tree.body)
+        if not bound:
+            return None  # a helper module
+        return _imported_summary(path)  # run bound some other way: importing tells
     values: dict[str, Any] = {}
     for node in tree.body:
         targets = node.targets if isinstance(node, ast.Assign) else \
@@ -312,9 +324,7 @@ def _summary(path: Path) -> AnalysisSummary | None:
                 except ValueError:
                     values[t.id] = None  # computed: only importing the file tells
     if any(not isinstance(v, str) for v in values.values()):
-        mod = _module(path)
-        return None if mod is None else AnalysisSummary(mod.name, mod.title, mod.description,
-                                                        path)
+        return _imported_summary(path)
     name = values.get("NAME", path.stem)
     return AnalysisSummary(
         name=name,
