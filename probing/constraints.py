@@ -10,7 +10,7 @@ A rule states which values a parameter takes, once, next to where the parameter 
 - ``Layers("auto")``: a layer selection (``"all"``, a layer number, ``"embed"``, ``"norm"`` or a
   list of those, plus the given extra words);
 - ``LabelColumn()``: the name of one of the data source's label columns (checked against the
-  source before anything is extracted, :func:`probing.run.checks.check_run`);
+  source before anything is extracted, :func:`probing.run.checks.check_columns`);
 - ``Is(str)``: any value of that type; ``None``: absent;
 - a tuple of rules: a value any of them accepts.
 

@@ -28,7 +28,7 @@ from ..models import LoadedModel
 from ..selection import resolve_layers, to_selection
 from .registry import AnalysisModule
 
-__all__ = ["check_run"]
+__all__ = ["check_columns", "check_layout"]
 
 _KINDS = frozenset(TOKEN_KINDS)
 
@@ -88,9 +88,19 @@ def _check_kinds(name: Name, value: Any, loaded: LoadedModel, capture: Mapping) 
                 f'"{kind}" to [capture] kinds.')
 
 
-def check_run(modules: Iterable[AnalysisModule], params: Mapping[str, dict],
-              source: ImageSource, loaded: LoadedModel, capture: Mapping) -> None:
-    """Check every analysis's parameters against the run, before extraction.
+def _ruled(modules: Iterable[AnalysisModule], params: Mapping[str, dict]):
+    """``(name, value, rule)`` of every alternative rule of every analysis parameter."""
+    for m in modules:
+        for key, param in m.params.items():
+            value, name = params[m.name][key], Name.key(key, f"analyses.{m.name}")
+            for rule in _alternatives(param.rule):
+                yield name, value, rule
+
+
+def check_columns(modules: Iterable[AnalysisModule], params: Mapping[str, dict],
+                  source: ImageSource) -> None:
+    """Check the analyses' label-column parameters against the source (before the model is
+    even loaded).
 
     Parameters
     ----------
@@ -100,6 +110,29 @@ def check_run(modules: Iterable[AnalysisModule], params: Mapping[str, dict],
         Analysis name -> its parameter values (:func:`probing.run.spec.check_params`).
     source : ImageSource
         The run's data (its label columns).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``[analyses.NAME] key = value``, the label columns and the nearest one.
+    """
+    columns = label_columns(source.labels().columns)
+    for name, value, rule in _ruled(modules, params):
+        if isinstance(rule, LabelColumn):
+            _check_column(name, value, rule, columns, source)
+
+
+def check_layout(modules: Iterable[AnalysisModule], params: Mapping[str, dict],
+                 loaded: LoadedModel, capture: Mapping) -> None:
+    """Check the analyses' layer and kind parameters against the model and the capture,
+    before extraction.
+
+    Parameters
+    ----------
+    modules : iterable of AnalysisModule
+        The spec's analyses.
+    params : mapping
+        Analysis name -> its parameter values.
     loaded : LoadedModel
         The model (its depth and token kinds).
     capture : mapping
@@ -110,15 +143,9 @@ def check_run(modules: Iterable[AnalysisModule], params: Mapping[str, dict],
     ConfigError, LayoutError
         One sentence naming ``[analyses.NAME] key = value`` and the fix.
     """
-    columns = label_columns(source.labels().columns)
     captured = frozenset(resolve_layers(capture["layers"], loaded.depth))
-    for m in modules:
-        for key, param in m.params.items():
-            value, name = params[m.name][key], Name.key(key, f"analyses.{m.name}")
-            for rule in _alternatives(param.rule):
-                if isinstance(rule, LabelColumn):
-                    _check_column(name, value, rule, columns, source)
-                elif isinstance(rule, Layers):
-                    _check_layers(name, value, rule, loaded, captured, capture["layers"])
-                elif _is_kinds(rule) and isinstance(value, (list, tuple)):
-                    _check_kinds(name, value, loaded, capture)
+    for name, value, rule in _ruled(modules, params):
+        if isinstance(rule, Layers):
+            _check_layers(name, value, rule, loaded, captured, capture["layers"])
+        elif _is_kinds(rule) and isinstance(value, (list, tuple)):
+            _check_kinds(name, value, loaded, capture)

@@ -33,7 +33,7 @@ from ..seeding import seeded
 from ..selection import resolve_layers, to_selection
 from ..store import EmbeddingStore, manifest_covers, manifest_key
 from .cache import load_section, package_digest, save_section, section_key
-from .checks import check_run
+from .checks import check_columns, check_layout
 from .context import RunContext, run_analysis
 from .registry import PACKAGE_ANALYSES, AnalysisModule, analysis_dirs, get_analysis
 from .spec import RunSpec, check_params, dump_toml, load_spec
@@ -269,11 +269,12 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
                   "device": spec.model.device, **spec.model.options}
     # the data first: a bad source option is reported before the model is built or loaded
     source = open_source(spec.data.source, **spec.data.options).subset(spec.data.n)
+    check_columns(modules, params, source)  # a typo in a label column, before the model loads
     loaded = load_model(spec.model.spec, **model_opts)
     timings["load"] = time.perf_counter() - t
 
     capture = _capture_settings(spec, modules, loaded)
-    check_run(modules, params, source, loaded, capture)  # every parameter, before any work
+    check_layout(modules, params, loaded, capture)  # layers and kinds, before any work
     settings = {"layers": capture["layers"], "kinds": capture["kinds"],
                 "pooled": capture["pooled"], "attention": capture["attention"],
                 "batch_size": spec.capture.batch_size, "dtype": spec.capture.dtype,

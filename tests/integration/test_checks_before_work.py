@@ -4,6 +4,7 @@ anything is extracted: a typo fails at once, no model forward runs and no store 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -19,13 +20,14 @@ SPEC = ('output = "{out}"\nstore = "{store}"\n[model]\nspec = "demo"\n[data]\nso
 
 @pytest.fixture()
 def no_work(monkeypatch):
-    """Counts model forwards and fails on extraction: the checks must come first."""
-    forwards: list[int] = []
+    """Counts model loads and forwards and fails on extraction: the checks must come first."""
+    work = SimpleNamespace(loads=[], forwards=[])
     load = runner.load_model
 
     def counted_load(*args, **kwargs):
+        work.loads.append(args)
         loaded = load(*args, **kwargs)
-        loaded.model.register_forward_pre_hook(lambda *_: forwards.append(1))
+        loaded.model.register_forward_pre_hook(lambda *_: work.forwards.append(1))
         return loaded
 
     def no_extract(*args, **kwargs):
@@ -33,7 +35,7 @@ def no_work(monkeypatch):
 
     monkeypatch.setattr(runner, "load_model", counted_load)
     monkeypatch.setattr(runner, "extract", no_extract)
-    return forwards
+    return work
 
 
 def _spec(tmp: Path, analysis: str, params: str, capture: str = "") -> Path:
@@ -60,7 +62,7 @@ def test_a_typo_label_column_fails_before_any_work(tmp_path, no_work, analysis):
     listed = msg.split("pick one of ")[1].split(".")[0].split(", ")
     assert listed == ["label", "shape_id", "hue", "colour", "center_row", "center_col", "size",
                       "rotation", "background", "split"]  # label columns only, never row/col
-    assert no_work == [] and _nothing_written(tmp_path)
+    assert no_work.loads == [] and _nothing_written(tmp_path)  # not even the model was loaded
 
 
 def test_position_targets_and_a_blank_patch_target_pass_the_check(tmp_path, no_work):
@@ -75,7 +77,7 @@ def test_layers_beyond_the_model_fail_before_any_work(tmp_path, no_work):
         run_spec(_spec(tmp_path, "cka", "layers = [40]\n"), quiet=True)
     msg = str(info.value)
     assert "[analyses.cka] layers = [40] does not fit model demo (4 blocks)" in msg
-    assert no_work == [] and _nothing_written(tmp_path)
+    assert no_work.forwards == [] and _nothing_written(tmp_path)
 
 
 def test_layers_the_capture_leaves_out_fail_before_any_work(tmp_path, no_work):
@@ -85,7 +87,7 @@ def test_layers_the_capture_leaves_out_fail_before_any_work(tmp_path, no_work):
     msg = str(info.value)
     assert "[analyses.layer_probes] layers = [3, -1] asks for layers 3, which the capture " \
            "leaves out ([capture] layers = [0, 2, 4])" in msg
-    assert no_work == [] and _nothing_written(tmp_path)
+    assert no_work.forwards == [] and _nothing_written(tmp_path)
 
 
 def test_kinds_the_capture_leaves_out_fail_before_any_work(tmp_path, no_work):
@@ -93,7 +95,7 @@ def test_kinds_the_capture_leaves_out_fail_before_any_work(tmp_path, no_work):
         run_spec(_spec(tmp_path, "layer_probes", 'kinds = ["cls", "patch"]\n',
                        capture='kinds = ["cls"]\n'), quiet=True)
     assert 'add "patch" to [capture] kinds' in str(info.value)
-    assert no_work == [] and _nothing_written(tmp_path)
+    assert no_work.forwards == [] and _nothing_written(tmp_path)
 
 
 def test_the_cli_reports_a_typo_in_one_line(tmp_path):
