@@ -7,6 +7,9 @@ analyses. See the README for the quick start.
 Progress and problems are reported on the ``probing`` logger (INFO for progress, WARNING for
 problems), and tqdm bars on long loops. As a library probing is silent until logging is
 configured (the logger has a ``NullHandler``); the ``probing`` command shows INFO on stderr.
+
+``import probing`` is light: each public name's module is imported when the name is first used
+(:func:`probing.lazy.lazy_face`), so torch, timm and the rest load only when needed.
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ the analyses installed with probing (the repository's top-level ``analyses/`` fo
 as ``probing.analyses``). A later folder never overrides a name found earlier. The working
 directory is never searched: code of an untrusted folder runs only when the user names that
 folder explicitly.
+
+:func:`catalog` lists the same analyses from their files' source (``NAME``, ``TITLE``,
+``DESCRIPTION``, the docstring), importing none of them: ``probing list`` loads no torch.
 """
 
 from __future__ import annotations
