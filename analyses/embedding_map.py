@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 import pandas as pd
 
-from probing.constraints import Interval, Items, Layers, Options
+from probing.constraints import Interval, Items, LabelColumn, Layers, Options
 from probing.frames import embedding_matrix, require_label_column
 from probing.maps import default_methods, embedding_map, explained_variance
 from probing.plots.embedding import plot_embedding_maps, plot_explained_variance
@@ -42,7 +42,7 @@ def run(ctx: RunContext,
         methods: Annotated[str | list, (Options("auto"),
                                         Items(Options("pca", "tsne", "umap"), min_len=1))
                            ] = "auto",
-        color: str = "label",
+        color: Annotated[str, LabelColumn()] = "label",
         max_points: Annotated[int, Interval(int, 3, None)] = 600,
         perplexity: Annotated[float, Interval(float, 0, None, closed="neither")] = 30.0,
         components: Annotated[int, Interval(int, 1, None)] = 20) -> Section:

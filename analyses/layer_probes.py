@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probing.constraints import Interval, Is, Items, Layers, Options
+from probing.constraints import Interval, Is, Items, LabelColumn, Layers, Options
 from probing.errors import ConfigError
 from probing.frames import POSITION_COLUMNS, require_label_column, vectors_to_arrow
 from probing.plots.probes import plot_probe_layers
@@ -133,10 +133,10 @@ def _numbers(result: pd.DataFrame) -> dict[str, float]:
 
 
 def run(ctx: RunContext,
-        target: str = "label",
+        target: Annotated[str, LabelColumn(also=POSITION_COLUMNS)] = "label",
         kinds: Annotated[list, Items(Options("cls", "pooled", "patch"), min_len=1)] = (
             "cls", "pooled"),
-        patch_target: str = "",
+        patch_target: Annotated[str, LabelColumn(also=POSITION_COLUMNS, blank=True)] = "",
         layers: Annotated[str | int | list, Layers()] = "all",
         cv: Annotated[int, Interval(int, 2, None)] = 5,
         solver: Annotated[str | dict, (Options("auto", "logistic", "ridge"), Is(dict))] = "auto",

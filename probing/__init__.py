@@ -7,54 +7,65 @@ analyses. See the README for the quick start.
 Progress and problems are reported on the ``probing`` logger (INFO for progress, WARNING for
 problems), and tqdm bars on long loops. As a library probing is silent until logging is
 configured (the logger has a ``NullHandler``); the ``probing`` command shows INFO on stderr.
+
+``import probing`` is light: each public name's module is imported when the name is first used
+(:func:`probing.lazy.lazy_face`), so torch, timm and the rest load only when needed.
 """
 
 from __future__ import annotations
 
 import logging
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
-from .data import (
-    ArraySource,
-    DigitsSource,
-    ImageFolderSource,
-    ImageSource,
-    ManifestSource,
-    ShapesSource,
-    open_source,
-)
-from .errors import (
-    AnalysisError,
-    ConfigError,
-    DataError,
-    LayoutError,
-    ModelError,
-    ProbingError,
-    ReportError,
-    SchemaError,
-    StoreError,
-)
-from .extract import extract
-from .frames import embedding_matrix, to_frame, validate_frame
-from .hooks import capture
-from .layout import TokenLayout
-from .models import LoadedModel, load_model, random_init_copy
-from .selection import LAYER_EMBED, LAYER_NORM
-from .store import EmbeddingStore
+from .lazy import lazy_face
 
-#: Submodules imported on first access (``probing.probes``, ``probing.attention`` ...), so that
-#: ``import probing`` stays light (captum, for one, loads only with ``probing.attribution``).
-_LAZY = ("attention", "attribution", "maps", "plots", "posenc", "probes", "report", "run",
-         "selection", "similarity", "stats", "style", "views")
+if TYPE_CHECKING:  # the names below are imported on first use (see _HOMES)
+    from .data import (
+        ArraySource,
+        DigitsSource,
+        ImageFolderSource,
+        ImageSource,
+        ManifestSource,
+        ShapesSource,
+        open_source,
+    )
+    from .errors import (
+        AnalysisError,
+        ConfigError,
+        DataError,
+        LayoutError,
+        ModelError,
+        ProbingError,
+        ReportError,
+        SchemaError,
+        StoreError,
+    )
+    from .extract import extract
+    from .frames import embedding_matrix, to_frame, validate_frame
+    from .hooks import capture
+    from .layout import TokenLayout
+    from .models import LoadedModel, load_model, random_init_copy
+    from .selection import LAYER_EMBED, LAYER_NORM
+    from .store import EmbeddingStore
 
+#: Home module of each public name: ``import probing`` stays light (no torch, timm, captum,
+#: scikit-learn or matplotlib), and ``from probing import X`` imports X's home on first use.
+_HOMES = {
+    **dict.fromkeys(("ArraySource", "DigitsSource", "ImageFolderSource", "ImageSource",
+                     "ManifestSource", "ShapesSource", "open_source"), ".data"),
+    **dict.fromkeys(("AnalysisError", "ConfigError", "DataError", "LayoutError", "ModelError",
+                     "ProbingError", "ReportError", "SchemaError", "StoreError"), ".errors"),
+    "extract": ".extract",
+    **dict.fromkeys(("embedding_matrix", "to_frame", "validate_frame"), ".frames"),
+    "capture": ".hooks",
+    "TokenLayout": ".layout",
+    **dict.fromkeys(("LoadedModel", "load_model", "random_init_copy"), ".models"),
+    **dict.fromkeys(("LAYER_EMBED", "LAYER_NORM"), ".selection"),
+    "EmbeddingStore": ".store",
+}
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'probing' has no attribute {name!r}")
-
+lazy_face(__name__, _HOMES)
 
 try:
     __version__ = version("probing")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from .constraints import MAX_COUNT, SEED, Interval, Layers, Name, check
+from .constraints import MAX_COUNT, SEED, Interval, Layers, Name, check, respell
 from .errors import ProbingError
 
 __all__ = ["main"]
@@ -36,7 +36,7 @@ def _guard(fn: Callable) -> Callable:
         except ProbingError as exc:
             if _State.debug:
                 raise
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {respell(exc, 'cli')}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -236,6 +236,10 @@ def extract(model_spec, data_spec, out, layers, kinds, attention, batch_size, de
     store = run_extract(loaded, source, layers=parsed, kinds=_split(kinds),
                         attention=attention, store=out, batch_size=batch_size, n_images=n_images,
                         progress=None if not _State.quiet else False)
+    if skipped := store.skipped():
+        logging.getLogger("probing").warning(
+            "%d of %d images were skipped as unreadable; EmbeddingStore(%r).skipped() lists them "
+            "(position, image_id, error)", len(skipped), len(source), str(store.path))
     if not _State.quiet:
         from .selection import to_selection
 
@@ -261,10 +265,10 @@ def info(spec, no_pretrained, arch, mapping, mapping_option) -> None:
 @_guard
 def list_cmd() -> None:
     """List the available analyses, built-in models and datasets."""
-    from .run.registry import discover
+    from .run.registry import catalog
 
     click.echo("analyses:")
-    for name, mod in sorted(discover().items()):
+    for name, mod in sorted(catalog().items()):
         click.echo(f"  {name:22s} {mod.description}")
     click.echo("models:\n  demo                   built-in ViT trained on 'shapes' (any timm name "
                "or checkpoint path also works)")

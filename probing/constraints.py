@@ -9,6 +9,8 @@ A rule states which values a parameter takes, once, next to where the parameter 
 - ``Items(rule, min_len=1)``: a list (or tuple) whose items all follow ``rule``;
 - ``Layers("auto")``: a layer selection (``"all"``, a layer number, ``"embed"``, ``"norm"`` or a
   list of those, plus the given extra words);
+- ``LabelColumn()``: the name of one of the data source's label columns (checked against the
+  source before anything is extracted, :func:`probing.run.checks.check_columns`);
 - ``Is(str)``: any value of that type; ``None``: absent;
 - a tuple of rules: a value any of them accepts.
 
@@ -21,15 +23,16 @@ Analyses state their parameters' rules in ``run()``'s signature
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Literal
 
 from .errors import ConfigError
 
-__all__ = ["MAX_COUNT", "SEED", "Interval", "Is", "Items", "Layers", "Name", "Options", "Param",
-           "Rule", "accepts", "check", "describe", "example_of"]
+__all__ = ["MAX_COUNT", "SEED", "Interval", "Is", "Items", "LabelColumn", "Layers", "Name",
+           "Options", "Param", "Rule", "accepts", "check", "describe", "example_of", "respell",
+           "suggesting"]
 
 MAX_COUNT = 2**31 - 1
 """Upper bound of counts (batch and shard sizes, workers): larger values overflow loaders."""
@@ -184,6 +187,29 @@ class Layers(Rule):
                 "non-empty list of these")
 
 
+@dataclass(frozen=True)
+class LabelColumn(Rule):
+    """The name of a label column of the data source (``target = "shape"``).
+
+    Any string passes here; the run checks the name against the source's label columns before
+    it extracts anything. ``also``: frame columns the parameter may name as well (``row``,
+    ``col`` for position targets); ``blank``: the empty string is allowed (it means "unset").
+    """
+
+    also: tuple = ()
+    blank: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str)
+
+    def describe(self) -> str:
+        return "the name of a label column of the data source"
+
+    def allows(self, value: str, label_columns: Sequence[str]) -> bool:
+        """Whether ``value`` names one of ``label_columns`` (or ``also``, or is blank)."""
+        return value in label_columns or value in self.also or (self.blank and value == "")
+
+
 def _plural(text: str) -> str:
     for a, b in (("an integer", "integers"), ("a number", "numbers"), ("a string", "strings"),
                  ("one of", "values from")):
@@ -272,6 +298,34 @@ class Name:
         if self.style == "spec":
             return f"write e.g. {self.text} = {_toml(example)} in the run spec"
         return f"pass e.g. {self.text}={example!r}"
+
+
+def suggesting(error: Exception, **options: Any) -> Exception:
+    """Mark the options ``error``'s message suggests, written there as Python arguments
+    (``on_error='skip'``, :meth:`Name.show` of :meth:`Name.arg`), so that the CLI or the run
+    spec can say them in its own spelling (:func:`respell`). Returns ``error``."""
+    error.suggests = {**getattr(error, "suggests", {}), **options}  # type: ignore[attr-defined]
+    return error
+
+
+def respell(error: Exception, style: Literal["cli", "spec"],
+            tables: Mapping[str, str] | None = None) -> str:
+    """``error``'s message with the options it suggests (:func:`suggesting`) in the caller's
+    spelling: ``--on-error skip`` and ``--no-pretrained`` on the command line
+    (``style="cli"``), ``[data.options] on_error = "skip"`` in a run spec (``style="spec"``;
+    ``tables`` maps each option to its spec table). The one home of that translation: raise
+    sites write Python spelling (``on_error='skip'``), callers apply this."""
+    text = str(error)
+    for key, value in getattr(error, "suggests", {}).items():
+        flag = "--" + key.replace("_", "-")
+        if style == "spec":
+            spelled = Name.key(key, (tables or {}).get(key)).show(value)
+        elif isinstance(value, bool):
+            spelled = flag if value else f"--no-{flag[2:]}"
+        else:
+            spelled = Name.flag(flag).show(value)
+        text = text.replace(Name.arg(key).show(value), spelled)
+    return text
 
 
 def _toml(value: Any) -> str:

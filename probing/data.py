@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .constraints import MAX_COUNT, SEED, Interval, Is, Items, Name, Options, check
+from .constraints import MAX_COUNT, SEED, Interval, Is, Items, Name, Options, check, suggesting
 from .errors import ConfigError, DataError
 from .frames import FRAME_COLUMNS
 from .shapes import BACKGROUNDS, SHAPES, factors_frame, render_shape, shape_factors
@@ -302,10 +302,10 @@ class _FileSource(ImageSource):
                 return img
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
                 Image.DecompressionBombError) as exc:
-            raise DataError(
+            raise suggesting(DataError(
                 f"image {path} cannot be read ({exc.__class__.__name__}: {exc}); replace or "
-                "remove it, or pass on_error='skip' to skip unreadable images."
-            ) from exc
+                "remove it, or skip unreadable images with on_error='skip'."
+            ), on_error="skip") from exc
 
     def _file_summary(self) -> list:
         out = []
@@ -421,10 +421,10 @@ class ManifestSource(_FileSource):
         frame["_path"] = full
         missing = [p for p in full if not Path(p).is_file()]
         if missing and on_error != "skip":
-            raise DataError(
+            raise suggesting(DataError(
                 f"manifest {path} lists {len(missing)} missing file(s), e.g. {missing[0]}; fix "
-                "the paths or pass on_error='skip'."
-            )
+                "the paths or skip them with on_error='skip'."
+            ), on_error="skip")
         super().__init__(frame, on_error)
         self.manifest, self.name = path, path.stem
 
@@ -648,7 +648,7 @@ def iter_batches(
                    for i, err in items if err is not None]
         if skipped and source.on_error != "skip":
             # raised here, not in a loader worker, so the message stays one sentence
-            raise DataError(skipped[0]["error"])
+            raise suggesting(DataError(skipped[0]["error"]), on_error="skip")
         p = np.array([i for i, err in items if err is None], dtype=np.int64)
         yield Batch(images, p, ids[p], skipped)
 

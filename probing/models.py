@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .constraints import suggesting
 from .errors import ConfigError, ModelError
 from .layout import TokenLayout
 from .seeding import seeded
@@ -390,23 +391,24 @@ def _pretrained_error(name: str, exc: Exception) -> ModelError:
             "cache and download it again, or pass a good local file with arch=."
         )
     if isinstance(exc, RuntimeError) and "loading state_dict" in text:
-        return ModelError(
+        return suggesting(ModelError(
             f"the pretrained weights of {name!r} do not fit the architecture built with the "
             f"options given ({text.splitlines()[0]} ...); drop the options that change "
             "parameter shapes (depth, embed_dim, patch_size) or pass pretrained=False."
-        )
+        ), pretrained=False)
     if isinstance(exc, OSError):  # FileNotFoundError, hub / connection errors, offline mode
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        return ModelError(
+        return suggesting(ModelError(
             f"pretrained weights for {name!r} are not available "
             f"{'offline (HF_HUB_OFFLINE is set)' if offline else 'locally or from the hub'}; "
-            "download them into the Hugging Face cache on a connected machine, or pass a local "
-            f"file: load_model('weights.safetensors', arch={name!r})."
-        )
-    return ModelError(
+            "download them into the Hugging Face cache on a connected machine, give a local "
+            f"weights file with arch={name!r}, or use random-init weights with "
+            "pretrained=False."
+        ), arch=name, pretrained=False)
+    return suggesting(ModelError(
         f"timm failed to load the pretrained weights of {name!r} ({type(exc).__name__}: "
-        f"{text[:200]}); pass pretrained=False or a local checkpoint with arch=."
-    )
+        f"{text[:200]}); pass pretrained=False, or a local checkpoint with arch={name!r}."
+    ), arch=name, pretrained=False)
 
 
 @contextmanager

@@ -8,10 +8,23 @@
 - :mod:`.distributed`: the same work as Dask tasks (imported only when asked for).
 """
 
-from .context import RunContext, run_analysis
-from .registry import AnalysisModule, analysis_dirs, discover, get_analysis, load_analysis
-from .runner import RunResult, demo_spec_path, run_spec
-from .spec import RunSpec, load_spec, parse_spec
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_face
+
+if TYPE_CHECKING:  # imported on first use (see _HOMES): `probing list` needs no torch
+    from .context import RunContext, run_analysis
+    from .registry import AnalysisModule, analysis_dirs, discover, get_analysis, load_analysis
+    from .runner import RunResult, demo_spec_path, run_spec
+    from .spec import RunSpec, load_spec, parse_spec
+
+_HOMES = {
+    **dict.fromkeys(("RunContext", "run_analysis"), ".context"),
+    **dict.fromkeys(("AnalysisModule", "analysis_dirs", "discover", "get_analysis",
+                     "load_analysis"), ".registry"),
+    **dict.fromkeys(("RunResult", "demo_spec_path", "run_spec"), ".runner"),
+    **dict.fromkeys(("RunSpec", "load_spec", "parse_spec"), ".spec"),
+}
 
 __all__ = [
     "AnalysisModule",
@@ -28,3 +41,5 @@ __all__ = [
     "run_analysis",
     "run_spec",
 ]
+
+lazy_face(__name__, _HOMES)

@@ -23,10 +23,14 @@ the analyses installed with probing (the repository's top-level ``analyses/`` fo
 as ``probing.analyses``). A later folder never overrides a name found earlier. The working
 directory is never searched: code of an untrusted folder runs only when the user names that
 folder explicitly.
+
+:func:`catalog` lists the same analyses from their files' source (``NAME``, ``TITLE``,
+``DESCRIPTION``, the docstring), importing none of them: ``probing list`` loads no torch.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import inspect
 import os
@@ -41,8 +45,8 @@ from typing import Annotated, Any, Literal, Union
 from ..constraints import Interval, Is, Items, Options, Param, Rule, accepts, describe
 from ..errors import AnalysisError
 
-__all__ = ["AnalysisModule", "analysis_dirs", "analysis_params", "discover", "get_analysis",
-           "load_analysis"]
+__all__ = ["AnalysisModule", "AnalysisSummary", "analysis_dirs", "analysis_params", "catalog",
+           "discover", "get_analysis", "load_analysis"]
 
 
 def _installed_analyses() -> Path:
@@ -274,6 +278,80 @@ def discover(strict: bool = False) -> dict[str, AnalysisModule]:
             continue
         if mod is not None and mod.name not in found:
             found[mod.name] = mod
+    return found
+
+
+@dataclass(frozen=True)
+class AnalysisSummary:
+    """What ``probing list`` shows of an analysis, read without running its file."""
+
+    name: str
+    title: str
+    description: str
+    path: Path
+
+
+def _imported_summary(path: Path) -> AnalysisSummary | None:
+    mod = _module(path)
+    return None if mod is None else AnalysisSummary(mod.name, mod.title, mod.description, path)
+
+
+def _summary(path: Path) -> AnalysisSummary | None:
+    """Name, title and description of the analysis in ``path`` from its source text (the
+    literal ``NAME`` / ``TITLE`` / ``DESCRIPTION`` and the docstring), so listing imports
+    neither the file nor what it imports (torch, captum, ...). A file whose values are not
+    literals is imported (:func:`_module`); None for a file without a top-level ``run``."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError) as exc:
+        raise AnalysisError(f"analysis file {path} cannot be read ({exc}); fix the file.") \
+            from exc
+    if not any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "run"
+               for n in tree.body):
+        bound = any(isinstance(n, ast.ImportFrom) and any((a.asname or a.name) == "run"
+                                                          for a in n.names)
+                    or isinstance(n, ast.Assign) and any(isinstance(t, ast.Name)
+                                                         and t.id == "run" for t in n.targets)
+                    for n in tree.body)
+        if not bound:
+            return None  # a helper module
+        return _imported_summary(path)  # run bound some other way: importing tells
+    values: dict[str, Any] = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, ast.AnnAssign) and node.value else []
+        for t in targets:
+            if isinstance(t, ast.Name) and t.id in ("NAME", "TITLE", "DESCRIPTION"):
+                try:
+                    values[t.id] = ast.literal_eval(node.value)
+                except ValueError:
+                    values[t.id] = None  # computed: only importing the file tells
+    if any(not isinstance(v, str) for v in values.values()):
+        return _imported_summary(path)
+    name = values.get("NAME", path.stem)
+    return AnalysisSummary(
+        name=name,
+        title=values.get("TITLE", name.replace("_", " ").capitalize()),
+        description=values.get("DESCRIPTION",
+                               (ast.get_docstring(tree) or "").strip().split("\n")[0]),
+        path=path)
+
+
+def catalog() -> dict[str, AnalysisSummary]:
+    """Every analysis found, by name, as :func:`discover` finds them but read from the files'
+    source (``probing list`` imports no analysis, hence no torch). A file that cannot be read
+    is skipped with a warning."""
+    import warnings
+
+    found: dict[str, AnalysisSummary] = {}
+    for path in _files():
+        try:
+            summary = _summary(path)
+        except AnalysisError as exc:
+            warnings.warn(str(exc), stacklevel=2)
+            continue
+        if summary is not None and summary.name not in found:
+            found[summary.name] = summary
     return found
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..constraints import respell
 from ..data import open_source
 from ..errors import AnalysisError, ProbingError, ReportError
 from ..extract import extract, shard_job, store_manifest
@@ -32,6 +33,7 @@ from ..seeding import seeded
 from ..selection import resolve_layers, to_selection
 from ..store import EmbeddingStore, manifest_covers, manifest_key
 from .cache import load_section, package_digest, save_section, section_key
+from .checks import check_columns, check_layout
 from .context import RunContext, run_analysis
 from .registry import PACKAGE_ANALYSES, AnalysisModule, analysis_dirs, get_analysis
 from .spec import RunSpec, check_params, dump_toml, load_spec
@@ -39,6 +41,9 @@ from .spec import RunSpec, check_params, dump_toml, load_spec
 __all__ = ["RunContext", "RunResult", "demo_spec_path", "run_spec"]
 
 log = logging.getLogger("probing")
+
+#: The spec table of each option an error message may suggest (:func:`probing.constraints.respell`).
+_SPEC_TABLES = {"on_error": "data.options", "pretrained": "model", "arch": "model"}
 
 
 def demo_spec_path() -> Path:
@@ -238,14 +243,20 @@ def run_spec(
     modules = [get_analysis(name) for name in spec.analyses]
     params = {m.name: check_params(m.name, spec.analyses[m.name] or {}, m.params)
               for m in modules}
-    with seeded(spec.seed):  # the run is seeded; the caller's global torch RNG is left as it was
-        if workers is None and scheduler is None:
-            return _run_spec(spec, out_dir, modules, params, None, quiet, t_start, timings, force)
-        from .distributed import dask_client
+    try:
+        with seeded(spec.seed):  # the run is seeded; the caller's global torch RNG is kept
+            if workers is None and scheduler is None:
+                return _run_spec(spec, out_dir, modules, params, None, quiet, t_start, timings,
+                                 force)
+            from .distributed import dask_client
 
-        with dask_client(workers, scheduler) as client:
-            return _run_spec(spec, out_dir, modules, params, client, quiet, t_start, timings,
-                             force)
+            with dask_client(workers, scheduler) as client:
+                return _run_spec(spec, out_dir, modules, params, client, quiet, t_start,
+                                 timings, force)
+    except ProbingError as exc:  # options the message suggests, as the spec writes them
+        if getattr(exc, "suggests", None):
+            exc.args, exc.suggests = (respell(exc, "spec", _SPEC_TABLES),), {}
+        raise
 
 
 def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], params: dict,
@@ -258,10 +269,12 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
                   "device": spec.model.device, **spec.model.options}
     # the data first: a bad source option is reported before the model is built or loaded
     source = open_source(spec.data.source, **spec.data.options).subset(spec.data.n)
+    check_columns(modules, params, source)  # a typo in a label column, before the model loads
     loaded = load_model(spec.model.spec, **model_opts)
     timings["load"] = time.perf_counter() - t
 
     capture = _capture_settings(spec, modules, loaded)
+    check_layout(modules, params, loaded, capture)  # layers and kinds, before any work
     settings = {"layers": capture["layers"], "kinds": capture["kinds"],
                 "pooled": capture["pooled"], "attention": capture["attention"],
                 "batch_size": spec.capture.batch_size, "dtype": spec.capture.dtype,
@@ -293,6 +306,9 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
 
             extract_on_dask(client, *recipes, loaded, source, store, job)
     timings["extract"] = time.perf_counter() - t
+    if skipped := store.skipped():
+        log.warning("%d of %d images were skipped as unreadable; the report lists them in %s "
+                    "(data.skipped)", len(skipped), len(source), out_dir / "provenance.json")
     run_key = _run_key(store, spec_text, modules)  # of the complete store
     store_content = store.content_key()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +104,74 @@ def test_mapping_option_values_parse_to_numbers_and_tuples():
 
     assert _mapping_options(("mean=0.5,0.4,0.3", "heads=4", "eps=1e-6", "act=gelu")) == {
         "mean": (0.5, 0.4, 0.3), "heads": 4, "eps": 1e-6, "act": "gelu"}
+
+
+def test_extract_names_the_layers_it_wrote(tmp_path):
+    # names (embed, norm) and block numbers, never the internal labels of the special sites
+    res = invoke("extract", "--model", "demo", "--data", "shapes:n=4", "--out",
+                 str(tmp_path / "s"), "--layers", "0,-1,embed,norm")
+    assert res.exit_code == 0, res.output
+    assert res.stdout.rstrip().endswith("; layers embed, 0, 4, norm)"), res.stdout
+
+
+def _folder_with_a_broken_image(root: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    for i in range(3):
+        (root / "a").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(root / "a" / f"{i}.png")
+    (root / "a" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def test_unreadable_images_are_reported_in_the_callers_spelling(tmp_path, run_spec_text,
+                                                                 caplog):
+    from probing import DataError, ImageFolderSource, extract
+
+    images = str(_folder_with_a_broken_image(tmp_path / "images"))
+    res = invoke("extract", "--model", "demo", "--data", images, "--out", str(tmp_path / "s"))
+    assert res.exit_code == 2 and "skip unreadable images with --on-error skip." in res.stderr
+    assert "on_error" not in res.stderr
+    with pytest.raises(DataError, match="with on_error='skip'"):  # the API's spelling
+        extract("demo", ImageFolderSource(images), layers=[0])
+    with pytest.raises(DataError, match=r'with \[data.options\] on_error = "skip"'):
+        run_spec_text(tmp_path, f'store = "{{store}}"\n[model]\nspec = "demo"\n[data]\n'
+                      f'source = "{Path(images).as_posix()}"\n[analyses.pe_similarity]\n', "r")
+    res = invoke("extract", "--model", "demo", "--data", images, "--out", str(tmp_path / "k"),
+                 "--on-error", "skip", "--kinds", "cls")
+    assert res.exit_code == 0, res.output
+    assert "warning: 1 of 4 images were skipped as unreadable; EmbeddingStore(" in res.stderr
+    assert len(EmbeddingStore(tmp_path / "k").skipped()) == 1
+    with caplog.at_level(logging.WARNING, logger="probing"):
+        result, _ = run_spec_text(
+            tmp_path, f'store = "{{store}}"\n[model]\nspec = "demo"\n[data]\nsource = '
+            f'"{Path(images).as_posix()}"\noptions = {{{{ on_error = "skip" }}}}\n'
+            '[analyses.pe_similarity]\n', "skip")
+    assert f"1 of 4 images were skipped as unreadable; the report lists them in " \
+           f"{result.report_dir / 'provenance.json'}" in caplog.text
+
+
+def test_info_without_weights_offers_no_pretrained(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = invoke("info", "vit_tiny_patch16_224")
+    if res.exit_code == 0:
+        pytest.skip("vit_tiny_patch16_224 weights are in this machine's cache")
+    assert res.exit_code == 2
+    assert "--no-pretrained" in res.stderr and "--arch vit_tiny_patch16_224" in res.stderr
+    assert "pretrained=False" not in res.stderr and "load_model(" not in res.stderr
+
+
+def test_help_and_list_import_no_heavy_library():
+    # a property, not a timing: --help and list load neither torch nor the other heavy stacks
+    script = ("import sys\nfrom probing.cli import main\n"
+              "for args in (['--help'], ['list']):\n"
+              "    try:\n        main(args)\n    except SystemExit as e:\n"
+              "        assert not e.code, e.code\n"
+              "heavy = {'torch', 'timm', 'captum', 'sklearn', 'matplotlib', 'pandas'}\n"
+              "print(sorted(heavy & set(sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert "layer_probes" in done.stdout  # list found the analyses without importing them

@@ -23,6 +23,7 @@ MODULES = [
     "probing.attention.inputs",
     "probing.attention.maps",
     "probing.attention.rollout",
+    "probing.attention.ablation",
     "probing.attribution.inputs",
     "probing.attribution.methods",
     "probing.attribution.faithfulness",
@@ -31,15 +32,18 @@ MODULES = [
 
 FACES = {
     "probing.attention": [
-        "ATTENTION_FORMS", "AttentionInput", "JointAttention", "ParsedAttention",
-        "attention_map_frame", "attention_maps", "gradient_relevance", "gradient_rollout",
+        "ABLATION_COLUMNS", "ALL_HEADS", "ATTENTION_FORMS", "AblationMode", "AttentionInput",
+        "JointAttention", "ParsedAttention", "ablate_heads", "head_ablation", "head_means",
+        "head_sites", "attention_map_frame", "attention_maps", "gradient_relevance",
+        "gradient_rollout",
         "mean_attention_distance", "mean_attention_distance_per_image",
         "pairwise_patch_distances", "parse_attention",
         "relevance_frame", "rollout", "rollout_map", "stack_attentions",
     ],
     "probing.attribution": [
         "ATTENTION_METHODS", "CAPTUM_METHODS", "AttributionMaps", "FaithfulnessResult",
-        "SanityResult", "attribute", "attribution_maps", "cascading_randomization",
+        "SanityResult", "attribute", "attribution_maps", "black_baseline",
+        "cascading_randomization",
         "deletion_curve", "faithfulness_curves", "insertion_curve", "make_baseline",
         "patch_feature_mask", "pixels_to_patches",
     ],
