@@ -35,6 +35,7 @@ from probing.attribution import (
 )
 from probing.constraints import Interval, Items, Options
 from probing.errors import ConfigError
+from probing.imageselect import IMAGE_IDS
 from probing.plots.attribution import plot_faithfulness, plot_method_maps, plot_sanity
 from probing.sections import Figure, Section, Table
 
@@ -75,6 +76,7 @@ def _delta_table(model, x, ig: pd.DataFrame, baseline: str, layout) -> pd.DataFr
 
 def run(ctx: RunContext,
         n_images: Annotated[int, Interval(int, 1, None)] = 4,
+        images: Annotated[list | None, IMAGE_IDS] = None,
         methods: Annotated[str | list, (_METHOD, Items(_METHOD, min_len=1))] = (
             "rollout", "gradient_rollout", "integrated_gradients", "occlusion"),
         n_steps: Annotated[int, Interval(int, 1, None)] = 32,
@@ -95,7 +97,9 @@ def run(ctx: RunContext,
     ctx : RunContext
         The run's model, store and seed.
     n_images : int
-        Images explained (the first n of the data).
+        Images explained, chosen by the spec's ``[data] selection`` (stratified by default).
+    images : list, optional
+        Image ids to explain instead, in this order.
     methods : str or list
         Attribution methods (captum's and the attention-based ones).
     n_steps : int
@@ -122,29 +126,30 @@ def run(ctx: RunContext,
         CPU threads while attributing (0: leave torch's setting).
     """
     with _torch_threads(int(torch_threads)):
-        return _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline,
-                    insertion_baseline, n_random, step, sanity, sanity_images, sanity_threshold,
-                    internal_batch_size)
+        return _run(ctx, ctx.select_images(int(n_images), images), methods, n_steps, baseline,
+                    deletion_baseline, insertion_baseline, n_random, step, sanity,
+                    sanity_images, sanity_threshold, internal_batch_size)
 
 
-def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion_baseline,
+def _run(ctx, chosen, methods, n_steps, baseline, deletion_baseline, insertion_baseline,
          n_random, step, sanity, sanity_images, sanity_threshold,
          internal_batch_size) -> Section:
     methods = [methods] if isinstance(methods, str) else list(methods)
-    if int(n_images) < 1 or not methods:
-        raise ConfigError("attribution needs n_images >= 1 and at least one method; fix them.")
+    if not methods:
+        raise ConfigError("attribution needs at least one method; list one in methods.")
     model = ctx.model.model.eval()
-    x, ids = ctx.images(int(n_images))
+    x, ids = ctx.images(image_ids=chosen)
     common = {"baseline": baseline, "n_steps": int(n_steps),
               "internal_batch_size": int(internal_batch_size)}
     frames = [attribute(model, x, ctx.layout, method=m, image_ids=ids, **common)
               for m in methods]
     maps = pd.concat(frames, ignore_index=True)
-    pictures, picture_ids = ctx.display_images(int(n_images))
+    pictures, picture_ids = ctx.display_images(image_ids=chosen)
     figures = [Figure(
         "attribution_maps",
         plot_method_maps(maps, dict(zip(picture_ids.tolist(), pictures)), list(ids), methods),
-        "Explanations of the predicted class, one row per image and one column per method; "
+        f"Explanations of the predicted class, one row per image ({ctx.describe_images(ids)}) "
+        "and one column per method; "
         "each map on its own colour scale (rollout maps scaled to max 1, IG in logit units "
         "summed per patch, occlusion in logit change per patch).",
         maps)]
@@ -179,9 +184,10 @@ def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion
         numbers["ig_max_relative_delta"] = float(deltas["relative_delta"].max())
 
     text = (__doc__ or "").split("\n\n", 1)[1].strip()
-    text += (f" Settings: {len(ids)} images, IG with {int(n_steps)} steps and a {baseline} "
-             f"baseline (also the occlusion fill), deletion to {deletion_baseline}, insertion from "
-             f"{insertion_baseline}, {int(n_random)} random orders per image, {int(step)} "
+    text += (f" Settings: {len(ids)} images ({ctx.describe_images(ids)}), IG with "
+             f"{int(n_steps)} steps and a {baseline} baseline (also the occlusion fill), "
+             f"deletion to {deletion_baseline}, insertion from {insertion_baseline}, "
+             f"{int(n_random)} random orders per image, {int(step)} "
              "patch(es) per curve point.")
     if sanity:
         k = min(int(sanity_images), len(ids))
