@@ -249,16 +249,18 @@ def run_spec(
                              force)
 
 
-def _card(ctx: RunContext, store_content: str, context: dict, force: bool) -> Section:
-    """The model and data card (:func:`probing.card.model_card`), cached as sections are."""
+def _card(ctx: RunContext, store_content: str, context: dict, force: bool
+          ) -> tuple[Section, dict]:
+    """The model and data card (:func:`probing.card.model_card`), cached as sections are, and
+    its provenance entry (``cached``, ``cache_key``)."""
     key = section_key(store_content, "card", {}, Path(model_card.__code__.co_filename), context)
     if not force and (hit := load_section(ctx.store, key)) is not None:
-        return hit
+        return hit, {"cached": True, "cache_key": key}
     card = model_card(ctx.model, ctx.source, ctx.store, ctx.batch_size, ctx.stratify,
                       progress=False if ctx.quiet else None)
     card.check_numbers()
     save_section(ctx.store, key, card)
-    return card
+    return card, {"cached": False, "cache_key": key}
 
 
 def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], params: dict,
@@ -323,7 +325,8 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
                "batch_size": spec.capture.batch_size, "selection": spec.data.selection,
                "stratify": spec.data.stratify}
     t = time.perf_counter()
-    report.add(_card(ctx, store_content, context, force))  # the first section of every report
+    card, card_entry = _card(ctx, store_content, context, force)
+    report.add(card)  # the first section of every report
     timings["card"] = time.perf_counter() - t
     keys = {m.name: section_key(store_content, m.name, params[m.name], m.path, context)
             for m in modules}
@@ -376,6 +379,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         "store": {"path": str(store.path), "reused": reused, "capture": capture,
                   "key": manifest_key(store.manifest), "content_key": store_content},
         "analyses": analyses,
+        "card": card_entry,
         "spec_path": spec.source_path,
         "timings_s": timings,
         "run_key": run_key,

@@ -1,4 +1,4 @@
-"""Image selection: stratified / shuffled / first, explicit id lists, and the [data] where filter."""
+"""Image selection: stratified, shuffled, first, explicit id lists; the [data] where filter."""
 
 from __future__ import annotations
 
