@@ -91,3 +91,25 @@ def test_where_query_and_id_list():
 def test_where_errors_name_the_expression(where, match):
     with pytest.raises(ConfigError, match=match):
         _source().where(where)
+
+
+def test_run_context_selects_across_a_class_sorted_source(tmp_path, demo_model):
+    from probing import extract
+    from probing.run.context import RunContext
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 6)  # class-sorted, as an image folder is
+    source = ArraySource(rng.integers(0, 256, (18, 32, 32, 3), dtype=np.uint8),
+                         pd.DataFrame({"label": labels}))
+    store = extract(demo_model, source, store=tmp_path / "s", kinds=["cls"], layers=[1],
+                    attention=True)
+    ctx = RunContext(model=demo_model, source=source, store=store, seed=4)
+    attn, ids, _ = ctx.attention(max_images=3)
+    assert sorted(labels[ids]) == [0, 1, 2]  # the old first three were all class 0
+    images, image_ids = ctx.images(3)
+    assert np.array_equal(image_ids, ids) and len(images) == 3
+    attn, ids, _ = ctx.attention(image_ids=ctx.select_images(images=[17, 2, 9]))
+    assert ids.tolist() == [17, 2, 9]
+    assert ctx.images(image_ids=ids)[1].tolist() == [17, 2, 9]
+    first = RunContext(model=demo_model, source=source, store=store, selection="first")
+    assert first.select_images(3).tolist() == [0, 1, 2]
