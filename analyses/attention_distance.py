@@ -57,7 +57,8 @@ def run(ctx: RunContext,
     layers : "all", int or list
         Blocks (1-based), "all" or a list.
     max_images : int
-        Images averaged over (the first n of the data).
+        Images averaged over, chosen by the spec's ``[data] selection`` (stratified over
+        classes by default).
     renormalize : bool
         Convention of the figure: False = raw weights (the ViT notebook's), True = weights
         renormalised over patch keys per query. The table has both.

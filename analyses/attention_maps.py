@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 from probing.attention import attention_map_frame
 from probing.constraints import Interval, Layers, Options
 from probing.errors import ConfigError
+from probing.imageselect import IMAGE_IDS
 from probing.plots.attention import attention_grid_pages, plot_attention_grid, plot_multihead
 from probing.sections import Figure, Finding, Section, Table, slug
 from probing.selection import select_layers
@@ -40,6 +41,7 @@ def _query_label(layout, query) -> str:
 def run(ctx: RunContext,
         layers: Annotated[str | int | list, Layers()] = "all",
         n_images: Annotated[int, Interval(int, 1, None)] = 2,
+        images: Annotated[list | None, IMAGE_IDS] = None,
         query: Annotated[str | int | None, (
             None, Options("cls", "pooled", "reg", "dist", renamed={"mean": "pooled"}),
             Interval(int, 0, None))] = None,
@@ -55,7 +57,10 @@ def run(ctx: RunContext,
     layers : "all", int or list
         Blocks to show (1-based), "all" or a list.
     n_images : int
-        Images with a layers x heads grid figure each.
+        Images with a layers x heads grid figure each, chosen by the spec's ``[data]
+        selection`` (stratified over classes by default).
+    images : list, optional
+        Image ids to show instead, in this order.
     query : None, "cls", "pooled", "reg", "dist" or int
         The query token: None = CLS (the mean over patch queries without CLS), "pooled" (the
         mean over patch queries), or a sequence position.
@@ -67,17 +72,19 @@ def run(ctx: RunContext,
     """
     if int(n_images) < 1:
         raise ConfigError(f"attention_maps.n_images is {n_images}; pass 1 or more.")
-    attn, ids, labels = ctx.attention(layers, max_images=int(n_images))
+    chosen = ctx.select_images(int(n_images), images)
+    how = ctx.selection if images is None else "listed"
+    attn, ids, labels = ctx.attention(layers, image_ids=chosen)
     attn_by_layer = {int(layer): attn[:, i] for i, layer in enumerate(labels)}
     frame = attention_map_frame(attn_by_layer, ctx.layout, query, ids)
     shown = sorted(attn_by_layer)
     (mh_layer,) = (shown[-1],) if multihead_layer is None else select_layers(
         int(multihead_layer), shown, error=ConfigError, depth=ctx.depth,
         where="the layers shown (attention_maps.multihead_layer)")
-    pictures, picture_ids = ctx.display_images(int(n_images))
+    pictures, picture_ids = ctx.display_images(image_ids=chosen)
     images = dict(zip(picture_ids.tolist(), pictures))
     true, pred = (dict(zip(picture_ids.tolist(), v))
-                  for v in ctx.shown_labels(picture_ids, ctx.images(int(n_images))[0]))
+                  for v in ctx.shown_labels(picture_ids, ctx.images(image_ids=picture_ids)[0]))
     who = _query_label(ctx.layout, query)
     figures = []
     for image_id in ids.tolist():
@@ -89,10 +96,10 @@ def run(ctx: RunContext,
             figures.append(Figure(
                 f"attention_maps_image{slug(image_id)}" + (f"_page{page}" if page > 1 else ""),
                 fig,
-                f"Image {image_id}{part}: attention weight from {who} to each patch, per layer "
-                "(rows) and head (columns), on one colour scale; unitless weights (a row sums "
-                "to 1 over all keys, prefix tokens included). Title: true label and the "
-                "model's prediction.",
+                f"Image {ctx.describe_images([image_id])}{part}: attention weight from {who} to "
+                "each patch, per layer (rows) and head (columns), on one colour scale; unitless "
+                "weights (a row sums to 1 over all keys, prefix tokens included). Title: true "
+                "label and the model's prediction.",
                 sub[sub["layer"].isin(shown_layers)]))
     first = ids.tolist()[0]
     sub = frame[(frame["image_id"] == first) & (frame["layer"] == mh_layer)]
@@ -112,7 +119,8 @@ def run(ctx: RunContext,
                for layer, g in table.groupby("layer")}
     numbers["n_images"] = float(len(ids))
     text = (__doc__ or "").split("\n\n", 1)[1].strip()
-    text += (f" Query: {who}. Images: {len(ids)}; layers: {', '.join(map(str, shown))}.")
+    text += (f" Query: {who}. Images ({how}): "
+             f"{ctx.describe_images(ids)}; layers: {', '.join(map(str, shown))}.")
     if not ctx.layout.has_cls and query is None:
         text += " This model has no CLS token, so the maps show the mean over patch queries."
     return Section(

@@ -40,6 +40,7 @@ from probing.attribution import (
 )
 from probing.constraints import Interval, Items, Options
 from probing.errors import ConfigError
+from probing.imageselect import IMAGE_IDS
 from probing.plots.attribution import (
     method_map_pages,
     plot_faithfulness,
@@ -87,6 +88,7 @@ def _delta_table(model, x, ig: pd.DataFrame, baseline: str, layout) -> pd.DataFr
 
 def run(ctx: RunContext,
         n_images: Annotated[int, Interval(int, 1, None)] = 4,
+        images: Annotated[list | None, IMAGE_IDS] = None,
         methods: Annotated[str | list, (_METHOD, Items(_METHOD, min_len=1))] = (
             "rollout", "gradient_rollout", "integrated_gradients", "occlusion"),
         n_steps: Annotated[int, Interval(int, 1, None)] = 32,
@@ -108,7 +110,9 @@ def run(ctx: RunContext,
     ctx : RunContext
         The run's model, store and seed.
     n_images : int
-        Images explained (the first n of the data).
+        Images explained, chosen by the spec's ``[data] selection`` (stratified by default).
+    images : list, optional
+        Image ids to explain instead, in this order.
     methods : str or list
         Attribution methods (captum's and the attention-based ones).
     n_steps : int
@@ -139,9 +143,9 @@ def run(ctx: RunContext,
         Bootstrap resamples of the images for the intervals (0 = none).
     """
     with _torch_threads(int(torch_threads)):
-        return _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline,
-                    insertion_baseline, n_random, step, sanity, sanity_images, sanity_threshold,
-                    internal_batch_size, int(n_boot))
+        return _run(ctx, ctx.select_images(int(n_images), images), methods, n_steps, baseline,
+                    deletion_baseline, insertion_baseline, n_random, step, sanity,
+                    sanity_images, sanity_threshold, internal_batch_size, int(n_boot))
 
 
 def _curve_baseline(ctx, x, name: str):
@@ -172,20 +176,20 @@ def _start_warning(faith, insertion_baseline: str) -> tuple[str, dict[str, float
             + hint, numbers)
 
 
-def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion_baseline,
+def _run(ctx, chosen, methods, n_steps, baseline, deletion_baseline, insertion_baseline,
          n_random, step, sanity, sanity_images, sanity_threshold,
          internal_batch_size, n_boot) -> Section:
     methods = [methods] if isinstance(methods, str) else list(methods)
-    if int(n_images) < 1 or not methods:
-        raise ConfigError("attribution needs n_images >= 1 and at least one method; fix them.")
+    if not methods:
+        raise ConfigError("attribution needs at least one method; list one in methods.")
     model = ctx.model.model.eval()
-    x, ids = ctx.images(int(n_images))
+    x, ids = ctx.images(image_ids=chosen)
     common = {"baseline": baseline, "n_steps": int(n_steps),
               "internal_batch_size": int(internal_batch_size)}
     frames = [attribute(model, x, ctx.layout, method=m, image_ids=ids, **common)
               for m in methods]
     maps = pd.concat(frames, ignore_index=True)
-    pictures, picture_ids = ctx.display_images(int(n_images))
+    pictures, picture_ids = ctx.display_images(image_ids=chosen)
     true, pred = ctx.shown_labels(ids, x)
     units = {"rollout": "relevance (max 1)", "gradient_rollout": "relevance (max 1)",
              "integrated_gradients": "IG (logit per patch)",
@@ -194,12 +198,12 @@ def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion
                              methods, labels=true, predictions=pred, units=units)
     figures = [Figure(
         "attribution_maps" + (f"_page{k}" if k > 1 else ""), fig,
-        "Explanations of the predicted class, one row per image (first column: the image, its "
-        "true label and the model's prediction) and one column per method, each method on one "
-        "colour scale over the images (bar below; rollout maps scaled to max 1, IG in logit "
-        "units summed per patch, occlusion in logit change per patch; signed maps on a "
-        "diverging scale centred at 0)" + (f"; page {k} of {len(pages)}." if len(pages) > 1
-                                          else "."),
+        f"Explanations of the predicted class, one row per image ({ctx.describe_images(ids)}; "
+        "first column: the image, its true label and the model's prediction) and one column "
+        "per method, each method on one colour scale over the images (bar below; rollout "
+        "maps scaled to max 1, IG in logit units summed per patch, occlusion in logit change "
+        "per patch; signed maps on a diverging scale centred at 0)"
+        + (f"; page {k} of {len(pages)}." if len(pages) > 1 else "."),
         maps[maps["image_id"].isin(shown)])
         for k, (shown, fig) in enumerate(zip(method_map_pages(list(ids), len(methods)), pages),
                                          1)]
@@ -244,9 +248,9 @@ def _run(ctx, n_images, methods, n_steps, baseline, deletion_baseline, insertion
         numbers["ig_max_relative_delta"] = float(deltas["relative_delta"].max())
 
     text = (__doc__ or "").split("\n\n", 1)[1].strip()
-    text += (f" Settings: {len(ids)} images, {len(methods)} methods, IG with {int(n_steps)} "
-             f"steps and a {baseline} "
-             f"baseline (also the occlusion fill), deletion to {deletion_baseline}, insertion from "
+    text += (f" Settings: {len(ids)} images ({ctx.describe_images(ids)}), {len(methods)} "
+             f"methods, IG with {int(n_steps)} steps and a {baseline} baseline (also the "
+             f"occlusion fill), deletion to {deletion_baseline}, insertion from "
              f"{insertion_baseline}, {int(n_random)} random orders per image, {int(step)} "
              "patch(es) per curve point." + start_text)
     if sanity:

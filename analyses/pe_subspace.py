@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 from threadpoolctl import threadpool_limits
 
 from probing.constraints import Interval
@@ -65,9 +64,7 @@ def run(ctx: RunContext,
             f"Skipped: the model adds no absolute positional table to its patch projections "
             f"(it has {' and '.join(ctx.layout.position) or 'no positional parameters'}), "
             "so there is no positional subspace to compare with content."))
-    ids = ctx.labels()["image_id"].to_numpy()
-    if len(ids) > max_images:
-        ids = np.sort(ctx.rng("pe_subspace").choice(ids, int(max_images), replace=False))
+    ids = ctx.select_images(int(max_images))
     content = ctx.tokens("patch", "embed")
     content = content[content["image_id"].isin(ids)]
     with threadpool_limits(1):  # small matrices: BLAS threads only contend on few cores

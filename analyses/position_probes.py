@@ -68,7 +68,7 @@ def run(ctx: RunContext,
     layers : "all", int or list
         Layers probed.
     max_images : int
-        Images probed (the first ones of the source; at least ``cv``).
+        Images probed (at least ``cv``), chosen by the spec's ``[data] selection``.
     patches_per_image : int
         Random patches per image; 0 = all.
     cv : int
@@ -86,7 +86,7 @@ def run(ctx: RunContext,
         raise ConfigError(f"position_probes.patches_per_image={patches_per_image!r} must be >= 0 "
                           "(0 = all patches).")
     chosen = LayerLabels(k for k in ctx.layers(layers) if k >= 0)
-    ids = ctx.labels()["image_id"].to_numpy()[: int(max_images)]
+    ids = ctx.select_images(int(max_images))
     n_cells, per = layout.num_patches, int(patches_per_image)
     picked = np.ones((len(ids), n_cells), dtype=bool)
     if 0 < per < n_cells:
@@ -96,7 +96,7 @@ def run(ctx: RunContext,
     random = None
     if random_init:
         rand = ctx.extract(ctx.random_init_model(), kinds=("patch",), layers=chosen,
-                           n_images=len(ids))
+                           image_ids=ids)
         random = _sample(rand, ids, picked, layout.cols)
     settings = dict(kind="patch", layers=chosen, cv=int(cv), alpha=float(alpha), seed=ctx.seed,
                     control=False, random_frame=random)

@@ -23,6 +23,7 @@ from scipy.stats import spearmanr
 from probing.attention import gradient_rollout, relevance_frame, rollout_map
 from probing.constraints import Interval, Options
 from probing.errors import ConfigError
+from probing.imageselect import IMAGE_IDS
 from probing.plots.attribution import method_map_pages, plot_method_maps
 from probing.sections import Figure, Section, Table
 
@@ -36,6 +37,7 @@ NEEDS = {"attention": True}
 
 def run(ctx: RunContext,
         n_images: Annotated[int, Interval(int, 1, None)] = 4,
+        images: Annotated[list | None, IMAGE_IDS] = None,
         head_fusion: Annotated[str, Options("mean", "max", "min")] = "mean",
         discard_ratio: Annotated[float, Interval(float, 0, 1, closed="left")] = 0.0,
         start_layer: Annotated[int, Interval(int, 1, None)] = 1,
@@ -50,7 +52,9 @@ def run(ctx: RunContext,
     ctx : RunContext
         The run's model, store and seed.
     n_images : int
-        Images shown.
+        Images shown, chosen by the spec's ``[data] selection`` (stratified by default).
+    images : list, optional
+        Image ids to show instead, in this order.
     head_fusion : "mean", "max" or "min"
         How each layer's heads are fused.
     discard_ratio : float
@@ -64,19 +68,20 @@ def run(ctx: RunContext,
     """
     if int(n_images) < 1:
         raise ConfigError(f"rollout.n_images is {n_images}; pass 1 or more.")
-    attn, ids, labels = ctx.attention("all", max_images=int(n_images))
+    chosen = ctx.select_images(int(n_images), images)
+    attn, ids, labels = ctx.attention("all", image_ids=chosen)
     attn_by_layer = {int(layer): attn[:, i] for i, layer in enumerate(labels)}
     maps = {"rollout": rollout_map(attn_by_layer, ctx.layout, query, head_fusion,
                                    float(discard_ratio), int(start_layer))}
     if gradient:
-        images, image_ids = ctx.images(int(n_images))
+        inputs, image_ids = ctx.images(image_ids=chosen)
         if not np.array_equal(image_ids, ids):
             raise ConfigError("rollout: the stored attention and the images differ; re-extract.")
-        maps["gradient_rollout"] = gradient_rollout(ctx.model.model, images, ctx.layout,
+        maps["gradient_rollout"] = gradient_rollout(ctx.model.model, inputs, ctx.layout,
                                                     query=query)
     frame = pd.concat([relevance_frame(m, name, ids) for name, m in maps.items()],
                       ignore_index=True)
-    pictures, picture_ids = ctx.display_images(int(n_images))
+    pictures, picture_ids = ctx.display_images(image_ids=chosen)
     numbers = {"n_images": float(len(ids))}
     tables = []
     if gradient:
@@ -90,11 +95,12 @@ def run(ctx: RunContext,
             numbers["spearman_rollout_vs_gradient"] = float(np.nanmean(rho))
     setting = (f"head fusion {head_fusion}, discard ratio {float(discard_ratio):g}, layers "
                f"{int(start_layer)}..{max(labels)}")
-    text = (__doc__ or "").split("\n\n", 1)[1].strip() + (
-        f" Settings: {setting}; {len(ids)} images, {len(maps)} maps each.")
+    text = (__doc__ or "").split("\n\n", 1)[1].strip() + f" Settings: {setting}; {len(ids)} images"
+    text += (f" ({ctx.selection if images is None else 'listed'}): "
+             f"{ctx.describe_images(ids)}; {len(maps)} maps each.")
     if not ctx.layout.has_cls and query is None:
         text += " This model has no CLS token: the maps are the mean over patch queries."
-    true, pred = ctx.shown_labels(picture_ids, ctx.images(int(n_images))[0])
+    true, pred = ctx.shown_labels(picture_ids, ctx.images(image_ids=picture_ids)[0])
     pictures_by_id = dict(zip(picture_ids.tolist(), pictures))
     kw = {"labels": dict(zip(picture_ids.tolist(), true)),
           "predictions": dict(zip(picture_ids.tolist(), pred)),
@@ -103,7 +109,8 @@ def run(ctx: RunContext,
     figures = [Figure(
         "rollout_maps" + (f"_page{k}" if k > 1 else ""), fig,
         f"Attention rollout ({setting}) and gradient rollout of the predicted class, one "
-        "row per image (first column: the image, its true label and the model's prediction); "
+        f"row per image ({ctx.describe_images(shown)}; first column: the image, its true label "
+        "and the model's prediction); "
         "each map scaled to max 1 (unitless)"
         + (f"; page {k} of {len(pages)}." if len(pages) > 1 else "."),
         frame[frame["image_id"].isin(shown)])

@@ -46,6 +46,7 @@ __all__ = [
     "iter_batches",
     "make_transform",
     "open_source",
+    "select_source",
 ]
 
 OnError = Literal["raise", "skip"]
@@ -96,27 +97,106 @@ class ImageSource(ABC):
         check(Name.arg("n"), n, (Interval(int, 1, None), None), 512, ConfigError)
         if n is None or n >= len(self):
             return self
-        return _Subset(self, int(n))
+        return _Subset(self, np.arange(int(n)), {"first_n": int(n)})
+
+    def where(self, where: str | Sequence[Any] | None) -> ImageSource:
+        """The images whose label row matches ``where``, in source order.
+
+        Parameters
+        ----------
+        where : str, sequence of ids or None
+            A pandas query over the label columns (``"label == 1"``, ``"split == 'test'"``,
+            ``"image_id < 100"``), or a list of image ids (matched by value or by text, so
+            ``["7"]`` finds id 7); None keeps every image.
+
+        Raises
+        ------
+        ConfigError
+            A query pandas cannot evaluate or that is not a true/false condition per image,
+            ids that are not in the source, or a filter that keeps no image; the message
+            names the expression.
+        """
+        if where is None:
+            return self
+        labels = self.labels()
+        if isinstance(where, str):
+            keep = _query_mask(labels, where, self.name)
+        else:
+            wanted = [str(w) for w in where]
+            text = labels["image_id"].astype(str)
+            missing = sorted(set(wanted) - set(text))
+            if missing or not wanted:
+                raise ConfigError(
+                    f"[data] where = {list(where)!r} names image ids that are not in source "
+                    f"{self.name!r} ({', '.join(missing[:5]) or 'none listed'}); list ids of "
+                    "the source or write a query such as \"label == 1\"."
+                )
+            keep = text.isin(wanted).to_numpy()
+            where = [_py(w) for w in where]
+        if not keep.any():
+            raise ConfigError(
+                f"[data] where = {where!r} keeps none of the {len(labels)} images of source "
+                f"{self.name!r}; loosen the condition."
+            )
+        if keep.all():
+            return self
+        return _Subset(self, np.flatnonzero(keep), {"where": where})
+
+    def take(self, positions: Sequence[int] | np.ndarray) -> ImageSource:
+        """The images at ``positions`` (0-based, in that order) as a source of their own."""
+        pos = np.asarray(positions, dtype=np.int64)
+        if len(pos) and (pos.min() < 0 or pos.max() >= len(self)):
+            raise DataError(f"positions outside 0..{len(self) - 1} of source {self.name!r}.")
+        return _Subset(self, pos, {"positions": pos.tolist()})
+
+
+def _query_mask(labels: pd.DataFrame, where: str, name: str) -> np.ndarray:
+    """Boolean ``(n_images,)`` mask of a pandas query over ``labels``."""
+    columns = ", ".join(map(str, labels.columns))
+    try:
+        mask = labels.eval(where)
+    except Exception as exc:  # noqa: BLE001 - pandas raises many types for a bad expression
+        raise ConfigError(
+            f"[data] where = {where!r} is not a query pandas can evaluate over the columns of "
+            f"source {name!r} ({columns}): {type(exc).__name__}: {exc}; write e.g. "
+            "\"label == 1\"."
+        ) from exc
+    if not isinstance(mask, pd.Series) or len(mask) != len(labels) \
+            or not pd.api.types.is_bool_dtype(mask.dtype):
+        raise ConfigError(
+            f"[data] where = {where!r} is not a true/false condition per image over the "
+            f"columns of source {name!r} ({columns}); write a comparison such as \"label == 1\"."
+        )
+    return mask.fillna(False).to_numpy(dtype=bool)
+
+
+def select_source(source: ImageSource, where: str | Sequence[Any] | None = None,
+                  n: int | None = None) -> ImageSource:
+    """A run's images: ``source`` filtered by ``where`` (:meth:`ImageSource.where`), then its
+    first ``n`` (:meth:`ImageSource.subset`)."""
+    return source.where(where).subset(n)
 
 
 class _Subset(ImageSource):
-    def __init__(self, parent: ImageSource, n: int) -> None:
+    """Images of ``parent`` at ``positions``; ``tag`` is added to the parent's description."""
+
+    def __init__(self, parent: ImageSource, positions: np.ndarray, tag: dict) -> None:
         super().__init__()
-        self.parent, self.n = parent, n
+        self.parent, self.positions, self.tag = parent, np.asarray(positions, np.int64), tag
         self.name, self.on_error = parent.name, parent.on_error
         self.skipped = parent.skipped
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.positions)
 
     def labels(self) -> pd.DataFrame:
-        return self.parent.labels().iloc[: self.n].reset_index(drop=True)
+        return self.parent.labels().iloc[self.positions].reset_index(drop=True)
 
     def image(self, i: int) -> Image.Image:
-        return self.parent.image(i)
+        return self.parent.image(int(self.positions[i]))
 
     def describe(self) -> dict:
-        return {**self.parent.describe(), "first_n": self.n}
+        return {**self.parent.describe(), **self.tag}
 
 
 class ShapesSource(ImageSource):

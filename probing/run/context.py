@@ -10,10 +10,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..attention_frames import attention_array
 from ..data import ImageSource, iter_batches
 from ..errors import AnalysisError, ProbingError, SchemaError
 from ..extract import extract
 from ..frames import check_finite
+from ..imageselect import describe_images, label_column, pick_images, select_images
 from ..models import LoadedModel, eval_mode, random_init_copy
 from ..seeding import derive_seed
 from ..selection import LayerLabels, resolve_layers
@@ -37,6 +39,10 @@ class RunContext:
         The extraction store holding the captured tokens (and attention).
     seed : int
         The spec's seed; analyses derive every random step from it.
+    selection : {"stratified", "first", "shuffled"}
+        How "n images" are chosen (:meth:`select_images`; the spec's ``[data] selection``).
+    stratify : str, optional
+        The class column of the stratified selection (default: ``label`` when present).
     """
 
     model: LoadedModel
@@ -45,6 +51,8 @@ class RunContext:
     seed: int = 0
     batch_size: int = 64
     quiet: bool = False
+    selection: str = "stratified"
+    stratify: str | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -90,24 +98,73 @@ class RunContext:
         """``image_id`` and label columns of the stored images, in source order."""
         return self.store.labels()
 
-    def attention(self, layers: Any = "all", max_images: int | None = None
+    def label_column(self) -> str | None:
+        """The class column of the stored images (``stratify``, else ``label`` when present)."""
+        return label_column(self.labels().columns, self.stratify)
+
+    def select_images(self, n: int | None = None, images: Sequence[Any] | None = None
+                      ) -> np.ndarray:
+        """Ids of the images an "n images" parameter means: ``images`` (stored ids, in that
+        order) when given, else ``n`` of the stored images chosen by :attr:`selection`
+        (:func:`probing.imageselect.select_images`, seeded by the spec's seed, the same for
+        every analysis; all stored images in source order when ``n`` is None)."""
+        labels = self.labels()
+        ids = labels["image_id"].to_numpy()
+        if images is not None:
+            return pick_images(ids, list(images))
+        if n is None:
+            return ids
+        column = self.label_column()
+        return select_images(ids, None if column is None else labels[column], int(n),
+                             seed=derive_seed(self.seed, "images"), how=self.selection)
+
+    def describe_images(self, ids: Sequence[Any] | np.ndarray) -> str:
+        """``"3 (circle), 7 (square)"``: the ids with their class, for captions."""
+        return describe_images(ids, self.labels(), self.label_column())
+
+    def attention(self, layers: Any = "all", max_images: int | None = None,
+                  image_ids: Sequence[Any] | np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """Stored attention ``(n_images, n_layers, heads, N, N)``, image ids, layer labels
-        (only block outputs ``1..depth`` of the selection have attention)."""
-        return self.store.attention(self.layers(layers).blocks, max_images=max_images)
+        (only block outputs ``1..depth`` of the selection have attention), of ``image_ids``
+        (in that order) or else of :meth:`select_images` ``(max_images)``."""
+        want = self.select_images(max_images) if image_ids is None else np.asarray(image_ids)
+        frame = self.store.read_attention(self.layers(layers).blocks,
+                                          filters=[("image_id", "in", want.tolist())])
+        attn, ids, labels = attention_array(frame)
+        index = pd.Index(ids).get_indexer(want)
+        if (index < 0).any():
+            raise SchemaError(f"store {self.store.path} holds no attention of image "
+                              f"{want[index < 0][0]!r}; re-extract with attention.")
+        return attn[index], ids[index], labels
 
-    def images(self, n: int | None = None) -> tuple[torch.Tensor, np.ndarray]:
-        """The first ``n`` preprocessed images ``(n, C, H, W)`` and their ids."""
-        n = len(self.source) if n is None else min(int(n), len(self.source))
-        batches = list(iter_batches(self.source, self.model.data_config, max(1, n),
-                                    np.arange(n)))
+    def _positions(self, image_ids: Sequence[Any] | np.ndarray) -> np.ndarray:
+        """Source positions of stored image ids."""
+        pos = pd.Index(self.source.labels()["image_id"]).get_indexer(np.asarray(image_ids))
+        if (pos < 0).any():
+            raise SchemaError(f"image {np.asarray(image_ids)[pos < 0][0]!r} is not in the "
+                              f"data source {self.source.name!r}; rerun the extraction.")
+        return pos
+
+    def images(self, n: int | None = None,
+               image_ids: Sequence[Any] | np.ndarray | None = None
+               ) -> tuple[torch.Tensor, np.ndarray]:
+        """Preprocessed images ``(n, C, H, W)`` and their ids: ``image_ids`` (in that order)
+        or else :meth:`select_images` ``(n)``."""
+        want = self.select_images(n) if image_ids is None else np.asarray(image_ids)
+        pos = self._positions(want)
+        batches = list(iter_batches(self.source, self.model.data_config, max(1, len(pos)),
+                                    pos))
         imgs = torch.cat([b.images for b in batches if len(b.images)])
         ids = np.concatenate([b.image_ids for b in batches if len(b.images)])
         return imgs, ids
 
-    def display_images(self, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The first ``n`` model inputs de-normalised for display: ``(n, H, W, 3)`` in [0, 1]."""
-        imgs, ids = self.images(n)
+    def display_images(self, n: int | None = None,
+                       image_ids: Sequence[Any] | np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """The model inputs of :meth:`images` de-normalised for display: ``(n, H, W, 3)`` in
+        [0, 1]."""
+        imgs, ids = self.images(n, image_ids)
         cfg = self.model.data_config
         mean = torch.tensor(cfg["mean"]).view(1, -1, 1, 1)
         std = torch.tensor(cfg["std"]).view(1, -1, 1, 1)
@@ -160,14 +217,20 @@ class RunContext:
         return self._cache["random_init"]
 
     def extract(self, model: LoadedModel, kinds: Sequence[str] = ("cls",), layers: Any = "all",
-                pooled: str | None = None, n_images: int | None = None) -> pd.DataFrame:
-        """Extract (in memory, cached per arguments) from another model over the same images.
+                pooled: str | None = None, n_images: int | None = None,
+                image_ids: Sequence[Any] | np.ndarray | None = None) -> pd.DataFrame:
+        """Extract (in memory, cached per arguments) from another model over the same images:
+        the first ``n_images``, or the images ``image_ids`` (in source order).
 
         ``layers`` is resolved against ``model``'s depth once (labels pass through)."""
         labels = resolve_layers(layers, model.depth)
-        key = ("extract", model.name, tuple(kinds), tuple(labels), pooled, n_images)
+        source = self.source
+        if image_ids is not None:
+            source = source.take(np.sort(self._positions(image_ids)))
+        key = ("extract", model.name, tuple(kinds), tuple(labels), pooled, n_images,
+               None if image_ids is None else tuple(np.asarray(image_ids).tolist()))
         if key not in self._cache:
-            self._cache[key] = extract(model, self.source, layers=labels, kinds=kinds,
+            self._cache[key] = extract(model, source, layers=labels, kinds=kinds,
                                        pooled=pooled, batch_size=self.batch_size,
                                        n_images=n_images, progress=False)
         return self._cache[key]

@@ -233,7 +233,9 @@ def model_recipe(spec: Any, seed: int = 0, **options: Any) -> dict:
     return {"spec": _absolute(os.fspath(spec)), "seed": int(seed), "options": dict(options)}
 
 
-def data_recipe(source: str | os.PathLike, n: int | None = None, **options: Any) -> dict:
+def data_recipe(source: str | os.PathLike, n: int | None = None, where: Any = None,
+                selection: str = "stratified", stratify: str | None = None,
+                **options: Any) -> dict:
     """A picklable description from which a worker re-opens the image source.
 
     Parameters
@@ -241,7 +243,11 @@ def data_recipe(source: str | os.PathLike, n: int | None = None, **options: Any)
     source : str or path
         A spec of :func:`probing.data.open_source` (relative paths are made absolute).
     n : int, optional
-        Use the first ``n`` images.
+        Use the first ``n`` images (after ``where``).
+    where : str or list, optional
+        The ``[data] where`` filter (:meth:`probing.data.ImageSource.where`).
+    selection, stratify
+        The ``[data]`` image selection of analyses (:class:`~probing.run.context.RunContext`).
     **options
         Options of the source.
     """
@@ -250,7 +256,8 @@ def data_recipe(source: str | os.PathLike, n: int | None = None, **options: Any)
             f"data source {type(source).__name__} cannot be re-opened on Dask workers; pass a "
             "spec string ('shapes:n=512', an image folder or a manifest path)."
         )
-    return {"source": _absolute(os.fspath(source)), "n": n, "options": dict(options)}
+    return {"source": _absolute(os.fspath(source)), "n": n, "where": where,
+            "select": {"selection": selection, "stratify": stratify}, "options": dict(options)}
 
 
 def _key(recipe: dict) -> str:
@@ -268,11 +275,12 @@ def worker_model(recipe: dict) -> LoadedModel:
 
 def worker_source(recipe: dict):
     """``(source, labels)`` of ``recipe``, opened once per process (cached)."""
-    from ..data import open_source
+    from ..data import open_source, select_source
 
     key = "data:" + _key(recipe)
     if key not in _CACHE:
-        source = open_source(recipe["source"], **recipe["options"]).subset(recipe["n"])
+        source = select_source(open_source(recipe["source"], **recipe["options"]),
+                               recipe.get("where"), recipe["n"])
         _CACHE[key] = (source, source.labels())
     return _CACHE[key]
 
@@ -360,7 +368,7 @@ def analysis_task(model: dict, data: dict, store: str, seed: int, batch_size: in
     loaded = _checked_model(model, fingerprint or _store_fingerprint(store_))
     source, _ = worker_source(data)
     ctx = RunContext(model=loaded, source=source, store=store_, seed=seed,
-                     batch_size=batch_size, quiet=True)
+                     batch_size=batch_size, quiet=True, **data.get("select", {}))
     t = time.perf_counter()
     section = run_analysis(load_analysis(Path(analysis)).run, ctx, params, style,
                            name=Path(analysis).stem)

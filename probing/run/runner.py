@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..card import model_card
 from ..constraints import respell
-from ..data import open_source
+from ..data import open_source, select_source
 from ..errors import AnalysisError, ProbingError, ReportError
 from ..extract import extract, shard_job, store_manifest
 from ..models import LoadedModel, load_model
@@ -259,6 +260,20 @@ def run_spec(
         raise
 
 
+def _card(ctx: RunContext, store_content: str, context: dict, force: bool
+          ) -> tuple[Section, dict]:
+    """The model and data card (:func:`probing.card.model_card`), cached as sections are, and
+    its provenance entry (``cached``, ``cache_key``)."""
+    key = section_key(store_content, "card", {}, Path(model_card.__code__.co_filename), context)
+    if not force and (hit := load_section(ctx.store, key)) is not None:
+        return hit, {"cached": True, "cache_key": key}
+    card = model_card(ctx.model, ctx.source, ctx.store, ctx.batch_size, ctx.stratify,
+                      progress=False if ctx.quiet else None)
+    card.check_numbers()
+    save_section(ctx.store, key, card)
+    return card, {"cached": False, "cache_key": key}
+
+
 def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], params: dict,
               client: Any, quiet: bool, t_start: float, timings: dict[str, float],
               force: bool = False) -> RunResult:
@@ -268,7 +283,8 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
                   "mapping": spec.model.mapping, "mapping_options": spec.model.mapping_options,
                   "device": spec.model.device, **spec.model.options}
     # the data first: a bad source option is reported before the model is built or loaded
-    source = open_source(spec.data.source, **spec.data.options).subset(spec.data.n)
+    source = select_source(open_source(spec.data.source, **spec.data.options), spec.data.where,
+                           spec.data.n)
     check_columns(modules, params, source)  # a typo in a label column, before the model loads
     loaded = load_model(spec.model.spec, **model_opts)
     timings["load"] = time.perf_counter() - t
@@ -294,7 +310,9 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         from .distributed import data_recipe, model_recipe
 
         recipes = (model_recipe(spec.model.spec, spec.seed, **model_opts),
-                   data_recipe(spec.data.source, spec.data.n, **spec.data.options))
+                   data_recipe(spec.data.source, spec.data.n, where=spec.data.where,
+                               selection=spec.data.selection, stratify=spec.data.stratify,
+                               **spec.data.options))
     t = time.perf_counter()
     if not reused:
         log.info("extracting %d images from %s into %s", len(source), loaded.name, store.path)
@@ -313,13 +331,19 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
     store_content = store.content_key()
 
     ctx = RunContext(model=loaded, source=source, store=store, seed=spec.seed,
-                     batch_size=spec.capture.batch_size, quiet=quiet)
+                     batch_size=spec.capture.batch_size, quiet=quiet,
+                     selection=spec.data.selection, stratify=spec.data.stratify)
     report = Report(title=spec.title, subtitle=(
         f"Model {loaded.name} ({loaded.depth} blocks, width {loaded.embed_dim}, grid "
         f"{loaded.layout.rows}x{loaded.layout.cols}); data {source.name} ({len(source)} images); "
         f"seed {spec.seed}."))
     context = {"seed": spec.seed, "style": spec.style, "device": spec.model.device,
-               "batch_size": spec.capture.batch_size}
+               "batch_size": spec.capture.batch_size, "selection": spec.data.selection,
+               "stratify": spec.data.stratify}
+    t = time.perf_counter()
+    card, card_entry = _card(ctx, store_content, context, force)
+    report.add(card)  # the first section of every report
+    timings["card"] = time.perf_counter() - t
     keys = {m.name: section_key(store_content, m.name, params[m.name], m.path, context)
             for m in modules}
     cached: dict[str, tuple[Section, float]] = {}
@@ -371,6 +395,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         "store": {"path": str(store.path), "reused": reused, "capture": capture,
                   "key": manifest_key(store.manifest), "content_key": store_content},
         "analyses": analyses,
+        "card": card_entry,
         "spec_path": spec.source_path,
         "timings_s": timings,
         "run_key": run_key,

@@ -19,8 +19,13 @@ Format (every key optional except ``[analyses]``)::
 
     [data]
     source = "shapes"             # "shapes", "digits", an image folder, a CSV/parquet manifest
-    n = 512                       # first n images (all when absent)
+    n = 512                       # first n images (all when absent), after `where`
     options = { seed = 0 }        # options of the source (e.g. on_error = "skip")
+    where = "label == 1"          # keep only matching images: a pandas query over the
+                                  # source's label columns, or a list of image ids
+    selection = "stratified"      # how analyses choose their "n images": "stratified"
+                                  # (round-robin over classes, seeded), "shuffled", "first"
+    stratify = "label"            # the class column of "stratified" (default: label)
 
     [capture]                     # merged with what the chosen analyses need
     layers = "all"
@@ -66,6 +71,7 @@ from ..constraints import (
     check,
 )
 from ..errors import ConfigError
+from ..imageselect import HOW
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -110,6 +116,9 @@ class DataSpec:
     source: str = "shapes"
     n: int | None = _ruled(None, (Interval(int, 1, None), None), example=512)
     options: dict = field(default_factory=dict)
+    where: str | list | None = None
+    selection: str = _ruled("stratified", Options(*HOW))
+    stratify: str | None = None
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,8 @@ def test_changing_one_parameter_reruns_only_that_analysis(tmp_path, analyses):
     assert sorted(_runs(analyses)) == ["count_a 1.0", "count_b 2.0"]
     assert _outputs(second.report_dir) == _outputs(fresh.report_dir)
     # the cache lives in the store, never in the report folder
-    assert len(list((second.store.path / CACHE_DIR).glob("*.pkl"))) == 3
+    # (count_a, count_b at 1.0 and at 2.0, and the model card)
+    assert len(list((second.store.path / CACHE_DIR).glob("*.pkl"))) == 4
     assert not any(CACHE_DIR in str(p) for p in tmp_path.joinpath("r2").rglob("*"))
 
     # force recomputes everything
@@ -107,10 +108,16 @@ def test_editing_an_analysis_file_reruns_it(tmp_path, analyses):
     assert _runs(analyses) == ["count_a 1.0"]
 
 
+def _analysis_entries(result) -> list[Path]:
+    """The analyses' cache entries of a run (the model card's left out)."""
+    card = json.loads((result.report_dir / "provenance.json").read_text())["card"]["cache_key"]
+    return sorted(p for p in (result.store.path / CACHE_DIR).glob("*.pkl") if p.stem != card)
+
+
 def test_corrupt_cache_entry_is_recomputed(tmp_path, analyses):
     first = run_spec(_spec(tmp_path, "stores", 1.0), out=tmp_path / "r1", quiet=True)
     _runs(analyses)
-    entries = sorted((first.store.path / CACHE_DIR).glob("*.pkl"))
+    entries = _analysis_entries(first)
     assert len(entries) == 2
     entries[0].write_bytes(entries[0].read_bytes()[:40])  # truncated pickle
     entries[1].write_bytes(b"not a pickle at all")
@@ -142,7 +149,7 @@ def test_a_cache_entry_not_signed_by_this_user_is_never_unpickled(tmp_path, anal
     key = (tmp_path / "config" / "probing" / "cache-key")
     assert key.stat().st_mode & 0o777 == 0o600
     marker = tmp_path / "exploited"
-    entries = sorted((first.store.path / CACHE_DIR).glob("*.pkl"))
+    entries = _analysis_entries(first)
     forged = pickle.dumps({"key": entries[0].stem, "section": _Exploit(str(marker))})
     entries[0].write_bytes(b"\0" * 32 + forged)  # a folder from someone else: no valid tag
     again = run_spec(_spec(tmp_path, "stores", 1.0), out=tmp_path / "r2", quiet=True)

@@ -252,6 +252,7 @@ spec = "demo"
 [data]
 source = "MANIFEST"
 options = {{ id_column = "id" }}
+selection = "first"  # rollout's 8 images are the first 8 ids, IDS among them
 
 [capture]
 kinds = ["cls", "patch"]
@@ -294,7 +295,7 @@ cv = 3
 random_init = false
 
 [analyses.attention_maps]
-n_images = 4
+images = ["IMG_01", "img_01", "../../x", "a/b"]
 
 [analyses.attention_distance]
 max_images = 8

@@ -13,7 +13,7 @@ PACKAGE = ROOT / "probing"
 #: Floors, lowest first. A module may import from its own floor or below, never above.
 FLOORS: list[tuple[str, ...]] = [
     ("errors", "constraints", "ownership", "seeding", "progress", "lazy"),
-    ("layout", "selection", "style"),
+    ("layout", "selection", "style", "imageselect"),
     ("frames", "attention_frames", "shapes"),
     ("data", "models", "foreign", "demo"),
     ("attention_hooks", "hooks"),
@@ -22,7 +22,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("views", "stats", "patchgrid", "targets", "maps", "similarity"),
     ("probes", "posenc", "attention", "attribution", "lens"),
     ("plots",),
-    ("findings", "figfiles", "sections", "report"),
+    ("findings", "figfiles", "sections", "report", "card"),
     ("run",),
     ("cli", ""),  # "" is the package face, probing/__init__.py
 ]
