@@ -3,11 +3,13 @@
 - :mod:`.spec`: run specs (TOML) resolved into frozen dataclasses, analysis parameter checks;
 - :mod:`.registry`: discovery of the analyses (``probing.analyses`` and ``PROBING_ANALYSES_PATH``);
 - :mod:`.context`: :class:`RunContext`, what an analysis gets;
+- :mod:`.compare`: the models a comparison analysis compares (``[[model]]`` or random init);
 - :mod:`.cache`: per-analysis results cached in the store;
 - :mod:`.runner`: :func:`run_spec`, the in-process runner;
 - :mod:`.distributed`: the same work as Dask tasks (imported only when asked for).
 """
 
+from .compare import compared_models
 from .context import RunContext, run_analysis
 from .registry import AnalysisModule, analysis_dirs, discover, get_analysis, load_analysis
 from .runner import RunResult, demo_spec_path, run_spec
@@ -19,6 +21,7 @@ __all__ = [
     "RunResult",
     "RunSpec",
     "analysis_dirs",
+    "compared_models",
     "demo_spec_path",
     "discover",
     "get_analysis",

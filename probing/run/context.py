@@ -37,6 +37,12 @@ class RunContext:
         The extraction store holding the captured tokens (and attention).
     seed : int
         The spec's seed; analyses derive every random step from it.
+    name : str
+        The model's name in the spec (``[model] name`` or derived from its ``spec``).
+    models : dict
+        Every model of the spec, name -> its RunContext (same data, seed and capture, each its
+        own store), the primary (this context) first; empty for a context built by hand. See
+        :func:`probing.run.compare.compared_models`.
     """
 
     model: LoadedModel
@@ -45,7 +51,14 @@ class RunContext:
     seed: int = 0
     batch_size: int = 64
     quiet: bool = False
+    name: str = ""
+    models: dict = field(default_factory=dict, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model (the same as ``model``)."""
+        return self.model
 
     @property
     def layout(self):
