@@ -174,3 +174,12 @@ def test_one_model_compares_with_its_random_init_copy_or_refuses(three):
     spec = _write(tmp, "one", base + "[analyses.compare_probes]\nrandom_init = false\n")
     with pytest.raises(ConfigError, match="random_init = true"):
         run_spec(spec, out=tmp / "one_refused", quiet=True)
+
+
+def test_the_example_spec_compares_two_models():
+    from probing.run.registry import PACKAGE_ANALYSES
+    from probing.run.spec import load_spec
+
+    spec = load_spec(PACKAGE_ANALYSES / "compare_demo.toml")
+    assert [m.name for m in spec.models] == ["trained", "random init"]
+    assert {"compare_cka", "compare_probes", "compare_attention_distance"} <= set(spec.analyses)
