@@ -8,11 +8,15 @@ matched by image id, and linear CKA (debiased with the unbiased HSIC estimator o
 2012 when asked) is computed for every (layer of A, layer of B): a heatmap per model pair, rows
 = layers of A, columns = layers of B. A model compared with itself gives 1 on the diagonal; a
 bright diagonal between two models means their layers correspond one to one, a bright band
-off it that one model computes the same thing at another depth.
+off it that one model computes the same thing at another depth. Intervals (biased CKA) are
+percentile-bootstrap intervals over images (Efron & Tibshirani 1993): the matched images are
+resampled with replacement and every layer pair's CKA recomputed, the same resamples for
+every pair.
 """
 
 from __future__ import annotations
 
+import logging
 from itertools import combinations
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,10 +24,13 @@ import numpy as np
 import pandas as pd
 
 from probing.constraints import Interval, Items, Layers, Options
+from probing.errors import ConfigError
 from probing.plots.similarity import plot_cka_heatmap
 from probing.run.compare import common_image_ids, compared_models, model_keys
 from probing.sections import Figure, Section, Table
 from probing.similarity import layer_similarity
+from probing.stats import bootstrap_cka
+from probing.views import FrameViews, align_rows
 
 if TYPE_CHECKING:
     from probing.run import RunContext
@@ -38,14 +45,32 @@ REFERENCES = [
 _KIND_NAMES = {"cls": "CLS", "pooled": "mean patch"}
 
 
+def _intervals(fa: pd.DataFrame, fb: pd.DataFrame, kind: str, la, lb, n_boot: int,
+               seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bootstrap ``(low, high)``, shape ``(len(la), len(lb))``, of the biased CKA of every
+    layer pair, over the images both frames hold (NaN when the Gram matrices are too big)."""
+    got_a = [FrameViews(fa).get(layer, kind) for layer in la]
+    got_b = [FrameViews(fb).get(layer, kind) for layer in lb]
+    here, there = align_rows(got_a[0][1], got_b[0][1])
+    try:
+        return bootstrap_cka([m[here] for m, _ in got_a], [m[there] for m, _ in got_b],
+                             n_boot=n_boot, seed=seed)
+    except ConfigError as exc:  # too many images for the Gram form: no intervals, said why
+        logging.getLogger("probing").warning("compare_cka: no bootstrap intervals: %s", exc)
+        nan = np.full((len(la), len(lb)), np.nan)
+        return nan, nan
+
+
 def cross_model_cka(models: dict[str, RunContext], kinds: list[str], layers, ids: np.ndarray,
-                    debiased: bool = False) -> pd.DataFrame:
-    """CKA of every layer pair of every model pair (in spec order), over the images ``ids``.
+                    debiased: bool = False, n_boot: int = 0, seed: int = 0) -> pd.DataFrame:
+    """CKA of every layer pair of every model pair (in spec order), over the images ``ids``,
+    with ``n_boot`` bootstrap resamples for the intervals (biased CKA only; 0 = none).
 
     Returns
     -------
     pandas.DataFrame
-        ``model_a, model_b, kind, layer_a, layer_b, metric, value, n, debiased``.
+        ``model_a, model_b, kind, layer_a, layer_b, metric, value, ci_low, ci_high, n,
+        debiased``.
     """
     frames = {}
     for name, m in models.items():
@@ -56,11 +81,14 @@ def cross_model_cka(models: dict[str, RunContext], kinds: list[str], layers, ids
     for a, b in combinations(models, 2):
         (fa, la), (fb, lb) = frames[a], frames[b]
         for kind in kinds:
-            out.append(layer_similarity(fa, fb, kind=kind, layers=la, layers_b=lb,
-                                        debiased=debiased).assign(model_a=a, model_b=b,
-                                                                  kind=kind))
+            cka = layer_similarity(fa, fb, kind=kind, layers=la, layers_b=lb, debiased=debiased)
+            low = high = np.full(len(cka), np.nan)
+            if n_boot and not debiased:
+                low, high = (x.ravel() for x in _intervals(fa, fb, kind, la, lb, n_boot, seed))
+            out.append(cka.assign(model_a=a, model_b=b, kind=kind, ci_low=low, ci_high=high))
     result = pd.concat(out, ignore_index=True)
-    first = ["model_a", "model_b", "kind"]
+    first = ["model_a", "model_b", "kind", "layer_a", "layer_b", "metric", "value", "ci_low",
+             "ci_high"]
     return result[first + [c for c in result.columns if c not in first]]
 
 
@@ -69,7 +97,8 @@ def run(ctx: RunContext,
         layers: Annotated[str | int | list, Layers()] = "all",
         debiased: bool = False,
         random_init: bool = True,
-        max_images: Annotated[int, Interval(int, 0, None)] = 0) -> Section:
+        max_images: Annotated[int, Interval(int, 0, None)] = 0,
+        n_boot: Annotated[int, Interval(int, 0, None)] = 200) -> Section:
     """Linear CKA between the layers of every pair of models.
 
     Parameters
@@ -87,6 +116,8 @@ def run(ctx: RunContext,
         With one model, compare it with its random-initialised copy (else a ConfigError).
     max_images : int
         Use the first N images only (0 = all).
+    n_boot : int
+        Bootstrap resamples of the images for the CKA intervals (0 = none; biased CKA only).
     """
     models = compared_models(ctx, random_init, "compare_cka")
     kinds = list(dict.fromkeys(kinds))
@@ -95,7 +126,7 @@ def run(ctx: RunContext,
         kinds = [k for k in kinds if k != "cls"] or ["pooled"]
         notes.append("A model has no CLS token: only mean-patch vectors are compared.")
     ids = common_image_ids(models, max_images)
-    result = cross_model_cka(models, kinds, layers, ids, debiased)
+    result = cross_model_cka(models, kinds, layers, ids, debiased, n_boot, ctx.seed)
     names = list(models)
     keys = model_keys(names)
     estimator = "debiased" if debiased else "biased"
@@ -108,7 +139,8 @@ def run(ctx: RunContext,
                              title=f"{a} vs {b}, {_KIND_NAMES[kind]} vectors"),
             f"Linear CKA ({estimator}) between the {_KIND_NAMES[kind]} representations of "
             f"{len(ids)} images (matched by image id) at every layer of {a} (rows) and every "
-            f"layer of {b} (columns); 1 = identical up to rotation and scale.", part))
+            f"layer of {b} (columns); 1 = identical up to rotation and scale; intervals in "
+            "the table.", part))
         grid = part.set_index(["layer_a", "layer_b"])["value"]
         numbers[f"{key}_last_last"] = grid.get((part["layer_a"].max(), part["layer_b"].max()),
                                                np.nan)
@@ -119,7 +151,9 @@ def run(ctx: RunContext,
                      "CLS token before the first block), where CKA is undefined.")
     text = (__doc__ or "").split("\n\n", 1)[1].strip()
     text += (f" Here: models {', '.join(names)} (primary {names[0]}); {len(ids)} images; "
-             f"{estimator} CKA, no intervals. " + " ".join(notes))
+             f"{estimator} CKA; " + (f"95% bootstrap intervals, {n_boot} resamples of the "
+                                     f"images (seed {ctx.seed})." if result["ci_low"].notna().any()
+                                     else "no intervals.") + " " + " ".join(notes))
     return Section(
         title=TITLE, text=text.strip(), figures=figures,
         tables=[Table("compare_cka", result,
