@@ -5,6 +5,11 @@ manifest (:func:`probing.store.manifest_key` of :func:`probing.extract.store_man
 rerunning an unchanged spec finds the complete store. Each analysis's section is cached in the
 store (:mod:`probing.run.cache`), keyed by the store, its parameters, its file and probing's
 code, so a rerun recomputes only the analyses whose inputs changed.
+
+A spec with several ``[[model]]`` entries extracts each model over the same data with the same
+capture into a store of its own (the store key holds the model), runs the single-model analyses
+on the first (primary) model and gives every analysis ``ctx.models``; section and report keys
+then hash every model's store.
 """
 
 from __future__ import annotations
