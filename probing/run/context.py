@@ -43,6 +43,12 @@ class RunContext:
         How "n images" are chosen (:meth:`select_images`; the spec's ``[data] selection``).
     stratify : str, optional
         The class column of the stratified selection (default: ``label`` when present).
+    name : str
+        The model's name in the spec (``[model] name`` or derived from its ``spec``).
+    models : dict
+        Every model of the spec, name -> its RunContext (same data, seed and capture, each its
+        own store), the primary (this context) first; empty for a context built by hand. See
+        :func:`probing.run.compare.compared_models`.
     """
 
     model: LoadedModel
@@ -53,7 +59,14 @@ class RunContext:
     quiet: bool = False
     selection: str = "stratified"
     stratify: str | None = None
+    name: str = ""
+    models: dict = field(default_factory=dict, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model (the same as ``model``)."""
+        return self.model
 
     @property
     def layout(self):

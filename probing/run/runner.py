@@ -5,6 +5,11 @@ manifest (:func:`probing.store.manifest_key` of :func:`probing.extract.store_man
 rerunning an unchanged spec finds the complete store. Each analysis's section is cached in the
 store (:mod:`probing.run.cache`), keyed by the store, its parameters, its file and probing's
 code, so a rerun recomputes only the analyses whose inputs changed.
+
+A spec with several ``[[model]]`` entries extracts each model over the same data with the same
+capture into a store of its own (the store key holds the model), runs the single-model analyses
+on the first (primary) model and gives every analysis ``ctx.models``; section and report keys
+then hash every model's store.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 from ..card import model_card
 from ..constraints import respell
 from ..data import open_source, select_source
-from ..errors import AnalysisError, ProbingError, ReportError
+from ..errors import AnalysisError, ConfigError, ProbingError, ReportError
 from ..extract import extract, shard_job, store_manifest
 from ..models import LoadedModel, load_model
 from ..ownership import check_report_target
@@ -37,7 +42,7 @@ from .cache import load_section, package_digest, save_section, section_key
 from .checks import check_columns, check_layout
 from .context import RunContext, run_analysis
 from .registry import PACKAGE_ANALYSES, AnalysisModule, analysis_dirs, get_analysis
-from .spec import RunSpec, check_params, dump_toml, load_spec
+from .spec import ModelSpec, RunSpec, check_params, dump_toml, load_spec, model_name, spec_models
 
 __all__ = ["RunContext", "RunResult", "demo_spec_path", "run_spec"]
 
@@ -69,17 +74,83 @@ class RunResult:
     reused_report: bool = False
 
 
-def _run_key(store: EmbeddingStore, spec_text: str, modules: Iterable[AnalysisModule]) -> str:
+def _run_key(store: EmbeddingStore, spec_text: str, modules: Iterable[AnalysisModule],
+             others: Iterable[EmbeddingStore] = ()) -> str:
     """Hash of everything a report depends on: the store (manifest and shard markers), the
-    resolved spec, the analysis files and probing's own source files (and report template)."""
+    stores of the other models, the resolved spec, the analysis files and probing's own source
+    files (and report template)."""
     h = hashlib.sha256()
-    h.update(store.content_key().encode())
+    h.update(_content_key(store, others).encode())
     h.update(spec_text.encode())
     for m in modules:
         h.update(m.path.name.encode())
         h.update(Path(m.path).read_bytes())
     h.update(package_digest((".py", ".html")).encode())
     return h.hexdigest()[:20]
+
+
+def _content_key(store: EmbeddingStore, others: Iterable[EmbeddingStore] = ()) -> str:
+    """The content key of the primary store, combined with those of the other models' stores
+    (the primary's own key when there are none, so single-model caches stay valid)."""
+    keys = [store.content_key(), *(o.content_key() for o in others)]
+    if len(keys) == 1:
+        return keys[0]
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
+@dataclass
+class _ModelStore:
+    """One model of a spec, loaded, with its store and extraction settings."""
+
+    name: str
+    loaded: LoadedModel
+    capture: dict
+    settings: dict
+    job: Any
+    store: EmbeddingStore
+    reused: bool
+
+
+def _model_opts(model: ModelSpec) -> dict:
+    """The :func:`probing.models.load_model` keyword arguments of a ``[model]`` table."""
+    return {"pretrained": model.pretrained, "arch": model.arch, "mapping": model.mapping,
+            "mapping_options": model.mapping_options, "device": model.device, **model.options}
+
+
+def _model_store(spec: RunSpec, model: ModelSpec, loaded: LoadedModel, source: Any,
+                 modules: list[AnalysisModule]) -> _ModelStore:
+    """The capture settings of ``loaded`` (the spec's [capture] merged with the analyses'
+    needs) and the store it reads (:func:`_select_store`; one per model, since the store key
+    holds the model's fingerprint and preprocessing)."""
+    capture = _capture_settings(spec, modules, loaded)
+    settings = {"layers": capture["layers"], "kinds": capture["kinds"],
+                "pooled": capture["pooled"], "attention": capture["attention"],
+                "batch_size": spec.capture.batch_size, "dtype": spec.capture.dtype,
+                "autocast": spec.capture.autocast, "shard_size": spec.capture.shard_size,
+                "num_workers": spec.capture.num_workers}
+    job = shard_job(loaded, **settings)
+    wanted = store_manifest(loaded, source, job.capture_config(), job.shard_size)
+    store, reused = _select_store(Path(spec.store), wanted, job.n_shards(len(source)))
+    return _ModelStore(model_name(model), loaded, capture, settings, job, store, reused)
+
+
+def _other_models(spec: RunSpec, source: Any, modules: list[AnalysisModule],
+                  client: Any) -> list[_ModelStore]:
+    """The spec's models after the primary, loaded, with their stores (not yet extracted).
+
+    Each is built under the spec's seed, as the primary is (and as it would be as the one
+    model of a spec): a random-init model gets the same weights in any position."""
+    rest = spec_models(spec)[1:]
+    if rest and client is not None:
+        raise ConfigError(
+            f"the spec has {len(rest) + 1} [[model]] entries, which run in-process only; drop "
+            "--workers/--scheduler or keep one model.")
+    out = []
+    for m in rest:
+        with seeded(spec.seed):  # built as in a spec of its own: random-init weights alike
+            loaded = load_model(m.spec, **_model_opts(m))
+        out.append(_model_store(spec, m, loaded, source, modules))
+    return out
 
 
 def _complete(store: EmbeddingStore, n_shards: int) -> bool:
@@ -279,29 +350,23 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
               force: bool = False) -> RunResult:
     """The body of :func:`run_spec`: in-process when ``client`` is None, else on Dask."""
     t = time.perf_counter()
-    model_opts = {"pretrained": spec.model.pretrained, "arch": spec.model.arch,
-                  "mapping": spec.model.mapping, "mapping_options": spec.model.mapping_options,
-                  "device": spec.model.device, **spec.model.options}
+    model_opts = _model_opts(spec.model)
     # the data first: a bad source option is reported before the model is built or loaded
     source = select_source(open_source(spec.data.source, **spec.data.options), spec.data.where,
                            spec.data.n)
     check_columns(modules, params, source)  # a typo in a label column, before the model loads
     loaded = load_model(spec.model.spec, **model_opts)
-    timings["load"] = time.perf_counter() - t
 
-    capture = _capture_settings(spec, modules, loaded)
+    primary = _model_store(spec, spec.model, loaded, source, modules)
+    capture, settings, job, store, reused = (primary.capture, primary.settings, primary.job,
+                                             primary.store, primary.reused)
     check_layout(modules, params, loaded, capture)  # layers and kinds, before any work
-    settings = {"layers": capture["layers"], "kinds": capture["kinds"],
-                "pooled": capture["pooled"], "attention": capture["attention"],
-                "batch_size": spec.capture.batch_size, "dtype": spec.capture.dtype,
-                "autocast": spec.capture.autocast, "shard_size": spec.capture.shard_size,
-                "num_workers": spec.capture.num_workers}
-    job = shard_job(loaded, **settings)
-    wanted = store_manifest(loaded, source, job.capture_config(), job.shard_size)
-    store, reused = _select_store(Path(spec.store), wanted, job.n_shards(len(source)))
+    others = _other_models(spec, source, modules, client)
+    timings["load"] = time.perf_counter() - t
     spec_text = dump_toml(spec, params)
-    if reused and not force and _report_is_current(out_dir,
-                                                   _run_key(store, spec_text, modules)):
+    other_stores = [o.store for o in others]
+    if reused and all(o.reused for o in others) and not force and _report_is_current(
+            out_dir, _run_key(store, spec_text, modules, other_stores)):
         log.info("report %s is up to date (same spec, store, analyses and code)", out_dir)
         timings["total"] = time.perf_counter() - t_start
         return RunResult(report_dir=out_dir, store=store, timings=timings, reused_store=True,
@@ -323,20 +388,28 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
             from .distributed import extract_on_dask
 
             extract_on_dask(client, *recipes, loaded, source, store, job)
+    for other in others:
+        if not other.reused:
+            log.info("extracting %d images from %s into %s", len(source), other.loaded.name,
+                     other.store.path)
+            extract(other.loaded, source, store=other.store,
+                    progress=None if not quiet else False, **other.settings)
     timings["extract"] = time.perf_counter() - t
     if skipped := store.skipped():
         log.warning("%d of %d images were skipped as unreadable; the report lists them in %s "
                     "(data.skipped)", len(skipped), len(source), out_dir / "provenance.json")
-    run_key = _run_key(store, spec_text, modules)  # of the complete store
-    store_content = store.content_key()
+    run_key = _run_key(store, spec_text, modules, other_stores)  # of the complete stores
+    store_content = _content_key(store, other_stores)
 
     ctx = RunContext(model=loaded, source=source, store=store, seed=spec.seed,
                      batch_size=spec.capture.batch_size, quiet=quiet,
                      selection=spec.data.selection, stratify=spec.data.stratify)
+    _attach_models(ctx, primary.name, others)
     report = Report(title=spec.title, subtitle=(
         f"Model {loaded.name} ({loaded.depth} blocks, width {loaded.embed_dim}, grid "
         f"{loaded.layout.rows}x{loaded.layout.cols}); data {source.name} ({len(source)} images); "
-        f"seed {spec.seed}."))
+        f"seed {spec.seed}." + "".join(f" Compared with {o.name} ({o.loaded.name})."
+                                       for o in others)))
     context = {"seed": spec.seed, "style": spec.style, "device": spec.model.device,
                "batch_size": spec.capture.batch_size, "selection": spec.data.selection,
                "stratify": spec.data.stratify}
@@ -391,6 +464,10 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
                   "data_config": loaded.data_config},
         "data": {"describe": source.describe(), "fingerprint": source.fingerprint(),
                  "n_images": len(source), "skipped": store.skipped()},
+        "models": {m.name: {"name": m.loaded.name, "arch": m.loaded.arch,
+                            "fingerprint": m.loaded.fingerprint, "store": str(m.store.path),
+                            "reused": m.reused, "key": manifest_key(m.store.manifest)}
+                   for m in [primary, *others]},
         "seed": spec.seed,
         "store": {"path": str(store.path), "reused": reused, "capture": capture,
                   "key": manifest_key(store.manifest), "content_key": store_content},
@@ -409,3 +486,15 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
     report.write(out_dir, spec_text=spec_text, provenance=final_provenance,
                  style=spec.style, protect=output_guard(spec))
     return RunResult(report_dir=out_dir, store=store, timings=timings, reused_store=reused)
+
+
+def _attach_models(ctx: RunContext, name: str, others: list[_ModelStore]) -> None:
+    """Fill ``ctx.models`` (name -> RunContext, the primary ``ctx`` first); every model's
+    context shares the same dict, data, seed and batch size."""
+    ctx.name = name
+    ctx.models = {name: ctx}
+    for other in others:
+        ctx.models[other.name] = RunContext(
+            model=other.loaded, source=ctx.source, store=other.store, seed=ctx.seed,
+            batch_size=ctx.batch_size, quiet=ctx.quiet, selection=ctx.selection,
+            stratify=ctx.stratify, name=other.name, models=ctx.models)

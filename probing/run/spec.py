@@ -8,8 +8,9 @@ Format (every key optional except ``[analyses]``)::
     store = ".probing/stores"     # stores: one sub-folder per model + data + capture
     style = { "font.size" = 8 }   # matplotlib rc overrides for every figure
 
-    [model]
+    [model]                       # or several [[model]] entries: see "Several models" below
     spec = "demo"                 # timm name, checkpoint path or "demo"
+    name = "demo"                 # label in reports (default: derived from spec)
     pretrained = true             # timm names: load cached pretrained weights
     arch = "vit_small_patch16_224"  # checkpoints: the timm architecture
     mapping = "lucidrains"        # foreign state dicts: the key mapping
@@ -40,6 +41,24 @@ Format (every key optional except ``[analyses]``)::
 
     [analyses.embedding_map]      # one table per analysis, keys are its parameters
     layers = [0, 2, 4]
+
+Several models: ``[[model]]`` entries (a TOML array of tables, each with the keys of
+``[model]``) instead of one ``[model]`` table::
+
+    [[model]]
+    name = "trained"              # unique; default: derived from spec (see model_name)
+    spec = "demo"
+
+    [[model]]
+    name = "random-init"
+    spec = "vit_tiny_patch16_224"
+    pretrained = false
+
+Every model is extracted over the same data with the same capture settings, into its own store.
+The first entry is the *primary* model: every single-model analysis runs on it, exactly as on
+the one model of a ``[model]`` spec; the comparison analyses (``compare_*``) use them all
+(:attr:`probing.run.RunContext.models`). :attr:`RunSpec.models` lists every model (one for a
+``[model]`` spec), :attr:`RunSpec.model` is the primary.
 
 Unknown keys, wrong types and values out of range raise :class:`~probing.errors.ConfigError`
 naming the key (with a "did you mean" suggestion for unknown keys and a valid value for bad ones),
@@ -79,7 +98,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["CaptureSpec", "DataSpec", "ModelSpec", "RunSpec", "check_params", "check_style",
-           "dump_toml", "load_spec", "parse_spec"]
+           "dump_toml", "load_spec", "model_name", "parse_spec", "spec_models"]
 
 
 def _ruled(default: Any, rule: Any, example: Any = None) -> Any:
@@ -98,9 +117,10 @@ _COUNT = Interval(int, 1, MAX_COUNT)
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The ``[model]`` table."""
+    """The ``[model]`` table (or one ``[[model]]`` entry)."""
 
     spec: str = "demo"
+    name: str | None = None
     pretrained: bool = True
     arch: str | None = None
     mapping: str | None = None
@@ -151,8 +171,12 @@ class RunSpec:
     analyses: dict = field(default_factory=dict)
     style: dict = field(default_factory=dict)
     source_path: str | None = None
+    #: Every model of the spec, names resolved, the primary (``model``) first.
+    models: tuple = ()
 
 
+#: RunSpec fields no spec key sets (filled by parse_spec).
+_DERIVED = ("source_path", "models")
 _TABLES = {"model": ModelSpec, "data": DataSpec, "capture": CaptureSpec}
 
 
@@ -190,7 +214,7 @@ def _build(cls: type, table: Any, where: str) -> Any:
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table, not {type(table).__name__}; write [{where}].")
     hints = typing.get_type_hints(cls)
-    declared = {f.name: f for f in fields(cls) if f.name != "source_path"}
+    declared = {f.name: f for f in fields(cls) if f.name not in _DERIVED}
     names = list(declared)
     kwargs = {}
     for key, value in table.items():
@@ -214,7 +238,8 @@ def parse_spec(data: dict, source_path: str | None = None) -> RunSpec:
     """Resolve a parsed TOML document into a :class:`RunSpec`."""
     top = {k: v for k, v in data.items() if k not in _TABLES and k not in ("analyses", "style")}
     spec = _build(RunSpec, top, "spec") if top else RunSpec()
-    tables = {k: _build(cls, data.get(k, {}), k) for k, cls in _TABLES.items()}
+    tables = {k: _build(cls, data.get(k, {}), k) for k, cls in _TABLES.items() if k != "model"}
+    models = _models(data.get("model", {}))
     analyses = data.get("analyses")
     if not analyses:
         raise ConfigError(
@@ -226,8 +251,56 @@ def parse_spec(data: dict, source_path: str | None = None) -> RunSpec:
     style = data.get("style", {})
     if not isinstance(style, dict):
         raise ConfigError("style must be a table of matplotlib rc settings: style = { ... }.")
-    return replace(spec, **tables, analyses=dict(analyses), style=check_style(style),
-                   source_path=source_path)
+    return replace(spec, **tables, model=models[0], models=models, analyses=dict(analyses),
+                   style=check_style(style), source_path=source_path)
+
+
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".npz")
+
+
+def model_name(model: ModelSpec) -> str:
+    """A model's label: its ``name``, else derived from ``spec``: the file stem of a checkpoint
+    path, the timm name (with ``-random-init`` when ``pretrained = false``), or ``demo``."""
+    if model.name is not None:
+        return model.name
+    text = model.spec
+    if "/" in text or "\\" in text or Path(text).suffix.lower() in _WEIGHT_SUFFIXES:
+        return Path(text).stem or text
+    return text if model.pretrained or text == "demo" else f"{text}-random-init"
+
+
+def _models(entries: Any) -> tuple[ModelSpec, ...]:
+    """The ``[model]`` table or the ``[[model]]`` entries as ModelSpecs with unique names."""
+    if not isinstance(entries, list):
+        one = _build(ModelSpec, entries, "model")
+        return (replace(one, name=model_name(one)),)
+    if not entries:
+        raise ConfigError("model is an empty list; write one [model] table or [[model]] "
+                          "entries with spec = ...")
+    out: list[ModelSpec] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        where = f"model[{i}]"
+        one = _build(ModelSpec, entry, where)
+        name = model_name(one)
+        if not name.strip():
+            raise ConfigError(f"key {where}.name is empty; give the model a label such as "
+                              f"name = \"model{i}\".")
+        if name in seen:
+            raise ConfigError(
+                f"key {where}.name: {name!r} is already the name of model[{seen[name]}]; give "
+                f"each [[model]] its own name (e.g. name = \"{name}-{i}\").")
+        seen[name] = i
+        out.append(replace(one, name=name))
+    return tuple(out)
+
+
+def spec_models(spec: RunSpec) -> tuple[ModelSpec, ...]:
+    """Every model of ``spec``, the primary first, each named (a RunSpec built in code without
+    ``models`` has its one ``model``)."""
+    if spec.models:
+        return spec.models
+    return (replace(spec.model, name=model_name(spec.model)),)
 
 
 def check_style(style: dict) -> dict:
@@ -340,15 +413,19 @@ def dump_toml(spec: RunSpec, analyses: dict | None = None) -> str:
     lines = []
     for f in fields(RunSpec):
         v = getattr(spec, f.name)
-        if f.name in _TABLES or f.name in ("analyses", "source_path") or v is None \
+        if f.name in _TABLES or f.name in ("analyses", *_DERIVED) or v is None \
                 or (f.name == "style" and not v):
             continue
         lines.append(f"{f.name} = {_toml_value(v)}")
+    models = spec_models(spec)
     for name in _TABLES:
-        lines += ["", f"[{name}]"]
-        sub = getattr(spec, name)
-        lines += [f"{f.name} = {_toml_value(getattr(sub, f.name))}" for f in fields(sub)
-                  if getattr(sub, f.name) is not None]
+        subs = models if name == "model" and len(models) > 1 else [getattr(spec, name)]
+        for sub in subs:
+            lines += ["", f"[[{name}]]" if len(subs) > 1 else f"[{name}]"]
+            lines += [f"{f.name} = {_toml_value(getattr(sub, f.name))}" for f in fields(sub)
+                      if getattr(sub, f.name) is not None
+                      and not (len(subs) == 1 and f.name == "name"
+                               and sub.name == model_name(replace(sub, name=None)))]
     for name, params in (analyses if analyses is not None else spec.analyses).items():
         lines += ["", f"[analyses.{_toml_key(name)}]"]
         lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in params.items() if v is not None]
