@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-__all__ = ["Row", "format_table", "median_time", "paired_times", "print_rows"]
+__all__ = ["Row", "format_table", "interleaved_times", "median_time", "paired_times",
+           "print_rows"]
 
 
 @dataclass
@@ -19,7 +20,9 @@ class Row:
     """One benchmark figure.
 
     ``ratio`` is ``measured / baseline`` (both in ``unit``) unless given; ``target`` is a
-    comparison such as ``"<= 1.05"`` or ``">= 10"`` applied to ``ratio``.
+    comparison such as ``"<= 1.05"`` or ``">= 10"`` applied to ``ratio``. A row comparing
+    outputs (the peer table) gives ``diff``, the max absolute difference of ours and the
+    reference, and ``tol``, the stated tolerance: beyond it the row fails whatever the times.
     """
 
     figure: str
@@ -28,14 +31,23 @@ class Row:
     unit: str
     target: str
     ratio: float | None = None
+    diff: float | None = None
+    tol: float | None = None
 
     def __post_init__(self) -> None:
         if self.ratio is None and self.baseline:
             self.ratio = self.measured / self.baseline
 
     @property
+    def outputs_differ(self) -> bool:
+        """Whether the outputs compared differ beyond the stated tolerance (NaN differs)."""
+        return self.tol is not None and not (self.diff is not None and self.diff <= self.tol)
+
+    @property
     def met(self) -> bool:
-        """Whether the ratio meets the target."""
+        """Whether the outputs agree (when compared) and the ratio meets the target."""
+        if self.outputs_differ:
+            return False
         if self.ratio is None or not self.target:
             return True
         op, value = self.target.split()
@@ -77,9 +89,24 @@ def paired_times(a: Callable[[], object], b: Callable[[], object],
     return statistics.median(ta), statistics.median(tb)
 
 
+def interleaved_times(fns: list[Callable[[], object]], repeat: int = 7) -> list[float]:
+    """Median times of several callables run round-robin (one warm-up round): the n-way
+    :func:`paired_times`, so that every ratio between them comes from the same rounds."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for fn, out in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
 def format_table(rows: list[Row]) -> str:
     """Rows as a fixed-width text table."""
-    head = ("figure", "measured", "baseline", "unit", "ratio", "target", "met")
+    head = ("figure", "measured", "baseline", "unit", "ratio", "target", "max|diff|", "tol",
+            "met")
     body = [
         (
             r.figure,
@@ -88,7 +115,9 @@ def format_table(rows: list[Row]) -> str:
             r.unit,
             "-" if r.ratio is None else f"{r.ratio:.3f}",
             r.target or "-",
-            "yes" if r.met else "NO",
+            "-" if r.diff is None else f"{r.diff:.1e}",
+            "-" if r.tol is None else f"{r.tol:.0e}",
+            "NO (outputs differ)" if r.outputs_differ else ("yes" if r.met else "NO"),
         )
         for r in rows
     ]
