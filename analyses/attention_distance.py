@@ -69,15 +69,16 @@ def run(ctx: RunContext,
     """
     if int(max_images) < 1:
         raise ConfigError(f"attention_distance.max_images is {max_images}; pass 1 or more.")
-    attn, ids, labels = ctx.attention(layers, max_images=int(max_images))
-    attn_by_layer = {int(layer): attn[:, i] for i, layer in enumerate(labels)}
+    # with the mask of real query rows: a layer without patch queries (CaiT's class
+    # attention) gives NaN, not 0
+    attn = ctx.dense_attention(layers, max_images=int(max_images))
+    ids = attn.image_ids
     both = {}
     for r in (False, True):
-        per_image = mean_attention_distance_per_image(attn_by_layer, ctx.layout, renormalize=r,
-                                                      image_ids=ids)
+        per_image = mean_attention_distance_per_image(attn, ctx.layout, renormalize=r)
         ci = bootstrap_frame(per_image, ["layer", "head"], "distance_px", n_boot=int(n_boot),
                              seed=ctx.seed)
-        both[r] = mean_attention_distance(attn_by_layer, ctx.layout, renormalize=r).merge(
+        both[r] = mean_attention_distance(attn, ctx.layout, renormalize=r).merge(
             ci[["layer", "head", "ci_low", "ci_high"]], on=["layer", "head"], how="left")
     shown = both[bool(renormalize)]
     table = pd.merge(both[False], both[True], on=["layer", "head", "n_images"],
@@ -89,9 +90,12 @@ def run(ctx: RunContext,
                "n_images": float(len(ids))}
     for tag, frame in (("raw", both[False]), ("renorm", both[True])):
         for layer, g in frame.groupby("layer"):
-            numbers[f"layer{int(layer)}_mean_px_{tag}"] = float(g["distance_px"].mean())
-            numbers[f"layer{int(layer)}_min_head_px_{tag}"] = float(g["distance_px"].min())
-            numbers[f"layer{int(layer)}_max_head_px_{tag}"] = float(g["distance_px"].max())
+            px = g["distance_px"].dropna()
+            if px.empty:  # no patch queries (class attention): NaN in the tables only
+                continue
+            numbers[f"layer{int(layer)}_mean_px_{tag}"] = float(px.mean())
+            numbers[f"layer{int(layer)}_min_head_px_{tag}"] = float(px.min())
+            numbers[f"layer{int(layer)}_max_head_px_{tag}"] = float(px.max())
     convention = _CONVENTIONS[bool(renormalize)]
     text = (__doc__ or "").split("\n\n", 1)[1].strip()
     text += (

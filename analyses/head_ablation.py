@@ -22,7 +22,7 @@ from probing.constraints import Interval, Items, Layers, Options
 from probing.errors import ConfigError
 from probing.plots.ablation import plot_head_ablation
 from probing.sections import Figure, Section, Table
-from probing.targets import label_classes
+from probing.targets import label_classes, model_class_names
 
 if TYPE_CHECKING:
     from probing.run import RunContext
@@ -50,7 +50,9 @@ def run(ctx: RunContext,
     ctx : RunContext
         The run's model, store and seed.
     target : str
-        Label column holding the head's class index of each image, or "prediction" (the
+        Label column that maps onto the head's classes (probing.targets.label_map: class
+        indices, the model's class names, or a 1:1 integer code column such as shape_id), or
+        "prediction" (the
         intact model's top-1).
     layers : "all", int or list
         Blocks whose heads are ablated (1-based).
@@ -70,8 +72,8 @@ def run(ctx: RunContext,
     y = None
     if target != "prediction":
         n_classes = int(getattr(ctx.model.model, "num_classes", 0))
-        values = table.set_index("image_id")[target].reindex(ids).to_numpy()
-        y = label_classes(values, n_classes, "head_ablation.target")
+        y = label_classes(table, target, n_classes, "head_ablation.target",
+                          model_class_names(ctx.model), image_ids=ids)
     blocks = ctx.layers(layers).blocks
     if not blocks:
         raise ConfigError(f"head_ablation.layers={layers!r} holds no block; pick blocks 1.."

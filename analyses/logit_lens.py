@@ -23,7 +23,7 @@ from probing.lens import lens_from_frame, lens_from_source, lens_kinds, lens_sco
 from probing.plots.lens import plot_logit_lens
 from probing.probes import probe_layers
 from probing.sections import Figure, Section, Table
-from probing.targets import label_classes
+from probing.targets import label_classes, model_class_names
 
 if TYPE_CHECKING:
     from probing.run import RunContext
@@ -66,7 +66,9 @@ def run(ctx: RunContext,
     ctx : RunContext
         The run's model, store and seed.
     target : str
-        Label column holding the head's class index of each image, or "prediction" (the
+        Label column that maps onto the head's classes (probing.targets.label_map: class
+        indices, the model's class names, or a 1:1 integer code column such as shape_id), or
+        "prediction" (the
         model's own top-1, so the last layer scores 1 by construction).
     layers : "all", int or list
         Layers read out (0 = block input, k = output of block k).
@@ -101,8 +103,8 @@ def run(ctx: RunContext,
     if target == "prediction":
         y = logits[max(logits)].argmax(axis=1)
     else:
-        values = table.set_index("image_id")[target].reindex(ids).to_numpy()
-        y = label_classes(values, n_classes, "logit_lens.target")
+        y = label_classes(table, target, n_classes, "logit_lens.target",
+                          model_class_names(ctx.model), image_ids=ids)
     scores = lens_scores(logits, y)
     probe_rows = None
     view = "cls" if kinds == ["cls"] else "pooled"

@@ -6,20 +6,17 @@ label column maps onto the head's classes, the preprocessing actually applied (t
 data config), the number of images per class, and what was left out (images filtered by
 ``[data] where`` or ``n``, unreadable images, labels that do not map).
 
-Mapping rule (:func:`map_labels`): a label column maps onto a head of ``C`` classes when every
-(non-missing) value is an integer in ``0..C-1`` (the class index), or when every value is one
-of the model's class names (:func:`class_names`: the demo model's shapes, a timm model's
-``pretrained_cfg["label_names"]``, or timm's ImageNet synsets / descriptions when the head has
-that many classes). Otherwise the card says why it does not map and shows no accuracy. The
-logits come from one extra forward pass over the stored images (:func:`predict_topk`).
+Mapping rule: :func:`probing.targets.label_map` (integer class indices, the model's class
+names of :func:`probing.targets.model_class_names`, or a one-to-one integer code column such
+as ``shape_id``), the same rule as the figures' predicted-class names and the analyses that
+score the head against a label. When no rule applies the card says why and shows no accuracy.
+The logits come from one extra forward pass over the stored images (:func:`predict_topk`).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -31,118 +28,14 @@ from .imageselect import label_column
 from .models import LoadedModel, eval_mode, module_device
 from .sections import Section, Table
 from .store import EmbeddingStore
+from .targets import LabelMap, label_map, model_class_names
 
-__all__ = ["LabelMap", "class_names", "map_labels", "model_card", "predict_topk"]
+__all__ = ["model_card", "predict_topk"]
 
 log = logging.getLogger("probing")
 
 TITLE = "Model and data"
 _PREPROCESSING = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-
-
-def class_names(loaded: LoadedModel) -> list[str] | None:
-    """The names of the head's classes, in class order, when known (None otherwise)."""
-    n = int(getattr(loaded.model, "num_classes", 0) or 0)
-    if n == 0:
-        return None
-    if loaded.name == "demo":
-        from .shapes import SHAPES  # the demo model's classes, in shape_id order
-
-        return list(SHAPES) if len(SHAPES) == n else None
-    cfg = getattr(loaded.model, "pretrained_cfg", None) or {}
-    names = cfg.get("label_names")
-    if names is not None and len(names) == n:
-        return [str(x) for x in names]
-    return None
-
-
-def _imagenet_names(loaded: LoadedModel, n: int) -> list[list[str]]:
-    """timm's ImageNet synsets and descriptions of a head of ``n`` classes (none when timm
-    cannot tell the subset)."""
-    if loaded.name == "demo" or loaded.arch.get("kind") != "timm":
-        return []
-    try:
-        from timm.data import ImageNetInfo, infer_imagenet_subset
-
-        subset = infer_imagenet_subset(loaded.model)
-        if not subset:
-            return []
-        info = ImageNetInfo(subset)
-        if info.num_classes() != n:
-            return []
-        return [list(info.label_names()), [info.index_to_description(i) for i in range(n)]]
-    except Exception:  # noqa: BLE001 - optional metadata: no names is a fine answer
-        return []
-
-
-@dataclass
-class LabelMap:
-    """How a label column maps onto the head's classes.
-
-    Attributes
-    ----------
-    column : str or None
-        The label column.
-    target : numpy.ndarray or None
-        ``(n_images,)`` class index per image, -1 where the label is missing; None when the
-        column does not map.
-    rule : str
-        How it maps (``"integer class index"``, ``"class names"``), or why it does not.
-    """
-
-    column: str | None
-    target: np.ndarray | None
-    rule: str
-
-    @property
-    def maps(self) -> bool:
-        """Whether the column maps onto the head's classes."""
-        return self.target is not None
-
-
-def map_labels(values: pd.Series, n_classes: int,
-               names: Sequence[Sequence[str]] = ()) -> LabelMap:
-    """Map label values onto class indices ``0..n_classes-1`` (rule in the module doc).
-
-    Parameters
-    ----------
-    values : pandas.Series
-        ``(n_images,)`` labels (missing values are left out of the accuracy).
-    n_classes : int
-        Classes of the model's head (0: no head).
-    names : sequence of name lists
-        Candidate class-name lists, each in class order.
-    """
-    column = str(values.name) if values.name is not None else None
-    if n_classes <= 0:
-        return LabelMap(column, None, "the model has no classification head")
-    present = values.dropna()
-    if len(present) == 0:
-        return LabelMap(column, None, f"column {column!r} holds no labels")
-    missing = values.isna().to_numpy()
-    as_num = pd.to_numeric(present, errors="coerce")
-    if not pd.api.types.is_bool_dtype(present.dtype) and as_num.notna().all() \
-            and (as_num == np.round(as_num)).all():
-        bad = as_num[(as_num < 0) | (as_num >= n_classes)]
-        if len(bad) == 0:
-            target = np.full(len(values), -1, dtype=np.int64)
-            target[~missing] = as_num.to_numpy(dtype=np.int64)
-            return LabelMap(column, target, "integer class index")
-        return LabelMap(column, None, f"column {column!r} holds integers outside 0.."
-                        f"{n_classes - 1} (e.g. {bad.iloc[0]:g}), so it is not the head's class "
-                        "index")
-    text = present.astype(str)
-    for candidate in names:
-        lookup = {str(name): i for i, name in enumerate(candidate)}
-        if len(candidate) == n_classes and text.isin(list(lookup)).all():
-            target = np.full(len(values), -1, dtype=np.int64)
-            target[~missing] = text.map(lookup).to_numpy(dtype=np.int64)
-            return LabelMap(column, target, "class names")
-    example = text.iloc[0]
-    known = "the model's class names are unknown" if not names else \
-        f"{example!r} is not one of the model's {n_classes} class names"
-    return LabelMap(column, None, f"column {column!r} holds labels such as {example!r} that are "
-                    f"not class indices 0..{n_classes - 1}, and {known}")
 
 
 def predict_topk(loaded: LoadedModel, source: ImageSource, positions: np.ndarray,
@@ -236,8 +129,7 @@ def model_card(loaded: LoadedModel, source: ImageSource, store: EmbeddingStore,
         mapping = LabelMap(None, None, "the data has no label column (label, target or class)")
         classes = pd.DataFrame({"class": ["(all)"], "n_images": [len(labels)]})
     else:
-        names = [n for n in [class_names(loaded)] if n] or _imagenet_names(loaded, n_classes)
-        mapping = map_labels(labels[column].rename(column), n_classes, names)
+        mapping = label_map(labels, column, n_classes, model_class_names(loaded))
         classes = (labels.groupby(column, dropna=False, sort=True).size()
                    .rename("n_images").reset_index().rename(columns={column: "class"}))
     text = (f"Model {loaded.name}: {loaded.depth} blocks, width {loaded.embed_dim}, "

@@ -18,6 +18,8 @@ dict ``{block: (B, H, N, N)}`` or ``(H, N, N)``    layers labelled by their keys
 attention frame (``image_id, layer, head,          the store's attention (what
 query, weights``; :mod:`probing.attention_frames`)  ``EmbeddingStore.read_attention`` returns),
                                                    stored labels, image ids from the frame
+``DenseAttention`` (a frame's dense arrays,        as the frame it was read from (what
+:func:`~probing.attention_frames.dense_attention`)  ``RunContext.dense_attention`` returns)
 =================================================  ===============================================
 
 Layers may hold fewer tokens or fewer queries than the others (CaiT's class attention is
@@ -45,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..attention_frames import dense_attention, layer_offset
+from ..attention_frames import DenseAttention, dense_attention, layer_offset
 from ..errors import ConfigError, DataError, LayoutError
 from ..layout import TokenLayout
 
@@ -144,8 +146,9 @@ def parse_attention(attentions: AttentionInput) -> ParsedAttention:
         with different numbers of images or tokens.
     """
     ids = frame_present = None
-    if isinstance(attentions, pd.DataFrame):
-        dense = dense_attention(attentions)
+    if isinstance(attentions, (pd.DataFrame, DenseAttention)):  # before tuple: a NamedTuple
+        dense = attentions if isinstance(attentions, DenseAttention) else \
+            dense_attention(attentions)
         arr, ids, frame_present = dense.weights, dense.image_ids, dense.present
         layers = [arr[:, i] for i in range(arr.shape[1])]
         labels = np.asarray(dense.layers, dtype=np.int64)

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..attention_frames import attention_array
+from ..attention_frames import DenseAttention, dense_attention
+from ..attention_hooks import attention_sites
 from ..data import ImageSource, iter_batches
 from ..errors import AnalysisError, ProbingError, SchemaError
 from ..extract import extract
@@ -21,6 +22,7 @@ from ..seeding import derive_seed
 from ..selection import LayerLabels, resolve_layers
 from ..store import EmbeddingStore
 from ..style import paper_style, style_overrides
+from ..targets import label_map, model_class_names
 
 __all__ = ["RunContext", "run_analysis"]
 
@@ -77,6 +79,12 @@ class RunContext:
     def depth(self) -> int:
         """Number of blocks."""
         return self.model.depth
+
+    @property
+    def attention_depth(self) -> int:
+        """Number of blocks with attention: :attr:`depth`, and CaiT's class-attention blocks
+        after them (numbered ``depth + 1 ..``, as the store numbers their attention)."""
+        return len(attention_sites(self.model.model))
 
     def layers(self, spec: Any = "all") -> LayerLabels:
         """Resolve a layer selection to stored labels, once (see
@@ -135,21 +143,34 @@ class RunContext:
         """``"3 (circle), 7 (square)"``: the ids with their class, for captions."""
         return describe_images(ids, self.labels(), self.label_column())
 
-    def attention(self, layers: Any = "all", max_images: int | None = None,
-                  image_ids: Sequence[Any] | np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """Stored attention ``(n_images, n_layers, heads, N, N)``, image ids, layer labels
-        (only block outputs ``1..depth`` of the selection have attention), of ``image_ids``
-        (in that order) or else of :meth:`select_images` ``(max_images)``."""
+    def dense_attention(self, layers: Any = "all", max_images: int | None = None,
+                        image_ids: Sequence[Any] | np.ndarray | None = None
+                        ) -> DenseAttention:
+        """Stored attention of ``image_ids`` (in that order) or else of :meth:`select_images`
+        ``(max_images)``, as :func:`probing.attention_frames.dense_attention` reads it: weights
+        ``(n_images, n_layers, heads, N, N)``, image ids, layer labels (only blocks ``1..``
+        :attr:`attention_depth` of the selection, resolved against that, have attention) and
+        ``present``, the ``(n_layers, N)``
+        query rows each layer really has (None when all are; CaiT's class-attention blocks
+        have the CLS row only). Every function of :mod:`probing.attention` takes it as is."""
         want = self.select_images(max_images) if image_ids is None else np.asarray(image_ids)
-        frame = self.store.read_attention(self.layers(layers).blocks,
-                                          filters=[("image_id", "in", want.tolist())])
-        attn, ids, labels = attention_array(frame)
-        index = pd.Index(ids).get_indexer(want)
+        blocks = resolve_layers(layers, self.attention_depth).blocks
+        frame = self.store.read_attention(blocks, filters=[("image_id", "in", want.tolist())])
+        dense = dense_attention(frame)
+        index = pd.Index(dense.image_ids).get_indexer(want)
         if (index < 0).any():
             raise SchemaError(f"store {self.store.path} holds no attention of image "
                               f"{want[index < 0][0]!r}; re-extract with attention.")
-        return attn[index], ids[index], labels
+        return dense._replace(weights=dense.weights[index], image_ids=dense.image_ids[index])
+
+    def attention(self, layers: Any = "all", max_images: int | None = None,
+                  image_ids: Sequence[Any] | np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """:meth:`dense_attention` without ``present``: weights ``(n_images, n_layers, heads,
+        N, N)``, image ids, layer labels (rows without a stored query are zero; pass
+        :meth:`dense_attention` where an absent query row must not count as a real one)."""
+        dense = self.dense_attention(layers, max_images, image_ids)
+        return dense.weights, dense.image_ids, dense.layers
 
     def _positions(self, image_ids: Sequence[Any] | np.ndarray) -> np.ndarray:
         """Source positions of stored image ids."""
@@ -204,8 +225,9 @@ class RunContext:
         (labels, predictions) : two lists of length n
             The ``column`` value per image (None when the source has no such column) and the
             argmax class, named by the label value of that class when the label column maps
-            onto the head's classes (integer labels, or a 1:1 integer code column such as
-            ``shape_id``), else ``"class k"``.
+            onto the head's classes (:func:`probing.targets.label_map`: integer labels, the
+            model's class names, or a 1:1 integer code column such as ``shape_id``), else
+            ``"class k"``.
         """
         frame = self.labels()
         has = column in frame.columns
@@ -215,9 +237,9 @@ class RunContext:
             device = next(model.parameters()).device
             logits = model(images.to(device))
         top = logits.argmax(-1).cpu().numpy().tolist()
-        names = class_names(frame, column, int(logits.shape[-1])) if has else None
-        return labels, [names.get(k, f"class {k}") if names is not None else f"class {k}"
-                        for k in top]
+        names = label_map(frame, column, int(logits.shape[-1]),
+                          model_class_names(self.model)).names if has else {}
+        return labels, [names.get(k, f"class {k}") for k in top]
 
     def random_init_model(self) -> LoadedModel:
         """A random-initialised copy of the model's architecture, seeded from the spec's seed
@@ -251,28 +273,6 @@ class RunContext:
     def rng(self, salt: str = "") -> np.random.Generator:
         """A numpy generator derived from the spec's seed and ``salt``."""
         return np.random.default_rng(derive_seed(self.seed, salt))
-
-
-def class_names(labels: pd.DataFrame, column: str, n_classes: int) -> dict[int, object] | None:
-    """``{class index: label value}`` when the label ``column`` maps onto a head of
-    ``n_classes`` classes, else None: integer labels (or digit strings) in ``0..n_classes-1``
-    name themselves; otherwise an integer column in that range in one-to-one correspondence
-    with the labels (e.g. ``shape_id`` beside ``label``) gives the mapping."""
-    values = labels[column].dropna()
-    text = values.astype(str)
-    if text.str.fullmatch(r"\d+").all() and values.size:
-        codes = text.astype(int)
-        if codes.between(0, n_classes - 1).all():
-            return {k: str(k) for k in range(n_classes)}
-    for other in labels.columns.drop([column, "image_id"], errors="ignore"):
-        code = labels[other]
-        if not pd.api.types.is_integer_dtype(code.dtype) or code.empty \
-                or not code.between(0, n_classes - 1).all():
-            continue
-        pairs = labels[[column, other]].drop_duplicates()
-        if pairs[column].is_unique and pairs[other].is_unique:
-            return dict(zip(pairs[other].astype(int), pairs[column]))
-    return None
 
 
 def run_analysis(run: Callable[..., Any], ctx: RunContext, params: dict,

@@ -11,11 +11,11 @@ import pytest
 
 STUDIES = """
 [analyses.logit_lens]
-target = "shape_id"
+target = "label"  # demo: the class names; no_cls (random head): the shape_id codes
 max_images = {n}
 
 [analyses.head_ablation]
-target = "shape_id"
+target = "label"  # demo: the class names; no_cls (random head): the shape_id codes
 max_images = {n}
 modes = ["zero"]
 """

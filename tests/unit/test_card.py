@@ -9,8 +9,9 @@ import torch
 from timm.data import create_transform
 
 from probing import extract, load_model
-from probing.card import map_labels, model_card
+from probing.card import model_card
 from probing.data import ArraySource, ShapesSource
+from probing.targets import label_map
 
 
 def _independent(loaded, source, truth: np.ndarray) -> tuple[float, float]:
@@ -60,11 +61,14 @@ def test_card_top5_with_integer_labels_on_a_ten_class_head(tmp_path):
 
 
 def test_labels_that_do_not_map_say_why():
-    assert map_labels(pd.Series([0, 3, 1], name="label"), 4).rule == "integer class index"
-    out = map_labels(pd.Series([0, 12], name="label"), 4)
+    def rule(values, n, names=()):
+        return label_map(pd.DataFrame({"label": values}), "label", n, names)
+
+    assert rule([0, 3, 1], 4).rule == "integer class index"
+    out = rule([0, 12], 4)
     assert not out.maps and "outside 0..3" in out.rule
-    out = map_labels(pd.Series(["cat", "dog"], name="label"), 4)
+    out = rule(["cat", "dog"], 4)
     assert not out.maps and "class names are unknown" in out.rule
-    named = map_labels(pd.Series(["b", None, "a"], name="label"), 2, [["a", "b"]])
+    named = rule(["b", None, "a"], 2, [["a", "b"]])
     assert named.target.tolist() == [1, -1, 0]
-    assert not map_labels(pd.Series([0, 1], name="label"), 0).maps
+    assert not rule([0, 1], 0).maps

@@ -184,14 +184,14 @@ def test_image_panels_of_the_multihead_figure_show_label_and_prediction():
 
 
 def test_predicted_classes_are_named_by_the_label_column_when_it_maps_onto_the_head():
-    from probing.run.context import class_names
+    from probing.targets import label_map
 
     shapes = pd.DataFrame({"image_id": range(4), "label": ["cross", "circle", "cross", "square"],
                            "shape_id": [3, 0, 3, 1]})
-    assert class_names(shapes, "label", 4) == {3: "cross", 0: "circle", 1: "square"}
+    assert label_map(shapes, "label", 4).names == {3: "cross", 0: "circle", 1: "square"}
     digits = pd.DataFrame({"image_id": [0, 1], "label": [3, 7]})
-    assert class_names(digits, "label", 10) == {k: str(k) for k in range(10)}
-    assert class_names(pd.DataFrame({"image_id": [0], "label": ["a"]}), "label", 4) is None
+    assert label_map(digits, "label", 10).names == {k: str(k) for k in range(10)}
+    assert label_map(pd.DataFrame({"image_id": [0], "label": ["a"]}), "label", 4).names == {}
 
 
 def test_probe_legend_entries_look_like_the_lines_they_name():
