@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .data import (
     ArraySource,
     DigitsSource,
+    IdxSource,
     ImageFolderSource,
     ImageSource,
     ManifestSource,
@@ -70,6 +71,7 @@ __all__ = [
     "DataError",
     "DigitsSource",
     "EmbeddingStore",
+    "IdxSource",
     "ImageFolderSource",
     "ImageSource",
     "LayoutError",
