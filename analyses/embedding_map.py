@@ -134,6 +134,10 @@ def run(ctx: RunContext,
     )
 
 
+_WHO = {"cls": "CLS", "pooled": "mean-pooled", "patch": "patch", "reg": "register",
+        "dist": "distillation"}
+
+
 def _findings(numbers: dict[str, float]) -> list[Finding]:
     """How much of the first and last mapped layer's variance the first two PCs hold."""
     kind = next((k for k in ("cls", "pooled", "patch", "reg", "dist")
@@ -151,10 +155,10 @@ def _findings(numbers: dict[str, float]) -> list[Finding]:
     if first == last:
         return [Finding("How low-dimensional are the embeddings?",
                         f"The first two principal components hold {{{key.format(last)}:.0%}} of "
-                        f"the variance of {kind} embeddings at layer {last}.")]
+                        f"the variance of {_WHO[kind]} embeddings at layer {last}.")]
     more = numbers[key.format(last)] > numbers[key.format(first)]
     return [Finding("How low-dimensional are the embeddings?",
                     f"The first two principal components hold {{{key.format(last)}:.0%}} of the "
-                    f"variance of {kind} embeddings at layer {last}, against "
+                    f"variance of {_WHO[kind]} embeddings at layer {last}, against "
                     f"{{{key.format(first)}:.0%}} at layer {first}: the maps show "
                     f"{'more' if more else 'less'} of the embedding at the last layer.")]

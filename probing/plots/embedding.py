@@ -81,6 +81,10 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
             panel = coords[(coords[rows] == rv) & (coords[cols] == cv)]
             if len(panel):
                 mappable = _scatter(ax, panel, color, cats, norm) or mappable
+                if len(panel) > 1 and panel["x"].nunique() == 1 and panel["y"].nunique() == 1:
+                    # e.g. CLS before the first block: one point hides every colour but the last
+                    ax.text(0.5, 0.1, "all vectors equal", transform=ax.transAxes,
+                            ha="center", fontsize="small", color="0.3")
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:

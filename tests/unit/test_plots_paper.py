@@ -236,3 +236,12 @@ def test_a_ten_class_grid_of_maps_saved_with_its_legend_fits_a_page_and_names_fa
     by_method = plots.plot_embedding_maps(coords.assign(kind="cls", method="tsne"), "label",
                                           rows="kind", cols="method")
     assert {ax.get_title() for ax in by_method.axes} >= {"t-SNE"}
+
+
+def test_a_map_of_equal_vectors_says_so():
+    coords = pd.DataFrame({"x": [1.0] * 4 + [0.0, 1, 2, 3], "y": [2.0] * 4 + [0.0, 1, 0, 1],
+                           "panel": ["cls"] * 8, "layer": [0] * 4 + [1] * 4,
+                           "label": [0, 1, 2, 3] * 2})
+    fig = plots.plot_embedding_maps(coords, color="label")
+    texts = [[t.get_text() for t in ax.texts] for ax in fig.axes if ax.collections]
+    assert texts == [["all vectors equal"], []]
