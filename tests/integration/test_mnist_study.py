@@ -20,6 +20,7 @@ SPEC = ROOT / "analyses" / "mnist_vit.toml"
 
 #: Cheap parameters for the test run (the spec's own ones take minutes).
 CHEAP = {
+    "embedding_map": {"methods": ["pca"]},
     "layer_probes": {"cv": 3},
     "cka": {"n_boot": 20},
     "pe_similarity": {"n_null": 20},
