@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from probing.constraints import Interval, Items, LabelColumn, Layers, Options
+from probing.findings import Finding
 from probing.frames import embedding_matrix, require_label_column
 from probing.maps import default_methods, embedding_map, explained_variance
 from probing.plots.embedding import plot_embedding_maps, plot_explained_variance
@@ -127,6 +128,37 @@ def run(ctx: RunContext,
         tables=[Table("embedding_map_variance", summary,
                       "Fraction of variance on the first two principal components")],
         numbers=numbers,
+        findings=_findings(numbers),
         references=["van der Maaten & Hinton (2008), Visualizing Data using t-SNE",
                     "McInnes et al. (2018), UMAP"],
     )
+
+
+_WHO = {"cls": "CLS", "pooled": "mean-pooled", "patch": "patch", "reg": "register",
+        "dist": "distillation"}
+
+
+def _findings(numbers: dict[str, float]) -> list[Finding]:
+    """How much of the first and last mapped layer's variance the first two PCs hold."""
+    kind = next((k for k in ("cls", "pooled", "patch", "reg", "dist")
+                 if any(key.startswith(f"{k}_layer") for key in numbers)), None)
+    if kind is None:
+        return []
+    key = f"{kind}_layer{{}}_pc1_2_variance"
+    # a layer whose vectors are all equal (CLS before the first block) has no variance to split
+    layers = sorted(k for k in (int(name[len(kind) + 6:].split("_")[0]) for name in numbers
+                                if name.startswith(f"{kind}_layer"))
+                    if numbers[key.format(k)] > 0)
+    if not layers:
+        return []
+    first, last = layers[0], layers[-1]
+    if first == last:
+        return [Finding("How low-dimensional are the embeddings?",
+                        f"The first two principal components hold {{{key.format(last)}:.0%}} of "
+                        f"the variance of {_WHO[kind]} embeddings at layer {last}.")]
+    more = numbers[key.format(last)] > numbers[key.format(first)]
+    return [Finding("How low-dimensional are the embeddings?",
+                    f"The first two principal components hold {{{key.format(last)}:.0%}} of the "
+                    f"variance of {_WHO[kind]} embeddings at layer {last}, against "
+                    f"{{{key.format(first)}:.0%}} at layer {first}: the maps show "
+                    f"{'more' if more else 'less'} of the embedding at the last layer.")]

@@ -20,6 +20,7 @@ import numpy as np
 from probing.attention import ALL_HEADS, head_ablation
 from probing.constraints import Interval, Items, Layers, Options
 from probing.errors import ConfigError
+from probing.findings import Finding
 from probing.plots.ablation import plot_head_ablation
 from probing.sections import Figure, Section, Table
 from probing.targets import label_classes, model_class_names
@@ -113,6 +114,29 @@ def run(ctx: RunContext,
                       "Drop of the target logit and of accuracy per block, head (-1 = all heads "
                       "of the block) and ablation mode, mean over images with a 95% t-interval; "
                       "mode 'none' rows hold the intact model's target logit and accuracy.")],
-        numbers={k: v for k, v in numbers.items() if np.isfinite(v)},
+        numbers=(numbers := {k: v for k, v in numbers.items() if np.isfinite(v)}),
+        findings=_findings(numbers),
         references=REFERENCES,
     )
+
+
+#: An accuracy drop below this (a fraction of images) counts as "no single head is essential".
+ESSENTIAL_DROP = 0.05
+
+
+def _findings(numbers: dict[str, float]) -> list[Finding]:
+    """The head whose ablation costs most, and whether any single head is essential."""
+    mode = next((m for m in ("mean", "zero") if f"{m}_max_logit_drop" in numbers), None)
+    if mode is None:
+        return []
+    acc = f"{mode}_max_accuracy_drop"
+    tail = ""
+    if acc in numbers:
+        word = ("no single head is essential" if numbers[acc] < ESSENTIAL_DROP else
+                "some heads are essential")
+        tail = (f"; the largest accuracy drop of one head is {{{acc}:.1%}} (intact "
+                f"{{intact_accuracy:.1%}}): {word}")
+    return [Finding("Which heads does the decision need?",
+                    f"{mode.capitalize()}-ablating head {{{mode}_max_logit_drop_head}} of block "
+                    f"{{{mode}_max_logit_drop_block}} lowers the target logit most, by "
+                    f"{{{mode}_max_logit_drop:.2f}} (intact {{intact_target_logit:.2f}}){tail}.")]

@@ -19,6 +19,7 @@ import pandas as pd
 
 from probing.constraints import Interval, Layers
 from probing.errors import ConfigError
+from probing.findings import Finding
 from probing.lens import lens_from_frame, lens_from_source, lens_kinds, lens_scores
 from probing.plots.lens import plot_logit_lens
 from probing.probes import probe_layers
@@ -144,4 +145,20 @@ def run(ctx: RunContext,
                       "accuracy (source=probe), means with 95% t-intervals.")],
         numbers={k: v for k, v in numbers.items() if np.isfinite(v)},
         references=REFERENCES,
+        findings=_findings(numbers),
     )
+
+
+def _findings(numbers: dict[str, float]) -> list[Finding]:
+    """The head's accuracy at the last layer and the first layer that reaches 90% of it."""
+    layers = sorted(int(k[5:].split("_")[0]) for k in numbers if k.endswith("_lens_accuracy"))
+    if not layers:
+        return []
+    last = layers[-1]
+    final = numbers[f"layer{last}_lens_accuracy"]
+    early = next(k for k in layers if numbers[f"layer{k}_lens_accuracy"] >= 0.9 * final)
+    tail = "" if early == last else (
+        f"; it reaches 90% of that from layer {early} on ({{layer{early}_lens_accuracy:.1%}})")
+    return [Finding("When can the model's own head read the answer?",
+                    f"The model's head applied to layer {last} gives "
+                    f"{{layer{last}_lens_accuracy:.1%}} accuracy{tail}.")]

@@ -29,6 +29,7 @@ import pandas as pd
 
 from probing.constraints import Interval, Items, Options
 from probing.errors import ConfigError, ModelError
+from probing.findings import Finding
 from probing.plots.posenc import plot_decay_1d, plot_decay_2d
 from probing.posenc import (
     decay_1d,
@@ -219,4 +220,28 @@ def run(ctx: RunContext,
         references=["Vaswani et al. (2017), Attention Is All You Need",
                     "Dosovitskiy et al. (2021), An Image is Worth 16x16 Words (ViT)",
                     "He et al. (2022), Masked Autoencoders Are Scalable Vision Learners"],
+        findings=_findings(numbers),
     )
+
+
+def _findings(numbers: dict[str, float]) -> list[Finding]:
+    """Whether the learned table's similarity falls with grid distance more than a random
+    table's (the null), or, without a learned table, the 2-D sin-cos table's decay."""
+    if "learned_decay_slope" not in numbers:
+        if "sincos_2d_decay_slope" not in numbers:
+            return []
+        return [Finding("Do positional vectors encode distance?",
+                        "The model has no learned positional table; a 2-D sin-cos table of its "
+                        "width loses {sincos_2d_decay_slope:.3f} cosine per patch of distance.")]
+    if "learned_decay_null_p" not in numbers:
+        return [Finding("Do positional vectors encode distance?",
+                        "The learned positional table's cosine similarity changes by "
+                        "{learned_decay_slope:.4f} per patch of grid distance (no null drawn).")]
+    word = ("it decays with distance more than a random table does" if
+            numbers["learned_decay_null_p"] < 0.05 else
+            "indistinguishable from a random table of the same norms")
+    return [Finding("Do positional vectors encode distance?",
+                    "The learned positional table's cosine similarity changes by "
+                    "{learned_decay_slope:.4f} per patch of grid distance, against "
+                    "{random_null_decay_slope:.4f} for random tables (p = "
+                    f"{{learned_decay_null_p:.3f}}): {word}.")]

@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from probing.constraints import Interval
 from probing.errors import ConfigError, ModelError
+from probing.findings import Finding
 from probing.plots.posenc import plot_subspace_angles
 from probing.posenc import learned_table, subspace_overlap
 from probing.sections import Figure, Section, Table
@@ -97,4 +98,22 @@ def run(ctx: RunContext,
                       "the random-subspace null (mean, 2.5 and 97.5 percentiles).")],
         numbers=numbers,
         references=REFERENCES,
+        findings=_findings(numbers),
     )
+
+
+#: Degrees by which the mean principal angle must differ from the null's to count as a difference.
+ANGLE_MARGIN = 5.0
+
+
+def _findings(numbers: dict[str, float]) -> list[Finding]:
+    """Whether position and content share directions, against random subspaces."""
+    diff = numbers["mean_angle_deg"] - numbers["mean_angle_deg_null"]
+    word = ("position lies in directions of its own, more apart from content than chance"
+            if diff > ANGLE_MARGIN else
+            "position shares directions with content" if diff < -ANGLE_MARGIN else
+            "position and content are about as apart as random subspaces")
+    return [Finding("Is position kept apart from content?",
+                    "The positional table and the patch content subspaces meet at a mean "
+                    "principal angle of {mean_angle_deg:.1f} degrees (random subspaces: "
+                    f"{{mean_angle_deg_null:.1f}}): {word}.")]

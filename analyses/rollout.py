@@ -23,6 +23,7 @@ from scipy.stats import spearmanr
 from probing.attention import gradient_rollout, relevance_frame, rollout_map
 from probing.constraints import Interval, Options
 from probing.errors import ConfigError
+from probing.findings import Finding
 from probing.imageselect import IMAGE_IDS
 from probing.plots.attribution import method_map_pages, plot_method_maps
 from probing.sections import Figure, Section, Table
@@ -121,7 +122,22 @@ def run(ctx: RunContext,
         figures=figures,
         tables=tables,
         numbers=numbers,
+        findings=_findings(numbers),
         references=["Abnar & Zuidema (2020), Quantifying Attention Flow in Transformers (ACL)",
                     "Chefer, Gur & Wolf (2021), Generic Attention-model Explainability for "
                     "Interpreting Bi-Modal and Encoder-Decoder Transformers (ICCV)"],
     )
+
+
+def _findings(numbers: dict[str, float]) -> list[Finding]:
+    """Whether attention rollout and gradient rollout point at the same patches."""
+    if "spearman_rollout_vs_gradient" not in numbers:
+        return []
+    rho = numbers["spearman_rollout_vs_gradient"]
+    word = ("they rank the same patches high" if rho >= 0.7 else
+            "they partly agree on where the evidence is" if rho >= 0.3 else
+            "they point at different patches, so attention alone does not explain the decision")
+    return [Finding("Do attention and gradients agree on where the model looks?",
+                    "Attention rollout and gradient rollout correlate with a mean Spearman rank "
+                    f"correlation of {{spearman_rollout_vs_gradient:.2f}} over {{n_images}} "
+                    f"images: {word}.")]

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the names below are imported on first use (see _HOMES)
     from .data import (
         ArraySource,
         DigitsSource,
+        IdxSource,
         ImageFolderSource,
         ImageSource,
         ManifestSource,
@@ -52,8 +53,8 @@ if TYPE_CHECKING:  # the names below are imported on first use (see _HOMES)
 #: Home module of each public name: ``import probing`` stays light (no torch, timm, captum,
 #: scikit-learn or matplotlib), and ``from probing import X`` imports X's home on first use.
 _HOMES = {
-    **dict.fromkeys(("ArraySource", "DigitsSource", "ImageFolderSource", "ImageSource",
-                     "ManifestSource", "ShapesSource", "open_source"), ".data"),
+    **dict.fromkeys(("ArraySource", "DigitsSource", "IdxSource", "ImageFolderSource",
+                     "ImageSource", "ManifestSource", "ShapesSource", "open_source"), ".data"),
     **dict.fromkeys(("AnalysisError", "ConfigError", "DataError", "LayoutError", "ModelError",
                      "ProbingError", "ReportError", "SchemaError", "StoreError"), ".errors"),
     "extract": ".extract",
@@ -81,6 +82,7 @@ __all__ = [
     "DataError",
     "DigitsSource",
     "EmbeddingStore",
+    "IdxSource",
     "ImageFolderSource",
     "ImageSource",
     "LayoutError",

@@ -3,7 +3,8 @@
 A source is an ordered collection of images with a stable ``image_id`` per image and label
 columns. Built in: ``shapes`` (generated, known factors; :mod:`probing.shapes`) and ``digits``
 (scikit-learn's bundled 8x8 handwritten digits). From disk: an image folder (one subfolder per
-class) and a manifest (CSV or parquet with a path column and any label columns). In memory:
+class), a manifest (CSV or parquet with a path column and any label columns) and an IDX file
+pair (MNIST's format: :class:`IdxSource`, :mod:`probing.idx`). In memory:
 :class:`ArraySource`.
 
 Images are converted to what the model takes (``input_size[0]`` channels): grayscale and 16-bit
@@ -31,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from .constraints import MAX_COUNT, SEED, Interval, Is, Items, Name, Options, check, suggesting
 from .errors import ConfigError, DataError
 from .frames import FRAME_COLUMNS
+from .idx import idx_labels_path, is_idx_path, read_idx
 from .shapes import BACKGROUNDS, SHAPES, factors_frame, render_shape, shape_factors
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "check_label_columns",
     "DigitsSource",
     "ImageFolderSource",
+    "IdxSource",
     "ImageSource",
     "ManifestSource",
     "Batch",
@@ -354,6 +357,32 @@ class ArraySource(ImageSource):
                 "sha": digest}
 
 
+class IdxSource(ArraySource):
+    """An IDX images file (MNIST's format, :mod:`probing.idx`) and its labels file.
+
+    Parameters
+    ----------
+    path : str or path
+        The images file, ``(n, H, W)`` uint8 (``t10k-images-idx3-ubyte.gz``).
+    labels : str, path or False, optional
+        The labels file, ``(n,)`` uint8, read into the ``label`` column; by default the sibling
+        named with ``idx1``/``labels`` for ``idx3``/``images``; ``False`` for no labels.
+    """
+
+    def __init__(self, path: str | os.PathLike, labels: str | os.PathLike | bool | None = None
+                 ) -> None:
+        self.path = Path(path).expanduser()
+        self.labels_path = None if labels is False else \
+            idx_labels_path(self.path) if labels in (None, True) else Path(labels).expanduser()
+        frame = None if self.labels_path is None else \
+            pd.DataFrame({"label": read_idx(self.labels_path).reshape(-1).astype("int64")})
+        super().__init__(read_idx(self.path), frame, name=self.path.name.split("-idx")[0])
+
+    def describe(self) -> dict:
+        return {**super().describe(), "kind": "idx", "path": str(self.path),
+                "labels": None if self.labels_path is None else str(self.labels_path)}
+
+
 class _FileSource(ImageSource):
     """A source whose images are files listed in a frame with a ``_path`` column."""
 
@@ -550,7 +579,8 @@ def open_source(spec: str | os.PathLike | ImageSource, **options: Any) -> ImageS
     ----------
     spec : str, path or ImageSource
         ``"shapes"`` / ``"shapes:n=2000,seed=1,backgrounds=plain+noise,rotation=true"``,
-        ``"digits"``, an image folder path, or a ``.csv`` / ``.parquet`` manifest path.
+        ``"digits"``, an image folder path, a ``.csv`` / ``.parquet`` manifest path, or an IDX
+        images file (``...-idx3-ubyte[.gz]``, :class:`IdxSource`; option ``labels``).
     **options
         Keyword options of the source class (override those in the spec string).
     """
@@ -564,14 +594,17 @@ def open_source(spec: str | os.PathLike | ImageSource, **options: Any) -> ImageS
         _known_options(kind, text, (), opts)
         return kind(**opts)
     path = Path(text).expanduser()
+    if is_idx_path(path):
+        _known_options(IdxSource, text, (path,), options)
+        return IdxSource(path, **options)
     kind = ImageFolderSource if path.is_dir() else ManifestSource \
         if path.suffix.lower() in (".csv", ".parquet", ".pq") else None
     if kind is not None:
         _known_options(kind, text, (path,), options)
         return kind(path, **options)
     raise DataError(
-        f"data source {text!r} is not 'shapes', 'digits', an image folder or a CSV/parquet "
-        "manifest; check the path or name."
+        f"data source {text!r} is not 'shapes', 'digits', an image folder, a CSV/parquet "
+        "manifest or an IDX file (-idx3-ubyte); check the path or name."
     )
 
 

@@ -29,19 +29,6 @@ def shared_fixtures() -> Path:
     return SHARED
 
 
-def read_idx(path: Path):
-    """Read an IDX (MNIST) gzip file into a numpy array."""
-    import gzip
-
-    import numpy as np
-
-    with gzip.open(path) as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 @pytest.fixture(scope="session")
 def mnist_model(shared_fixtures: Path):
     """The pretrained MNIST ViT fixture mapped onto timm (skips when the fixture is absent)."""
@@ -53,14 +40,10 @@ def mnist_model(shared_fixtures: Path):
 
 @pytest.fixture(scope="session")
 def mnist_source(shared_fixtures: Path):
-    """The MNIST test set as an ArraySource (10,000 images; label column)."""
-    import pandas as pd
+    """The MNIST test set as an IdxSource (10,000 images; label column)."""
+    from probing.data import IdxSource
 
-    from probing import ArraySource
-
-    images = read_idx(shared_fixtures / "mnist_test" / "t10k-images-idx3-ubyte.gz")
-    labels = read_idx(shared_fixtures / "mnist_test" / "t10k-labels-idx1-ubyte.gz")
-    return ArraySource(images, pd.DataFrame({"label": labels.astype("int64")}), name="mnist")
+    return IdxSource(shared_fixtures / "mnist_test" / "t10k-images-idx3-ubyte.gz")
 
 
 @pytest.fixture(scope="session")

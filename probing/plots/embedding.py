@@ -26,6 +26,17 @@ def _categories(values: pd.Series) -> list[str]:
     return [str(v) for v in unique]
 
 
+#: Facet words as people write them (kinds and method names in panel titles).
+_WORDS = {"cls": "CLS", "pca": "PCA", "tsne": "t-SNE", "umap": "UMAP", "reg": "register",
+          "dist": "distillation"}
+
+
+def _facet_name(name: str, value: object) -> str:
+    """A facet's title: ``layer 3``; a method or kind by itself, spelled for people."""
+    text = " ".join(_WORDS.get(w.lower(), w) for w in str(value).split(" "))
+    return f"{name} {text}" if name == "layer" else text
+
+
 def _scatter(ax, panel: pd.DataFrame, color: str, cats: list | None, norm) -> object:
     if cats is not None:
         colours = class_colours(len(cats))
@@ -56,7 +67,8 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
     col_vals = list(dict.fromkeys(coords[cols]))
     w = 6.8 if width == "double" else 3.3 if width == "single" else float(width)
     aspect = len(row_vals) / max(1, len(col_vals)) * 1.02 + 0.08
-    w = min(w, MAX_HEIGHT / aspect)  # many rows: narrower panels, never taller than a page
+    # many rows: narrower panels, never taller than a page with its titles and legend (0.7 in)
+    w = min(w, (MAX_HEIGHT - 0.7) / aspect)
     fig, axes = new_figure(w, aspect=aspect, nrows=len(row_vals),
                            ncols=len(col_vals), squeeze=False)
     cats = _categories(coords[color]) if _is_categorical(coords[color]) else None
@@ -69,12 +81,16 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
             panel = coords[(coords[rows] == rv) & (coords[cols] == cv)]
             if len(panel):
                 mappable = _scatter(ax, panel, color, cats, norm) or mappable
+                if len(panel) > 1 and panel["x"].nunique() == 1 and panel["y"].nunique() == 1:
+                    # e.g. CLS before the first block: one point hides every colour but the last
+                    ax.text(0.5, 0.1, "all vectors equal", transform=ax.transAxes,
+                            ha="center", fontsize="small", color="0.3")
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(f"{cols} {cv}", **LITERAL)
+                ax.set_title(_facet_name(cols, cv), **LITERAL)
             if j == 0:
-                ax.set_ylabel(str(rv), **LITERAL)
+                ax.set_ylabel(_facet_name(rows, rv), **LITERAL)
     if cats:
         # one entry per category, also for categories absent from the first panel
         handles = [Line2D([], [], linestyle="", marker="o", markersize=5, markeredgewidth=0,
@@ -103,7 +119,7 @@ def plot_explained_variance(frame: pd.DataFrame, max_components: int = 20) -> Fi
             sub = sub[sub["component"] <= max_components]
             handles += ax.plot(sub["component"], sub["cumulative"],
                                color=cmap(k / max(1, len(layers) - 1)))
-        ax.set_title(str(kind), **LITERAL)
+        ax.set_title(_facet_name("kind", kind), **LITERAL)
         ax.set_xlabel("principal components")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
         ax.set_ylabel("cumulative explained variance (fraction)")

@@ -214,3 +214,34 @@ def test_a_tall_grid_of_embedding_maps_is_narrowed_to_fit_a_page():
     fig = plots.plot_embedding_maps(coords, color="label")  # 6 x 2 panels at 6.8 in: 21 in
     assert fig.get_figheight() <= MAX_HEIGHT + 1e-9
     assert len([ax for ax in fig.axes if ax.collections]) == 12
+
+
+def test_a_ten_class_grid_of_maps_saved_with_its_legend_fits_a_page_and_names_facets(tmp_path):
+    from PIL import Image
+
+    from probing.figfiles import save_figure
+
+    # the MNIST study's overview: 4 rows (CLS and pooled, PCA and t-SNE) x 3 layers, 10 digits
+    rows = [f"{k} {m}" for k in ("cls", "pooled") for m in ("PCA", "TSNE")]
+    coords = pd.DataFrame({"x": np.arange(120.0), "y": np.arange(120.0) % 7,
+                           "panel": np.repeat(rows, 30), "layer": np.tile([0, 3, 6], 40),
+                           "label": np.arange(120) % 10})
+    fig = plots.plot_embedding_maps(coords, color="label")
+    save_figure(fig, tmp_path / "overview", formats=("png",))
+    with Image.open(tmp_path / "overview.png") as im:
+        dpi = im.info["dpi"][1]
+        assert im.size[1] / dpi <= MAX_HEIGHT + 0.02  # titles and legend included
+    names = {ax.get_ylabel() for ax in fig.axes} | {ax.get_title() for ax in fig.axes}
+    assert {"CLS PCA", "CLS t-SNE", "pooled t-SNE", "layer 3"} <= names
+    by_method = plots.plot_embedding_maps(coords.assign(kind="cls", method="tsne"), "label",
+                                          rows="kind", cols="method")
+    assert {ax.get_title() for ax in by_method.axes} >= {"t-SNE"}
+
+
+def test_a_map_of_equal_vectors_says_so():
+    coords = pd.DataFrame({"x": [1.0] * 4 + [0.0, 1, 2, 3], "y": [2.0] * 4 + [0.0, 1, 0, 1],
+                           "panel": ["cls"] * 8, "layer": [0] * 4 + [1] * 4,
+                           "label": [0, 1, 2, 3] * 2})
+    fig = plots.plot_embedding_maps(coords, color="label")
+    texts = [[t.get_text() for t in ax.texts] for ax in fig.axes if ax.collections]
+    assert texts == [["all vectors equal"], []]

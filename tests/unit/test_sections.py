@@ -109,3 +109,70 @@ def test_attribution_finding_names_the_most_faithful_method_or_says_none_is():
     worse = {**numbers, "rollout_deletion_auc": 0.5, "occlusion_deletion_auc": 0.6}
     text = Section("A", numbers=worse, findings=make(worse)).sentences()[0][1]
     assert "not faithful" in text and "0.50" in text
+
+
+def _sentence(name: str, numbers: dict) -> str:
+    (_, text), = Section("S", numbers=numbers,
+                         findings=_analysis_findings(name)(numbers)).sentences()
+    return text
+
+
+def test_embedding_map_finding_compares_the_last_mapped_layer_with_the_first():
+    numbers = {"cls_layer0_pc1_2_variance": 0.0, "cls_layer3_pc1_2_variance": 0.42,
+               "cls_layer6_pc1_2_variance": 0.38, "pooled_layer6_pc1_2_variance": 0.5}
+    text = _sentence("embedding_map", numbers)  # layer 0 (constant CLS) has nothing to split
+    assert "38% of the variance of CLS" in text and "layer 6" in text
+    assert "42%" in text and "layer 3" in text and "less" in text
+    assert "more" in _sentence("embedding_map", {**numbers, "cls_layer6_pc1_2_variance": 0.6})
+
+
+def test_rollout_finding_quotes_the_agreement_and_reads_it():
+    numbers = {"n_images": 4.0, "spearman_rollout_vs_gradient": 0.57}
+    text = _sentence("rollout", numbers)
+    assert "0.57" in text and "4 images" in text and "partly" in text
+    low = _sentence("rollout", {**numbers, "spearman_rollout_vs_gradient": 0.1})
+    assert "0.10" in low and "different patches" in low
+    assert _analysis_findings("rollout")({"n_images": 4.0}) == []
+
+
+def test_pe_decay_finding_follows_the_null_test():
+    numbers = {"learned_decay_slope": -0.0048, "random_null_decay_slope": -0.0006,
+               "learned_decay_null_p": 0.15}
+    text = _sentence("pe_decay", numbers)
+    assert "-0.0048" in text and "-0.0006" in text and "p = 0.150" in text
+    assert "indistinguishable from a random table" in text
+    learned = _sentence("pe_decay", {**numbers, "learned_decay_slope": -0.05,
+                                     "learned_decay_null_p": 0.01})
+    assert "-0.0500" in learned and "more than a random table" in learned
+    assert "no learned" in _sentence("pe_decay", {"sincos_2d_decay_slope": -0.051})
+
+
+def test_pe_subspace_finding_reads_the_angle_against_the_null():
+    numbers = {"mean_angle_deg": 75.8, "mean_angle_deg_null": 72.1}
+    text = _sentence("pe_subspace", numbers)
+    assert "75.8" in text and "72.1" in text and "as apart as random" in text
+    assert "own" in _sentence("pe_subspace", {**numbers, "mean_angle_deg": 85.0})
+    assert "shares" in _sentence("pe_subspace", {**numbers, "mean_angle_deg": 40.0})
+
+
+def test_logit_lens_finding_names_the_last_layer_and_where_the_answer_appears():
+    numbers = {"layer0_lens_accuracy": 0.089, "layer2_lens_accuracy": 0.798,
+               "layer3_lens_accuracy": 0.907, "layer6_lens_accuracy": 0.965, "n_images": 1000.0}
+    text = _sentence("logit_lens", numbers)
+    assert "layer 6" in text and "96.5%" in text and "layer 3" in text and "90.7%" in text
+    late = _sentence("logit_lens", {**numbers, "layer3_lens_accuracy": 0.5})
+    assert "layer 3" not in late and "layer 6" in late
+
+
+def test_head_ablation_finding_names_the_costliest_head_and_reads_the_drop():
+    numbers = {"intact_accuracy": 0.96, "intact_target_logit": 10.2, "mean_max_logit_drop": 0.70,
+               "mean_max_logit_drop_block": 2.0, "mean_max_logit_drop_head": 1.0,
+               "mean_max_accuracy_drop": 0.03, "zero_max_logit_drop": 0.64}
+    text = _sentence("head_ablation", numbers)
+    assert text.startswith("Mean-ablating head 1 of block 2") and "0.70" in text
+    assert "10.20" in text and "3.0%" in text and "96.0%" in text and "no single head" in text
+    big = _sentence("head_ablation", {**numbers, "mean_max_accuracy_drop": 0.4})
+    assert "40.0%" in big and "some heads are essential" in big
+    zero = {k: v for k, v in numbers.items() if not k.startswith("mean")}
+    zero |= {"zero_max_logit_drop_block": 1.0, "zero_max_logit_drop_head": 0.0}
+    assert _sentence("head_ablation", zero).startswith("Zero-ablating head 0 of block 1")
