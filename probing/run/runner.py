@@ -31,6 +31,7 @@ from ..sections import Section
 from ..seeding import seeded
 from ..selection import resolve_layers, to_selection
 from ..store import EmbeddingStore, manifest_covers, manifest_key
+from ..threads import ThreadLimit, thread_scope, threads_for_model
 from .cache import load_section, package_digest, save_section, section_key
 from .context import RunContext, run_analysis
 from .registry import PACKAGE_ANALYSES, AnalysisModule, analysis_dirs, get_analysis
@@ -238,9 +239,12 @@ def run_spec(
     modules = [get_analysis(name) for name in spec.analyses]
     params = {m.name: check_params(m.name, spec.analyses[m.name] or {}, m.params)
               for m in modules}
-    with seeded(spec.seed):  # the run is seeded; the caller's global torch RNG is left as it was
+    # the run is seeded (the caller's global torch RNG is left as it was); thread limits for a
+    # tiny model end with the run
+    with seeded(spec.seed), thread_scope() as threads:
         if workers is None and scheduler is None:
-            return _run_spec(spec, out_dir, modules, params, None, quiet, t_start, timings, force)
+            return _run_spec(spec, out_dir, modules, params, None, quiet, t_start, timings, force,
+                             threads)
         from .distributed import dask_client
 
         with dask_client(workers, scheduler) as client:
@@ -250,7 +254,7 @@ def run_spec(
 
 def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], params: dict,
               client: Any, quiet: bool, t_start: float, timings: dict[str, float],
-              force: bool = False) -> RunResult:
+              force: bool = False, threads: ThreadLimit | None = None) -> RunResult:
     """The body of :func:`run_spec`: in-process when ``client`` is None, else on Dask."""
     t = time.perf_counter()
     model_opts = {"pretrained": spec.model.pretrained, "arch": spec.model.arch,
@@ -259,6 +263,8 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
     # the data first: a bad source option is reported before the model is built or loaded
     source = open_source(spec.data.source, **spec.data.options).subset(spec.data.n)
     loaded = load_model(spec.model.spec, **model_opts)
+    if threads is not None:  # one torch / BLAS thread for a tiny model (probing.threads)
+        threads.limit(threads_for_model(sum(p.numel() for p in loaded.model.parameters())))
     timings["load"] = time.perf_counter() - t
 
     capture = _capture_settings(spec, modules, loaded)

@@ -12,7 +12,7 @@ PACKAGE = ROOT / "probing"
 
 #: Floors, lowest first. A module may import from its own floor or below, never above.
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "constraints", "ownership", "seeding", "progress"),
+    ("errors", "constraints", "ownership", "seeding", "progress", "threads"),
     ("layout", "selection", "style"),
     ("frames", "attention_frames", "shapes"),
     ("data", "models", "foreign", "demo"),
