@@ -84,3 +84,23 @@ def test_a_run_on_the_demo_model_uses_one_thread_and_restores(tmp_path, monkeypa
     finally:
         torch.set_num_threads(before)
     assert numbers["thread_count"] == {"torch": 1, "blas": 1}
+
+
+def test_tsne_map_equals_the_multithreaded_pipeline():
+    """t-SNE on the top principal components, computed the old way (SVD on 2 BLAS threads),
+    gives the same map: seeded, so only rounding of the SVD could differ (tolerance 1e-8 of the
+    map's extent)."""
+    from sklearn.manifold import TSNE
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(90, 32)) + np.repeat(rng.normal(size=(3, 32)) * 2, 30, axis=0)
+    xc = x - x.mean(axis=0)
+    with threadpool_limits(limits=2, user_api="blas"):
+        u, s, _ = np.linalg.svd(xc, full_matrices=False)
+        reduced = u[:, :32] * s[:32]
+        reduced *= np.sign(reduced[np.abs(reduced).argmax(axis=0), np.arange(32)])
+        with threadpool_limits(1):
+            ref = TSNE(n_components=2, perplexity=89 / 3, init="pca", random_state=0,
+                       learning_rate="auto").fit_transform(reduced)
+        got = embedding_map(x, "tsne", seed=0)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-8 * np.ptp(ref))
