@@ -5,7 +5,10 @@ the complete store and the up-to-date report and recomputes nothing; a third run
 with one parameter of one analysis changed (``[analyses.cka] k``) recomputes that analysis only
 (the others come from the per-analysis cache) and writes the report again. The fresh run is compared
 with the 90 s budget of the design (the baseline column holds the budget, not a measurement);
-the rerun with the fresh run of the same benchmark.
+the rerun with the fresh run of the same benchmark. The fresh run's CPU time (user + sys of the
+command and the worker processes it waited for) is compared with 35 s, a proxy for the issue's
+20 s wall on 2 idle cores (2 cores give 40 CPU s in 20 s, less the stages that run on one): on a
+shared, loaded machine the wall time measures the other users, the CPU time still measures us.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -23,20 +27,27 @@ from benchmarks._common import Row, print_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 90.0
+CPU_BUDGET_S = 35.0
 
 
-def _demo(cwd: Path, spec: Path | None = None) -> float:
+def _children_cpu() -> float:
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def _demo(cwd: Path, spec: Path | None = None) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``probing`` command in ``cwd``."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     command = ["demo"] if spec is None else ["run", str(spec)]
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), _children_cpu()
     res = subprocess.run([sys.executable, "-m", "probing.cli", "--quiet", *command, "--out",
                           str(cwd / "report")], cwd=cwd, env=env, capture_output=True,
                          text=True, timeout=1800)
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, _children_cpu() - cpu
     if res.returncode != 0:
         raise RuntimeError(f"probing demo failed: {res.stderr.strip()[-2000:]}")
-    return seconds
+    return seconds, cpu
 
 
 def run(quick: bool = False) -> list[Row]:
@@ -44,19 +55,21 @@ def run(quick: bool = False) -> list[Row]:
     from probing.run import demo_spec_path
 
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = _demo(Path(tmp))
+        fresh, fresh_cpu = _demo(Path(tmp))
         stages = json.loads((Path(tmp) / "report" / "provenance.json").read_text())["timings_s"]
-        again = _demo(Path(tmp))
+        again, _ = _demo(Path(tmp))
         text = demo_spec_path().read_text()
         changed = re.sub(r"(\[analyses\.cka\](?:\n(?!\[).*)*?\nk = )\d+", r"\g<1>5", text)
         if changed == text:
             raise RuntimeError("the demo spec has no [analyses.cka] k to change")
         spec = Path(tmp) / "changed.toml"
         spec.write_text(changed)
-        one = _demo(Path(tmp), spec)
+        one, _ = _demo(Path(tmp), spec)
     return [
         Row("probing demo, fresh store (baseline: the 90 s budget)", fresh, BUDGET_S, "s",
             "<= 1.0"),
+        Row("probing demo, fresh store: CPU s, user + sys with workers (baseline: 35 s)",
+            fresh_cpu, CPU_BUDGET_S, "s", "<= 1.0"),
         Row("demo report stage (figures, tables, HTML) vs the fresh demo's run time",
             stages["report"], stages["total"], "s", "<= 0.15"),
         Row("probing demo rerun (store reused) vs fresh", again, fresh, "s", "<= 1.0"),

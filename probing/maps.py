@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import ConfigError
+from .threads import small_blas
 
 __all__ = ["MAP_METHODS", "default_methods", "embedding_map", "explained_variance"]
 
@@ -39,7 +40,8 @@ def explained_variance(x: np.ndarray, n_components: int | None = None) -> np.nda
     """
     x = np.asarray(x, dtype=np.float64)
     xc = x - x.mean(axis=0)
-    s = np.linalg.svd(xc, compute_uv=False)
+    with small_blas(_svd_flops(x)):
+        s = np.linalg.svd(xc, compute_uv=False)
     var = s**2
     total = var.sum()
     ratios = var / total if total > 0 else np.zeros_like(var)
@@ -53,9 +55,16 @@ def default_methods() -> list[str]:
     return ["pca", "tsne"] + (["umap"] if importlib.util.find_spec("umap") else [])
 
 
+def _svd_flops(x: np.ndarray) -> float:
+    """Rough operation count of a thin SVD of a 2-D array."""
+    n, d = x.shape
+    return 4.0 * n * d * min(n, d)
+
+
 def _pca(x: np.ndarray, k: int) -> np.ndarray:
     xc = x - x.mean(axis=0)
-    u, s, _ = np.linalg.svd(xc, full_matrices=False)
+    with small_blas(_svd_flops(x)):  # one thread: small SVDs only spin on shared cores
+        u, s, _ = np.linalg.svd(xc, full_matrices=False)
     out = u[:, :k] * s[:k]
     # fix the sign of each component (largest-magnitude entry positive): deterministic output
     signs = np.sign(out[np.abs(out).argmax(axis=0), np.arange(out.shape[1])])

@@ -38,6 +38,7 @@ from ..sections import Section
 from ..seeding import seeded
 from ..selection import resolve_layers, to_selection
 from ..store import EmbeddingStore, manifest_covers, manifest_key
+from ..threads import ThreadLimit, thread_scope, threads_for_model
 from .cache import load_section, package_digest, save_section, section_key
 from .checks import check_columns, check_layout
 from .context import RunContext, run_analysis
@@ -316,10 +317,12 @@ def run_spec(
     params = {m.name: check_params(m.name, spec.analyses[m.name] or {}, m.params)
               for m in modules}
     try:
-        with seeded(spec.seed):  # the run is seeded; the caller's global torch RNG is kept
+        # the run is seeded (the caller's global torch RNG is left as it was); thread limits
+        # for a tiny model end with the run
+        with seeded(spec.seed), thread_scope() as threads:
             if workers is None and scheduler is None:
                 return _run_spec(spec, out_dir, modules, params, None, quiet, t_start, timings,
-                                 force)
+                                 force, threads)
             from .distributed import dask_client
 
             with dask_client(workers, scheduler) as client:
@@ -347,7 +350,7 @@ def _card(ctx: RunContext, store_content: str, context: dict, force: bool
 
 def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], params: dict,
               client: Any, quiet: bool, t_start: float, timings: dict[str, float],
-              force: bool = False) -> RunResult:
+              force: bool = False, threads: ThreadLimit | None = None) -> RunResult:
     """The body of :func:`run_spec`: in-process when ``client`` is None, else on Dask."""
     t = time.perf_counter()
     model_opts = _model_opts(spec.model)
@@ -356,6 +359,8 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
                            spec.data.n)
     check_columns(modules, params, source)  # a typo in a label column, before the model loads
     loaded = load_model(spec.model.spec, **model_opts)
+    if threads is not None:  # one torch / BLAS thread for a tiny model (probing.threads)
+        threads.limit(threads_for_model(sum(p.numel() for p in loaded.model.parameters())))
 
     primary = _model_store(spec, spec.model, loaded, source, modules)
     capture, settings, job, store, reused = (primary.capture, primary.settings, primary.job,

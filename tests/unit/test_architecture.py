@@ -12,7 +12,7 @@ PACKAGE = ROOT / "probing"
 
 #: Floors, lowest first. A module may import from its own floor or below, never above.
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "constraints", "ownership", "seeding", "progress", "lazy"),
+    ("errors", "constraints", "ownership", "seeding", "progress", "lazy", "threads"),
     ("layout", "selection", "style", "imageselect", "idx"),
     ("frames", "attention_frames", "shapes"),
     ("data", "models", "foreign", "demo"),
