@@ -35,7 +35,8 @@ def _query_label(layout, query) -> str:
     q = layout.query_index(query)
     if q is None:
         return "the mean over patch queries"
-    return f"token {q} ({layout.kind_of(q)})"
+    kind = layout.kind_of(q)
+    return "the CLS token" if kind == "cls" else f"token {q} ({kind})"
 
 
 def run(ctx: RunContext,

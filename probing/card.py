@@ -167,5 +167,10 @@ def model_card(loaded: LoadedModel, source: ImageSource, store: EmbeddingStore,
     if skipped:
         tables.append(Table("card_skipped", pd.DataFrame(skipped),
                             "Images skipped as unreadable, with the reason."))
+    labels = {"n_images": "Images stored", "n_skipped": "Images skipped as unreadable",
+              "n_classes_model": "Classes of the model's head",
+              "n_scored": "Images scored (label maps onto the head)",
+              "top1": "Model's own top-1 accuracy", "top5": "Model's own top-5 accuracy"}
     return Section(title=TITLE, text=text, tables=tables, numbers=numbers, name="card",
+                   labels={k: v for k, v in labels.items() if k in numbers},
                    lead=True)

@@ -489,7 +489,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         return provenance
 
     report.write(out_dir, spec_text=spec_text, provenance=final_provenance,
-                 style=spec.style, protect=output_guard(spec))
+                 style=spec.style, protect=output_guard(spec), formats=tuple(spec.formats))
     return RunResult(report_dir=out_dir, store=store, timings=timings, reused_store=reused)
 
 

@@ -7,6 +7,7 @@ Format (every key optional except ``[analyses]``)::
     output = "reports/demo"       # report directory (relative to the working directory)
     store = ".probing/stores"     # stores: one sub-folder per model + data + capture
     style = { "font.size" = 8 }   # matplotlib rc overrides for every figure
+    formats = ["png", "svg"]      # figure files; add "pdf" for LaTeX (PNG is always written)
 
     [model]                       # or several [[model]] entries: see "Several models" below
     spec = "demo"                 # timm name, checkpoint path or "demo"
@@ -170,6 +171,7 @@ class RunSpec:
     capture: CaptureSpec = field(default_factory=CaptureSpec)
     analyses: dict = field(default_factory=dict)
     style: dict = field(default_factory=dict)
+    formats: list = _ruled_list(["png", "svg"], Items(Options("png", "svg", "pdf")))
     source_path: str | None = None
     #: Every model of the spec, names resolved, the primary (``model``) first.
     models: tuple = ()

@@ -306,3 +306,15 @@ def test_figures_are_laid_out_once_and_workers_write_the_same_bytes(tmp_path, mo
     assert 'href="figures/fig0.pdf"' in (pdf / "index.html").read_text()
     with pytest.raises(ReportError, match="jpeg"):
         _small_report().write(tmp_path / "bad", formats=("png", "jpeg"))
+
+
+def test_spec_formats_choose_the_figure_files(tmp_path, run_spec_text):
+    """``formats`` in a spec: PNG always, PDF only when asked (for LaTeX), SVG by default."""
+    spec = ('formats = [{formats}]\nstore = "{{store}}"\n[data]\nsource = "shapes"\nn = 16\n'
+            '[analyses.pe_similarity]\n')
+    both = {}
+    for name, formats in (("default", '"png", "svg"'), ("pdf", '"pdf"')):
+        result, _ = run_spec_text(tmp_path, spec.format(formats=formats), name)
+        both[name] = {p.suffix for p in (result.report_dir / "figures").iterdir()}
+    assert both["default"] == {".png", ".svg"}
+    assert both["pdf"] == {".png", ".pdf"}
