@@ -170,10 +170,10 @@ def run(ctx: RunContext,
 
     cka, knn, curves, cross = [], [], [], []
     if ctx.layout.has_cls:
-        tokens = ctx.tokens(["cls", "patch"], layers)
-        tokens = tokens[tokens["image_id"].isin(keep)].reset_index(drop=True)
-        curves.append(_curve(cls_patch_cosine(tokens, layers=layers), "cls_patch_cosine",
-                             "cos(CLS, patch)"))
+        cosine = pd.concat(  # one layer's patch rows at a time (flat in layers)
+            [cls_patch_cosine(tokens[tokens["image_id"].isin(keep)].reset_index(drop=True))
+             for _, tokens in ctx.iter_layers(["cls", "patch"], layers)], ignore_index=True)
+        curves.append(_curve(cosine, "cls_patch_cosine", "cos(CLS, patch)"))
     for kind in kinds:
         name = _KIND_NAMES[kind]
         cka.append(_with_intervals(

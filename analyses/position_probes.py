@@ -92,7 +92,10 @@ def run(ctx: RunContext,
     if 0 < per < n_cells:
         rng = ctx.rng("position_probes")
         picked = rng.permuted(np.arange(n_cells)[None].repeat(len(ids), 0), axis=1) < per
-    frame = _sample(ctx.tokens("patch", chosen), ids, picked, layout.cols)
+
+    def frame(layer: int) -> pd.DataFrame:  # one layer's rows at a time (flat in layers)
+        return _sample(ctx.tokens("patch", LayerLabels([layer])), ids, picked, layout.cols)
+
     random = None
     if random_init:
         rand = ctx.extract(ctx.random_init_model(), kinds=("patch",), layers=chosen,

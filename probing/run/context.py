@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,24 @@ class RunContext:
                     f"{exc}"
                 ) from exc
         return frame
+
+    def iter_layers(self, kind: str | Sequence[str] = "cls", layers: Any = "all",
+                    columns: Sequence[str] | None = None
+                    ) -> Iterator[tuple[int, pd.DataFrame]]:
+        """``(layer, frame)`` for each layer of the selection, one layer read at a time.
+
+        Each frame is :meth:`tokens` of that one layer (only its partition of the store is
+        opened), so a loop over layers holds one layer's rows at a time; memory does not grow
+        with the number of layers.
+
+        Yields
+        ------
+        (int, pandas.DataFrame)
+            The stored layer label and its token rows (with label columns), in forward-pass
+            order.
+        """
+        for layer in self.layers(layers):
+            yield layer, self.tokens(kind, LayerLabels([layer]), columns=columns)
 
     def labels(self) -> pd.DataFrame:
         """``image_id`` and label columns of the stored images, in source order."""
