@@ -199,8 +199,11 @@ def run(ctx: RunContext,
     if random_init:
         model = ctx.random_init_model()
         extract_kinds = [k for k in ("cls", "patch") if k in stored] or ["pooled"]
-        random_frame = ctx.extract(model, kinds=extract_kinds, layers=layers, pooled="mean",
-                                   n_images=n_images)
+        random_store = ctx.extract_store(model, kinds=extract_kinds, layers=layers,
+                                         pooled="mean", n_images=n_images)
+
+        def random_frame(layer: int) -> pd.DataFrame:  # the control, one layer at a time
+            return random_store.read(layers=[layer])
     params = dict(cv=cv, solver=solver, alpha=alpha, C=C, control_by=control_by, mdl=mdl)
     by_target: dict[str, list[str]] = {}  # one sweep per target: each layer read once
     for kind in kinds:

@@ -98,9 +98,11 @@ def run(ctx: RunContext,
 
     random = None
     if random_init:
-        rand = ctx.extract(ctx.random_init_model(), kinds=("patch",), layers=chosen,
-                           n_images=len(ids))
-        random = _sample(rand, ids, picked, layout.cols)
+        rand = ctx.extract_store(ctx.random_init_model(), kinds=("patch",), layers=chosen,
+                                 n_images=len(ids))
+
+        def random(layer: int) -> pd.DataFrame:  # the control, one layer at a time
+            return _sample(rand.read(layers=[layer]), ids, picked, layout.cols)
     settings = dict(kind="patch", layers=chosen, cv=int(cv), alpha=float(alpha), seed=ctx.seed,
                     control=False, random_frame=random)
     result = pd.concat([

@@ -43,6 +43,8 @@ PROBE_COLUMNS = (
     "layer", "kind", "probe", "metric", "value", "ci_low", "ci_high", "n", "n_folds", "target",
 )
 TaskName = Literal["auto", "classification", "regression"]
+#: Most rows a logistic probe fits (per layer and kind); above it, ``solver="ridge"``.
+LOGISTIC_MAX_ROWS = 200_000
 
 
 def control_labels(
@@ -129,7 +131,8 @@ def probe_layers(
         Column whose values must not be split across folds.
     solver : {"logistic", "ridge"}
         Classification solver (:class:`LinearProbe`); ``"ridge"`` is the fast closed form, the
-        better choice for per-patch probes over many rows. Regression is always ridge.
+        better choice for per-patch probes over many rows (logistic is refused above
+        :data:`LOGISTIC_MAX_ROWS` rows). Regression is always ridge.
     alpha, C : float
         Ridge penalty / inverse logistic penalty on standardised features.
     seed : int
@@ -228,6 +231,13 @@ def _probe_one(views, random_views, layer, k, targets, groups, task, fold_map, c
         if k not in controls:  # drawn once per kind, at the first layer
             controls[k] = control_labels(types, y, seed)
         ys["control"] = controls[k][1][np.searchsorted(controls[k][0], types)]
+    if task == "classification" and settings["solver"] == "logistic" \
+            and len(y) > LOGISTIC_MAX_ROWS:
+        raise ConfigError(
+            f"solver='logistic' on {len(y):,} {k!r} rows (layer {layer}) exceeds "
+            f"{LOGISTIC_MAX_ROWS:,} rows, where lbfgs over every row runs for a long time; pass "
+            "solver='ridge' (closed form, linear in the rows) or probe fewer images."
+        )
     scores = fold_sweep(X, ys, fold, cv, **settings)
     base = dict(layer=layer, kind=k, n=len(y), n_folds=cv, target=",".join(targets))
     metric = "r2" if task == "regression" else "accuracy"

@@ -190,6 +190,31 @@ class RunContext:
                                        n_images=n_images, progress=False)
         return self._cache[key]
 
+    def extract_store(self, model: LoadedModel, kinds: Sequence[str] = ("cls",),
+                      layers: Any = "all", pooled: str | None = None,
+                      n_images: int | None = None) -> EmbeddingStore:
+        """Extract from another model over the same images into a store of its own (under
+        the run's store, ``controls/``), so that an analysis reads it one layer at a time
+        (:meth:`EmbeddingStore.read` with ``layers=[k]``) instead of holding every layer.
+
+        The vectors equal those of :meth:`extract` with the same arguments (shards hold whole
+        batches of ``batch_size`` images). An existing control store of the same model and
+        capture is reused.
+        """
+        import hashlib
+
+        labels = resolve_layers(layers, model.depth)
+        key = ("extract_store", model.name, tuple(kinds), tuple(labels), pooled, n_images)
+        if key not in self._cache:
+            digest = hashlib.sha256(repr((model.fingerprint, *key)).encode()).hexdigest()[:16]
+            batch = max(1, int(self.batch_size))
+            self._cache[key] = extract(
+                model, self.source, layers=labels, kinds=kinds, pooled=pooled,
+                batch_size=batch, n_images=n_images, progress=False,
+                shard_size=batch * max(1, 256 // batch),
+                store=self.store.path / "controls" / digest)
+        return self._cache[key]
+
     def rng(self, salt: str = "") -> np.random.Generator:
         """A numpy generator derived from the spec's seed and ``salt``."""
         return np.random.default_rng(derive_seed(self.seed, salt))

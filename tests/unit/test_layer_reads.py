@@ -81,6 +81,31 @@ def test_iter_layers_yields_each_layer_as_its_read(store):
     assert seen == list(ctx.layers("all"))
 
 
+def test_probe_layers_per_layer_function_equals_whole_frame(store):
+    from probing.probes import probe_layers
+    from probing.selection import LayerLabels
+
+    frame = store.read(kind=["cls", "pooled"])
+    layers = LayerLabels(store.layers("cls"))
+    whole = probe_layers(frame, "label", ["cls", "pooled"], cv=3, solver="ridge",
+                         random_frame=frame)
+    lazy = probe_layers(lambda k: store.read(kind=["cls", "pooled"], layers=[k]), "label",
+                        ["cls", "pooled"], layers=layers, cv=3, solver="ridge",
+                        random_frame=lambda k: store.read(kind=["cls", "pooled"], layers=[k]))
+    pd.testing.assert_frame_equal(lazy, whole)
+
+
+def test_logistic_on_too_many_rows_is_refused_naming_ridge(store, monkeypatch):
+    from probing.errors import ConfigError
+    from probing.probes import layers as probe_module
+
+    frame = store.read(kind="patch", layers=[0])
+    monkeypatch.setattr(probe_module, "LOGISTIC_MAX_ROWS", len(frame) - 1)
+    with pytest.raises(ConfigError, match="solver='ridge'"):
+        probe_module.probe_layers(frame, "label", "patch", cv=3, solver="logistic")
+    probe_module.probe_layers(frame, "label", "patch", cv=3, solver="ridge")  # allowed
+
+
 @pytest.mark.parametrize("name", ["layer_probes", "cka_layers", "mutual_knn_layers",
                                   "cka_vs_random_init", "position_probes",
                                   "embedding_map_variance", "layer_probes_numbers",
