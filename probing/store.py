@@ -766,8 +766,13 @@ class EmbeddingStore:
                                          filters=filters))
         if not tables:
             raise StoreError(f"store {self.path} holds no complete shard; run an extraction.")
+        # one chunk per column: the vectors are copied out of the part files' buffers once,
+        # here, and every later embedding_matrix() is a view (never a second full copy)
         table = pa.concat_tables(tables)
+        del tables
+        table = table.combine_chunks()
         frame = frame_from_table(table)
+        del table
         if labels and "image_id" in frame.columns:
             frame = self._join_labels(frame)
         return frame
