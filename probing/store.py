@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import ConfigError, StoreError
@@ -828,7 +829,11 @@ class EmbeddingStore:
         """
         from .attention_frames import attention_array
 
-        frame = self.read_attention(layers)
+        filters = None
+        if max_images is not None:  # read only those images' rows, not every image's
+            ids = self.labels()["image_id"].to_numpy()[: max(0, int(max_images))]
+            filters = pc.field("image_id").isin(pa.array(ids))
+        frame = self.read_attention(layers, filters=filters)
         return attention_array(frame, max_images=max_images)
 
 

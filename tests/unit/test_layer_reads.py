@@ -139,3 +139,17 @@ if __name__ == "__main__":  # write the reference tables (run with the old imple
         for name, frame in analysis_tables(Path(tmp)).items():
             frame.to_parquet(REFERENCE / f"{name}.parquet")
             print(name, frame.shape, file=sys.stderr)
+
+
+def test_attention_of_first_images_equals_slice_of_all(tmp_path):
+    from probing import extract, load_model
+    from probing.data import open_source
+
+    store = extract(load_model("demo"), open_source("shapes").subset(12), store=tmp_path / "s",
+                    kinds=("cls",), attention=True, layers=[1, 4], batch_size=4, shard_size=4,
+                    progress=False)
+    full, ids, layers = store.attention()
+    some, some_ids, some_layers = store.attention(max_images=5)
+    assert some.shape[0] == 5 and some_layers == layers
+    np.testing.assert_array_equal(some_ids, ids[:5])
+    np.testing.assert_array_equal(some, full[:5])
