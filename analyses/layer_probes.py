@@ -203,7 +203,7 @@ def run(ctx: RunContext,
                                          pooled="mean", n_images=n_images)
 
         def random_frame(layer: int) -> pd.DataFrame:  # the control, one layer at a time
-            return random_store.read(layers=[layer])
+            return random_store.read(layers=LayerLabels([layer]))
     params = dict(cv=cv, solver=solver, alpha=alpha, C=C, control_by=control_by, mdl=mdl)
     by_target: dict[str, list[str]] = {}  # one sweep per target: each layer read once
     for kind in kinds:

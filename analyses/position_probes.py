@@ -102,7 +102,7 @@ def run(ctx: RunContext,
                                  n_images=len(ids))
 
         def random(layer: int) -> pd.DataFrame:  # the control, one layer at a time
-            return _sample(rand.read(layers=[layer]), ids, picked, layout.cols)
+            return _sample(rand.read(layers=LayerLabels([layer])), ids, picked, layout.cols)
     settings = dict(kind="patch", layers=chosen, cv=int(cv), alpha=float(alpha), seed=ctx.seed,
                     control=False, random_frame=random)
     result = pd.concat([
