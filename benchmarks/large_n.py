@@ -16,7 +16,8 @@
     random-init control, ``cka``, ``position_probes``, ``embedding_map`` PCA) on a store of a
     12-block random-init ViT-Tiny (32 px, patch 4: 65 tokens of width 192), each measurement in
     a fresh subprocess. Peak RSS (``ru_maxrss``) is taken as the increase over a baseline of
-    the same process after it imported everything, built the model and opened the store, so
+    the same process after it imported everything, built the model and opened the store (its
+    resident size, with the peak reset through ``/proc/self/clear_refs`` on Linux), so
     the figure is the analyses' own memory: at 12 vs 3 layers analysed (same images) it must
     be flat; at 4N vs N images it is compared per byte of one layer's token rows (what a
     one-layer-at-a-time stage holds), which must be flat too.
@@ -155,10 +156,21 @@ params = {"layer_probes": dict(kinds=["cls", "pooled", "patch"], solver="ridge",
           "cka": dict(layers=layers, n_boot=50),
           "position_probes": dict(layers=layers, cv=3),
           "embedding_map": dict(layers=layers, methods=["pca"])}
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def status(key):  # MB from /proc/self/status (Linux); None elsewhere
+    try:
+        return [int(x.split()[1]) / 1024 for x in open("/proc/self/status")
+                if x.startswith(key + ":")][0]
+    except (OSError, IndexError):
+        return None
+try:  # reset the peak (VmHWM) so that it is the analyses' own, over the current RSS
+    open("/proc/self/clear_refs", "w").write("5")
+    base = status("VmRSS")
+except OSError:
+    base = None
+base = base if base is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 for name, module in modules.items():
     run_analysis(module.run, ctx, params[name], name=name)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"base_mb": base, "peak_mb": peak}))
 """
 
@@ -178,7 +190,7 @@ def _python(code: str, *args: str) -> str:
 
 
 def _analyses_rows(quick: bool) -> list[Row]:
-    base = 64 if quick else 128
+    base = 64 if quick else 256
     with tempfile.TemporaryDirectory() as tmp:
         stores = {k: str(Path(tmp) / f"s{k}") for k in (1, 4)}
         for k, path in stores.items():
