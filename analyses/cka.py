@@ -146,7 +146,8 @@ def run(ctx: RunContext,
     random_init : bool
         Compare with a randomly initialised copy of the architecture.
     max_images : int
-        Use the first N images only (0 = all).
+        Use N of the images (0 = all), chosen as every "n images" parameter is (the spec's
+        [data] selection, stratified by default).
     n_boot : int
         Bootstrap resamples of the images for the CKA intervals (0 = none; biased CKA only).
     """
@@ -154,26 +155,26 @@ def run(ctx: RunContext,
     if max_images < 0:
         raise ConfigError(f"cka.max_images={max_images} is negative; use 0 for all.")
     layers = ctx.layers(layers)
-    ids = ctx.labels()["image_id"].to_numpy()
-    n_images = len(ids) if max_images == 0 else min(max_images, len(ids))
+    # all stored images, or max_images of them chosen as every "n images" is (stratified)
+    keep = ctx.select_images(None if max_images == 0 else int(max_images))
+    n_images = len(keep)
     if not 1 <= k < n_images:
         raise ConfigError(f"cka.k={k} must be at least 1 and below the number of images "
                           f"({n_images}); lower k.")
-    keep = ids[:n_images]
     images = ["cls", "pooled"] if "cls" in kinds else ["pooled"]
     frame = ctx.tokens(images, layers)
     frame = frame[frame["image_id"].isin(keep)].reset_index(drop=True)
     random_frame = None
     if random_init:
         random_frame = ctx.extract(ctx.random_init_model(), kinds=images[:1], layers=layers,
-                                   pooled="mean", n_images=n_images)
+                                   pooled="mean", image_ids=keep)
 
     cka, knn, curves, cross = [], [], [], []
     if ctx.layout.has_cls:
-        tokens = ctx.tokens(["cls", "patch"], layers)
-        tokens = tokens[tokens["image_id"].isin(keep)].reset_index(drop=True)
-        curves.append(_curve(cls_patch_cosine(tokens, layers=layers), "cls_patch_cosine",
-                             "cos(CLS, patch)"))
+        cosine = pd.concat(  # one layer's patch rows at a time (flat in layers)
+            [cls_patch_cosine(tokens[tokens["image_id"].isin(keep)].reset_index(drop=True))
+             for _, tokens in ctx.iter_layers(["cls", "patch"], layers)], ignore_index=True)
+        curves.append(_curve(cosine, "cls_patch_cosine", "cos(CLS, patch)"))
     for kind in kinds:
         name = _KIND_NAMES[kind]
         cka.append(_with_intervals(

@@ -36,6 +36,25 @@ def _layers(ctx, spec) -> LayerLabels:
     return LayerLabels(k for k in ctx.layers(spec) if k >= 0)
 
 
+def _maps(sub: pd.DataFrame, layer: int, kind: str, methods: list[str], color: str,
+          components: int, seed: int, perplexity: float
+          ) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """The explained-variance rows and the per-method map coordinates of one (layer, kind)."""
+    x = embedding_matrix(sub)
+    ratios = explained_variance(x, components)
+    variance = pd.DataFrame({"layer": layer, "kind": kind,
+                             "component": np.arange(1, len(ratios) + 1),
+                             "ratio": ratios, "cumulative": np.cumsum(ratios)})
+    coords = []
+    for method in methods:
+        xy = embedding_map(x, method, seed=seed, perplexity=perplexity)
+        coords.append(pd.DataFrame({
+            "image_id": sub["image_id"].to_numpy(), "layer": layer, "kind": kind,
+            "method": method, "panel": f"{kind} {method.upper()}",
+            "x": xy[:, 0], "y": xy[:, 1], color: sub[color].to_numpy()}))
+    return variance, coords
+
+
 def run(ctx: RunContext,
         layers: Annotated[str | int | list, Layers("auto")] = "auto",
         kinds: Annotated[list, Items(Options("cls", "reg", "dist", "patch", "pooled"),
@@ -76,25 +95,16 @@ def run(ctx: RunContext,
     keep = labels["image_id"].to_numpy()
     if len(keep) > max_points:
         keep = np.sort(ctx.rng("embedding_map").choice(keep, max_points, replace=False))
-    frame = ctx.tokens(kinds, layers)
-    frame = frame[frame["image_id"].isin(keep)]
-    coords, variance = [], []
-    for kind in kinds:
-        for layer in layers:
-            sub = frame[(frame["kind"] == kind) & (frame["layer"] == layer)]
-            if len(sub) < 3:
-                continue
-            x = embedding_matrix(sub)
-            ratios = explained_variance(x, components)
-            variance.append(pd.DataFrame({"layer": layer, "kind": kind,
-                                          "component": np.arange(1, len(ratios) + 1),
-                                          "ratio": ratios, "cumulative": np.cumsum(ratios)}))
-            for method in methods:
-                xy = embedding_map(x, method, seed=ctx.seed, perplexity=perplexity)
-                coords.append(pd.DataFrame({
-                    "image_id": sub["image_id"].to_numpy(), "layer": layer, "kind": kind,
-                    "method": method, "panel": f"{kind} {method.upper()}",
-                    "x": xy[:, 0], "y": xy[:, 1], color: sub[color].to_numpy()}))
+    done: dict[tuple[int, int], tuple[pd.DataFrame, list[pd.DataFrame]]] = {}
+    for li, (layer, frame) in enumerate(ctx.iter_layers(kinds, layers)):  # one layer at a time
+        frame = frame[frame["image_id"].isin(keep)]
+        for ki, kind in enumerate(kinds):
+            sub = frame[frame["kind"] == kind]
+            if len(sub) >= 3:
+                done[ki, li] = _maps(sub, layer, kind, methods, color, components,
+                                     ctx.seed, perplexity)
+    variance = [done[key][0] for key in sorted(done)]
+    coords = [c for key in sorted(done) for c in done[key][1]]
     coords = pd.concat(coords, ignore_index=True)
     variance = pd.concat(variance, ignore_index=True)
     figures = [Figure(

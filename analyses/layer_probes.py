@@ -31,6 +31,7 @@ from probing.frames import POSITION_COLUMNS, require_label_column, vectors_to_ar
 from probing.plots.probes import plot_probe_layers
 from probing.probes import probe_layers
 from probing.sections import Figure, Finding, Section, Table, slug
+from probing.selection import LayerLabels
 
 if TYPE_CHECKING:
     from probing.run import RunContext
@@ -93,12 +94,11 @@ def _pixel_features(images, max_features: int = MAX_PIXEL_FEATURES) -> np.ndarra
     return x.reshape(len(x), -1).numpy()
 
 
-def _pixel_rows(ctx, frame, target, kinds, layers, n_images, params) -> pd.DataFrame:
+def _pixel_rows(ctx, probed, target, kinds, layers, n_images, params) -> pd.DataFrame:
     """``raw_pixels`` rows: the task probe on the input pixels of the probed images, with the
     same probe, seed and folds (folds depend only on the set of image ids and the seed), one
     copy per layer (it has no layer: a flat line) under the first image-level kind."""
-    images, img_ids = ctx.images(n_images)
-    probed = pd.unique(frame["image_id"])
+    images, img_ids = ctx.images(image_ids=probed)
     keep = np.isin(img_ids, probed)
     X = _pixel_features(images[torch.as_tensor(keep)])
     labels = ctx.labels()
@@ -181,34 +181,45 @@ def run(ctx: RunContext,
     mdl : bool
         Add online-code MDL rows (classification only).
     max_images : int
-        Probe the first N images only (0 = all).
+        Probe N of the images (0 = all), chosen as every "n images" parameter is (the spec's
+        [data] selection, stratified by default).
     """
     kinds, notes = _check(ctx, kinds, target, patch_target, max_images)
     layers = ctx.layers(layers)
-    ids = ctx.labels()["image_id"].to_numpy()
-    n_images = len(ids) if max_images == 0 else min(max_images, len(ids))
-    ids = ids[:n_images]
+    # all stored images, or max_images of them chosen as every "n images" is (stratified)
+    ids = ctx.select_images(None if max_images == 0 else int(max_images))
+    n_images = len(ids)
     stored = ["cls"] if "cls" in kinds else []
     stored += ["pooled"] if "pooled" in kinds else []
     stored += ["patch"] if "patch" in kinds else []
-    frame = _subset(ctx.tokens(stored, layers), ids)
-    if "patch" in kinds and not (frame["kind"] == "patch").any():
+    if "patch" in kinds and "patch" not in ctx.store.kinds():
         raise ConfigError("layer_probes.kinds has 'patch' but the store holds no patch tokens; "
                           "add 'patch' to [capture] kinds.")
+
+    def frame(layer: int) -> pd.DataFrame:  # one layer's rows at a time (flat in layers)
+        return _subset(ctx.tokens(stored, LayerLabels([layer])), ids)
+
     random_frame = None
     if random_init:
         model = ctx.random_init_model()
         extract_kinds = [k for k in ("cls", "patch") if k in stored] or ["pooled"]
-        random_frame = ctx.extract(model, kinds=extract_kinds, layers=layers, pooled="mean",
-                                   n_images=n_images)
+        random_store = ctx.extract_store(model, kinds=extract_kinds, layers=layers,
+                                         pooled="mean", image_ids=ids)
+
+        def random_frame(layer: int) -> pd.DataFrame:  # the control, one layer at a time
+            return random_store.read(layers=LayerLabels([layer]))
     params = dict(cv=cv, solver=solver, alpha=alpha, C=C, control_by=control_by, mdl=mdl,
                   progress=False if ctx.quiet else None)
-    result = pd.concat(
-        [_probe(ctx, frame, random_frame, kind,
-                (patch_target or target) if kind == "patch" else target, layers, params)
-         for kind in kinds], ignore_index=True)
+    by_target: dict[str, list[str]] = {}  # one sweep per target: each layer read once
+    for kind in kinds:
+        by_target.setdefault((patch_target or target) if kind == "patch" else target,
+                             []).append(kind)
+    result = pd.concat([_probe(ctx, frame, random_frame, group, name, layers, params)
+                        for name, group in by_target.items()], ignore_index=True)
+    order = result["kind"].map({k: i for i, k in enumerate(kinds)}).to_numpy()
+    result = result.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
     if raw_pixels and set(kinds) - {"patch"}:
-        result = pd.concat([result, _pixel_rows(ctx, frame, target, kinds, layers, n_images,
+        result = pd.concat([result, _pixel_rows(ctx, ids, target, kinds, layers, n_images,
                                                 params)], ignore_index=True)
 
     figures = []

@@ -92,12 +92,17 @@ def run(ctx: RunContext,
     if 0 < per < n_cells:
         rng = ctx.rng("position_probes")
         picked = rng.permuted(np.arange(n_cells)[None].repeat(len(ids), 0), axis=1) < per
-    frame = _sample(ctx.tokens("patch", chosen), ids, picked, layout.cols)
+
+    def frame(layer: int) -> pd.DataFrame:  # one layer's rows at a time (flat in layers)
+        return _sample(ctx.tokens("patch", LayerLabels([layer])), ids, picked, layout.cols)
+
     random = None
     if random_init:
-        rand = ctx.extract(ctx.random_init_model(), kinds=("patch",), layers=chosen,
-                           image_ids=ids)
-        random = _sample(rand, ids, picked, layout.cols)
+        rand = ctx.extract_store(ctx.random_init_model(), kinds=("patch",), layers=chosen,
+                                 image_ids=ids)
+
+        def random(layer: int) -> pd.DataFrame:  # the control, one layer at a time
+            return _sample(rand.read(layers=LayerLabels([layer])), ids, picked, layout.cols)
     settings = dict(kind="patch", layers=chosen, cv=int(cv), alpha=float(alpha), seed=ctx.seed,
                     control=False, random_frame=random)
     result = pd.concat([

@@ -12,6 +12,18 @@
     not, so the first decade also shows that step); working memory (``tracemalloc`` peak of the
     call, which numpy reports to) is compared per input byte with the smallest ``n``: flat means
     no ``n x n`` or per-layer-all-rows buffer.
+(c) The analyses stage (``layer_probes`` with CLS, pooled and per-patch ridge probes and the
+    random-init control, ``cka``, ``position_probes``, ``embedding_map`` PCA) on a store of a
+    12-block random-init ViT-Tiny (32 px, patch 4: 65 tokens of width 192), each measurement in
+    a fresh subprocess. Peak RSS (``ru_maxrss``) is taken as the increase over a baseline of
+    the same process after it imported everything, built the model and opened the store (its
+    resident size, with the peak reset through ``/proc/self/clear_refs`` on Linux), so
+    the figure is the analyses' own memory: at 12 vs 3 layers analysed (same images) it must
+    be flat; at 4N vs N images it is compared per byte of one layer's token rows (what a
+    one-layer-at-a-time stage holds), which must be flat too.
+(d) A 5-fold ridge probe sweep on ``10^6 x 192`` vs ``2.5 x 10^5 x 192`` rows (per-patch scale:
+    5,000 images x 197 tokens): time ratio ~4 when the solve is linear in rows (``d x d``
+    statistics, never ``n x n``).
 """
 
 from __future__ import annotations
@@ -121,9 +133,106 @@ def _scaling_rows(quick: bool) -> list[Row]:
     return rows
 
 
+_ANALYSES = """
+import json, resource, sys, torch
+torch.manual_seed(0)
+torch.set_num_threads(1)
+from probing import load_model
+from probing.data import open_source
+from probing.run.context import RunContext, run_analysis
+from probing.run.registry import load_analysis
+from probing.store import EmbeddingStore
+from pathlib import Path
+import analyses, probing.plots  # noqa: F401  (imported before the baseline)
+store_path, n, layers = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+model = load_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=4)
+ctx = RunContext(model=model, source=open_source("shapes:n=" + str(n)),
+                 store=EmbeddingStore(store_path), seed=0, batch_size=64, quiet=True)
+ctx.labels()
+modules = {name: load_analysis(Path("analyses") / (name + ".py")) for name in
+           ("layer_probes", "cka", "position_probes", "embedding_map")}
+params = {"layer_probes": dict(kinds=["cls", "pooled", "patch"], solver="ridge", cv=3,
+                               raw_pixels=False, layers=layers),
+          "cka": dict(layers=layers, n_boot=50),
+          "position_probes": dict(layers=layers, cv=3),
+          "embedding_map": dict(layers=layers, methods=["pca"])}
+def status(key):  # MB from /proc/self/status (Linux); None elsewhere
+    try:
+        return [int(x.split()[1]) / 1024 for x in open("/proc/self/status")
+                if x.startswith(key + ":")][0]
+    except (OSError, IndexError):
+        return None
+try:  # reset the peak (VmHWM) so that it is the analyses' own, over the current RSS
+    open("/proc/self/clear_refs", "w").write("5")
+    base = status("VmRSS")
+except OSError:
+    base = None
+base = base if base is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+for name, module in modules.items():
+    run_analysis(module.run, ctx, params[name], name=name)
+peak = status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"base_mb": base, "peak_mb": peak}))
+"""
+
+_TINY = """
+import sys
+from probing import extract, load_model
+m = load_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=4)
+extract(m, "shapes:n=" + sys.argv[2], store=sys.argv[1], kinds=("cls", "patch"),
+        pooled="mean", batch_size=64, shard_size=64, progress=False)
+"""
+
+
+def _python(code: str, *args: str) -> str:
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         cwd=ROOT, timeout=3600, check=True)
+    return res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
+
+
+def _analyses_rows(quick: bool) -> list[Row]:
+    base = 64 if quick else 256
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = {k: str(Path(tmp) / f"s{k}") for k in (1, 4)}
+        for k, path in stores.items():
+            _python(_TINY, path, str(k * base))
+        runs = {(k, name): json.loads(_python(_ANALYSES, stores[k], str(k * base),
+                                              json.dumps(sel)))
+                for k, name, sel in ((1, "3", [1, 2, 3]), (1, "12", list(range(1, 13))),
+                                     (4, "12", list(range(1, 13))))}
+    grow = {key: r["peak_mb"] - r["base_mb"] for key, r in runs.items()}
+    layer_mb = {k: k * base * 65 * 192 * 4 / 2**20 for k in (1, 4)}  # one layer's rows
+    return [
+        Row(f"(c) analyses stage peak RSS over a baseline process (imports, model, store "
+            f"opened), 12 vs 3 layers, {base} images", grow[1, "12"], grow[1, "3"], "MB",
+            "<= 1.1"),
+        Row(f"(c) analyses stage peak RSS over a baseline process per MB of one layer's token "
+            f"rows, {4 * base} vs {base} images (12 layers)", grow[4, "12"] / layer_mb[4],
+            grow[1, "12"] / layer_mb[1], "MB/MB", "<= 1.1"),
+    ]
+
+
+def _per_patch_ridge_rows(quick: bool) -> list[Row]:
+    from probing.probes.cv import fold_sweep, group_folds
+
+    d, sizes = 192, ((62_500, 250_000) if quick else (250_000, 1_000_000))
+    seconds = {}
+    for n in sizes:
+        X, _, y = _data(n, d)
+        fold = group_folds(np.arange(n) // 197, 5, seed=0)  # grouped by image, 197 tokens
+        seconds[n] = _time_and_memory(
+            lambda X=X, y=y, fold=fold: fold_sweep(X, {"y": y}, fold, 5, solver="ridge"), 2)[0]
+        del X, y, fold
+    small, large = sizes
+    return [Row(f"(d) per-patch ridge probe sweep time, {large:.2g} vs {small:.2g} rows x {d} "
+                f"(linear: {large // small})", seconds[large], seconds[small], "s",
+                f"<= {1.25 * large / small:g}")]
+
+
 def run(quick: bool = False) -> list[Row]:
-    """Extraction at N, 4N, 16N images; ridge probe and CKA at 10^4..10^6 rows."""
-    return _extraction_rows(quick) + _scaling_rows(quick)
+    """Extraction at N, 4N, 16N images; ridge probe and CKA at 10^4..10^6 rows; the analyses
+    stage at 3 and 12 layers and N and 4N images; per-patch ridge at 2.5 x 10^5 and 10^6."""
+    return (_extraction_rows(quick) + _scaling_rows(quick) + _analyses_rows(quick)
+            + _per_patch_ridge_rows(quick))
 
 
 if __name__ == "__main__":

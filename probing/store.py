@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import ConfigError, StoreError
@@ -766,8 +767,13 @@ class EmbeddingStore:
                                          filters=filters))
         if not tables:
             raise StoreError(f"store {self.path} holds no complete shard; run an extraction.")
+        # one chunk per column: the vectors are copied out of the part files' buffers once,
+        # here, and every later embedding_matrix() is a view (never a second full copy)
         table = pa.concat_tables(tables)
+        del tables
+        table = table.combine_chunks()
         frame = frame_from_table(table)
+        del table
         if labels and "image_id" in frame.columns:
             frame = self._join_labels(frame)
         return frame
@@ -823,7 +829,11 @@ class EmbeddingStore:
         """
         from .attention_frames import attention_array
 
-        frame = self.read_attention(layers)
+        filters = None
+        if max_images is not None:  # read only those images' rows, not every image's
+            ids = self.labels()["image_id"].to_numpy()[: max(0, int(max_images))]
+            filters = pc.field("image_id").isin(pa.array(ids))
+        frame = self.read_attention(layers, filters=filters)
         return attention_array(frame, max_images=max_images)
 
 

@@ -21,7 +21,7 @@ frame. Intervals are Student-t intervals across folds (``n_folds - 1`` degrees o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -30,7 +30,7 @@ import pandas as pd
 from ..errors import ConfigError, DataError
 from ..frames import POSITION_COLUMNS, require_label_column
 from ..progress import progress_bar
-from ..selection import VIEW_KINDS, LayerSelection, resolve_view_kind
+from ..selection import VIEW_KINDS, LayerLabels, LayerSelection, resolve_view_kind
 from ..stats import t_interval
 from ..views import FrameViews, ViewKind, align_rows
 from .cv import fold_sweep, group_folds
@@ -89,6 +89,9 @@ def resolve_solver(solver: SolverChoice, kind: str, n_rows: int) -> Solver:
         return "ridge" if kind == "patch" and n_rows > AUTO_RIDGE_ROWS else "logistic"
     return chosen
 
+#: Most rows a logistic probe fits (per layer and kind); above it, ``solver="ridge"``.
+LOGISTIC_MAX_ROWS = 200_000
+
 
 def control_labels(
     types: np.ndarray, y: np.ndarray, seed: int = 0
@@ -118,8 +121,12 @@ def control_labels(
     return uniq, np.asarray(y)[draw]
 
 
+#: One layer's token rows on demand: ``layer -> frame`` (e.g. a store read of that layer).
+LayerFrames = Callable[[int], pd.DataFrame]
+
+
 def probe_layers(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | LayerFrames,
     target: str | Sequence[str],
     kind: ViewKind | Sequence[ViewKind] = "cls",
     *,
@@ -134,7 +141,7 @@ def probe_layers(
     control: bool = True,
     control_by: Literal["image", "label"] = "image",
     mdl: bool = False,
-    random_frame: pd.DataFrame | None = None,
+    random_frame: pd.DataFrame | LayerFrames | None = None,
     level: float = 0.95,
     max_iter: int = 1000,
     n_threads: int | None = 1,
@@ -144,8 +151,12 @@ def probe_layers(
 
     Parameters
     ----------
-    frame : pandas.DataFrame
-        A token frame (:mod:`probing.frames`) holding ``target`` (and ``groups``) columns.
+    frame : pandas.DataFrame or callable
+        A token frame (:mod:`probing.frames`) holding ``target`` (and ``groups``) columns, or
+        a function ``layer -> frame`` giving one layer's rows (e.g.
+        ``lambda k: store.read(kind, layers=[k])``): the sweep then holds one layer's rows at
+        a time, and ``layers`` must be :class:`~probing.selection.LayerLabels` (or stored
+        labels). Every layer must hold the same images (folds are drawn from the first one).
     target : str or sequence of str
         Label column(s). Image-level (``label``) or per-row (a patch label, ``row``, ``col``).
         Several columns mean multi-output regression.
@@ -169,7 +180,8 @@ def probe_layers(
         Classification solver (:class:`LinearProbe`), for every kind or per kind
         (``{"cls": "logistic", "patch": "ridge"}``); ``"ridge"`` is the fast closed form, the
         better choice for per-patch probes over many rows; ``"auto"`` picks it for those
-        (:func:`resolve_solver`). Regression is always ridge.
+        (:func:`resolve_solver`); logistic is refused above :data:`LOGISTIC_MAX_ROWS` rows.
+        Regression is always ridge.
     alpha, C : float
         Ridge penalty / inverse logistic penalty on standardised features.
     seed : int
@@ -188,8 +200,9 @@ def probe_layers(
         Add the online-code MDL rows (classification only; logistic probe).
     random_frame : pandas.DataFrame, optional
         The same kind of frame extracted from a random-initialised copy of the model; adds
-        ``random_init`` rows. Its rows are matched to ``frame`` on ``(image_id, token)``, so its
-        targets are taken from ``frame``.
+        ``random_init`` rows (or a function ``layer -> frame``, as ``frame``). Its rows are
+        matched to ``frame`` on ``(image_id, token)``, so its targets are taken from
+        ``frame``.
     level : float
         Confidence level of the t-intervals across folds.
     max_iter : int
@@ -214,64 +227,101 @@ def probe_layers(
     kinds = [kind] if isinstance(kind, str) else list(kind)
     for k in kinds:
         resolve_view_kind(k)
-    _check_options(frame, targets, groups, task, control_by, cv)
-    task = _resolve_task(frame, targets, task)
+    at_layer, chosen = _layer_source(frame, layers)
+    random_at = None if random_frame is None else _layer_source(random_frame, chosen)[0]
+    first = at_layer(chosen[0]).frame
+    _check_options(first, targets, groups, task, control_by, cv)
+    task = _resolve_task(first, targets, task)
     if mdl and task == "regression":
         raise ConfigError("mdl=True needs a classification target; set mdl=False for regression.")
-    views = FrameViews(frame)
-    chosen = views.select(layers)
-    random_views = None if random_frame is None else FrameViews(random_frame)
-    fold_map = _fold_map(frame, random_frame, groups, cv, seed)
+    fold_map = _fold_map(first if callable(frame) else frame,
+                         None if random_at is None else (
+                             random_at(chosen[0]).frame if callable(random_frame)
+                             else random_frame), groups, cv, seed)
     for k in kinds:  # an unknown solver fails before any fit
         resolve_solver(solver, k, 0)
+    settings = dict(task=task, solver=solver, alpha=alpha, C=C, max_iter=max_iter,
+                    n_threads=n_threads)
+    records: dict[tuple[int, int], list[dict]] = {}
+    controls: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for li, layer in enumerate(progress_bar(chosen, "probes", progress=progress, unit="layer")):
+        views = at_layer(layer)
+        random_views = None if random_at is None else random_at(layer)
+        for ki, k in enumerate(kinds):
+            records[ki, li] = _probe_one(views, random_views, layer, k, targets, groups, task,
+                                         fold_map, controls, control, control_by, mdl, seed,
+                                         cv, level, settings)
+    ordered = [r for key in sorted(records) for r in records[key]]
+    return pd.DataFrame.from_records(ordered, columns=list(PROBE_COLUMNS))
+
+
+def _layer_source(source: pd.DataFrame | LayerFrames, layers: LayerSelection | None
+                  ) -> tuple[Callable[[int], FrameViews], LayerLabels]:
+    """``layer -> FrameViews`` of a frame (one set of views shared by every layer) or of a
+    per-layer function (one layer's views built per call), and the chosen layers."""
+    if callable(source):
+        if layers is None:
+            raise ConfigError("probe_layers with frame as a function of the layer needs "
+                              "layers=: pass the stored labels (LayerLabels) to probe.")
+        chosen = LayerLabels(layers) if not isinstance(layers, LayerLabels) else layers
+        return (lambda layer: FrameViews(source(layer))), chosen
+    views = FrameViews(source)
+    return (lambda layer: views), views.select(layers)
+
+
+def _probe_one(views, random_views, layer, k, targets, groups, task, fold_map, controls,
+               control, control_by, mdl, seed, cv, level, settings) -> list[dict]:
+    """The records of one (layer, kind): task, majority, control, random_init, mdl."""
     records: list[dict] = []
-    controls_of: dict[str, tuple | None] = {k: None for k in kinds}
-    jobs = [(k, layer) for k in kinds for layer in chosen]
-    for k, layer in progress_bar(jobs, "probes", progress=progress, unit="probe"):
-        controls = controls_of[k]
-        X, meta = views.get(layer, k, [*targets, groups])
-        keep = ~meta[targets].isna().any(axis=1).to_numpy()
-        X, meta = X[keep], meta[keep].reset_index(drop=True)
-        y = _encode(meta, targets, task)
-        fold = fold_map(meta[groups])
-        used = "ridge" if task == "regression" else resolve_solver(solver, k, len(y))
-        settings = dict(task=task, solver=used, alpha=alpha, C=C, max_iter=max_iter,
-                        n_threads=n_threads)
-        ys = {"task": y}
-        if control:
-            types = meta[targets[0]] if control_by == "label" else meta["image_id"]
-            types = types.to_numpy()
-            if controls is None:
-                controls = controls_of[k] = control_labels(types, y, seed)
-            ys["control"] = controls[1][np.searchsorted(controls[0], types)]
-        scores = fold_sweep(X, ys, fold, cv, **settings)
-        base = dict(layer=layer, kind=k, n=len(y), n_folds=cv, target=",".join(targets),
-                    solver=used)
-        metric = "r2" if task == "regression" else "accuracy"
-        for probe in ("task", "majority", "control"):
-            if probe in scores:
-                records.append(_record(base, probe, metric, scores[probe], level))
-        if control:
-            records.append(_record(
-                base, "control", "selectivity", scores["task"] - scores["control"], level
-            ))
-        if random_views is not None:
-            rX, rmeta = random_views.get(layer, k)
-            here, there = align_rows(meta, rmeta)
-            if here.size < len(meta):
-                raise DataError(
-                    f"random_frame lacks {len(meta) - here.size} of the probed rows at layer "
-                    f"{layer}; extract it from the same images and tokens as frame."
-                )
-            r = fold_sweep(rX[there], {"task": y[here]}, fold[here], cv, **settings)
-            records.append(_record(base, "random_init", metric, r["task"], level))
-        if mdl:
-            code = online_codelength(X, y, groups=meta[groups].to_numpy(), seed=seed, C=C,
-                                     max_iter=max_iter, n_threads=n_threads)
-            for name in ("codelength_bits", "compression"):
-                records.append({**base, "probe": "mdl", "metric": name,
-                                "value": code[name], "ci_low": np.nan, "ci_high": np.nan})
-    return pd.DataFrame.from_records(records, columns=list(PROBE_COLUMNS))
+    X, meta = views.get(layer, k, [*targets, groups])
+    keep = ~meta[targets].isna().any(axis=1).to_numpy()
+    X, meta = X[keep], meta[keep].reset_index(drop=True)
+    y = _encode(meta, targets, task)
+    fold = fold_map(meta[groups])
+    ys = {"task": y}
+    if control:
+        types = meta[targets[0]] if control_by == "label" else meta["image_id"]
+        types = types.to_numpy()
+        if k not in controls:  # drawn once per kind, at the first layer
+            controls[k] = control_labels(types, y, seed)
+        ys["control"] = controls[k][1][np.searchsorted(controls[k][0], types)]
+    used = "ridge" if task == "regression" else resolve_solver(settings["solver"], k, len(y))
+    settings = {**settings, "solver": used}
+    if task == "classification" and used == "logistic" and len(y) > LOGISTIC_MAX_ROWS:
+        raise ConfigError(
+            f"solver='logistic' on {len(y):,} {k!r} rows (layer {layer}) exceeds "
+            f"{LOGISTIC_MAX_ROWS:,} rows, where lbfgs over every row runs for a long time; pass "
+            "solver='ridge' (closed form, linear in the rows) or probe fewer images."
+        )
+    scores = fold_sweep(X, ys, fold, cv, **settings)
+    base = dict(layer=layer, kind=k, n=len(y), n_folds=cv, target=",".join(targets),
+                solver=used)
+    metric = "r2" if task == "regression" else "accuracy"
+    for probe in ("task", "majority", "control"):
+        if probe in scores:
+            records.append(_record(base, probe, metric, scores[probe], level))
+    if control:
+        records.append(_record(
+            base, "control", "selectivity", scores["task"] - scores["control"], level
+        ))
+    if random_views is not None:
+        rX, rmeta = random_views.get(layer, k)
+        here, there = align_rows(meta, rmeta)
+        if here.size < len(meta):
+            raise DataError(
+                f"random_frame lacks {len(meta) - here.size} of the probed rows at layer "
+                f"{layer}; extract it from the same images and tokens as frame."
+            )
+        r = fold_sweep(rX[there], {"task": y[here]}, fold[here], cv, **settings)
+        records.append(_record(base, "random_init", metric, r["task"], level))
+    if mdl:
+        code = online_codelength(X, y, groups=meta[groups].to_numpy(), seed=seed,
+                                 C=settings["C"], max_iter=settings["max_iter"],
+                                 n_threads=settings["n_threads"])
+        for name in ("codelength_bits", "compression"):
+            records.append({**base, "probe": "mdl", "metric": name,
+                            "value": code[name], "ci_low": np.nan, "ci_high": np.nan})
+    return records
 
 
 def _record(base: dict, probe: str, metric: str, values: np.ndarray, level: float) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +114,24 @@ class RunContext:
                     f"{exc}"
                 ) from exc
         return frame
+
+    def iter_layers(self, kind: str | Sequence[str] = "cls", layers: Any = "all",
+                    columns: Sequence[str] | None = None
+                    ) -> Iterator[tuple[int, pd.DataFrame]]:
+        """``(layer, frame)`` for each layer of the selection, one layer read at a time.
+
+        Each frame is :meth:`tokens` of that one layer (only its partition of the store is
+        opened), so a loop over layers holds one layer's rows at a time; memory does not grow
+        with the number of layers.
+
+        Yields
+        ------
+        (int, pandas.DataFrame)
+            The stored layer label and its token rows (with label columns), in forward-pass
+            order.
+        """
+        for layer in self.layers(layers):
+            yield layer, self.tokens(kind, LayerLabels([layer]), columns=columns)
 
     def labels(self) -> pd.DataFrame:
         """``image_id`` and label columns of the stored images, in source order."""
@@ -251,6 +269,13 @@ class RunContext:
                 self.model, seed=derive_seed(self.seed, "random_init"))
         return self._cache["random_init"]
 
+    def _other_source(self, image_ids: Sequence[Any] | np.ndarray | None):
+        """The source restricted to ``image_ids`` (in source order), and that part of a key."""
+        if image_ids is None:
+            return self.source, None
+        return (self.source.take(np.sort(self._positions(image_ids))),
+                tuple(np.asarray(image_ids).tolist()))
+
     def extract(self, model: LoadedModel, kinds: Sequence[str] = ("cls",), layers: Any = "all",
                 pooled: str | None = None, n_images: int | None = None,
                 image_ids: Sequence[Any] | np.ndarray | None = None) -> pd.DataFrame:
@@ -259,15 +284,40 @@ class RunContext:
 
         ``layers`` is resolved against ``model``'s depth once (labels pass through)."""
         labels = resolve_layers(layers, model.depth)
-        source = self.source
-        if image_ids is not None:
-            source = source.take(np.sort(self._positions(image_ids)))
-        key = ("extract", model.name, tuple(kinds), tuple(labels), pooled, n_images,
-               None if image_ids is None else tuple(np.asarray(image_ids).tolist()))
+        source, ids_key = self._other_source(image_ids)
+        key = ("extract", model.name, tuple(kinds), tuple(labels), pooled, n_images, ids_key)
         if key not in self._cache:
             self._cache[key] = extract(model, source, layers=labels, kinds=kinds,
                                        pooled=pooled, batch_size=self.batch_size,
                                        n_images=n_images, progress=False)
+        return self._cache[key]
+
+    def extract_store(self, model: LoadedModel, kinds: Sequence[str] = ("cls",),
+                      layers: Any = "all", pooled: str | None = None,
+                      n_images: int | None = None,
+                      image_ids: Sequence[Any] | np.ndarray | None = None) -> EmbeddingStore:
+        """As :meth:`extract`, into a store of its own (under the run's store, ``controls/``),
+        so that an analysis reads it one layer at a time (:meth:`EmbeddingStore.read` with
+        ``layers=[k]``) instead of holding every layer.
+
+        The vectors equal those of :meth:`extract` with the same arguments (shards hold whole
+        batches of ``batch_size`` images). An existing control store of the same model,
+        images and capture is reused.
+        """
+        import hashlib
+
+        labels = resolve_layers(layers, model.depth)
+        source, ids_key = self._other_source(image_ids)
+        key = ("extract_store", model.name, tuple(kinds), tuple(labels), pooled, n_images,
+               ids_key)
+        if key not in self._cache:
+            digest = hashlib.sha256(repr((model.fingerprint, *key)).encode()).hexdigest()[:16]
+            batch = max(1, int(self.batch_size))
+            self._cache[key] = extract(
+                model, source, layers=labels, kinds=kinds, pooled=pooled,
+                batch_size=batch, n_images=n_images, progress=False,
+                shard_size=batch * max(1, 256 // batch),
+                store=self.store.path / "controls" / digest)
         return self._cache[key]
 
     def rng(self, salt: str = "") -> np.random.Generator:

@@ -1,0 +1,162 @@
+"""One layer at a time: store reads of one layer equal the slice of a full read, and the
+analyses that read layer by layer give the same tables as the whole-frame implementation did.
+
+The reference tables in ``tests/data/layer_reads/`` were written by the whole-frame
+implementation (before the per-layer reads) with ``python tests/unit/test_layer_reads.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REFERENCE = Path(__file__).resolve().parents[1] / "data" / "layer_reads"
+#: The analyses and parameters compared (small, so the test takes seconds).
+PARAMS = {
+    "layer_probes": dict(kinds=["cls", "pooled", "patch"], cv=3, solver="ridge", mdl=False),
+    "cka": dict(k=4, n_boot=20),
+    "position_probes": dict(max_images=12, patches_per_image=8, cv=3),
+    "embedding_map": dict(methods=["pca"], layers="all"),
+}
+N_IMAGES = 24
+
+
+def _store(root: Path):
+    from probing import extract, load_model
+    from probing.data import open_source
+
+    model = load_model("demo")
+    source = open_source("shapes").subset(N_IMAGES)
+    store = extract(model, source, store=root / "store", kinds=("cls", "patch"),
+                    pooled="mean", batch_size=8, shard_size=8, progress=False)
+    return model, source, store
+
+
+def analysis_tables(root: Path) -> dict[str, pd.DataFrame]:
+    """Every table of the analyses in :data:`PARAMS` on a small demo-model store."""
+    from probing.run.context import RunContext, run_analysis
+    from probing.run.registry import load_analysis
+
+    model, source, store = _store(root)
+    # the references were written with the first n images (before the stratified default)
+    ctx = RunContext(model=model, source=source, store=store, seed=0, batch_size=8, quiet=True,
+                     selection="first")
+    analyses = Path(__file__).resolve().parents[2] / "analyses"
+    out = {}
+    for name, params in PARAMS.items():
+        section = run_analysis(load_analysis(analyses / f"{name}.py").run, ctx, params,
+                               name=name)
+        for table in section.tables:
+            out[table.name] = table.frame.reset_index(drop=True)
+        out[f"{name}_numbers"] = pd.DataFrame(
+            {"name": list(section.numbers), "value": list(section.numbers.values())})
+    return out
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return _store(tmp_path_factory.mktemp("layer_reads"))[2]
+
+
+def test_one_layer_read_equals_slice_of_full_read(store):
+    full = store.read(kind=["cls", "patch"])
+    for layer in (0, 2, store.layers()[-1]):
+        one = store.read(kind=["cls", "patch"], layers=[layer])
+        part = full[full["layer"] == layer].reset_index(drop=True)
+        pd.testing.assert_frame_equal(one, part)
+
+
+def test_iter_layers_yields_each_layer_as_its_read(store):
+    from probing import load_model
+    from probing.run.context import RunContext
+
+    ctx = RunContext(model=load_model("demo"), source=None, store=store)
+    seen = []
+    for layer, frame in ctx.iter_layers("patch", "all"):
+        seen.append(layer)
+        assert frame["layer"].unique().tolist() == [layer]
+        pd.testing.assert_frame_equal(frame, store.read(kind="patch", layers=[layer]))
+    assert seen == list(ctx.layers("all"))
+
+
+def test_probe_layers_per_layer_function_equals_whole_frame(store):
+    from probing.probes import probe_layers
+    from probing.selection import LayerLabels
+
+    frame = store.read(kind=["cls", "pooled"])
+    layers = LayerLabels(store.layers("cls"))
+    whole = probe_layers(frame, "label", ["cls", "pooled"], cv=3, solver="ridge",
+                         random_frame=frame)
+    lazy = probe_layers(lambda k: store.read(kind=["cls", "pooled"], layers=[k]), "label",
+                        ["cls", "pooled"], layers=layers, cv=3, solver="ridge",
+                        random_frame=lambda k: store.read(kind=["cls", "pooled"], layers=[k]))
+    pd.testing.assert_frame_equal(lazy, whole)
+
+
+def test_logistic_on_too_many_rows_is_refused_naming_ridge(store, monkeypatch):
+    from probing.errors import ConfigError
+    from probing.probes import layers as probe_module
+
+    frame = store.read(kind="patch", layers=[0])
+    monkeypatch.setattr(probe_module, "LOGISTIC_MAX_ROWS", len(frame) - 1)
+    with pytest.raises(ConfigError, match="solver='ridge'"):
+        probe_module.probe_layers(frame, "label", "patch", cv=3, solver="logistic")
+    probe_module.probe_layers(frame, "label", "patch", cv=3, solver="ridge")  # allowed
+
+
+@pytest.mark.parametrize("name", ["layer_probes", "cka_layers", "mutual_knn_layers",
+                                  "cka_vs_random_init", "position_probes",
+                                  "embedding_map_variance", "layer_probes_numbers",
+                                  "cka_numbers", "position_probes_numbers",
+                                  "embedding_map_numbers"])
+def test_analysis_tables_unchanged(name, tables):
+    want = pd.read_parquet(REFERENCE / f"{name}.parquet")
+    got = tables[name]
+    # the references predate the `solver` column (which solver each probe used): every
+    # other column must be as before
+    if "solver" in got.columns and "solver" not in want.columns:
+        assert set(got["solver"]) == {"ridge"}  # the solver the reference was run with
+        got = got.drop(columns="solver")
+    assert list(got.columns) == list(want.columns)
+    assert len(got) == len(want)
+    for column in want.columns:
+        a, b = got[column].to_numpy(), want[column].to_numpy()
+        if pd.api.types.is_float_dtype(want[column].dtype):
+            np.testing.assert_allclose(a.astype(float), b.astype(float), rtol=1e-12,
+                                       atol=1e-12, equal_nan=True, err_msg=f"{name}.{column}")
+        else:
+            text = [[None if pd.isna(x) else str(x) for x in v] for v in (a, b)]
+            assert text[0] == text[1], f"{name}.{column}"
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    return analysis_tables(tmp_path_factory.mktemp("layer_tables"))
+
+
+if __name__ == "__main__":  # write the reference tables (run with the old implementation)
+    import tempfile
+
+    REFERENCE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, frame in analysis_tables(Path(tmp)).items():
+            frame.to_parquet(REFERENCE / f"{name}.parquet")
+            print(name, frame.shape, file=sys.stderr)
+
+
+def test_attention_of_first_images_equals_slice_of_all(tmp_path):
+    from probing import extract, load_model
+    from probing.data import open_source
+
+    store = extract(load_model("demo"), open_source("shapes").subset(12), store=tmp_path / "s",
+                    kinds=("cls",), attention=True, layers=[1, 4], batch_size=4, shard_size=4,
+                    progress=False)
+    full, ids, layers = store.attention()
+    some, some_ids, some_layers = store.attention(max_images=5)
+    assert some.shape[0] == 5 and some_layers == layers
+    np.testing.assert_array_equal(some_ids, ids[:5])
+    np.testing.assert_array_equal(some, full[:5])
