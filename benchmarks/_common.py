@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-__all__ = ["Row", "format_table", "interleaved_times", "median_time", "paired_times",
-           "print_rows"]
+__all__ = ["Row", "format_table", "interleaved_clocks", "interleaved_times", "median_time",
+           "paired_times", "print_rows"]
 
 
 @dataclass
@@ -33,6 +33,9 @@ class Row:
     ratio: float | None = None
     diff: float | None = None
     tol: float | None = None
+    wall: float | None = None
+    wall_baseline: float | None = None
+    wall_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if self.ratio is None and self.baseline:
@@ -90,23 +93,36 @@ def paired_times(a: Callable[[], object], b: Callable[[], object],
 
 
 def interleaved_times(fns: list[Callable[[], object]], repeat: int = 7) -> list[float]:
-    """Median times of several callables run round-robin (one warm-up round): the n-way
+    """Median wall times of several callables run round-robin (one warm-up round): the n-way
     :func:`paired_times`, so that every ratio between them comes from the same rounds."""
+    return [wall for _, wall in interleaved_clocks(fns, repeat)]
+
+
+def interleaved_clocks(fns: list[Callable[[], object]],
+                       repeat: int = 7) -> list[tuple[float, float]]:
+    """``(median process CPU time, median wall time)`` of each callable, run round-robin after
+    one warm-up round. CPU time (:func:`time.process_time`, all threads of this process) is
+    what a loaded machine disturbs least: time spent waiting for a core is not counted."""
     for fn in fns:
         fn()
-    times: list[list[float]] = [[] for _ in fns]
+    cpu: list[list[float]] = [[] for _ in fns]
+    wall: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
-        for fn, out in zip(fns, times):
-            t0 = time.perf_counter()
+        for fn, c, w in zip(fns, cpu, wall):
+            c0, w0 = time.process_time(), time.perf_counter()
             fn()
-            out.append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
+            w.append(time.perf_counter() - w0)
+            c.append(time.process_time() - c0)
+    return [(statistics.median(c), statistics.median(w)) for c, w in zip(cpu, wall)]
 
 
 def format_table(rows: list[Row]) -> str:
     """Rows as a fixed-width text table."""
     head = ("figure", "measured", "baseline", "unit", "ratio", "target", "max|diff|", "tol",
             "met")
+    walls = any(r.wall is not None for r in rows)
+    if walls:
+        head = (*head, "wall (s)", "wall ratio")
     body = [
         (
             r.figure,
@@ -118,13 +134,21 @@ def format_table(rows: list[Row]) -> str:
             "-" if r.diff is None else f"{r.diff:.1e}",
             "-" if r.tol is None else f"{r.tol:.0e}",
             "NO (outputs differ)" if r.outputs_differ else ("yes" if r.met else "NO"),
-        )
+        ) + (_wall_cells(r) if walls else ())
         for r in rows
     ]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [head, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _wall_cells(r: Row) -> tuple[str, str]:
+    """``measured / baseline`` wall seconds and their ratio."""
+    if r.wall is None or r.wall_baseline is None:
+        return "-", "-"
+    ratio = "-" if r.wall_ratio is None else f"{r.wall_ratio:.3f}"
+    return f"{r.wall:.4g} / {r.wall_baseline:.4g}", ratio
 
 
 def print_rows(rows: list[Row]) -> None:

@@ -283,18 +283,18 @@ class TokenLayout:
         dict of numpy.ndarray
             Each ``(n_tokens,)``; ``row`` and ``col`` are float64 with NaN for prefix tokens.
         """
-        n_pre = self.num_prefix_tokens
-        row = np.full(self.n_tokens, np.nan)
-        col = np.full(self.n_tokens, np.nan)
-        rc = self.grid_coords()
-        row[n_pre:] = rc[:, 0]
-        col[n_pre:] = rc[:, 1]
-        return {
-            "token": np.arange(self.n_tokens, dtype=np.int64),
-            "kind": self._kinds.copy(),
-            "row": row,
-            "col": col,
-        }
+        cached = self.__dict__.get("_token_table")
+        if cached is None:  # built once per layout (extraction asks per layer and kind)
+            n_pre = self.num_prefix_tokens
+            row = np.full(self.n_tokens, np.nan)
+            col = np.full(self.n_tokens, np.nan)
+            rc = self.grid_coords()
+            row[n_pre:] = rc[:, 0]
+            col[n_pre:] = rc[:, 1]
+            cached = {"token": np.arange(self.n_tokens, dtype=np.int64), "kind": self._kinds,
+                      "row": row, "col": col}
+            object.__setattr__(self, "_token_table", cached)
+        return {name: values.copy() for name, values in cached.items()}
 
     def query_index(self, query: int | str | None = None) -> int | None:
         """Resolve an attention query to a sequence position.

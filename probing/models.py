@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import difflib
 import hashlib
+import itertools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -230,7 +231,7 @@ def module_device(module: nn.Module, default: str | torch.device | None = None
         Returned (as a ``torch.device``) when the module has neither parameters nor buffers;
         inputs for such a module go there (``"cpu"``). None by default.
     """
-    for tensor in (*module.parameters(), *module.buffers()):
+    for tensor in itertools.chain(module.parameters(), module.buffers()):  # lazily: the first
         return tensor.device
     return None if default is None else torch.device(default)
 
@@ -273,13 +274,16 @@ def check_device(module: nn.Module, device: str | torch.device | None) -> None:
 def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
     """Put ``module`` in eval mode while inside; restore every submodule's training flag on
     exit (also on error), so the caller's module is left as it was."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
+    # only the submodules in training mode are switched and restored: a model already in eval
+    # mode (the usual case) costs no attribute writes (nn.Module.__setattr__ is slow)
+    training = [m for m in module.modules() if m.training]
+    for m in training:
+        m.training = False
     try:
         yield module
     finally:
-        for m, training in flags:
-            m.training = training
+        for m in training:
+            m.training = True
 
 
 def _module_config(model: nn.Module) -> dict:

@@ -32,7 +32,8 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .models import LoadedModel
 
-__all__ = ["LabelMap", "label_classes", "label_map", "model_class_names", "resolve_targets"]
+__all__ = ["LabelMap", "given_targets", "label_classes", "label_map", "model_class_names",
+           "resolve_targets"]
 
 
 def resolve_targets(logits, target: int | Sequence[int] | None):
@@ -55,18 +56,44 @@ def resolve_targets(logits, target: int | Sequence[int] | None):
     ConfigError
         When ``target`` does not give one valid class per image.
     """
-    import torch
-
-    b = logits.shape[0]
     if target is None:
         return logits.argmax(-1)
-    t = torch.as_tensor(target, dtype=torch.long, device=logits.device).reshape(-1)
+    return given_targets(target, logits.shape[0], logits.shape[-1], logits.device)
+
+
+def given_targets(target: int | Sequence[int], batch: int, n_classes: int, device=None):
+    """Given target classes checked without logits (no forward pass needed).
+
+    Parameters
+    ----------
+    target : int or sequence of int
+        One class for all images or one per image.
+    batch : int
+        Number of images.
+    n_classes : int
+        Number of the model's output classes.
+    device : torch.device or str, optional
+        Device of the returned tensor (CPU by default).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(batch,)`` long tensor.
+
+    Raises
+    ------
+    ConfigError
+        When ``target`` does not give one valid class per image.
+    """
+    import torch
+
+    t = torch.as_tensor(target, dtype=torch.long, device=device).reshape(-1)
     if t.numel() == 1:
-        t = t.expand(b)
-    if t.numel() != b or int(t.min()) < 0 or int(t.max()) >= logits.shape[-1]:
+        t = t.expand(batch)
+    if t.numel() != batch or int(t.min()) < 0 or int(t.max()) >= n_classes:
         raise ConfigError(
-            f"target {target!r} does not give one class in 0..{logits.shape[-1] - 1} per image "
-            f"for {b} images; pass an int or one int per image."
+            f"target {target!r} does not give one class in 0..{n_classes - 1} per image "
+            f"for {batch} images; pass an int or one int per image."
         )
     return t
 

@@ -43,7 +43,7 @@ from ..patchgrid import (
     pixels_to_patches,
     relevance_frame,
 )
-from ..targets import resolve_targets
+from ..targets import given_targets, resolve_targets
 from .inputs import Baseline, make_baseline, prepare
 
 __all__ = [
@@ -140,6 +140,19 @@ def _captum_maps(model, x, t, layout, method, base, n_steps, internal_batch_size
     return pixels_to_patches(attr, layout, "mean"), None
 
 
+def _targets(model, x, target):
+    """The class per image: a given target is checked against the model's ``num_classes``
+    (timm's attribute) without a forward pass; otherwise (no target, or a model without
+    ``num_classes``) one no-grad forward gives the prediction or the class count."""
+    import torch
+
+    n_classes = getattr(model, "num_classes", None)
+    if target is not None and isinstance(n_classes, int) and n_classes > 0:
+        return given_targets(target, len(x), n_classes, x.device)
+    with torch.no_grad():
+        return resolve_targets(model(x), target)
+
+
 def attribution_maps(
     model,
     images,
@@ -205,8 +218,7 @@ def attribution_maps(
                 model(x)
             maps = rollout_map(store, layout)
             return AttributionMaps(method, maps, np.full(len(x), -1, dtype=np.int64))
-        with torch.no_grad():
-            t = resolve_targets(model(x), target)
+        t = _targets(model, x, target)
         if method == "gradient_rollout":
             maps = gradient_rollout(model, x, layout, t.tolist())
             delta = None

@@ -170,6 +170,26 @@ def _similarity_vs_layer():
     return fig, NASTY, NASTY
 
 
+def _logit_lens():
+    scores = pd.DataFrame([{"layer": layer, "metric": m, "value": v, "ci_low": np.nan,
+                            "ci_high": np.nan}
+                           for layer in range(3) for m, v in (("accuracy", 0.3 * layer),
+                                                              ("mean_rank", 3.0 - layer))])
+    probe = pd.DataFrame({"layer": range(3), "value": [0.5, 0.6, 0.9], "ci_low": 0.4,
+                          "ci_high": 1.0})
+    # no text of this figure comes from data; it must still draw and save
+    fig = plots.plot_logit_lens(scores, probe, chance=0.25)
+    return fig, ["logit lens (model's head)", "linear probe (held out)"], None
+
+
+def _head_ablation():
+    rows = [{"layer": layer, "head": head, "mode": mode, "metric": "logit_drop",
+             "value": 0.1 * head - 0.05 * layer}
+            for mode in ("zero", "mean") for layer in (1, 2) for head in (-1, 0, 1)]
+    # no text of this figure comes from data (modes and heads are the toolkit's own)
+    return plots.plot_head_ablation(pd.DataFrame(rows)), ["zero ablation", "mean ablation"], None
+
+
 CASES: dict[str, Callable] = {
     "plot_attention_distance": _attention_distance,
     "plot_attention_grid": _attention_grid,
@@ -187,6 +207,8 @@ CASES: dict[str, Callable] = {
     "plot_probe_layers": _probe_layers,
     "plot_cka_heatmap": _cka_heatmap,
     "plot_similarity_vs_layer": _similarity_vs_layer,
+    "plot_logit_lens": _logit_lens,
+    "plot_head_ablation": _head_ablation,
 }
 
 

@@ -137,6 +137,29 @@ def test_vit_methods_give_grid_maps_and_layer_ig_delta():
     assert np.all(np.abs(lig.delta) <= 0.05 * np.abs(gap.numpy()) + 1e-4)
 
 
+def test_a_given_target_costs_no_extra_forward_and_is_still_checked():
+    model = _vit()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    calls = []
+    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        free = attribution_maps(model, x, None, "integrated_gradients", n_steps=8)
+        n_free = len(calls)
+        calls.clear()
+        given = attribution_maps(model, x, None, "integrated_gradients", n_steps=8,
+                                 target=free.target.tolist())
+        n_given = len(calls)
+        calls.clear()
+        with pytest.raises(ConfigError):
+            attribution_maps(model, x, None, "integrated_gradients", n_steps=8, target=4)
+        assert calls == []  # refused before any forward pass
+    finally:
+        handle.remove()
+    assert n_given == n_free - 1
+    np.testing.assert_allclose(given.maps, free.maps, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(given.target, free.target)
+
+
 def test_cascading_randomization_lowers_gradient_map_correlation_and_spares_the_model():
     model = _vit()
     state = {k: v.clone() for k, v in model.state_dict().items()}
