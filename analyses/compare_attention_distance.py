@@ -38,9 +38,7 @@ def side_by_side_distance(models: dict[str, RunContext], layers, ids: np.ndarray
     :func:`probing.attention.mean_attention_distance_per_image` rows."""
     out = []
     for name, m in models.items():
-        stored = m.labels()["image_id"].to_numpy()
-        last = int(np.flatnonzero(np.isin(stored, ids)).max()) + 1  # read no further
-        attn, got, labels = m.attention(layers, max_images=last)
+        attn, got, labels = m.attention(layers, image_ids=ids)  # only these images are read
         keep = np.isin(got, ids)
         by_layer = {int(layer): attn[keep, i] for i, layer in enumerate(labels)}
         out.append(mean_attention_distance_per_image(
@@ -64,7 +62,8 @@ def run(ctx: RunContext,
     layers : "all", int or list
         Blocks (1-based), "all" or a list, of each model.
     max_images : int
-        Images averaged over (the first n every model holds).
+        Images averaged over: n of the images every model holds, chosen as every "n images"
+        parameter is (the spec's [data] selection, stratified by default).
     renormalize : bool
         False = raw patch-to-patch weights (the ViT notebook's), True = weights renormalised
         over patch keys per query.

@@ -115,7 +115,8 @@ def run(ctx: RunContext,
     random_init : bool
         With one model, compare it with its random-initialised copy (else a ConfigError).
     max_images : int
-        Use the first N images only (0 = all).
+        Use N of the images every model holds (0 = all), chosen as every "n
+        images" parameter is (the spec's [data] selection, stratified by default).
     n_boot : int
         Bootstrap resamples of the images for the CKA intervals (0 = none; biased CKA only).
     """

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 import pandas as pd
 
-from probing.constraints import Interval, Items, Layers, Options
+from probing.constraints import Interval, Items, LabelColumn, Layers, Options
 from probing.frames import require_label_column
 from probing.plots.similarity import plot_similarity_vs_layer
 from probing.probes import probe_layers
@@ -52,7 +52,7 @@ def side_by_side_probes(models: dict[str, RunContext], target: str, kinds: list[
 
 
 def run(ctx: RunContext,
-        target: str = "label",
+        target: Annotated[str, LabelColumn()] = "label",
         kinds: Annotated[list, Items(Options("cls", "pooled"), min_len=1)] = ("cls",),
         layers: Annotated[str | int | list, Layers()] = "all",
         cv: Annotated[int, Interval(int, 2, None)] = 5,
@@ -84,7 +84,8 @@ def run(ctx: RunContext,
     random_init : bool
         With one model, compare it with its random-initialised copy (else a ConfigError).
     max_images : int
-        Probe the first N images only (0 = all).
+        Probe N of the images every model holds (0 = all), chosen as every "n
+        images" parameter is (the spec's [data] selection, stratified by default).
     """
     require_label_column(ctx.labels().columns, target, "compare_probes.target")
     models = compared_models(ctx, random_init, "compare_probes")

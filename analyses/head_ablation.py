@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 
 from probing.attention import ALL_HEADS, head_ablation
-from probing.constraints import Interval, Items, Layers, Options
+from probing.constraints import Interval, Items, LabelColumn, Layers, Options
 from probing.errors import ConfigError
 from probing.findings import Finding
 from probing.plots.ablation import plot_head_ablation
@@ -39,7 +39,7 @@ REFERENCES = [
 
 
 def run(ctx: RunContext,
-        target: str = "label",
+        target: Annotated[str, LabelColumn(also=("prediction",))] = "label",
         layers: Annotated[str | int | list, Layers()] = "all",
         modes: Annotated[list, Items(Options("zero", "mean"), min_len=1)] = ("zero", "mean"),
         max_images: Annotated[int, Interval(int, 1, None)] = 128,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import numpy as np
 import pandas as pd
 
-from probing.constraints import Interval, Layers
+from probing.constraints import Interval, LabelColumn, Layers
 from probing.errors import ConfigError
 from probing.findings import Finding
 from probing.lens import lens_from_frame, lens_from_source, lens_kinds, lens_scores
@@ -55,7 +55,7 @@ def _probe_rows(ctx, kind, labels, ids, target, cv) -> pd.DataFrame:
 
 
 def run(ctx: RunContext,
-        target: str = "label",
+        target: Annotated[str, LabelColumn(also=("prediction",))] = "label",
         layers: Annotated[str | int | list, Layers()] = "all",
         max_images: Annotated[int, Interval(int, 0, None)] = 0,
         probe: bool = True,

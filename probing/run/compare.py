@@ -82,8 +82,9 @@ def compared_models(ctx: RunContext, random_init: bool, analysis: str) -> dict[s
 
 
 def common_image_ids(models: dict[str, RunContext], max_images: int = 0) -> np.ndarray:
-    """Image ids stored for every model, in the primary's order, the first ``max_images``
-    (0 = all): the images a comparison matches across models.
+    """Image ids stored for every model, in the primary's order (0 = all), or ``max_images`` of
+    them chosen as every "n images" parameter is (the primary's selection, stratified by
+    default): the images a comparison matches across models.
 
     Raises
     ------
@@ -97,7 +98,9 @@ def common_image_ids(models: dict[str, RunContext], max_images: int = 0) -> np.n
     if ids.size == 0:
         raise DataError("the compared models' stores share no image; extract them on the same "
                         "data.")
-    return ids if max_images == 0 else ids[:max_images]
+    if max_images == 0 or max_images >= ids.size:
+        return ids
+    return first.select_images(max_images, among=ids)
 
 
 def model_keys(names: list[str]) -> dict[str, str]:

@@ -141,13 +141,16 @@ class RunContext:
         """The class column of the stored images (``stratify``, else ``label`` when present)."""
         return label_column(self.labels().columns, self.stratify)
 
-    def select_images(self, n: int | None = None, images: Sequence[Any] | None = None
-                      ) -> np.ndarray:
+    def select_images(self, n: int | None = None, images: Sequence[Any] | None = None,
+                      among: Sequence[Any] | np.ndarray | None = None) -> np.ndarray:
         """Ids of the images an "n images" parameter means: ``images`` (stored ids, in that
         order) when given, else ``n`` of the stored images chosen by :attr:`selection`
         (:func:`probing.imageselect.select_images`, seeded by the spec's seed, the same for
-        every analysis; all stored images in source order when ``n`` is None)."""
+        every analysis; all stored images in source order when ``n`` is None). ``among``
+        restricts the choice to those stored ids (e.g. the images several models share)."""
         labels = self.labels()
+        if among is not None:
+            labels = labels[labels["image_id"].isin(np.asarray(among))].reset_index(drop=True)
         ids = labels["image_id"].to_numpy()
         if images is not None:
             return pick_images(ids, list(images))

@@ -29,6 +29,9 @@ CHEAP = {
     "position_probes": {"max_images": 24, "patches_per_image": 8, "cv": 3},
     "attention_maps": {"n_images": 1},
     "attention_distance": {"max_images": 32, "n_boot": 20},
+    "compare_probes": {"cv": 3},
+    "compare_cka": {"n_boot": 20},
+    "compare_attention_distance": {"max_images": 32, "n_boot": 20},
     "head_ablation": {"max_images": 32, "modes": ["mean"]},
     "rollout": {"n_images": 2},
     "attribution": {"n_images": 2, "n_steps": 8, "n_random": 1, "sanity_images": 1,
@@ -44,7 +47,9 @@ def test_the_mnist_spec_runs_every_demo_analysis_and_points_at_shared():
     data = _spec()
     demo = tomllib.loads((ROOT / "analyses" / "demo.toml").read_text(encoding="utf-8"))
     assert set(demo["analyses"]) | {"logit_lens", "head_ablation"} <= set(data["analyses"])
-    assert (ROOT / data["model"]["spec"]).resolve() == SHARED / "mnist_vit" / "vit_mnist_gpu.pt"
+    for model in data["model"]:  # right and wrong preprocessing of the same weights
+        assert (ROOT / model["spec"]).resolve() == SHARED / "mnist_vit" / "vit_mnist_gpu.pt"
+    assert {"compare_probes", "compare_cka", "compare_attention_distance"} <= set(data["analyses"])
     assert (ROOT / data["data"]["source"]).resolve() == \
         SHARED / "mnist_test" / "t10k-images-idx3-ubyte.gz"
     parse_spec(data)  # every key and parameter valid
@@ -55,7 +60,8 @@ def test_a_small_mnist_study_keeps_the_models_accuracy_and_writes_the_report(
     from probing.run.runner import run_spec
 
     data = _spec()
-    data["model"]["spec"] = str(shared_fixtures / "mnist_vit" / "vit_mnist_gpu.pt")
+    for model in data["model"]:
+        model["spec"] = str(shared_fixtures / "mnist_vit" / "vit_mnist_gpu.pt")
     data["data"]["source"] = str(shared_fixtures / "mnist_test" / "t10k-images-idx3-ubyte.gz")
     data["data"]["n"] = 100
     data["store"] = str(tmp_path / "stores")
@@ -70,6 +76,8 @@ def test_a_small_mnist_study_keeps_the_models_accuracy_and_writes_the_report(
     assert numbers["head_ablation"]["intact_accuracy"] >= 0.9
     assert numbers["layer_probes"]["cls_last_accuracy"] > \
         numbers["layer_probes"]["cls_last_random_init_accuracy"]
+    # the card: the primary (right preprocessing) keeps the model's accuracy
+    assert numbers["card"]["top1"] >= 0.9
     assert (result.report_dir / "index.html").is_file()
     assert "t10k-images-idx3-ubyte.gz" in (result.report_dir / "provenance.json").read_text()
     summary = (result.report_dir / "README.md").read_text(encoding="utf-8")
