@@ -568,20 +568,23 @@ def _ig_rows(quick: bool) -> list[Row]:
     ph, pw = layout.patch_size
 
     def ours():
-        return attribution_maps(model, x, layout, "integrated_gradients", target=0,
-                                n_steps=50).maps
+        got = attribution_maps(model, x, layout, "integrated_gradients", target=0, n_steps=50)
+        return np.concatenate([got.maps.ravel(), got.delta])
 
-    def captum():
-        attr = IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), target=0,
-                                                    n_steps=50)
+    def captum():  # the same outputs as ours: patch sums and captum's convergence delta
+        attr, delta = IntegratedGradients(model).attribute(
+            x, baselines=torch.zeros_like(x), target=0, n_steps=50,
+            return_convergence_delta=True)
         a = attr.sum(1).reshape(1, layout.rows, ph, layout.cols, pw).sum((2, 4))
-        return a.double().detach().numpy()
+        return np.concatenate([a.double().detach().numpy().ravel(),
+                               delta.double().detach().numpy()])
 
     ref, got = [None], [None]
     t_ours, t_peer = _clocks(_keep(ref)(ours), _keep(got)(captum), repeat=repeat)
     scale = float(np.max(np.abs(got[0]))) or 1.0
-    row = _floor(f"(6) integrated gradients, 50 steps, / captum directly (vit_tiny {size}px, "
-                 "1 image; diff relative to max |attr|)", t_ours, t_peer, "<= 1.05")
+    row = _floor(f"(6) integrated gradients, 50 steps, with convergence delta, / captum "
+                 f"directly (vit_tiny {size}px, 1 image; diff relative to max |attr|)", t_ours,
+                 t_peer, "<= 1.05")
     row.diff, row.tol = _max_diff(ref[0], got[0]) / scale, 1e-5
     t_ours, t_peer = _clocks(_threads(MULTI, ours), _threads(MULTI, captum), repeat=repeat)
     multi = _floor(f"(6) integrated gradients / captum directly, {MULTI} threads", t_ours,
