@@ -113,3 +113,22 @@ def test_run_context_selects_across_a_class_sorted_source(tmp_path, demo_model):
     assert ctx.images(image_ids=ids)[1].tolist() == [17, 2, 9]
     first = RunContext(model=demo_model, source=source, store=store, selection="first")
     assert first.select_images(3).tolist() == [0, 1, 2]
+
+
+def test_comparisons_choose_their_images_as_every_n_images_parameter(tmp_path):
+    """``common_image_ids(models, n)`` is the run's stratified selection among the images every
+    model holds (not the first n of a class-sorted source)."""
+    from probing import extract, load_model
+    from probing.data import open_source
+    from probing.run.compare import common_image_ids
+    from probing.run.context import RunContext
+
+    model, source = load_model("demo"), open_source("shapes", n=40)
+    store = extract(model, source, store=tmp_path / "s", kinds=("cls",), progress=False)
+    ctx = RunContext(model=model, source=source, store=store, seed=0, batch_size=16, quiet=True)
+    labels = ctx.labels().set_index("image_id")["label"]
+    ids = common_image_ids({"a": ctx, "b": ctx}, 8)
+    assert len(ids) == 8 and labels.loc[ids].value_counts().tolist() == [2, 2, 2, 2]
+    assert np.array_equal(ids, ctx.select_images(8))  # the same images as the other analyses
+    among = ctx.labels()["image_id"].to_numpy()[:20]
+    assert set(ctx.select_images(6, among=among)) <= set(among)
