@@ -39,10 +39,9 @@ def side_by_side_distance(models: dict[str, RunContext], layers, ids: np.ndarray
     out = []
     for name, m in models.items():
         attn, got, labels = m.attention(layers, image_ids=ids)  # only these images are read
-        keep = np.isin(got, ids)
-        by_layer = {int(layer): attn[keep, i] for i, layer in enumerate(labels)}
+        by_layer = {int(layer): attn[:, i] for i, layer in enumerate(labels)}
         out.append(mean_attention_distance_per_image(
-            by_layer, m.layout, renormalize=renormalize, image_ids=got[keep]).assign(model=name))
+            by_layer, m.layout, renormalize=renormalize, image_ids=got).assign(model=name))
     return pd.concat(out, ignore_index=True)
 
 
