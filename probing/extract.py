@@ -26,17 +26,12 @@ from .attention_hooks import attention_sites
 from .constraints import MAX_COUNT, Interval, Layers, Name, Options, check
 from .data import ImageSource, iter_batches, open_source
 from .errors import ConfigError, DataError
-from .frames import (
-    SCHEMA_VERSION,
-    frame_from_table,
-    join_labels,
-    token_table,
-)
+from .frames import SCHEMA_VERSION, frame_from_table, join_labels
 from .hooks import LayerSpec, capture
-from .layout import TOKEN_KINDS
 from .models import LoadedModel, eval_mode, load_model, module_device
 from .selection import LayerLabels, resolve_kinds, resolve_layers
 from .store import EmbeddingStore
+from .token_buffer import TokenBuffer
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -302,13 +297,12 @@ def extract(
     tokens, att, skipped = _run(loaded, source, tensor if source is None else None,
                                 np.arange(n_total), job, dev,
                                 tqdm(total=n_total, disable=not show, desc="extract", unit="img"))
-    if not tokens:
+    if tokens is None:
         raise DataError(
             f"all {n_total} images were skipped as unreadable (first image id "
             f"{skipped[0]['image_id'] if skipped else '?'}); fix the files or the data source."
         )
-    frame = frame_from_table(pa.concat_tables([tokens[key] for key in sorted(
-        tokens, key=lambda kl: (kl[1], TOKEN_KINDS.index(kl[0])))]))
+    frame = frame_from_table(tokens[0])
     frame = _attach_labels(frame, labels_all)
     if skipped:
         frame.attrs["skipped"] = skipped
@@ -469,7 +463,8 @@ def extract_shard(loaded: LoadedModel, source: ImageSource, store: EmbeddingStor
     if skipped:
         keep = ~labels_all.iloc[pos]["image_id"].isin([s["image_id"] for s in skipped]).to_numpy()
         lab = lab.filter(pa.array(keep))
-    store.write_shard(shard, tokens, lab, att, {"skipped": skipped})
+    store.write_shard(shard, {} if tokens is None else tokens[1].group_tables(tokens[0]), lab, att,
+                      {"skipped": skipped})
     return skipped
 
 
@@ -526,10 +521,14 @@ def _to_device(batches, dev: torch.device):
 
 
 def _run(loaded, source, tensor, positions, job: ShardJob, dev, bar):
-    """Forward passes over ``positions``; returns per-(kind, layer) tables and attention tables."""
+    """Forward passes over ``positions``.
+
+    Returns ``(tokens, att, skipped)``: ``tokens`` is the token table of the images that were
+    read (rows: layer, kind, image, token) with its :class:`TokenBuffer` (None when every
+    image was skipped), ``att`` the ``{block: table}`` attention tables.
+    """
     model, layout = loaded.model, loaded.layout
     np_dtype = np.float16 if job.dtype == "float16" else np.float32
-    parts: dict[tuple[str, int], list[pa.Table]] = {}
     att_parts: dict[int, list[pa.Table]] = {}
     skipped: list[dict] = []
     amp = (torch.autocast(dev.type, dtype=_AUTOCAST[job.autocast]) if job.autocast
@@ -538,18 +537,20 @@ def _run(loaded, source, tensor, positions, job: ShardJob, dev, bar):
     batches = _batches(source, tensor, positions, job.batch_size, loaded, job.num_workers, cuda)
     with eval_mode(model), capture(model, layout, LayerLabels(job.layers), list(job.kinds),
                                    job.pooled, job.attention, stop_early=True) as cap:
+        buffer = TokenBuffer(layout, cap.token_index, len(positions), np_dtype)
+        if not cuda:  # copy each block's tokens out in its hook: its memory is reused at once
+            cap.sink = lambda layer, t: buffer.write(layer, t.float().numpy())
         for images, ids, skip in _to_device(batches, dev):
             skipped.extend(skip)
             if len(images) == 0:
                 continue
             with torch.inference_mode(), amp:
                 cap.forward(model, images)  # ends after the last captured site
-            for layer, t in cap.tokens.items():
-                arr = t.float().cpu().numpy().astype(np_dtype, copy=False)
-                idx = cap.token_index[layer]
-                for kind, sel in _kind_columns(idx, layout).items():
-                    table = token_table(arr[:, sel], layout, layer, ids, idx[sel], None)
-                    parts.setdefault((kind, layer), []).append(table)
+            if cuda:
+                buffer.add({layer: t.float().cpu().numpy() for layer, t in cap.tokens.items()},
+                           ids)
+            else:
+                buffer.commit(ids)
             for layer, a in cap.attention.items():
                 att_parts.setdefault(layer, []).append(
                     attention_table(a.float().cpu().numpy(), layer, ids, layout.n_tokens))
@@ -558,12 +559,9 @@ def _run(loaded, source, tensor, positions, job: ShardJob, dev, bar):
                 bar.update(len(images) + len(skip))
     if skipped and source is not None and source.on_error == "skip":
         source.skipped.extend(skipped)
-    tokens = {key: pa.concat_tables(v) for key, v in parts.items()}
+    tokens = None
+    if buffer.n_added:
+        table = buffer.table()
+        tokens = (table, buffer)
     att = {layer: pa.concat_tables(v) for layer, v in att_parts.items()}
     return tokens, att, skipped
-
-
-def _kind_columns(idx: np.ndarray, layout) -> dict[str, np.ndarray]:
-    """Columns of each token kind among captured positions ``idx`` (-1 = pooled), in kind order."""
-    kinds = np.where(idx < 0, "pooled", layout.token_table()["kind"][np.maximum(idx, 0)])
-    return {k: np.flatnonzero(kinds == k) for k in TOKEN_KINDS if (kinds == k).any()}

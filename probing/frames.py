@@ -50,6 +50,8 @@ __all__ = [
     "require_columns",
     "require_label_column",
     "to_frame",
+    "token_columns",
+    "token_columns_table",
     "token_table",
     "validate_frame",
 ]
@@ -145,31 +147,14 @@ def to_frame(
 
 
 def token_table(tokens, layout, layer, image_ids, token_index, labels) -> pa.Table:
+    """The Arrow table of :func:`to_frame` (arguments as there)."""
     tokens = np.asarray(tokens)
     n_img, n_tok, dim = tokens.shape
     if token_index is None:
         token_index = np.arange(layout.n_tokens)
-    token_index = np.asarray(token_index, dtype=np.int64)
-    table = layout.token_table()
-    pooled = token_index < 0
-    idx = np.where(pooled, 0, token_index)
-    kind = np.where(pooled, "pooled", table["kind"][idx])
-    row = np.where(pooled, np.nan, table["row"][idx])
-    col = np.where(pooled, np.nan, table["col"][idx])
-    codes = np.array([TOKEN_KINDS.index(k) for k in kind], dtype=np.int8)
-    ids = np.asarray(image_ids)
-    cols: dict[str, pa.Array] = {
-        "image_id": pa.array(np.repeat(ids, n_tok)),
-        "layer": pa.array(np.full(n_img * n_tok, layer, dtype=np.int16)),
-        "kind": pa.DictionaryArray.from_arrays(
-            pa.array(np.tile(codes, n_img)), pa.array(list(TOKEN_KINDS))
-        ),
-        "token": pa.array(np.tile(np.where(pooled, -1, token_index), n_img).astype(np.int16)),
-        "row": _int16_nullable(np.tile(row, n_img)),
-        "col": _int16_nullable(np.tile(col, n_img)),
-        "emb": vectors_to_arrow(tokens.reshape(n_img * n_tok, dim)),
-    }
-    out = pa.table(cols)
+    groups = [(layer, np.asarray(token_index, dtype=np.int64))]
+    out = token_columns_table(token_columns(layout, groups, image_ids),
+                              tokens.reshape(n_img * n_tok, dim))
     if labels is not None and len(labels.columns):
         lab = pa.Table.from_pandas(labels.reset_index(drop=True), preserve_index=False)
         take = pa.array(np.repeat(np.arange(n_img), n_tok))
@@ -178,6 +163,76 @@ def token_table(tokens, layout, layer, image_ids, token_index, labels) -> pa.Tab
             if name not in out.column_names:
                 out = out.append_column(name, lab.column(name))
     return out
+
+
+def token_columns(layout: TokenLayout, groups: Sequence[tuple[int, np.ndarray]],
+                  image_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The non-vector columns of rows in groups of (layer, token positions), image-major in each.
+
+    Parameters
+    ----------
+    layout : TokenLayout
+        Gives each position's kind, row and col.
+    groups : sequence of (int, numpy.ndarray)
+        ``(layer, token_index)`` per group in row order: the stored layer label and the
+        ``(k,)`` sequence positions of the group's tokens (``-1`` marks a pooled vector).
+    image_ids : numpy.ndarray
+        ``(n_images,)`` ids; every group holds these images, each with its ``k`` tokens.
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        ``image_id``, ``layer``, ``kind`` (int8 codes into :data:`TOKEN_KINDS`), ``token``,
+        ``row`` and ``col`` (float64, NaN off the grid), each ``(n_images * sum(k),)``.
+    """
+    ids = np.asarray(image_ids)
+    n_img = len(ids)
+    sizes = np.array([len(tok) for _, tok in groups], dtype=np.int64)
+    tokens = (np.concatenate([np.asarray(tok, dtype=np.int64) for _, tok in groups])
+              if groups else np.empty(0, np.int64))
+    layers = np.array([layer for layer, _ in groups], dtype=np.int16)
+    # row r of group g is image (r - base_g) // k_g, token start_g + (r - base_g) % k_g
+    rows_per = sizes * n_img
+    group = np.repeat(np.arange(len(sizes)), rows_per)
+    offset = np.arange(int(rows_per.sum())) - np.repeat(np.cumsum(rows_per) - rows_per, rows_per)
+    width = sizes[group]
+    which = (np.cumsum(sizes) - sizes)[group] + offset % np.maximum(width, 1)
+    token = tokens[which]
+    table = layout.token_table()
+    pooled = token < 0
+    idx = np.where(pooled, 0, token)
+    return {
+        "image_id": ids[offset // np.maximum(width, 1)] if n_img else ids[:0],
+        "layer": layers[group],
+        "kind": np.where(pooled, TOKEN_KINDS.index("pooled"),
+                         _kind_codes(layout)[idx]).astype(np.int8),
+        "token": np.where(pooled, -1, token).astype(np.int16),
+        "row": np.where(pooled, np.nan, table["row"][idx]),
+        "col": np.where(pooled, np.nan, table["col"][idx]),
+    }
+
+
+def token_columns_table(columns: dict[str, np.ndarray], vectors: np.ndarray) -> pa.Table:
+    """The token-frame table of :func:`token_columns`' columns and ``(n, D)`` ``vectors``."""
+    return pa.table({
+        "image_id": pa.array(columns["image_id"]),
+        "layer": pa.array(columns["layer"].astype(np.int16, copy=False)),
+        "kind": pa.DictionaryArray.from_arrays(pa.array(columns["kind"]),
+                                               pa.array(list(TOKEN_KINDS))),
+        "token": pa.array(columns["token"].astype(np.int16, copy=False)),
+        "row": _int16_nullable(columns["row"]),
+        "col": _int16_nullable(columns["col"]),
+        "emb": vectors_to_arrow(vectors),
+    })
+
+
+def _kind_codes(layout: TokenLayout) -> np.ndarray:
+    """``(n_tokens,)`` int8 code of each position's kind in :data:`TOKEN_KINDS`."""
+    kinds = layout.token_table()["kind"]
+    codes = np.zeros(len(kinds), dtype=np.int8)
+    for code, kind in enumerate(TOKEN_KINDS):
+        codes[kinds == kind] = code
+    return codes
 
 
 def _int16_nullable(values: np.ndarray) -> pa.Array:
@@ -200,8 +255,9 @@ def frame_from_table(table: pa.Table) -> pd.DataFrame:
                 canonical = pa.list_(column.type.value_type, column.type.list_size)
                 if column.type != canonical:
                     column = column.cast(canonical)
-            data[name] = pd.Series(pd.arrays.ArrowExtensionArray(column), name=name)
-    return pd.DataFrame(data, copy=False)
+            data[name] = pd.arrays.ArrowExtensionArray(column)
+    # arrays, not Series: no index alignment (a frame of n rows gets a RangeIndex)
+    return pd.DataFrame(data, index=pd.RangeIndex(table.num_rows), copy=False)
 
 
 def _kind_categorical(column: pa.ChunkedArray) -> pd.Categorical:

@@ -1,0 +1,133 @@
+"""Captured block outputs written once, in the token frame's row order, into one Arrow table.
+
+An extraction captures, per forward pass, one ``(batch, n_selected, D)`` array per layer. The
+frame it returns (and each store shard) orders rows by layer, then kind, then image, then
+token (:mod:`probing.extract`). :class:`TokenBuffer` allocates the vectors of every
+``(layer, kind)`` group for all images once and copies each captured batch straight into its
+place: one copy of the vectors, and the other columns built once per call rather than once
+per batch and group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import SchemaError
+from .frames import token_columns, token_columns_table
+from .layout import TOKEN_KINDS, TokenLayout
+
+__all__ = ["TokenBuffer"]
+
+
+class TokenBuffer:
+    """Vectors of ``n_images`` images at the captured positions of each layer.
+
+    Parameters
+    ----------
+    layout : TokenLayout
+        The model's layout (each position's kind, row and col).
+    token_index : mapping of int to numpy.ndarray
+        ``{layer: (n_selected,) sequence positions}`` as the capture holds them (``-1`` =
+        pooled), e.g. :attr:`probing.hooks.Capture.token_index`.
+    n_images : int
+        Images the buffer holds room for (fewer may be added: skipped images).
+    dtype : numpy dtype
+        Stored vector precision.
+    """
+
+    def __init__(self, layout: TokenLayout, token_index: Mapping[int, np.ndarray],
+                 n_images: int, dtype) -> None:
+        self.layout = layout
+        self.n_images = int(n_images)
+        self.dtype = np.dtype(dtype)
+        kinds = layout.token_table()["kind"]
+        # groups in row order: (layer, kind, token positions, columns of the captured array)
+        self.groups: list[tuple[int, str, np.ndarray, slice | np.ndarray]] = []
+        split: dict[bytes, list] = {}  # layers mostly share one set of positions
+        for layer in sorted(token_index):
+            idx = np.asarray(token_index[layer], dtype=np.int64)
+            if idx.tobytes() not in split:
+                kind_of = np.where(idx < 0, "pooled", kinds[np.maximum(idx, 0)])
+                split[idx.tobytes()] = [
+                    (kind, idx[cols], _as_slice(cols)) for kind in TOKEN_KINDS
+                    if (cols := np.flatnonzero(kind_of == kind)).size]
+            self.groups += [(layer, *part) for part in split[idx.tobytes()]]
+        self._by_layer: dict[int, list[int]] = {}
+        for g, (layer, _, _, _) in enumerate(self.groups):
+            self._by_layer.setdefault(layer, []).append(g)
+        sizes = np.array([len(tok) for _, _, tok, _ in self.groups], dtype=np.int64)
+        self._width = sizes
+        self._base = np.concatenate([[0], np.cumsum(sizes * self.n_images)])
+        self._vectors: np.ndarray | None = None
+        self._ids: list[np.ndarray] = []
+        self._added = 0
+
+    def write(self, layer: int, tokens: np.ndarray) -> None:
+        """Copy one layer of the next batch: ``(batch, n_selected, D)`` vectors.
+
+        The batch's images follow the images committed so far; :meth:`commit` ends the batch.
+        """
+        tokens = np.asarray(tokens)
+        n = len(tokens)
+        if self._added + n > self.n_images:
+            raise SchemaError(
+                f"the token buffer holds {self.n_images} images; {self._added + n} were added."
+            )
+        if self._vectors is None:
+            self._vectors = np.empty((int(self._base[-1]), tokens.shape[-1]), self.dtype)
+        for g in self._by_layer[layer]:
+            width = int(self._width[g])
+            start = int(self._base[g]) + self._added * width
+            view = self._vectors[start:start + n * width].reshape(n, width, -1)
+            view[...] = tokens[:, self.groups[g][3]]
+
+    def commit(self, image_ids: np.ndarray) -> None:
+        """End the batch of images ``image_ids`` whose layers :meth:`write` copied."""
+        self._ids.append(np.asarray(image_ids))
+        self._added += len(image_ids)
+
+    def add(self, layer_arrays: Mapping[int, np.ndarray], image_ids: np.ndarray) -> None:
+        """Copy one batch: ``{layer: (batch, n_selected, D)}`` of images ``image_ids`` (every
+        layer of ``token_index``); batches are kept in the order added."""
+        for layer in self._by_layer:
+            self.write(layer, layer_arrays[layer])
+        self.commit(image_ids)
+
+    @property
+    def n_added(self) -> int:
+        """Images added so far."""
+        return self._added
+
+    def table(self) -> pa.Table:
+        """The token-frame table of the images added (rows: layer, kind, image, token)."""
+        ids = np.concatenate(self._ids) if self._ids else np.empty(0, np.int64)
+        n = self._added
+        vectors = self._vectors
+        if vectors is None:
+            vectors = np.empty((0, 1), self.dtype)
+        elif n < self.n_images:  # images were skipped: keep each group's first n images
+            vectors = np.concatenate([vectors[int(self._base[g]):int(self._base[g])
+                                              + n * int(self._width[g])]
+                                      for g in range(len(self.groups))])
+        groups = [(layer, tok) for layer, _, tok, _ in self.groups]
+        return token_columns_table(token_columns(self.layout, groups, ids), vectors)
+
+    def group_tables(self, table: pa.Table) -> dict[tuple[str, int], pa.Table]:
+        """``{(kind, layer): rows}`` of :meth:`table`'s result, as zero-copy slices."""
+        n = self._added
+        out, start = {}, 0
+        for layer, kind, tok, _ in self.groups:
+            rows = n * len(tok)
+            out[(kind, layer)] = table.slice(start, rows)
+            start += rows
+        return out
+
+
+def _as_slice(cols: np.ndarray) -> slice | np.ndarray:
+    """``cols`` as a slice when consecutive (a view of the captured array, no gather)."""
+    if cols.size and np.all(np.diff(cols) == 1):
+        return slice(int(cols[0]), int(cols[-1]) + 1)
+    return cols
