@@ -19,8 +19,9 @@ Rows (models have random weights, seeded; CPU):
 1. CLS + patch tokens of every block of ``vit_small_patch16_224`` (224 px, batch 16) into a
    token frame: :func:`probing.extract` vs timm ``forward_intermediates`` and an ``nnsight``
    trace saving every block's output, each peer's tensors turned into the same frame with
-   probing.frames' public builder (``token_table`` + ``frame_from_table``, the one our
-   extraction uses); and vs the plain fused forward (the floor).
+   probing.frames' public builder (``token_table`` + ``frame_from_table``: the columns our
+   extraction builds with ``token_columns``, one layer at a time); and vs the plain fused
+   forward (the floor).
 2. The same plus every block's attention weights: vs timm ``AttentionExtract`` (hooks on each
    block and its ``attn_drop``) and ``nnsight``, attention turned into the attention frame with
    ``probing.attention_frames.attention_table``. Floor: the plain NON-fused forward (timm's
@@ -550,6 +551,12 @@ def _rollout_rows(quick: bool) -> list[Row]:
     rows.append(_floor(f"(5) full rollout / one plain forward ({tag})", t_roll, t_fwd, "<= 0.05"))
     t_map, t_fwd = _clocks(lambda: rollout_map(attn, layout), forward, repeat=repeat)
     rows.append(_floor(f"(5) CLS-row map / one plain forward ({tag})", t_map, t_fwd, "<= 0.02"))
+    # any CLS-row map reads every weight at least once: one sum over them is its floor
+    arrays = [np.asarray(attn[k]) for k in sorted(attn)]
+    t_read, t_fwd = _clocks(lambda: [a.sum() for a in arrays], forward, repeat=repeat)
+    rows.append(_floor(f"(5) one read of every weight (sum), the floor of any map, / one plain "
+                       f"forward ({tag}; {sum(a.nbytes for a in arrays) / 1e6:.0f} MB)", t_read,
+                       t_fwd, ""))
     return rows
 
 
