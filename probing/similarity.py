@@ -44,6 +44,7 @@ __all__ = [
     "layer_similarity",
     "linear_cka",
     "minibatch_cka",
+    "minibatch_cka_matrix",
     "mutual_knn",
 ]
 
@@ -224,8 +225,10 @@ def _cross_frobenius(a: _Reps, b: _Reps | None) -> np.ndarray:
     return F
 
 
-def _cka_matrix(a: _Reps, b: _Reps | None, debiased: bool, method: str) -> np.ndarray:
-    """``(L_a, L_b)`` CKA between every matrix of ``a`` and every one of ``b`` (or of ``a``)."""
+def _hsic_matrix(a: _Reps, b: _Reps | None, debiased: bool, method: str
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HSIC between every matrix of ``a`` and every one of ``b`` (or of ``a``), ``(L_a, L_b)``,
+    and of each with itself, ``(L_a,)`` and ``(L_b,)``."""
     same = b is None
     other = a if same else b
     n = a.n
@@ -248,8 +251,17 @@ def _cka_matrix(a: _Reps, b: _Reps | None, debiased: bool, method: str) -> np.nd
             hbb = np.array([_hsic_u(s, k, k, n) for s, k in zip(self_b, other.norms)])
         else:
             hab, haa, hbb = F, self_a, self_b
+    return hab, haa, hbb
+
+
+def _cka_of(hab: np.ndarray, haa: np.ndarray, hbb: np.ndarray) -> np.ndarray:
     return np.array([[_cka_from(hab[i, j], haa[i], hbb[j]) for j in range(len(hbb))]
                      for i in range(len(haa))])
+
+
+def _cka_matrix(a: _Reps, b: _Reps | None, debiased: bool, method: str) -> np.ndarray:
+    """``(L_a, L_b)`` CKA between every matrix of ``a`` and every one of ``b`` (or of ``a``)."""
+    return _cka_of(*_hsic_matrix(a, b, debiased, method))
 
 
 # --------------------------------------------------------------------------- public CKA
@@ -304,28 +316,59 @@ def minibatch_cka(
     """
     X, Y = _as_2d(X, "X"), _as_2d(Y, "Y")
     _check_pair(X, Y, debiased=True)
+    return float(minibatch_cka_matrix([X], [Y], batch_size=batch_size, seed=seed)[0, 0])
+
+
+def minibatch_cka_matrix(
+    mats_a: Sequence[np.ndarray], mats_b: Sequence[np.ndarray] | None = None,
+    batch_size: int = 256, seed: int = 0
+) -> np.ndarray:
+    """Minibatch linear CKA (Nguyen, Raghu & Kornblith 2021) between every pair of layers.
+
+    The estimator of :func:`minibatch_cka` for every pair at once, on the same batches (one
+    shuffle of the rows with ``seed``): per batch, each layer's centred Gram (or, when cheaper,
+    its feature-form products) is computed once and the unbiased HSIC of every pair read from
+    one product of the stacked Grams, instead of once per pair.
+
+    Parameters
+    ----------
+    mats_a : sequence of numpy.ndarray
+        ``L_a`` matrices ``(n, d_l)``, rows the same ``n`` items in the same order.
+    mats_b : sequence of numpy.ndarray, optional
+        ``L_b`` matrices over the same items; None compares ``mats_a`` with itself.
+    batch_size : int
+        Rows per minibatch, at least 4.
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(L_a, L_b)`` float64; entry ``[i, j]`` equals ``minibatch_cka(mats_a[i], mats_b[j])``
+        with the same ``batch_size`` and ``seed``.
+    """
+    same = mats_b is None
+    mats_a = [_as_2d(m, f"mats_a[{i}]") for i, m in enumerate(mats_a)]
+    mats_b = mats_a if same else [_as_2d(m, f"mats_b[{i}]") for i, m in enumerate(mats_b)]
+    if not mats_a or not mats_b:
+        raise ConfigError("minibatch_cka_matrix needs at least one matrix on each side.")
+    for m in [*mats_a, *mats_b]:
+        _check_pair(mats_a[0], m, debiased=True)
     if batch_size < 4:
         raise ConfigError(f"batch_size={batch_size} is too small; pass at least 4.")
-    order = np.random.default_rng(seed).permutation(X.shape[0])
-    sums = np.zeros(3)
+    order = np.random.default_rng(seed).permutation(mats_a[0].shape[0])
+    sums = [np.zeros((len(mats_a), len(mats_b))), np.zeros(len(mats_a)), np.zeros(len(mats_b))]
     count = 0
     for start in range(0, order.size, batch_size):
         rows = order[start : start + batch_size]
         if rows.size < 4:
             continue
-        a, b = _Reps([X[rows]]), _Reps([Y[rows]])
-        form = _choose(rows.size, a.widths, b.widths, 1, "auto")
-        if form == "gram":
-            K, L = a.grams(True), b.grams(True)
-            h = (_gram_hsic(K, L, True)[0, 0], _gram_self(K, True)[0], _gram_self(L, True)[0])
-        else:
-            cross = _cross_frobenius(a, b)[0, 0]
-            sa, sb = _cross_frobenius(a, None)[0, 0], _cross_frobenius(b, None)[0, 0]
-            ka, kb, m = a.norms[0], b.norms[0], rows.size
-            h = (_hsic_u(cross, ka, kb, m), _hsic_u(sa, ka, ka, m), _hsic_u(sb, kb, kb, m))
-        sums += h
+        a = _Reps([m[rows] for m in mats_a])
+        b = None if same else _Reps([m[rows] for m in mats_b])
+        for total, part in zip(sums, _hsic_matrix(a, b, True, "auto")):
+            total += part
         count += 1
-    return _cka_from(*(sums / count))
+    return _cka_of(*(total / count for total in sums))
 
 
 # --------------------------------------------------------------------------- frames

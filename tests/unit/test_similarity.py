@@ -16,6 +16,7 @@ from probing.similarity import (
     layer_similarity,
     linear_cka,
     minibatch_cka,
+    minibatch_cka_matrix,
     mutual_knn,
 )
 
@@ -59,6 +60,35 @@ def test_minibatch_cka_with_one_batch_equals_debiased():
     assert minibatch_cka(X, Y, batch_size=60) == pytest.approx(linear_cka(X, Y, True), abs=1e-12)
     mb = minibatch_cka(X, Y, batch_size=20, seed=1)
     assert abs(mb - linear_cka(X, Y, True)) < 0.2
+
+
+def _hsic_u_reference(A: np.ndarray, B: np.ndarray) -> float:
+    """Song et al. (2012) unbiased HSIC written out on raw (uncentred) linear Grams."""
+    n = len(A)
+    K, L = A @ A.T, B @ B.T
+    np.fill_diagonal(K, 0.0)
+    np.fill_diagonal(L, 0.0)
+    one = np.ones(n)
+    value = (np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
+             - 2.0 / (n - 2) * (one @ K @ L @ one))
+    return value / (n * (n - 3))
+
+
+def test_minibatch_cka_matrix_equals_the_estimator_written_out():
+    rng = np.random.default_rng(7)
+    # widths on both sides of the batch size, so both computational forms run; shifted
+    # features (the unbiased HSIC does not depend on the features' mean)
+    mats = [X + 3.0, Y - 1.0, rng.normal(size=(60, 4)) + 5.0]
+    got = minibatch_cka_matrix(mats, batch_size=16, seed=3)
+    order = np.random.default_rng(3).permutation(60)
+    batches = [order[s:s + 16] for s in range(0, 60, 16)]  # 16, 16, 16, 12 rows
+    hsic = np.array([[np.mean([_hsic_u_reference(a[r], b[r]) for r in batches]) for b in mats]
+                     for a in mats])
+    want = hsic / np.sqrt(np.outer(np.diag(hsic), np.diag(hsic)))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert got[0, 1] == pytest.approx(minibatch_cka(mats[0], mats[1], 16, 3), abs=1e-12)
+    other = minibatch_cka_matrix(mats[:2], mats[1:], batch_size=16, seed=3)
+    np.testing.assert_allclose(other, got[:2, 1:], rtol=1e-10, atol=1e-12)
 
 
 def test_cka_bad_input():
