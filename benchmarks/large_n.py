@@ -24,6 +24,11 @@
 (d) A 5-fold ridge probe sweep on ``10^6 x 192`` vs ``2.5 x 10^5 x 192`` rows (per-patch scale:
     5,000 images x 197 tokens): time ratio ~4 when the solve is linear in rows (``d x d``
     statistics, never ``n x n``).
+(e) The report stage (figures drawn and saved as PNG + SVG, tables, HTML, provenance) of one
+    spec run (the demo model; embedding_map PCA, layer_probes, cka, attention_maps,
+    attention_distance) at ``4N`` vs ``N`` images, each run in a fresh subprocess with its own
+    store: ``timings_s["report"]`` of provenance.json. The figures are the same; only the
+    points of the embedding scatter grow with the images, so the time must stay near flat.
 """
 
 from __future__ import annotations
@@ -228,11 +233,60 @@ def _per_patch_ridge_rows(quick: bool) -> list[Row]:
                 f"<= {1.25 * large / small:g}")]
 
 
+_REPORT_SPEC = """
+title = "report-stage benchmark"
+seed = 0
+store = "{store}"
+[model]
+spec = "demo"
+[data]
+source = "shapes"
+n = {n}
+[capture]
+kinds = ["cls", "patch"]
+pooled = "mean"
+attention = true
+[analyses.embedding_map]
+methods = ["pca"]
+[analyses.layer_probes]
+target = "label"
+kinds = ["cls", "pooled"]
+[analyses.cka]
+kinds = ["cls", "pooled"]
+[analyses.attention_maps]
+n_images = 2
+[analyses.attention_distance]
+max_images = 64
+"""
+
+_REPORT = """
+import json, sys, torch
+torch.set_num_threads(1)
+from probing.run.runner import run_spec
+r = run_spec(sys.argv[1], out=sys.argv[2], quiet=True)
+print(json.dumps({"report_s": r.timings["report"], "total_s": r.timings["total"]}))
+"""
+
+
+def _report_rows(quick: bool) -> list[Row]:
+    base = 64 if quick else 256
+    seconds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in (1, 4):
+            spec = Path(tmp) / f"spec{k}.toml"
+            spec.write_text(_REPORT_SPEC.format(n=k * base, store=f"{Path(tmp).as_posix()}/s{k}"))
+            seconds[k] = json.loads(_python(_REPORT, str(spec), str(Path(tmp) / f"out{k}")))
+    return [Row(f"(e) report stage (figures PNG + SVG, tables, HTML) time, {4 * base} vs {base} "
+                f"images (5 analyses)", seconds[4]["report_s"], seconds[1]["report_s"], "s",
+                "<= 1.5")]
+
+
 def run(quick: bool = False) -> list[Row]:
     """Extraction at N, 4N, 16N images; ridge probe and CKA at 10^4..10^6 rows; the analyses
-    stage at 3 and 12 layers and N and 4N images; per-patch ridge at 2.5 x 10^5 and 10^6."""
+    stage at 3 and 12 layers and N and 4N images; per-patch ridge at 2.5 x 10^5 and 10^6; the
+    report stage at N and 4N images."""
     return (_extraction_rows(quick) + _scaling_rows(quick) + _analyses_rows(quick)
-            + _per_patch_ridge_rows(quick))
+            + _per_patch_ridge_rows(quick) + _report_rows(quick))
 
 
 if __name__ == "__main__":
