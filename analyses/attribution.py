@@ -74,6 +74,22 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _map_arrays(maps: pd.DataFrame, ids: np.ndarray, layout
+                ) -> tuple[dict[str, np.ndarray], list[int] | None]:
+    """``{method: (len(ids), rows, cols)}`` maps of ``ids`` from :func:`attribute`'s tidy
+    frames, and the classes they explain (None when only rollout, which has no class, ran)."""
+    part = maps[maps["image_id"].isin(ids)]
+    index = pd.MultiIndex.from_product([ids, range(layout.rows), range(layout.cols)],
+                                       names=["image_id", "row", "col"])
+    out = {str(m): g.set_index(["image_id", "row", "col"])["value"].reindex(index)
+           .to_numpy(dtype=np.float64).reshape(len(ids), layout.rows, layout.cols)
+           for m, g in part.groupby("method", sort=False)}
+    explained = part[part["target"] >= 0].drop_duplicates("image_id").set_index("image_id")
+    targets = (explained["target"].reindex(ids).astype(int).tolist()
+               if len(explained) and explained.index.isin(ids).sum() == len(ids) else None)
+    return out, targets
+
+
 def _delta_table(model, x, ig: pd.DataFrame, baseline: str, layout) -> pd.DataFrame:
     """IG convergence delta per image beside ``F(x) - F(x')`` (the logit difference it is
     relative to)."""
@@ -255,10 +271,13 @@ def _run(ctx, chosen, methods, n_steps, baseline, deletion_baseline, insertion_b
              "patch(es) per curve point." + start_text)
     if sanity:
         k = min(int(sanity_images), len(ids))
+        # the intact model's maps of these images are those drawn above: not computed again
+        original, targets = _map_arrays(maps, ids[:k], ctx.layout)
         checks = cascading_randomization(
-            model, x[:k], ctx.layout, methods=methods, seed=ctx.seed,
+            model, x[:k], ctx.layout, methods=methods, seed=ctx.seed, target=targets,
             threshold=float(sanity_threshold), image_ids=ids[:k], baseline=baseline,
-            n_steps=int(n_steps), internal_batch_size=int(internal_batch_size), n_boot=n_boot)
+            n_steps=int(n_steps), internal_batch_size=int(internal_batch_size), n_boot=n_boot,
+            original=original)
         figures.append(Figure(
             "attribution_sanity", plot_sanity(checks.summary),
             f"Cascading randomisation (top first): mean Spearman correlation of |map| with the "

@@ -109,6 +109,7 @@ def cascading_randomization(
     absolute: bool = True,
     image_ids: Sequence | None = None,
     n_boot: int = DEFAULT_N_BOOT,
+    original: dict[str, np.ndarray] | None = None,
     **method_kwargs: object,
 ) -> SanityResult:
     """Cascading randomisation sanity check (Adebayo et al. 2018) for several methods.
@@ -135,6 +136,10 @@ def cascading_randomization(
         maps flips freely under randomisation). False correlates signed maps.
     n_boot : int
         Bootstrap resamples of the images for the intervals (seeded by ``seed``; 0 = none).
+    original : dict of str to numpy.ndarray, optional
+        The intact model's maps per method, ``(batch, rows, cols)``, of these images for these
+        targets with these ``method_kwargs`` (e.g. the maps already drawn, so that they are not
+        computed again); the methods it lacks are computed.
     **method_kwargs
         Passed to :func:`probing.attribution.attribution_maps` (``n_steps``, ``baseline`` ...).
 
@@ -152,15 +157,19 @@ def cascading_randomization(
     with torch.no_grad():
         t = resolve_targets(work(x), target).tolist()
 
-    def maps_now() -> dict[str, np.ndarray]:
+    def maps_now(given: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         out = {}
         for m in methods:
-            maps = attribution_maps(work, x, layout, method=m, target=t, **method_kwargs).maps
+            if given is not None and m in given:
+                maps = np.asarray(given[m])
+            else:
+                maps = attribution_maps(work, x, layout, method=m, target=t,
+                                        **method_kwargs).maps
             maps = maps.reshape(len(x), -1)
             out[m] = np.abs(maps) if absolute else maps
         return out
 
-    original = maps_now()
+    original = maps_now(original)
     params = dict(work.named_parameters())
     rows = [(m, 0, "none", np.ones(len(x))) for m in methods]
     for k, (label, names) in enumerate(randomization_steps(work), start=1):

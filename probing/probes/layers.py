@@ -229,24 +229,30 @@ def probe_layers(
         resolve_view_kind(k)
     at_layer, chosen = _layer_source(frame, layers)
     random_at = None if random_frame is None else _layer_source(random_frame, chosen)[0]
-    first = at_layer(chosen[0]).frame
+    first_views = at_layer(chosen[0])  # reused at the first layer: each layer read once
+    first = first_views.frame
     _check_options(first, targets, groups, task, control_by, cv)
     task = _resolve_task(first, targets, task)
     if mdl and task == "regression":
         raise ConfigError("mdl=True needs a classification target; set mdl=False for regression.")
+    first_random = None if random_at is None else random_at(chosen[0])
     fold_map = _fold_map(first if callable(frame) else frame,
-                         None if random_at is None else (
-                             random_at(chosen[0]).frame if callable(random_frame)
+                         None if first_random is None else (
+                             first_random.frame if callable(random_frame)
                              else random_frame), groups, cv, seed)
     for k in kinds:  # an unknown solver fails before any fit
         resolve_solver(solver, k, 0)
     settings = dict(task=task, solver=solver, alpha=alpha, C=C, max_iter=max_iter,
                     n_threads=n_threads)
+    first = None
     records: dict[tuple[int, int], list[dict]] = {}
     controls: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for li, layer in enumerate(progress_bar(chosen, "probes", progress=progress, unit="layer")):
-        views = at_layer(layer)
-        random_views = None if random_at is None else random_at(layer)
+        if li == 0:  # then let go of them: one layer's rows held at a time
+            views, random_views, first_views, first_random = first_views, first_random, None, None
+        else:
+            views = at_layer(layer)
+            random_views = None if random_at is None else random_at(layer)
         for ki, k in enumerate(kinds):
             records[ki, li] = _probe_one(views, random_views, layer, k, targets, groups, task,
                                          fold_map, controls, control, control_by, mdl, seed,

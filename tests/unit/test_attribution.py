@@ -266,3 +266,30 @@ def test_rollout_of_a_model_whose_upper_blocks_ignore_their_weights_is_flagged()
     s = res.summary
     assert np.all(s["ci_low"] <= s["spearman_mean"] + 1e-12)
     assert np.all(s["spearman_mean"] <= s["ci_high"] + 1e-12)
+
+
+def test_cascade_given_the_intact_maps_equals_the_cascade_that_draws_them():
+    model = _vit()
+    x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    methods = ("saliency", "rollout")
+    intact = {m: attribution_maps(model, x, None, m).maps for m in methods}
+    drawn = cascading_randomization(model, x, None, methods, seed=1)
+    given = cascading_randomization(model, x, None, methods, seed=1, original=intact)
+    pd.testing.assert_frame_equal(given.scores, drawn.scores)
+    # the given maps are what every step is compared with: other maps, other correlations
+    shuffled = {m: v[:, ::-1, ::-1].copy() for m, v in intact.items()}
+    other = cascading_randomization(model, x, None, methods, seed=1, original=shuffled)
+    assert not np.allclose(other.scores["spearman"], drawn.scores["spearman"], equal_nan=True)
+
+
+def test_captum_is_imported_without_loading_ipython_and_leaves_it_importable():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from probing.attribution import methods\n"
+            "methods._captum_attr()\n"
+            "assert 'captum.attr' in sys.modules and 'IPython' not in sys.modules\n"
+            "import importlib.util\n"
+            "assert importlib.util.find_spec('IPython') is None or __import__('IPython')\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from probing.maps import embedding_map, explained_variance
+from probing.maps import TSNE_MAX_ITER, embedding_map, explained_variance
 from probing.threads import (
     SMALL_FLOPS,
     TINY_PARAMS,
@@ -101,6 +101,6 @@ def test_tsne_map_equals_the_multithreaded_pipeline():
         reduced *= np.sign(reduced[np.abs(reduced).argmax(axis=0), np.arange(32)])
         with threadpool_limits(1):
             ref = TSNE(n_components=2, perplexity=89 / 3, init="pca", random_state=0,
-                       learning_rate="auto").fit_transform(reduced)
+                       learning_rate="auto", max_iter=TSNE_MAX_ITER).fit_transform(reduced)
         got = embedding_map(x, "tsne", seed=0)
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-8 * np.ptp(ref))
