@@ -13,9 +13,25 @@ catches a scikit-learn release that changes its arithmetic).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-__all__ = ["LbfgsLogistic"]
+__all__ = ["LbfgsLogistic", "lbfgs_available"]
+
+
+@functools.cache
+def lbfgs_available() -> bool:
+    """Whether this scikit-learn has the private pieces :class:`LbfgsLogistic` calls (its loss
+    classes and result check); where not, probes fit ``LogisticRegression`` itself (the same
+    coefficients, with its overhead)."""
+    try:
+        from sklearn._loss.loss import HalfBinomialLoss, HalfMultinomialLoss  # noqa: F401
+        from sklearn.linear_model._linear_loss import LinearModelLoss  # noqa: F401
+        from sklearn.utils.optimize import _check_optimize_result  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class LbfgsLogistic:

@@ -32,7 +32,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..errors import ConfigError
-from .lbfgs import LbfgsLogistic
+from .lbfgs import LbfgsLogistic, lbfgs_available
 
 __all__ = ["LinearProbe"]
 
@@ -200,11 +200,16 @@ def blas_threads(n_threads: int | None) -> contextlib.AbstractContextManager:
     return threadpool_limits(limits=int(n_threads))
 
 
-def logistic_model(C: float, max_iter: int, tol: float, warm_start: bool = False
-                   ) -> LbfgsLogistic:
+def logistic_model(C: float, max_iter: int, tol: float, warm_start: bool = False):
     """scikit-learn's ``LogisticRegression`` (lbfgs, multinomial for more than two classes) as
-    :class:`~probing.probes.lbfgs.LbfgsLogistic`: the same coefficients, less overhead."""
-    return LbfgsLogistic(C=C, max_iter=max_iter, tol=tol, warm_start=warm_start)
+    :class:`~probing.probes.lbfgs.LbfgsLogistic`: the same coefficients, less overhead; the
+    estimator itself on a scikit-learn without the private pieces that calls
+    (:func:`~probing.probes.lbfgs.lbfgs_available`)."""
+    if lbfgs_available():
+        return LbfgsLogistic(C=C, max_iter=max_iter, tol=tol, warm_start=warm_start)
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=C, max_iter=max_iter, tol=tol, warm_start=warm_start)
 
 
 def softmax_coef(model, n_classes: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,3 +24,19 @@ def test_fits_equal_logistic_regression_bit_for_bit_with_warm_starts(n_classes, 
         np.testing.assert_array_equal(ours.coef_, ref.coef_)
         np.testing.assert_array_equal(ours.intercept_, ref.intercept_)
         assert ours.coef_.dtype == ref.coef_.dtype and ours.n_iter_[0] == ref.n_iter_[0]
+
+
+def test_probes_fall_back_to_logistic_regression_without_the_private_pieces(monkeypatch):
+    import sys
+
+    from probing.probes import lbfgs
+    from probing.probes.linear import logistic_model
+
+    assert isinstance(logistic_model(1.0, 100, 1e-4), LbfgsLogistic)
+    lbfgs.lbfgs_available.cache_clear()
+    monkeypatch.setitem(sys.modules, "sklearn.linear_model._linear_loss", None)
+    try:
+        assert not lbfgs.lbfgs_available()
+        assert isinstance(logistic_model(1.0, 100, 1e-4), LogisticRegression)
+    finally:
+        lbfgs.lbfgs_available.cache_clear()
