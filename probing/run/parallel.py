@@ -4,7 +4,7 @@ A run on a tiny model uses one torch / BLAS thread (:func:`probing.threads.threa
 so on a machine with several cores all but one idle while the analyses run one after another.
 :func:`analysis_processes` decides how many processes run them: more than one only when it
 cannot slow the run down (two or more analyses to run, two or more CPUs this process may use,
-the run limited to one thread, and the ``fork`` start method available), unless the caller
+the run limited to one thread, and Linux's ``fork`` start method available), unless the caller
 or ``$PROBING_PROCESSES`` asks for a number. :class:`AnalysisPool` then forks that many workers,
 which inherit the run's context (model, data, store) as it is, run one analysis each at a time
 with ``cpus // processes`` torch and BLAS threads (one in the tiny-model case) and no progress
@@ -22,10 +22,12 @@ store's lock, which a second worker waits for and then finds the store complete.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
 import pickle
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -66,8 +68,9 @@ def available_cpus() -> int:
 
 
 def fork_available() -> bool:
-    """Whether worker processes can be forked (Linux and other POSIX systems)."""
-    return "fork" in multiprocessing.get_all_start_methods()
+    """Whether analysis worker processes are forked here: on Linux (macOS can fork, but its
+    system libraries are not safe to use in a forked child)."""
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
 def requested_processes(processes: int | None = None) -> int | None:
@@ -158,20 +161,28 @@ def _picklable(exc: BaseException, name: str) -> BaseException:
                          "analysis or its parameters.")
 
 
-def _run_one(name: str) -> tuple[Any, float]:
-    """Run analysis ``name`` in a worker: ``(section, seconds)``."""
+def _run_one(name: str) -> tuple[bytes, float]:
+    """Run analysis ``name`` in a worker: ``(pickled section, seconds)``.
+
+    The section goes back as bytes, unpickled by :meth:`AnalysisPool.result` in the run's own
+    thread: the executor's result thread would otherwise build the figures while the run's
+    thread draws or pickles others, and matplotlib is not thread-safe (the PNG of a figure
+    built so came out different now and then)."""
     modules, params, style, started = (_JOB["modules"], _JOB["params"], _JOB["style"],
                                        _JOB["started"])
     slot = list(modules).index(name)
     started[slot] = 1
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     try:
         section = run_analysis(modules[name].run, _JOB["ctx"], params[name], style, name=name)
     except BaseException as exc:
         started[slot] = 2
         raise _picklable(exc, name) from None
     started[slot] = 2
-    return section, time.perf_counter() - t
+    seconds = time.perf_counter() - t
+    log.debug("analysis %s: %.2f s, %.2f s CPU, in process %d", name, seconds,
+              time.process_time() - cpu, os.getpid())
+    return pickle.dumps(section, protocol=pickle.HIGHEST_PROTOCOL), seconds
 
 
 class AnalysisPool:
@@ -201,6 +212,7 @@ class AnalysisPool:
         self._processes = min(processes, len(self._modules))
         self._futures: dict[str, Future] = {}
         self._executor: ProcessPoolExecutor | None = None
+        self._done: dict[str, tuple[bytes, float] | BaseException] | None = None
 
     def __contains__(self, name: str) -> bool:
         return name in self._futures
@@ -220,15 +232,39 @@ class AnalysisPool:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        self._close(stop=exc_type is not None)
+
+    def _close(self, stop: bool) -> None:
+        """Shut the workers down (``stop``: at once, dropping their work)."""
         executor, self._executor = self._executor, None
         if executor is not None:
-            if exc_type is not None:  # stop the workers still running: their work is dropped
+            if stop:
                 _terminate(executor)
             executor.shutdown(wait=True, cancel_futures=True)
         _JOB.clear()
 
+    def _collect(self) -> dict[str, tuple[bytes, float] | BaseException]:
+        """Every analysis's pickled section (or error), in spec order up to the first error;
+        the workers are shut down before any section is unpickled (by :meth:`result`)."""
+        if self._done is None:
+            done: dict[str, tuple[bytes, float] | BaseException] = {}
+            for name in self._modules:  # spec order: the first error is the serial run's
+                try:
+                    done[name] = self._futures[name].result()
+                except BrokenProcessPool:
+                    done[name] = self._died(name)
+                except BaseException as exc:  # noqa: BLE001 - raised again by result()
+                    done[name] = exc
+                if isinstance(done[name], BaseException):
+                    break
+            self._done = done
+            self._close(stop=any(isinstance(v, BaseException) for v in done.values()))
+        return self._done
+
     def result(self, name: str) -> tuple[Any, float]:
         """``(section, seconds)`` of analysis ``name`` (its own seconds in the worker).
+
+        The first call waits for every analysis (or the first, in spec order, that fails).
 
         Raises
         ------
@@ -237,10 +273,20 @@ class AnalysisPool:
         AnalysisError
             When a worker process died.
         """
-        try:
-            return self._futures[name].result()
-        except BrokenProcessPool:
-            raise self._died(name) from None
+        got = self._collect().get(name)
+        if got is None:  # after an earlier analysis failed (the run stops there)
+            raise AnalysisError(f"analysis {name!r} did not run: an earlier analysis failed.")
+        if isinstance(got, BaseException):
+            raise got
+        data, seconds = got
+        # most likely cause, as measured: matplotlib keys a transform's parents by id() and
+        # unregisters a dead parent in a weakref callback; a parent freed in a cycle that the
+        # collector has not reached yet leaves that callback pending, and it later drops the
+        # entry of a new parent at the same address, so a figure unpickled then is laid out
+        # with a stale transform (its PNG differed now and then from the serial run's: 5 of 10
+        # parallel runs without this collection, none of 5 with it).
+        gc.collect()
+        return pickle.loads(data), seconds
 
     def _died(self, name: str) -> AnalysisError:
         """The error of a dead worker: the analyses that were running then."""

@@ -116,7 +116,8 @@ def _pids(folder: Path) -> dict[str, int]:
 
 
 def _outputs(report: Path) -> dict[str, bytes]:
-    files = [report / "results.json", *sorted((report / "tables").glob("*.csv"))]
+    files = [report / "results.json", *sorted((report / "tables").glob("*.csv")),
+             *sorted((report / "figures").glob("*.png"))]
     return {p.name: p.read_bytes() for p in files}
 
 
@@ -129,9 +130,9 @@ def test_parallel_run_equals_serial_and_builds_one_control_store(tmp_path, folde
                    processes=2)
     pids = _pids(folder)
     assert os.getpid() not in pids.values()  # in worker processes
-    # every table and number is the same, and the same figures are drawn
+    # every table, number and figure is the same, byte for byte
     one, two = _outputs(serial.report_dir), _outputs(par.report_dir)
-    assert len(one) > 4 and one == two
+    assert len(one) > 8 and one == two
     assert sorted(p.name for p in (serial.report_dir / "figures").iterdir()) == \
         sorted(p.name for p in (par.report_dir / "figures").iterdir())
     # both copies read one control store, which is complete and unlocked
