@@ -170,7 +170,12 @@ def test_a_killed_worker_is_one_error_naming_the_analysis(tmp_path, folder):
 def test_when_the_analyses_run_in_parallel(monkeypatch):
     monkeypatch.setattr(parallel, "available_cpus", lambda: 2)
     monkeypatch.setattr(parallel, "fork_available", lambda: True)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # only this run
     assert analysis_processes(None, 13, True) == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 3.0, 3.0))  # a busy machine
+    assert analysis_processes(None, 13, True) == 1
+    assert analysis_processes(2, 13, True) == 2  # unless asked
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))
     assert analysis_processes(None, 1, True) == 1  # one analysis: serial
     assert analysis_processes(None, 13, False) == 1  # multi-threaded run: serial
     assert analysis_processes(4, 3, False) == 3  # asked: at most one per analysis
