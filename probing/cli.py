@@ -143,8 +143,8 @@ def _check_flags(rules: dict | None = None, **values) -> None:
 _processes_option = click.option(
     "--processes", type=INTEGER, default=None,
     help="Processes for the analyses of an in-process run (1: one after another; default "
-         "$PROBING_PROCESSES, else as many as CPUs and analyses when the model runs on one "
-         "thread).")
+         "$PROBING_PROCESSES, else as many as free CPUs and analyses when the model runs on "
+         "one thread).")
 
 
 def _split(text: str | None) -> list[str] | None:
