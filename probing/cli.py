@@ -124,6 +124,7 @@ INTEGER = _Integer()
 # value rules of the flags that are not extraction arguments: {parameter: (rule, example)}
 _FLAG_RULES = {
     "workers": (Interval(int, 1, MAX_COUNT), 4),
+    "processes": (Interval(int, 1, MAX_COUNT), 2),
     "epochs": (Interval(int, 1, None), 12),
     "seed": (SEED, 0),
 }
@@ -137,6 +138,13 @@ def _check_flags(rules: dict | None = None, **values) -> None:
     for key, value in values.items():
         rule, example = rules[key]
         check(Name.flag("--" + key.replace("_", "-")), value, rule, example)
+
+
+_processes_option = click.option(
+    "--processes", type=INTEGER, default=None,
+    help="Processes for the analyses of an in-process run (1: one after another; default "
+         "$PROBING_PROCESSES, else as many as free CPUs and analyses when the model runs on "
+         "one thread).")
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -288,15 +296,18 @@ def list_cmd() -> None:
               help="Run on an existing Dask scheduler ADDRESS (tcp://host:8786); gives up after "
                    "PROBING_SCHEDULER_TIMEOUT seconds (default 20) without an answer.")
 @click.option("--force", is_flag=True, help="Recompute analyses and report even if up to date.")
+@_processes_option
 @_guard
-def run(spec, out, workers, scheduler, force) -> None:
+def run(spec, out, workers, scheduler, force, processes) -> None:
     """Run a TOML spec: extract (or reuse the store), analyse, write the report."""
     from .run.runner import run_spec
 
     if workers is not None:
         _check_flags(workers=workers)
+    if processes is not None:
+        _check_flags(processes=processes)
     result = run_spec(spec, out=out, workers=workers, scheduler=scheduler, quiet=_State.quiet,
-                      force=force)
+                      force=force, processes=processes)
     click.echo(f"report: {result.report_dir / 'index.html'}")
 
 
@@ -305,12 +316,16 @@ def run(spec, out, workers, scheduler, force) -> None:
               help="Report directory (default reports/demo): new, empty or a probing report "
               "folder.")
 @click.option("--force", is_flag=True, help="Recompute analyses and report even if up to date.")
+@_processes_option
 @_guard
-def demo(out, force) -> None:
+def demo(out, force, processes) -> None:
     """Run the demo spec on the built-in model and data (offline) and write its report."""
     from .run.runner import demo_spec_path, run_spec
 
-    result = run_spec(demo_spec_path(), out=out, quiet=_State.quiet, force=force)
+    if processes is not None:
+        _check_flags(processes=processes)
+    result = run_spec(demo_spec_path(), out=out, quiet=_State.quiet, force=force,
+                      processes=processes)
     click.echo(f"report: {result.report_dir / 'index.html'}")
 
 

@@ -24,7 +24,11 @@ from ..store import EmbeddingStore
 from ..style import paper_style, style_overrides
 from ..targets import label_map, model_class_names
 
-__all__ = ["RunContext", "run_analysis"]
+__all__ = ["CONTROL_LOCK_TIMEOUT", "RunContext", "run_analysis"]
+
+CONTROL_LOCK_TIMEOUT = 1800.0
+"""Seconds :meth:`RunContext.extract_store` waits for another process building the same
+control store."""
 
 
 @dataclass
@@ -305,7 +309,9 @@ class RunContext:
 
         The vectors equal those of :meth:`extract` with the same arguments (shards hold whole
         batches of ``batch_size`` images). An existing control store of the same model,
-        images and capture is reused.
+        images and capture is reused; while another process (an analysis running in parallel,
+        :mod:`probing.run.parallel`) builds it, this one waits for its lock (up to
+        :data:`CONTROL_LOCK_TIMEOUT` seconds) and then finds it complete.
         """
         import hashlib
 
@@ -320,7 +326,8 @@ class RunContext:
                 model, source, layers=labels, kinds=kinds, pooled=pooled,
                 batch_size=batch, n_images=n_images, progress=False,
                 shard_size=batch * max(1, 256 // batch),
-                store=self.store.path / "controls" / digest)
+                store=self.store.path / "controls" / digest,
+                lock_timeout=CONTROL_LOCK_TIMEOUT)  # another analysis process may build it
         return self._cache[key]
 
     def rng(self, salt: str = "") -> np.random.Generator:

@@ -42,6 +42,7 @@ from ..threads import ThreadLimit, thread_scope, threads_for_model
 from .cache import load_section, package_digest, save_section, section_key
 from .checks import check_columns, check_layout
 from .context import RunContext, run_analysis
+from .parallel import AnalysisPool, analysis_processes, requested_processes
 from .registry import PACKAGE_ANALYSES, AnalysisModule, analysis_dirs, get_analysis
 from .spec import ModelSpec, RunSpec, check_params, dump_toml, load_spec, model_name, spec_models
 
@@ -273,6 +274,7 @@ def run_spec(
     scheduler: str | None = None,
     quiet: bool = False,
     force: bool = False,
+    processes: int | None = None,
 ) -> RunResult:
     """Run a spec end to end.
 
@@ -300,6 +302,12 @@ def run_spec(
         (silent unless logging is configured; the CLI shows them unless ``--quiet``).
     force : bool
         Recompute analyses and the report even when they are up to date.
+    processes : int, optional
+        Processes that run the analyses of an in-process run (1: one after another in this
+        process). Default: ``$PROBING_PROCESSES``, else decided per run
+        (:func:`probing.run.parallel.analysis_processes`: as many as there are CPUs and
+        analyses to run when the model is tiny enough to run on one thread, else 1). Results
+        are identical for any value.
 
     Returns
     -------
@@ -316,13 +324,14 @@ def run_spec(
     modules = [get_analysis(name) for name in spec.analyses]
     params = {m.name: check_params(m.name, spec.analyses[m.name] or {}, m.params)
               for m in modules}
+    processes = requested_processes(processes)  # a bad number or $PROBING_PROCESSES, now
     try:
         # the run is seeded (the caller's global torch RNG is left as it was); thread limits
         # for a tiny model end with the run
         with seeded(spec.seed), thread_scope() as threads:
             if workers is None and scheduler is None:
                 return _run_spec(spec, out_dir, modules, params, None, quiet, t_start, timings,
-                                 force, threads)
+                                 force, threads, processes)
             from .distributed import dask_client
 
             with dask_client(workers, scheduler) as client:
@@ -350,7 +359,8 @@ def _card(ctx: RunContext, store_content: str, context: dict, force: bool
 
 def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], params: dict,
               client: Any, quiet: bool, t_start: float, timings: dict[str, float],
-              force: bool = False, threads: ThreadLimit | None = None) -> RunResult:
+              force: bool = False, threads: ThreadLimit | None = None,
+              processes: int | None = None) -> RunResult:
     """The body of :func:`run_spec`: in-process when ``client`` is None, else on Dask."""
     t = time.perf_counter()
     model_opts = _model_opts(spec.model)
@@ -359,8 +369,9 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
                            spec.data.n)
     check_columns(modules, params, source)  # a typo in a label column, before the model loads
     loaded = load_model(spec.model.spec, **model_opts)
+    n_threads = threads_for_model(sum(p.numel() for p in loaded.model.parameters()))
     if threads is not None:  # one torch / BLAS thread for a tiny model (probing.threads)
-        threads.limit(threads_for_model(sum(p.numel() for p in loaded.model.parameters())))
+        threads.limit(n_threads)
 
     primary = _model_store(spec, spec.model, loaded, source, modules)
     capture, settings, job, store, reused = (primary.capture, primary.settings, primary.job,
@@ -438,27 +449,32 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
                         run_analyses_on_dask(client, *recipes, store, spec.seed,
                                              spec.capture.batch_size, todo, params, spec.style)))
     analyses: dict[str, dict] = {}
-    for m in modules:
-        t = time.perf_counter()
-        if m.name in cached:
-            section, seconds = cached[m.name]
-            t -= seconds
-        elif client is None:
-            log.info("analysis %s ...", m.name)
-            section = run_analysis(m.run, ctx, params[m.name], spec.style, name=m.name)
-        else:
-            section, seconds = done[m.name]
-            t -= seconds
-        if not isinstance(section, Section):
-            raise AnalysisError(f"analysis {m.name!r} returned {type(section).__name__}, not a "
-                                "Section; return probing.sections.Section.")
-        section.name = section.name or m.name
-        if m.name not in cached:
-            section.check_numbers()  # an invalid section fails now, and is never cached
-            save_section(store, keys[m.name], section)
-        report.add(section)
-        timings[f"analysis:{m.name}"] = time.perf_counter() - t
-        analyses[m.name] = {"cached": m.name in cached, "cache_key": keys[m.name]}
+    n_procs = analysis_processes(processes, len(todo), n_threads == 1) if client is None else 1
+    with AnalysisPool(ctx, todo, params, spec.style, n_procs) as pool:
+        for m in modules:
+            t = time.perf_counter()
+            if m.name in cached:
+                section, seconds = cached[m.name]
+                t -= seconds
+            elif m.name in pool:  # run in a worker process
+                section, seconds = pool.result(m.name)
+                t = time.perf_counter() - seconds  # its own seconds, not the wait for it
+            elif client is None:
+                log.info("analysis %s ...", m.name)
+                section = run_analysis(m.run, ctx, params[m.name], spec.style, name=m.name)
+            else:
+                section, seconds = done[m.name]
+                t -= seconds
+            if not isinstance(section, Section):
+                raise AnalysisError(f"analysis {m.name!r} returned {type(section).__name__}, "
+                                    "not a Section; return probing.sections.Section.")
+            section.name = section.name or m.name
+            if m.name not in cached:
+                section.check_numbers()  # an invalid section fails now, and is never cached
+                save_section(store, keys[m.name], section)
+            report.add(section)
+            timings[f"analysis:{m.name}"] = time.perf_counter() - t
+            analyses[m.name] = {"cached": m.name in cached, "cache_key": keys[m.name]}
 
     t = time.perf_counter()
     provenance = {
