@@ -1,8 +1,9 @@
 """Figure files: each figure laid out once and saved in every format, in worker processes.
 
 Saving a figure with ``bbox_inches="tight"`` draws it twice (once to measure, once to render),
-for every format. :func:`save_figures` measures each figure once (``draw_without_rendering``),
-then renders every format into the same fixed bounding box; figures are shared among worker
+for every format. :func:`save_figures` lays each figure out once (its layout engine, without
+drawing the artists: a draw costs as much as writing a format), measures it once, then renders
+every format into the same fixed bounding box; figures are shared among worker
 processes (forked, so nothing is pickled) when more than one core is available. The bytes are
 the same as a serial save: same figure, same style, same fixed metadata.
 """
@@ -70,9 +71,13 @@ def save_figure(figure: Figure, stem: Path, formats: Sequence[str] = DEFAULT_FOR
     with paper_style(style):
         engine = figure.get_layout_engine()
         bbox = None
-        if engine is not None or matplotlib.rcParams["savefig.bbox"] == "tight":
-            # the one layout pass; savefig would repeat it (and the "tight" measure) per format
-            figure.draw_without_rendering()
+        if engine is not None and figure.axes:
+            # the one layout pass (what a draw starts with, without drawing the artists);
+            # savefig would repeat it, and the "tight" measure's draw, per format
+            try:
+                engine.execute(figure)
+            except ValueError:  # as Figure.draw: a layout that cannot be done is skipped
+                pass
         if matplotlib.rcParams["savefig.bbox"] == "tight":
             bbox = figure.get_tightbbox().padded(matplotlib.rcParams["savefig.pad_inches"])
         if engine is not None:  # laid out above: no engine while saving, as savefig does
