@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -114,7 +114,8 @@ def _cost(figure: Figure) -> float:
 
 def save_figures(jobs: Sequence[tuple[Figure, Path]], formats: Sequence[str] = DEFAULT_FORMATS,
                  dpi: float = PNG_DPI, style: Mapping[str, object] | None = None,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, meanwhile: Callable[[], None] | None = None
+                 ) -> None:
     """Save many figures (see :func:`save_figure`), in ``workers`` forked processes.
 
     Parameters
@@ -126,6 +127,9 @@ def save_figures(jobs: Sequence[tuple[Figure, Path]], formats: Sequence[str] = D
     workers : int, optional
         Worker processes; by default one per available core (at most 4). 1, a platform
         without ``fork``, or fewer than 3 figures save in this process.
+    meanwhile : callable, optional
+        Other work of the caller (tables, pages), called once in this process while the
+        workers save the figures (before saving them when there are no workers).
     """
     settings = {"formats": tuple(formats), "dpi": dpi, "style": dict(style or {})}
     n = min(workers or _cores(), MAX_WORKERS, len(jobs))
@@ -141,10 +145,15 @@ def save_figures(jobs: Sequence[tuple[Figure, Path]], formats: Sequence[str] = D
                 log.debug("saving figures in one process: %s", exc)
             else:
                 with pool:
-                    for _ in pool.imap_unordered(_save_job, order):
+                    saved = pool.imap_unordered(_save_job, order)
+                    if meanwhile is not None:
+                        meanwhile()
+                    for _ in saved:
                         pass
                 return
         finally:
             _JOBS, _SETTINGS = [], {}
+    if meanwhile is not None:
+        meanwhile()
     for figure, stem in jobs:
         save_figure(figure, stem, **settings)
