@@ -35,6 +35,7 @@ import pandas as pd
 from ..attention.rollout import gradient_rollout, rollout_map
 from ..errors import ConfigError, ModelError
 from ..layout import TokenLayout
+from ..lazy import import_without
 from ..models import eval_mode
 from ..patchgrid import (
     image_id_array,
@@ -99,13 +100,11 @@ class AttributionMaps:
 
 # --------------------------------------------------------------------- attribution
 def _captum_maps(model, x, t, layout, method, base, n_steps, internal_batch_size):
-    from captum.attr import (
-        FeatureAblation,
-        IntegratedGradients,
-        LayerIntegratedGradients,
-        Occlusion,
-        Saliency,
-    )
+    # IPython is captum's only for notebooks: not imported here (probing.lazy.import_without)
+    attr = import_without("captum.attr", "IPython")
+    FeatureAblation, IntegratedGradients, LayerIntegratedGradients, Occlusion, Saliency = (
+        attr.FeatureAblation, attr.IntegratedGradients, attr.LayerIntegratedGradients,
+        attr.Occlusion, attr.Saliency)
 
     b, c = x.shape[:2]
     ppe = max(1, (internal_batch_size or 64) // b)
