@@ -5,6 +5,8 @@ lives; :func:`lazy_face` makes the package import the home module the first time
 and a submodule the first time it is read as an attribute (``probing.probes``). ``import
 probing`` and ``probing --help`` therefore load neither torch, timm, captum, scikit-learn nor
 matplotlib; ``from probing import load_model`` imports what ``load_model`` needs.
+:func:`import_without` imports a library without a package it imports only optionally (captum
+without IPython outside a notebook).
 """
 
 from __future__ import annotations
