@@ -1,8 +1,9 @@
 """Figure files: each figure laid out once and saved in every format, in worker processes.
 
 Saving a figure with ``bbox_inches="tight"`` draws it twice (once to measure, once to render),
-for every format. :func:`save_figures` measures each figure once (``draw_without_rendering``),
-then renders every format into the same fixed bounding box; figures are shared among worker
+for every format. :func:`save_figures` lays each figure out once (its layout engine, without
+drawing the artists: a draw costs as much as writing a format), measures it once, then renders
+every format into the same fixed bounding box; figures are shared among worker
 processes (forked, so nothing is pickled) when more than one core is available. The bytes are
 the same as a serial save: same figure, same style, same fixed metadata.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -70,9 +71,13 @@ def save_figure(figure: Figure, stem: Path, formats: Sequence[str] = DEFAULT_FOR
     with paper_style(style):
         engine = figure.get_layout_engine()
         bbox = None
-        if engine is not None or matplotlib.rcParams["savefig.bbox"] == "tight":
-            # the one layout pass; savefig would repeat it (and the "tight" measure) per format
-            figure.draw_without_rendering()
+        if engine is not None and figure.axes:
+            # the one layout pass (what a draw starts with, without drawing the artists);
+            # savefig would repeat it, and the "tight" measure's draw, per format
+            try:
+                engine.execute(figure)
+            except ValueError:  # as Figure.draw: a layout that cannot be done is skipped
+                pass
         if matplotlib.rcParams["savefig.bbox"] == "tight":
             bbox = figure.get_tightbbox().padded(matplotlib.rcParams["savefig.pad_inches"])
         if engine is not None:  # laid out above: no engine while saving, as savefig does
@@ -109,7 +114,8 @@ def _cost(figure: Figure) -> float:
 
 def save_figures(jobs: Sequence[tuple[Figure, Path]], formats: Sequence[str] = DEFAULT_FORMATS,
                  dpi: float = PNG_DPI, style: Mapping[str, object] | None = None,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, meanwhile: Callable[[], None] | None = None
+                 ) -> None:
     """Save many figures (see :func:`save_figure`), in ``workers`` forked processes.
 
     Parameters
@@ -121,6 +127,9 @@ def save_figures(jobs: Sequence[tuple[Figure, Path]], formats: Sequence[str] = D
     workers : int, optional
         Worker processes; by default one per available core (at most 4). 1, a platform
         without ``fork``, or fewer than 3 figures save in this process.
+    meanwhile : callable, optional
+        Other work of the caller (tables, pages), called once in this process while the
+        workers save the figures (before saving them when there are no workers).
     """
     settings = {"formats": tuple(formats), "dpi": dpi, "style": dict(style or {})}
     n = min(workers or _cores(), MAX_WORKERS, len(jobs))
@@ -136,10 +145,15 @@ def save_figures(jobs: Sequence[tuple[Figure, Path]], formats: Sequence[str] = D
                 log.debug("saving figures in one process: %s", exc)
             else:
                 with pool:
-                    for _ in pool.imap_unordered(_save_job, order):
+                    saved = pool.imap_unordered(_save_job, order)
+                    if meanwhile is not None:
+                        meanwhile()
+                    for _ in saved:
                         pass
                 return
         finally:
             _JOBS, _SETTINGS = [], {}
+    if meanwhile is not None:
+        meanwhile()
     for figure, stem in jobs:
         save_figure(figure, stem, **settings)

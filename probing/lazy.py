@@ -5,6 +5,8 @@ lives; :func:`lazy_face` makes the package import the home module the first time
 and a submodule the first time it is read as an attribute (``probing.probes``). ``import
 probing`` and ``probing --help`` therefore load neither torch, timm, captum, scikit-learn nor
 matplotlib; ``from probing import load_model`` imports what ``load_model`` needs.
+:func:`import_without` imports a library without a package it imports only optionally (captum
+without IPython outside a notebook).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["lazy_face"]
+__all__ = ["import_without", "lazy_face"]
 
 
 def lazy_face(package: str, homes: Mapping[str, str]) -> None:
@@ -59,3 +61,33 @@ def lazy_face(package: str, homes: Mapping[str, str]) -> None:
             return sorted({*self.__dict__, *homes})
 
     sys.modules[package].__class__ = LazyFace
+
+
+def import_without(name: str, optional: str) -> types.ModuleType:
+    """Import ``name`` as though the top-level package ``optional`` were not installed, unless
+    it is imported already (then nothing is hidden).
+
+    For a library that imports an optional package it only uses in another setting: captum
+    imports IPython (half a second) only to show text attributions in a notebook, where IPython
+    is imported already. Later imports of ``optional`` work as usual.
+
+    Parameters
+    ----------
+    name : str
+        Module to import (``"captum.attr"``).
+    optional : str
+        Top-level package it may import optionally (inside ``try: ... except ImportError``).
+
+    Returns
+    -------
+    module
+        ``name``, imported.
+    """
+    if name in sys.modules or optional in sys.modules:
+        return importlib.import_module(name)
+    sys.modules[optional] = None  # type: ignore[assignment]  # "import optional" -> ImportError
+    try:
+        return importlib.import_module(name)
+    finally:
+        if sys.modules.get(optional, 0) is None:
+            del sys.modules[optional]

@@ -325,14 +325,46 @@ class Report:
 
     def _write_files(self, tmp: Path, results: dict, spec_text, provenance, style,
                      formats: tuple[str, ...], workers: int | None) -> None:
+        jobs = [(f.figure, tmp / "figures" / f.name) for s in self.ordered() for f in s.figures]
+        ctx_sections: list[dict] = []
+        try:
+            # tables and the page's context are made while the workers save the figures
+            save_figures(jobs, formats=formats, dpi=float((style or {}).get("savefig.dpi",
+                                                                           PNG_DPI)),
+                         style=style, workers=workers,
+                         meanwhile=lambda: ctx_sections.extend(self._tables(tmp)))
+        finally:
+            for f, _ in jobs:
+                plt.close(f)
+        findings = self.findings()
+        for s in ctx_sections:
+            s["html_paragraphs"] = [_html_text(p) for p in s["paragraphs"]]
+        env = Environment(loader=PackageLoader("probing", "templates"),
+                          autoescape=select_autoescape(["html"]))
+        html = env.get_template("report.html").render(
+            title=self.title, subtitle=self.subtitle, sections=ctx_sections,
+            findings=findings, formats=formats[1:])
+        (tmp / "index.html").write_text(html, encoding="utf-8")
+        (tmp / "README.md").write_text(self._markdown(ctx_sections, findings, formats[1:]),
+                                       encoding="utf-8")
+        (tmp / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        if spec_text is not None:
+            (tmp / "spec.toml").write_text(spec_text, encoding="utf-8")
+        if callable(provenance):
+            provenance = provenance()
+        if provenance is not None:
+            (tmp / "provenance.json").write_text(
+                json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
+
+    def _tables(self, tmp: Path) -> list[dict]:
+        """Write every CSV (figure data and tables) into ``tmp / "tables"``; the page's context
+        of each section, in page order."""
         number = 0
         ctx_sections = []
-        jobs = []
         for s in self.ordered():
             figs = []
             for f in s.figures:
                 number += 1
-                jobs.append((f.figure, tmp / "figures" / f.name))
                 _write_csv(f.data, tmp / "tables" / f"{f.name}.csv")
                 figs.append({"name": f.name, "caption": _html_text(f.caption),
                              "md_caption": _md_code(_md_text(f.caption)), "number": number})
@@ -356,32 +388,7 @@ class Report:
                 "numbers": [(s.label(k), k, _fmt(v)) for k, v in s.numbers.items()],
                 "figures": figs, "tables": tabs, "references": s.references,
             })
-        try:
-            save_figures(jobs, formats=formats, dpi=float((style or {}).get("savefig.dpi",
-                                                                           PNG_DPI)),
-                         style=style, workers=workers)
-        finally:
-            for f, _ in jobs:
-                plt.close(f)
-        findings = self.findings()
-        for s in ctx_sections:
-            s["html_paragraphs"] = [_html_text(p) for p in s["paragraphs"]]
-        env = Environment(loader=PackageLoader("probing", "templates"),
-                          autoescape=select_autoescape(["html"]))
-        html = env.get_template("report.html").render(
-            title=self.title, subtitle=self.subtitle, sections=ctx_sections,
-            findings=findings, formats=formats[1:])
-        (tmp / "index.html").write_text(html, encoding="utf-8")
-        (tmp / "README.md").write_text(self._markdown(ctx_sections, findings, formats[1:]),
-                                       encoding="utf-8")
-        (tmp / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-        if spec_text is not None:
-            (tmp / "spec.toml").write_text(spec_text, encoding="utf-8")
-        if callable(provenance):
-            provenance = provenance()
-        if provenance is not None:
-            (tmp / "provenance.json").write_text(
-                json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n")
+        return ctx_sections
 
     def _markdown(self, sections: list[dict], findings: list[dict],
                   vector: tuple[str, ...]) -> str:

@@ -35,6 +35,7 @@ import pandas as pd
 from ..attention.rollout import gradient_rollout, rollout_map
 from ..errors import ConfigError, ModelError
 from ..layout import TokenLayout
+from ..lazy import import_without
 from ..models import eval_mode
 from ..patchgrid import (
     image_id_array,
@@ -98,35 +99,12 @@ class AttributionMaps:
 
 
 # --------------------------------------------------------------------- attribution
-def _captum_attr():
-    """``captum.attr``, imported without IPython when IPython is not loaded yet.
-
-    captum imports ``IPython.display`` only for its HTML text visualisation (never used here)
-    and falls back cleanly without it (``try ... except ImportError``); importing IPython costs
-    about 0.6 s of CPU (0.9 s wall) on the developers' machine, a tenth of the demo's
-    attribution analysis. Where IPython is already
-    loaded (a notebook) it is used as it is; the block ends with the import.
-    """
-    import sys
-
-    if "captum.attr" in sys.modules or "IPython" in sys.modules:
-        import captum.attr
-
-        return captum.attr
-    sys.modules["IPython"] = None  # type: ignore[assignment]  # "import IPython" raises
-    try:
-        import captum.attr
-    finally:
-        if "IPython" in sys.modules and sys.modules["IPython"] is None:
-            del sys.modules["IPython"]
-    return captum.attr
-
-
 def _captum_maps(model, x, t, layout, method, base, n_steps, internal_batch_size):
-    attr_api = _captum_attr()
+    # IPython is captum's only for notebooks: not imported here (probing.lazy.import_without)
+    attr = import_without("captum.attr", "IPython")
     FeatureAblation, IntegratedGradients, LayerIntegratedGradients, Occlusion, Saliency = (
-        attr_api.FeatureAblation, attr_api.IntegratedGradients,
-        attr_api.LayerIntegratedGradients, attr_api.Occlusion, attr_api.Saliency)
+        attr.FeatureAblation, attr.IntegratedGradients, attr.LayerIntegratedGradients,
+        attr.Occlusion, attr.Saliency)
 
     b, c = x.shape[:2]
     ppe = max(1, (internal_batch_size or 64) // b)

@@ -54,7 +54,9 @@ def package_digest(suffixes: tuple[str, ...] = (".py",)) -> str:
     return h.hexdigest()
 
 
+@lru_cache(maxsize=1)
 def _library_versions() -> dict[str, str | None]:
+    # looked up once a process (each lookup scans the installed distributions)
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str | None] = {}

@@ -291,8 +291,9 @@ def test_figures_are_laid_out_once_and_workers_write_the_same_bytes(tmp_path, mo
     real = MplFigure.draw
     monkeypatch.setattr(MplFigure, "draw", lambda self, r: (draws.append(self), real(self, r)))
     serial = _small_report().write(tmp_path / "serial", workers=1)
-    # one layout pass and one render per format (savefig's "tight" drew twice per format)
-    assert len(draws) == 3 * 3
+    # one render per format and no draw for the layout (savefig's "tight" drew twice per
+    # format; the layout engine runs once, without drawing)
+    assert len(draws) == 3 * 2
     monkeypatch.undo()
     forked = _small_report().write(tmp_path / "forked", workers=2)
     names = sorted(p.name for p in (serial / "figures").iterdir())

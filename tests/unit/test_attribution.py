@@ -288,7 +288,7 @@ def test_captum_is_imported_without_loading_ipython_and_leaves_it_importable():
 
     code = ("import sys\n"
             "from probing.attribution import methods\n"
-            "methods._captum_attr()\n"
+            "methods.import_without('captum.attr', 'IPython')\n"
             "assert 'captum.attr' in sys.modules and 'IPython' not in sys.modules\n"
             "import importlib.util\n"
             "assert importlib.util.find_spec('IPython') is None or __import__('IPython')\n")

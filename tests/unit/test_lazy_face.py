@@ -45,3 +45,25 @@ def test_a_submodule_spelled_like_a_public_name_does_not_shadow_it():
             "print(callable(extract), probing.extract is extract, "
             "type(probing.probes).__name__)")
     assert _fresh(code) == "True True module"
+
+
+def test_import_without_hides_an_optional_package_only_while_importing(tmp_path, monkeypatch):
+    from probing.lazy import import_without
+
+    (tmp_path / "optdep_x").mkdir()
+    (tmp_path / "optdep_x" / "__init__.py").write_text("VALUE = 1\n")
+    for name in ("user_a_x", "user_b_x"):
+        (tmp_path / f"{name}.py").write_text(
+            "try:\n    import optdep_x\n    HAS = True\nexcept ImportError:\n    HAS = False\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("optdep_x", "user_a_x", "user_b_x"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert import_without("user_a_x", "optdep_x").HAS is False
+    assert "optdep_x" not in sys.modules  # nothing left behind: the package imports later
+    import optdep_x
+
+    assert optdep_x.VALUE == 1
+    # imported already (a notebook's IPython): nothing is hidden
+    assert import_without("user_b_x", "optdep_x").HAS is True
+    for name in ("optdep_x", "user_a_x", "user_b_x"):
+        sys.modules.pop(name, None)
