@@ -229,6 +229,7 @@ class AnalysisPool:
         self._futures: dict[str, Future] = {}
         self._executor: ProcessPoolExecutor | None = None
         self._done: dict[str, tuple[bytes, float] | BaseException] | None = None
+        self._frozen = False
 
     def __contains__(self, name: str) -> bool:
         return name in self._futures
@@ -252,6 +253,9 @@ class AnalysisPool:
 
     def _close(self, stop: bool) -> None:
         """Shut the workers down (``stop``: at once, dropping their work)."""
+        if self._frozen and self._executor is None:  # the run is done with the sections
+            gc.unfreeze()
+            self._frozen = False
         executor, self._executor = self._executor, None
         if executor is not None:
             if stop:
@@ -275,6 +279,12 @@ class AnalysisPool:
                     break
             self._done = done
             self._close(stop=any(isinstance(v, BaseException) for v in done.values()))
+            # one full collection, then the surviving objects are set aside (gc.freeze), so
+            # the collection before each unpickling (result) walks only what came after
+            # (each full one took ~0.3 s in the demo's parent: 13 sections, 4 s)
+            gc.collect()
+            gc.freeze()
+            self._frozen = True
         return self._done
 
     def result(self, name: str) -> tuple[Any, float]:
