@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from probing.figfiles import PNG_DPI, _metadata, save_figure  # noqa: E402
+from probing.figfiles import PNG_DPI, _format_options, _metadata, save_figure  # noqa: E402
 from probing.style import paper_style  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def _drawn_first(fig, stem) -> None:
         for ext in ("png", "svg"):
             fig.savefig(stem.with_name(f"{stem.name}.{ext}"), format=ext,
                         dpi=PNG_DPI if ext == "png" else None, metadata=_metadata(ext),
-                        bbox_inches=bbox)
+                        bbox_inches=bbox, **_format_options(ext))
 
 
 @pytest.mark.parametrize("layout", ["constrained", "tight", None])
