@@ -32,7 +32,6 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..errors import ConfigError
-from .lbfgs import LbfgsLogistic, lbfgs_available
 
 __all__ = ["LinearProbe"]
 
@@ -201,12 +200,7 @@ def blas_threads(n_threads: int | None) -> contextlib.AbstractContextManager:
 
 
 def logistic_model(C: float, max_iter: int, tol: float, warm_start: bool = False):
-    """scikit-learn's ``LogisticRegression`` (lbfgs, multinomial for more than two classes) as
-    :class:`~probing.probes.lbfgs.LbfgsLogistic`: the same coefficients, less overhead; the
-    estimator itself on a scikit-learn without the private pieces that calls
-    (:func:`~probing.probes.lbfgs.lbfgs_available`)."""
-    if lbfgs_available():
-        return LbfgsLogistic(C=C, max_iter=max_iter, tol=tol, warm_start=warm_start)
+    """An sklearn ``LogisticRegression`` (lbfgs, multinomial for more than two classes)."""
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=C, max_iter=max_iter, tol=tol, warm_start=warm_start)

@@ -177,8 +177,9 @@ def _picklable(exc: BaseException, name: str) -> BaseException:
                          "analysis or its parameters.")
 
 
-def _run_one(name: str) -> tuple[bytes, float]:
-    """Run analysis ``name`` in a worker: ``(pickled section, seconds)``.
+def _run_one(name: str) -> tuple[bytes | None, float]:
+    """Run analysis ``name`` in a worker: ``(pickled section, seconds)``; the section is None
+    when it does not pickle (the parent then runs the analysis itself).
 
     The section goes back as bytes, unpickled by :meth:`AnalysisPool.result` in the run's own
     thread: the executor's result thread would otherwise build the figures while the run's
@@ -198,7 +199,11 @@ def _run_one(name: str) -> tuple[bytes, float]:
     seconds = time.perf_counter() - t
     log.debug("analysis %s: %.2f s, %.2f s CPU, in process %d", name, seconds,
               time.process_time() - cpu, os.getpid())
-    return pickle.dumps(section, protocol=pickle.HIGHEST_PROTOCOL), seconds
+    try:
+        return pickle.dumps(section, protocol=pickle.HIGHEST_PROTOCOL), seconds
+    except Exception:  # noqa: BLE001 - e.g. a class the parent cannot import: rerun there
+        log.debug("analysis %s: its section does not pickle; the run's process reruns it", name)
+        return None, seconds
 
 
 class AnalysisPool:
@@ -305,6 +310,11 @@ class AnalysisPool:
         if isinstance(got, BaseException):
             raise got
         data, seconds = got
+        if data is None:  # the section did not pickle: run it here, as a serial run would
+            t = time.perf_counter()
+            section = run_analysis(self._modules[name].run, self._ctx, self._params[name],
+                                   self._style, name=name)
+            return section, time.perf_counter() - t
         # most likely cause, as measured: matplotlib keys a transform's parents by id() and
         # unregisters a dead parent in a weakref callback; a parent freed in a cycle that the
         # collector has not reached yet leaves that callback pending, and it later drops the
