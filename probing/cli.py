@@ -142,9 +142,8 @@ def _check_flags(rules: dict | None = None, **values) -> None:
 
 _processes_option = click.option(
     "--processes", type=INTEGER, default=None,
-    help="Processes for the analyses of an in-process run (1: one after another; default "
-         "$PROBING_PROCESSES, else as many as free CPUs and analyses when the model runs on "
-         "one thread).")
+    help="Processes for the analyses of an in-process run (default $PROBING_PROCESSES, "
+         "else 1: one after another; see the README's 'Parallel analyses').")
 
 
 def _split(text: str | None) -> list[str] | None:

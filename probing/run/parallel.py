@@ -91,7 +91,13 @@ def fork_available() -> bool:
 
 def requested_processes(processes: int | None = None) -> int | None:
     """The number of analysis processes asked for: ``processes``, else ``$PROBING_PROCESSES``
-    (``auto`` or unset: None, decided per run).
+    (``auto``: None, decided per run by :func:`analysis_processes`; unset: 1, serial).
+
+    Serial is the default because a figure that comes back from a worker is, now and then,
+    laid out a few pixels differently from the serial run's (its tick labels and axis label;
+    1 or 2 runs in 6 of a two-analysis spec, never in 8 serial runs; the cause, in
+    matplotlib's state after unpickling in the run's process, is not found). Tables, numbers
+    and ``results.json`` are the same byte for byte.
 
     Raises
     ------
@@ -101,7 +107,9 @@ def requested_processes(processes: int | None = None) -> int | None:
     where = "processes"
     if processes is None:
         text = os.environ.get(PROCESSES_ENV, "").strip().lower()
-        if text in ("", "auto"):
+        if text == "":
+            return 1
+        if text == "auto":
             return None
         where, processes = f"${PROCESSES_ENV}", text
     whole = isinstance(processes, int) and not isinstance(processes, bool) \
@@ -234,7 +242,6 @@ class AnalysisPool:
         self._futures: dict[str, Future] = {}
         self._executor: ProcessPoolExecutor | None = None
         self._done: dict[str, tuple[bytes, float] | BaseException] | None = None
-        self._frozen = False
 
     def __contains__(self, name: str) -> bool:
         return name in self._futures
@@ -258,9 +265,6 @@ class AnalysisPool:
 
     def _close(self, stop: bool) -> None:
         """Shut the workers down (``stop``: at once, dropping their work)."""
-        if self._frozen and self._executor is None:  # the run is done with the sections
-            gc.unfreeze()
-            self._frozen = False
         executor, self._executor = self._executor, None
         if executor is not None:
             if stop:
@@ -284,12 +288,6 @@ class AnalysisPool:
                     break
             self._done = done
             self._close(stop=any(isinstance(v, BaseException) for v in done.values()))
-            # one full collection, then the surviving objects are set aside (gc.freeze), so
-            # the collection before each unpickling (result) walks only what came after
-            # (each full one took ~0.3 s in the demo's parent: 13 sections, 4 s)
-            gc.collect()
-            gc.freeze()
-            self._frozen = True
         return self._done
 
     def result(self, name: str) -> tuple[Any, float]:
