@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 __all__ = ["Row", "format_table", "interleaved_clocks", "interleaved_times", "median_time",
            "paired_times", "print_rows"]
 
@@ -154,3 +156,19 @@ def _wall_cells(r: Row) -> tuple[str, str]:
 def print_rows(rows: list[Row]) -> None:
     """Print the rows as a table."""
     print(format_table(rows))
+
+
+def cached_gram_cka(mats: list[np.ndarray]) -> np.ndarray:
+    """Baseline linear CKA ``(L, L)`` of ``L`` matrices ``(n, d)``: one cached centred float64
+    Gram per layer, then pairwise HSIC ratios (the peers and probes benchmarks' baseline)."""
+    grams = []
+    for X in mats:
+        c = X.astype(np.float64)
+        c -= c.mean(axis=0)
+        grams.append(c @ c.T)
+    norms = [np.sqrt(np.vdot(K, K)) for K in grams]
+    out = np.eye(len(grams))
+    for i in range(len(grams)):
+        for j in range(i + 1, len(grams)):
+            out[i, j] = out[j, i] = np.vdot(grams[i], grams[j]) / (norms[i] * norms[j])
+    return out

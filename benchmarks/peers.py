@@ -66,7 +66,7 @@ import time
 import numpy as np
 import torch
 
-from benchmarks._common import Row, interleaved_clocks, print_rows
+from benchmarks._common import Row, cached_gram_cka, interleaved_clocks, print_rows
 
 #: Intra-op threads of every row (torch and, through threadpoolctl, numpy's BLAS): one, so
 #: that ours and the peer do the same single-threaded work and CPU time measures it.
@@ -302,21 +302,6 @@ def _cka_features(n: int, d: int, layers: int, seed: int = 0) -> list[np.ndarray
     return mats
 
 
-def _gram_cka(mats) -> np.ndarray:
-    """Baseline: one cached centred float64 Gram per layer, then pairwise HSIC ratios."""
-    grams = []
-    for X in mats:
-        c = X.astype(np.float64)
-        c -= c.mean(axis=0)
-        grams.append(c @ c.T)
-    norms = [np.sqrt(np.vdot(K, K)) for K in grams]
-    out = np.eye(len(grams))
-    for i in range(len(grams)):
-        for j in range(i + 1, len(grams)):
-            out[i, j] = out[j, i] = np.vdot(grams[i], grams[j]) / (norms[i] * norms[j])
-    return out
-
-
 class _StoredLayers(torch.nn.Module):
     """A model whose "layers" emit stored features of the rows it is given (for torch-cka)."""
 
@@ -358,7 +343,7 @@ def _cka_rows(quick: bool) -> list[Row]:
         return _cka_matrix(_Reps(mats), None, False, "auto")
 
     def cached_gram():
-        return _gram_cka(mats)
+        return cached_gram_cka(mats)
 
     tensors = [torch.from_numpy(m) for m in mats]
 

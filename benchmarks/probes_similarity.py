@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from benchmarks._common import Row, paired_times, print_rows
+from benchmarks._common import Row, cached_gram_cka, paired_times, print_rows
 
 
 def _features(n: int, d: int, layers: int, seed: int = 0):
@@ -75,22 +75,6 @@ def _probe_rows(quick: bool) -> list[Row]:
     ]
 
 
-def _gram_cka_matrix(mats) -> np.ndarray:
-    """Baseline: one cached centred float64 Gram per layer, then pairwise HSIC ratios."""
-    grams = []
-    for X in mats:
-        c = X.astype(np.float64)
-        c -= c.mean(axis=0)
-        grams.append(c @ c.T)
-    norms = [np.sqrt(np.vdot(K, K)) for K in grams]
-    L = len(grams)
-    out = np.eye(L)
-    for i in range(L):
-        for j in range(i + 1, L):
-            out[i, j] = out[j, i] = np.vdot(grams[i], grams[j]) / (norms[i] * norms[j])
-    return out
-
-
 def _cka_rows(quick: bool) -> list[Row]:
     from probing.similarity import _cka_matrix, _Reps
 
@@ -101,7 +85,7 @@ def _cka_rows(quick: bool) -> list[Row]:
         base = [None]
         ours = [None]
         t_gram, t_ours = paired_times(
-            lambda: base.__setitem__(0, _gram_cka_matrix(mats)),  # noqa: B023
+            lambda: base.__setitem__(0, cached_gram_cka(mats)),  # noqa: B023
             lambda: ours.__setitem__(0, _cka_matrix(_Reps(mats), None, False, "auto")),  # noqa: B023
             repeat=1 if n > 5000 else 3,
         )
