@@ -65,36 +65,25 @@ class TokenBuffer:
         self._ids: list[np.ndarray] = []
         self._added = 0
 
-    def write(self, layer: int, tokens: np.ndarray) -> None:
-        """Copy one layer of the next batch: ``(batch, n_selected, D)`` vectors.
-
-        The batch's images follow the images committed so far; :meth:`commit` ends the batch.
-        """
-        tokens = np.asarray(tokens)
-        n = len(tokens)
+    def add(self, layer_arrays: Mapping[int, np.ndarray], image_ids: np.ndarray) -> None:
+        """Copy one batch: ``{layer: (batch, n_selected, D)}`` of images ``image_ids`` (every
+        layer of ``token_index``); batches are kept in the order added."""
+        n = len(image_ids)
         if self._added + n > self.n_images:
             raise SchemaError(
                 f"the token buffer holds {self.n_images} images; {self._added + n} were added."
             )
-        if self._vectors is None:
-            self._vectors = np.empty((int(self._base[-1]), tokens.shape[-1]), self.dtype)
-        for g in self._by_layer[layer]:
-            width = int(self._width[g])
-            start = int(self._base[g]) + self._added * width
-            view = self._vectors[start:start + n * width].reshape(n, width, -1)
-            view[...] = tokens[:, self.groups[g][3]]
-
-    def commit(self, image_ids: np.ndarray) -> None:
-        """End the batch of images ``image_ids`` whose layers :meth:`write` copied."""
+        for layer, groups in self._by_layer.items():
+            tokens = np.asarray(layer_arrays[layer])
+            if self._vectors is None:
+                self._vectors = np.empty((int(self._base[-1]), tokens.shape[-1]), self.dtype)
+            for g in groups:
+                width = int(self._width[g])
+                start = int(self._base[g]) + self._added * width
+                view = self._vectors[start:start + n * width].reshape(n, width, -1)
+                view[...] = tokens[:, self.groups[g][3]]
         self._ids.append(np.asarray(image_ids))
-        self._added += len(image_ids)
-
-    def add(self, layer_arrays: Mapping[int, np.ndarray], image_ids: np.ndarray) -> None:
-        """Copy one batch: ``{layer: (batch, n_selected, D)}`` of images ``image_ids`` (every
-        layer of ``token_index``); batches are kept in the order added."""
-        for layer in self._by_layer:
-            self.write(layer, layer_arrays[layer])
-        self.commit(image_ids)
+        self._added += n
 
     @property
     def n_added(self) -> int:
