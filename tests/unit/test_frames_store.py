@@ -367,3 +367,26 @@ def test_one_class_per_condition_for_missing_columns():
     with pytest.raises(ConfigError, match=r"color='shpe' is not a label column; pick one of "
                                           r"shape, colour\. Did you mean 'shape'"):
         require_label_column(["image_id", "shape", "colour", "emb"], "shpe", "color")
+
+
+def test_store_part_encodings_and_direct_read(tiny, tmp_path):
+    """Part files: float values BYTE_STREAM_SPLIT, no dictionary pages on floats, dictionary
+    encoding on strings; read back exactly, and by pandas directly as the docs say."""
+    import pyarrow.parquet as pq
+
+    from probing.store import parquet_options
+
+    store = extract(tiny, "shapes:n=5", layers=[1], kinds=["cls", "patch"], store=tmp_path / "s",
+                    progress=False)
+    part = next((tmp_path / "s" / "kind=patch").glob("layer=1/part-*.parquet"))
+    meta = pq.ParquetFile(part).metadata.row_group(0)
+    columns = {meta.column(i).path_in_schema: meta.column(i) for i in range(meta.num_columns)}
+    assert "BYTE_STREAM_SPLIT" in columns["emb.list.element"].encodings
+    assert not columns["emb.list.element"].has_dictionary_page
+    assert columns["kind"].has_dictionary_page
+    direct = pd.read_parquet(part, dtype_backend="pyarrow")
+    stored = store.read("patch", layers=LayerLabels([1]))
+    np.testing.assert_array_equal(embedding_matrix(direct), embedding_matrix(stored))
+    labels = pq.read_table(next((tmp_path / "s" / "labels").glob("*.parquet")))
+    options = parquet_options(labels.schema)
+    assert "label" in options["use_dictionary"] and "image_id" not in options["use_dictionary"]
