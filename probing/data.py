@@ -33,6 +33,7 @@ from .constraints import MAX_COUNT, SEED, Interval, Is, Items, Name, Options, ch
 from .errors import ConfigError, DataError
 from .frames import FRAME_COLUMNS
 from .idx import idx_labels_path, is_idx_path, read_idx
+from .image_cache import ImageCache
 from .shapes import BACKGROUNDS, SHAPES, factors_frame, render_shape, shape_factors
 
 __all__ = [
@@ -83,6 +84,14 @@ class ImageSource(ABC):
     @abstractmethod
     def describe(self) -> dict:
         """JSON-able description (kind and options) that identifies the source."""
+
+    def image_cache(self) -> ImageCache:
+        """This source's preprocessed images kept in memory (:mod:`probing.image_cache`):
+        :func:`iter_batches` reads each image once when the whole source fits its budget."""
+        cache = self.__dict__.get("_image_cache")
+        if cache is None or cache.n_images != len(self):
+            cache = self.__dict__["_image_cache"] = ImageCache(len(self))
+        return cache
 
     def fingerprint(self) -> str:
         """Stable hash of the source's identity and content summary (16 hex digits)."""
@@ -751,6 +760,16 @@ def iter_batches(
     check(Name.arg("num_workers"), num_workers, Interval(int, 0, MAX_COUNT), 0)
     pos = np.arange(len(source)) if positions is None else np.asarray(positions, dtype=np.int64)
     ids = source.labels()["image_id"].to_numpy()
+    cache = source.image_cache()
+    key = ImageCache.key(data_config) if cache.enabled(data_config) else None
+    cached = None if key is None else cache.get(key, pos)
+    if cached is not None:  # every image read before: no decoding, no loader
+        for start in range(0, len(pos), batch_size):
+            p = pos[start:start + batch_size]
+            images = torch.stack(cached[start:start + batch_size])
+            yield Batch(images.pin_memory() if pin_memory and torch.cuda.is_available()
+                        else images, p, ids[p], [])
+        return
     loader = torch.utils.data.DataLoader(
         _Dataset(source, make_transform(data_config), pos), batch_size=batch_size,
         num_workers=num_workers, collate_fn=_collate,
@@ -763,6 +782,8 @@ def iter_batches(
             # raised here, not in a loader worker, so the message stays one sentence
             raise suggesting(DataError(skipped[0]["error"]), on_error="skip")
         p = np.array([i for i, err in items if err is None], dtype=np.int64)
+        if key is not None:
+            cache.put(key, p, images)
         yield Batch(images, p, ids[p], skipped)
 
 

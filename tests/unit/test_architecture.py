@@ -14,7 +14,7 @@ PACKAGE = ROOT / "probing"
 FLOORS: list[tuple[str, ...]] = [
     ("errors", "constraints", "ownership", "seeding", "progress", "lazy", "threads"),
     ("layout", "selection", "style", "imageselect", "idx"),
-    ("frames", "attention_frames", "shapes", "token_buffer"),
+    ("frames", "attention_frames", "shapes", "token_buffer", "image_cache"),
     ("data", "models", "foreign", "demo"),
     ("attention_hooks", "hooks"),
     ("store",),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from probing import (
@@ -193,3 +194,41 @@ def test_a_manifest_image_id_column_is_its_id_column(tmp_path):
         tmp_path / "m.csv", index=False)
     labels = ManifestSource(tmp_path / "m.csv").labels()
     assert list(labels["image_id"]) == ["x7", "y9"] and list(labels["label"]) == [0, 1]
+
+
+def test_image_cache_reads_each_image_once_and_hands_out_copies(monkeypatch):
+    """A small source is decoded once per preprocessing; cached batches equal fresh ones, are
+    new tensors (editing one changes no later read), and a large source caches nothing."""
+    import pickle
+
+    from probing import image_cache
+    from probing.image_cache import ImageCache
+
+    cfg = {"input_size": (3, 8, 8), "interpolation": "bilinear", "mean": (0.5,) * 3,
+           "std": (0.5,) * 3, "crop_pct": 1.0, "crop_mode": "center"}
+    source = open_source("shapes:n=6")
+    fresh = open_source("shapes:n=6")
+    reads = []
+    original = type(source).image
+    monkeypatch.setattr(type(source), "image", lambda self, i: reads.append(i) or original(self, i))
+    first = torch.cat([b.images for b in iter_batches(source, cfg, 4)])
+    assert sorted(reads) == list(range(6))
+    again = list(iter_batches(source, cfg, 4, positions=[5, 0, 3]))
+    assert sorted(reads) == list(range(6)), "a cached image was decoded again"
+    assert [len(b.images) for b in again] == [3] and list(again[0].positions) == [5, 0, 3]
+    torch.testing.assert_close(again[0].images, first[[5, 0, 3]], rtol=0, atol=0)
+    again[0].images.zero_()  # the caller's copy: the next read is unchanged
+    torch.testing.assert_close(next(iter_batches(source, cfg, 6)).images, first, rtol=0, atol=0)
+    other = {**cfg, "input_size": (3, 4, 4)}  # another preprocessing is another entry
+    assert next(iter_batches(source, other, 6)).images.shape == (6, 3, 4, 4)
+    assert len(reads) == 12
+    reads.clear()
+    fresh_batches = torch.cat([b.images for b in iter_batches(fresh, cfg, 4)])
+    torch.testing.assert_close(fresh_batches, first, rtol=0, atol=0)
+    assert pickle.loads(pickle.dumps(source)).image_cache().get(ImageCache.key(cfg), [0]) is None
+    monkeypatch.setattr(image_cache, "CACHE_BYTES", 6 * 3 * 8 * 8 * 4 - 1)  # too big: none kept
+    big = open_source("shapes:n=6")
+    reads.clear()
+    for _ in range(2):
+        list(iter_batches(big, cfg, 6))
+    assert len(reads) == 12
