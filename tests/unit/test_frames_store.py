@@ -388,5 +388,27 @@ def test_store_part_encodings_and_direct_read(tiny, tmp_path):
     stored = store.read("patch", layers=LayerLabels([1]))
     np.testing.assert_array_equal(embedding_matrix(direct), embedding_matrix(stored))
     labels = pq.read_table(next((tmp_path / "s" / "labels").glob("*.parquet")))
-    options = parquet_options(labels.schema)
+    options = parquet_options(labels)
     assert "label" in options["use_dictionary"] and "image_id" not in options["use_dictionary"]
+
+
+def test_store_reads_of_a_few_images_decode_their_row_groups(tiny, tmp_path, monkeypatch):
+    """Small row groups in image order: a filtered read equals the filter applied to a full
+    read, and skips the row groups of other images."""
+    import pyarrow.parquet as pq
+
+    from probing import store as store_module
+
+    monkeypatch.setattr(store_module, "ROW_GROUP_BYTES", 4 * 17 * 17 * 4)  # ~ 4 rows a group
+    store = extract(tiny, "shapes:n=6", layers=[1], kinds="cls", attention=True,
+                    store=tmp_path / "s", progress=False)
+    part = next((tmp_path / "s" / "attention").glob("layer=*/part-*.parquet"))
+    meta = pq.ParquetFile(part).metadata
+    stats = [meta.row_group(i).column(0).statistics for i in range(meta.num_row_groups)]
+    ranges = [(s.min, s.max) for s in stats]
+    assert len(ranges) >= 3 and all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:]))
+    full = store.read_attention()
+    want = full["image_id"].unique()[[1, 4]].tolist()
+    some = store.read_attention(filters=[("image_id", "in", want)])
+    expected = full[full["image_id"].isin(want)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(some, expected)
