@@ -97,18 +97,22 @@ class RunContext:
         return resolve_layers(spec, self.depth)
 
     def tokens(self, kind: str | Sequence[str] = "cls", layers: Any = "all",
-               columns: Sequence[str] | None = None) -> pd.DataFrame:
+               columns: Sequence[str] | None = None,
+               image_ids: Sequence[Any] | np.ndarray | None = None) -> pd.DataFrame:
         """Token rows of the store (with label columns) for the given kinds and layers.
 
         ``layers`` is a selection or the :class:`~probing.selection.LayerLabels` of
-        :meth:`layers`.
+        :meth:`layers`. ``image_ids``: only those images' rows (in store order, as a filter
+        of all the rows would keep them), read from their row groups alone; all when None.
 
         Raises
         ------
         SchemaError
             When a stored vector holds NaN or inf (a diverged model or a corrupt store).
         """
-        frame = self.store.read(kind=kind, layers=self.layers(layers), columns=columns)
+        filters = None if image_ids is None else [("image_id", "in", _id_list(image_ids))]
+        frame = self.store.read(kind=kind, layers=self.layers(layers), columns=columns,
+                                filters=filters)
         if "emb" in frame.columns:
             try:
                 check_finite(frame)
@@ -120,7 +124,8 @@ class RunContext:
         return frame
 
     def iter_layers(self, kind: str | Sequence[str] = "cls", layers: Any = "all",
-                    columns: Sequence[str] | None = None
+                    columns: Sequence[str] | None = None,
+                    image_ids: Sequence[Any] | np.ndarray | None = None
                     ) -> Iterator[tuple[int, pd.DataFrame]]:
         """``(layer, frame)`` for each layer of the selection, one layer read at a time.
 
@@ -135,7 +140,8 @@ class RunContext:
             order.
         """
         for layer in self.layers(layers):
-            yield layer, self.tokens(kind, LayerLabels([layer]), columns=columns)
+            yield layer, self.tokens(kind, LayerLabels([layer]), columns=columns,
+                                     image_ids=image_ids)
 
     def labels(self) -> pd.DataFrame:
         """``image_id`` and label columns of the stored images, in source order."""
@@ -180,7 +186,7 @@ class RunContext:
         have the CLS row only). Every function of :mod:`probing.attention` takes it as is."""
         want = self.select_images(max_images) if image_ids is None else np.asarray(image_ids)
         blocks = resolve_layers(layers, self.attention_depth).blocks
-        frame = self.store.read_attention(blocks, filters=[("image_id", "in", want.tolist())])
+        frame = self.store.read_attention(blocks, filters=[("image_id", "in", _id_list(want))])
         dense = dense_attention(frame)
         index = pd.Index(dense.image_ids).get_indexer(want)
         if (index < 0).any():
@@ -364,3 +370,8 @@ def run_analysis(run: Callable[..., Any], ctx: RunContext, params: dict,
             f"analysis {name or run.__module__!r} failed ({type(exc).__name__}: {exc}); fix "
             "the analysis or its parameters (--debug shows the traceback)."
         ) from exc
+
+
+def _id_list(ids: Sequence[Any] | np.ndarray) -> list:
+    """Image ids as a list of Python values (a parquet ``in`` filter's operand)."""
+    return np.asarray(ids).tolist()

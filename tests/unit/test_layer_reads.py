@@ -83,6 +83,24 @@ def test_iter_layers_yields_each_layer_as_its_read(store):
     assert seen == list(ctx.layers("all"))
 
 
+def test_tokens_of_some_images_equal_the_filtered_full_read(store):
+    """ctx.tokens(image_ids=) reads only those images' row groups and gives exactly the rows
+    a filter of the full read keeps, in the same order."""
+    from probing import load_model
+    from probing.run.context import RunContext
+
+    ctx = RunContext(model=load_model("demo"), source=None, store=store)
+    ids = store.labels()["image_id"].to_numpy()
+    want = ids[[len(ids) - 1, 3, 0]]  # any order: rows come in store order
+    for kind in ("cls", ["cls", "patch"]):
+        full = ctx.tokens(kind, "all")
+        some = ctx.tokens(kind, "all", image_ids=want)
+        expected = full[full["image_id"].isin(want)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(some, expected)
+    for layer, frame in ctx.iter_layers("patch", "all", image_ids=want[:1]):
+        assert set(frame["image_id"]) == {want[0]} and (frame["layer"] == layer).all()
+
+
 def test_probe_layers_per_layer_function_equals_whole_frame(store):
     from probing.probes import probe_layers
     from probing.selection import LayerLabels
