@@ -47,8 +47,7 @@ def _stored(ctx, kinds, labels) -> bool:
 
 
 def _probe_rows(ctx, kind, labels, ids, target, cv) -> pd.DataFrame:
-    frame = ctx.tokens(kind, labels)
-    frame = frame[frame["image_id"].isin(ids)].reset_index(drop=True)
+    frame = ctx.tokens(kind, labels, image_ids=ids)
     out = probe_layers(frame, target, kind, layers=labels, cv=cv, seed=ctx.seed, control=False,
                        solver="auto", progress=False if ctx.quiet else None)
     return out[(out["probe"] == "task") & (out["metric"] == "accuracy")]
@@ -92,9 +91,8 @@ def run(ctx: RunContext,
     ids_wanted = table["image_id"].to_numpy()[:n]
     progress = False if ctx.quiet else None
     if _stored(ctx, kinds, labels):
-        frame = ctx.tokens(kinds, labels)
-        ids, logits = lens_from_frame(m, frame[frame["image_id"].isin(ids_wanted)], labels,
-                                      progress=progress)
+        frame = ctx.tokens(kinds, labels, image_ids=ids_wanted)
+        ids, logits = lens_from_frame(m, frame, labels, progress=progress)
         how = f"from the stored {' and '.join(kinds)} tokens (no extra forward pass)"
     else:
         ids, logits = lens_from_source(m, ctx.source, labels, n_images=n,

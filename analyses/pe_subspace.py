@@ -66,8 +66,7 @@ def run(ctx: RunContext,
             f"(it has {' and '.join(ctx.layout.position) or 'no positional parameters'}), "
             "so there is no positional subspace to compare with content."))
     ids = ctx.select_images(int(max_images))
-    content = ctx.tokens("patch", "embed")
-    content = content[content["image_id"].isin(ids)]
+    content = ctx.tokens("patch", "embed", image_ids=ids)
     with threadpool_limits(1):  # small matrices: BLAS threads only contend on few cores
         overlap = subspace_overlap(table, content, k=int(k), n_null=int(n_null),
                                    seed=int(ctx.rng("pe_subspace_null").integers(2**31)))
