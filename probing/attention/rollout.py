@@ -316,6 +316,10 @@ def rollout_map(
         stays zero).
     """
     check_layout_arg(layout)
+    if head_fusion == "mean" and discard_ratio == 0 and residual:
+        row = _mean_residual_row(attentions, layout, query, start_layer)
+        if row is not None:
+            return _scale_max(to_grid(row, layout))
     fused, _ = _rollout_layers(
         attentions, head_fusion, discard_ratio, layout, start_layer, residual
     )
@@ -332,6 +336,56 @@ def rollout_map(
     for li in range(fused.shape[1] - 1, -1, -1):
         row = np.einsum("bi,bij->bj", row, fused[:, li])
     return _scale_max(to_grid(row.astype(np.float64), layout))
+
+
+def _mean_residual_row(attentions: AttentionInput, layout: TokenLayout, query: Query,
+                       start_layer: int | None) -> np.ndarray | None:
+    """:func:`rollout_map`'s row ``(batch, N)`` float64 for the default rollout (head mean,
+    ``+ I``, no discard) in one pass over the weights, or None when a fused row sums to 0
+    (the general path then leaves it as zeros and says so).
+
+    With ``d_i = (mean_h sum_j A_h[i, j] + 1) / 2``, the row of ``Ã = D^-1 (Ā + I) / 2``
+    times a row vector ``r`` is ``((r / d) · Ā + r / d) / 2``, and ``(r / d) · Ā`` is one
+    matrix-vector product over the ``heads * N`` rows of an image's layer: the heads are
+    never fused into a copy, and an image's weights (under 1 MB for vit_small at 224 px) are
+    read from memory once, the second use (the product after the row sums) hitting the
+    cache. The last layer (the first step) needs only the query's rows (its other rows are
+    not read, so a NaN there is not reported: it cannot reach the map)."""
+    parsed = parse_attention(attentions)
+    arrays, labels = parsed.layers, parsed.labels
+    if start_layer is not None:
+        keep = labels >= int(start_layer)
+        if not keep.any():
+            raise LayoutError(
+                f"start_layer {start_layer} is after the last layer {labels.max()}; pass one of "
+                f"{labels.tolist()}."
+            )
+        arrays = [a for a, k in zip(arrays, keep) if k]
+    check_layout(arrays[0], layout)
+    dtype = np.float64 if any(_work_dtype(a) == np.float64 for a in arrays) else np.float32
+    b, h, n = arrays[0].shape[0], arrays[0].shape[1], arrays[0].shape[-1]
+    q = layout.query_index(query)
+    rows = slice(None) if q is None else slice(q, q + 1)  # the first step's query rows
+    start = np.zeros((b, n), dtype=dtype)
+    start[:, layout.patch_slice if q is None else q] = 1.0 / (layout.num_patches
+                                                             if q is None else 1)
+    row, ones = start, np.ones(n, dtype=dtype)
+    for li in range(len(arrays) - 1, -1, -1):
+        out = np.empty((b, n), dtype=dtype)
+        for i in range(b):
+            a = np.asarray(arrays[li][i, :, rows], dtype=dtype)  # (heads, rows, N): a view
+            flat = a.reshape(-1, n)
+            d = ((flat @ ones).reshape(h, -1).sum(0) / h + 1.0) * 0.5
+            if not np.all(np.isfinite(d)):
+                raise DataError("attentions holds NaN or infinite values; pass post-softmax "
+                                "weights.")
+            if not np.all(d > 0):
+                return None
+            scaled = row[i, rows] / d
+            out[i] = np.tile(scaled, h) @ flat * (0.5 / h)
+            out[i, rows] += 0.5 * scaled
+        row, rows = out, slice(None)
+    return row.astype(np.float64)
 
 
 # ----------------------------------------------------------------- gradient rollout

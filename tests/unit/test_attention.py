@@ -154,6 +154,42 @@ def test_uniform_attention_gives_uniform_rollout_map():
     np.testing.assert_allclose(off, off[0])
 
 
+@pytest.mark.parametrize("query", [None, "pooled", 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rollout_map_one_pass_equals_the_joint_attention_row(query, dtype):
+    """The default map (head mean, + I, no discard) propagated in one pass equals the query
+    row of rollout()'s joint matrix, rows renormalised (weights that do not sum to 1), with
+    start_layer, tokens a block leaves out (zero rows) and the query's row of the last layer
+    only."""
+    rng = np.random.default_rng(7)
+    layout = TokenLayout(grid=(2, 3), patch_size=(4, 4), prefix=("reg", "cls"))
+    n = layout.n_tokens
+    a = (_random_attention(rng, 3, 4, 2, n) * rng.uniform(0.5, 1.5, (3, 4, 2, n, 1)))
+    a[:, 1, :, 3] = 0.0  # a token the block does not update passes through
+    a = a.astype(dtype)
+    joint = np.asarray(rollout(a[:, 1:], layout))
+    q = layout.query_index(query)
+    want = joint[:, layout.patch_slice].mean(1) if q is None else joint[:, q]
+    want = want[:, layout.patch_slice].reshape(3, 2, 3)
+    want /= want.max(axis=(1, 2), keepdims=True)
+    got = rollout_map(a, layout, query=query, start_layer=2)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_rollout_map_rows_summing_to_zero_take_the_general_path():
+    layout = TokenLayout(grid=(1, 3), patch_size=(4, 4), prefix=("cls",))
+    a = np.full((1, 2, 1, 4, 4), 0.25)
+    a[0, 0, 0, 2] = -1.0  # signed weights: (row sum + 1) / 2 < 0, left as zeros with a warning
+    with pytest.warns(RuntimeWarning, match="zero rows"):
+        got = rollout_map(a, layout)
+    assert np.isfinite(got).all()
+    a[0, 0, 0, 2] = 0.25
+    a[0, 0, 0, 1, 1] = np.nan  # in a row the map uses
+    with pytest.raises(DataError, match="NaN"):
+        rollout_map(a, layout)
+
+
 def test_discard_zeroes_k_lowest_per_image_and_protects_cls():
     n = 4
     layout = TokenLayout(grid=(1, 3), patch_size=(4, 4), prefix=("cls",))
