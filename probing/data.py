@@ -85,13 +85,19 @@ class ImageSource(ABC):
     def describe(self) -> dict:
         """JSON-able description (kind and options) that identifies the source."""
 
-    def image_cache(self) -> ImageCache:
-        """This source's preprocessed images kept in memory (:mod:`probing.image_cache`):
-        :func:`iter_batches` reads each image once when the whole source fits its budget."""
+    def keep_images(self) -> ImageSource:
+        """Keep this source's preprocessed images in memory from now on
+        (:mod:`probing.image_cache`): :func:`iter_batches` then reads each image once when
+        the whole source fits the budget. A run does this for its source (it reads the images
+        several times); a one-off extraction does not need it. Returns the source."""
+        if self.image_cache() is None:
+            self.__dict__["_image_cache"] = ImageCache(len(self))
+        return self
+
+    def image_cache(self) -> ImageCache | None:
+        """The images kept by :meth:`keep_images`, or None when it was not called."""
         cache = self.__dict__.get("_image_cache")
-        if cache is None or cache.n_images != len(self):
-            cache = self.__dict__["_image_cache"] = ImageCache(len(self))
-        return cache
+        return cache if cache is not None and cache.n_images == len(self) else None
 
     def fingerprint(self) -> str:
         """Stable hash of the source's identity and content summary (16 hex digits)."""
@@ -761,7 +767,8 @@ def iter_batches(
     pos = np.arange(len(source)) if positions is None else np.asarray(positions, dtype=np.int64)
     ids = source.labels()["image_id"].to_numpy()
     cache = source.image_cache()
-    key = ImageCache.key(data_config) if cache.enabled(data_config) else None
+    key = ImageCache.key(data_config) if cache is not None and cache.enabled(data_config) \
+        else None
     cached = None if key is None else cache.get(key, pos)
     if cached is not None:  # every image read before: no decoding, no loader
         for start in range(0, len(pos), batch_size):

@@ -4,10 +4,11 @@ A run reads the same images several times: the extraction, the model card, the r
 control and analyses that need pixels (attribution, head ablation, the raw-pixel probe
 baseline). Decoding (or generating) and preprocessing an image costs about 0.8 ms even at
 32 x 32, so the demo's 512 images were prepared 2,700 times. :class:`ImageCache`, held by the
-source object, keeps each preprocessed image the first time it is read, but only when every
-image of the source fits :data:`CACHE_BYTES` together: a run on a large image set holds
-nothing (its memory does not grow with the number of images), a small one reads each image
-once.
+source object once :meth:`probing.data.ImageSource.keep_images` is called (the runner does,
+for its run's source), keeps each preprocessed image the first time it is read, but only
+when every image of the source fits :data:`CACHE_BYTES` together: a run on a large image set
+holds nothing (its memory does not grow with the number of images), a small one reads each
+image once.
 
 Conventions: the key is the preprocessing (the transform's settings) and the image's
 position in the source; values are the ``(C, H, W)`` float32 tensors the transform gives,

@@ -366,7 +366,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
     model_opts = _model_opts(spec.model)
     # the data first: a bad source option is reported before the model is built or loaded
     source = select_source(open_source(spec.data.source, **spec.data.options), spec.data.where,
-                           spec.data.n)
+                           spec.data.n).keep_images()  # read by extraction, card, analyses
     check_columns(modules, params, source)  # a typo in a label column, before the model loads
     loaded = load_model(spec.model.spec, **model_opts)
     n_threads = threads_for_model(sum(p.numel() for p in loaded.model.parameters()))

@@ -206,8 +206,9 @@ def test_image_cache_reads_each_image_once_and_hands_out_copies(monkeypatch):
 
     cfg = {"input_size": (3, 8, 8), "interpolation": "bilinear", "mean": (0.5,) * 3,
            "std": (0.5,) * 3, "crop_pct": 1.0, "crop_mode": "center"}
-    source = open_source("shapes:n=6")
-    fresh = open_source("shapes:n=6")
+    source = open_source("shapes:n=6").keep_images()
+    fresh = open_source("shapes:n=6")  # keeps nothing
+    assert fresh.image_cache() is None
     reads = []
     original = type(source).image
     monkeypatch.setattr(type(source), "image", lambda self, i: reads.append(i) or original(self, i))
@@ -223,11 +224,13 @@ def test_image_cache_reads_each_image_once_and_hands_out_copies(monkeypatch):
     assert next(iter_batches(source, other, 6)).images.shape == (6, 3, 4, 4)
     assert len(reads) == 12
     reads.clear()
-    fresh_batches = torch.cat([b.images for b in iter_batches(fresh, cfg, 4)])
+    for _ in range(2):  # a source without keep_images() decodes every time
+        fresh_batches = torch.cat([b.images for b in iter_batches(fresh, cfg, 4)])
     torch.testing.assert_close(fresh_batches, first, rtol=0, atol=0)
+    assert len(reads) == 12
     assert pickle.loads(pickle.dumps(source)).image_cache().get(ImageCache.key(cfg), [0]) is None
     monkeypatch.setattr(image_cache, "CACHE_BYTES", 6 * 3 * 8 * 8 * 4 - 1)  # too big: none kept
-    big = open_source("shapes:n=6")
+    big = open_source("shapes:n=6").keep_images()
     reads.clear()
     for _ in range(2):
         list(iter_batches(big, cfg, 6))
