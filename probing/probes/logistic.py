@@ -98,22 +98,20 @@ class _RowSpace:
         keep = lam > lam[-1] * max(X.shape) * np.finfo(np.float64).eps
         self.X, self.U, self.root = X, U[:, keep], np.sqrt(lam[keep])
         self.F = self.U * self.root  # (n, r)
-        self.watched = np.empty(0, dtype=np.int64)
+        self.Q_watched = np.empty((0, self.root.size))  # rows of Q: the watched columns
 
-    def to_original(self, V: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
-        """``V Q^T`` (all columns, or the given ones): ``(K, r)`` -> ``(K, d)``."""
-        B = (V / self.root) @ self.U.T  # (K, n)
-        return B @ (self.X if columns is None else self.X[:, columns])
+    def to_original(self, V: np.ndarray) -> np.ndarray:
+        """``V Q^T``: ``(K, r)`` -> ``(K, d)``."""
+        return ((V / self.root) @ self.U.T) @ self.X
 
     def passes(self, gV: np.ndarray, tol: float) -> bool:
-        """Whether ``max |g_V Q^T| <= tol``, from bounds when they decide it."""
-        d = self.X.shape[1]
-        if np.sqrt((gV**2).sum(axis=1).max() / d) > tol:  # a row's mean square <= its max
-            return False
-        if self.watched.size and np.abs(self.to_original(gV, self.watched)).max() > tol:
+        """Whether ``max |g_V Q^T| <= tol``: first on the columns that were largest at the
+        last full test (a cheap proof of "no"), then on all."""
+        if len(self.Q_watched) and np.abs(gV @ self.Q_watched.T).max() > tol:
             return False
         worst = np.abs(self.to_original(gV)).max(axis=0)
-        self.watched = np.argsort(worst)[-WATCHED:]
+        watched = np.argsort(worst)[-WATCHED:]
+        self.Q_watched = (self.X[:, watched].T @ self.U) / self.root
         return bool(worst.max() <= tol)
 
 
@@ -168,7 +166,12 @@ class _Batch:
         """``(B,)`` losses and ``(B, K, p + 1)`` gradients at parameters ``P`` (of every
         problem, or of the problems ``rows``)."""
         arrays = (self.XaT, self.weight, self.counts, self.offset, self.free, self.l2)
-        return _loss_grad(P, *(arrays if rows is None else (a[rows] for a in arrays)))
+        if rows is None:
+            return _loss_grad(P, *arrays)
+        # a few problems (those a line search backtracks): views of each, not a gathered copy
+        parts = [_loss_grad(P[i:i + 1], *(a[b:b + 1] for a in arrays))
+                 for i, b in enumerate(rows)]
+        return np.concatenate([f for f, _ in parts]), np.concatenate([g for _, g in parts])
 
 
 def _loss_grad(P, XaT, weight, counts, offset, free, l2) -> tuple[np.ndarray, np.ndarray]:
@@ -182,7 +185,8 @@ def _loss_grad(P, XaT, weight, counts, offset, free, l2) -> tuple[np.ndarray, np
     loss = ((np.log(s) + top) * weight).sum(axis=1)
     loss -= np.einsum("bkj,bkj->b", counts, P)
     z *= (weight / s)[:, None]  # the softmax, weighted by 1 / n
-    grad = np.swapaxes(XaT @ np.swapaxes(z, 1, 2), 1, 2)  # (B, K, p + 1)
+    # (B, K, p + 1); a contiguous (B, N, K) operand: 3x faster than a transposed view
+    grad = np.swapaxes(XaT @ np.ascontiguousarray(np.swapaxes(z, 1, 2)), 1, 2)
     grad -= counts
     W = P[:, :, :-1]
     grad[:, :, :-1] += l2 * W
@@ -195,11 +199,16 @@ def _passes(batch: _Batch, order: np.ndarray, G: np.ndarray, tol: float) -> np.n
     """The stopping test on the original gradient of each current problem (``G`` holds the
     current problems' gradients, ``order`` their original indices)."""
     out = np.abs(G).reshape(len(G), -1).max(axis=1) <= tol
-    for i, b in enumerate(order):
-        basis = batch.bases[b]
-        if basis is not None:  # the biases are not rotated; the weights are
-            _, pb, k = batch.shapes[b]
-            out[i] = np.abs(G[i, :k, -1]).max() <= tol and basis.passes(G[i, :k, :pb], tol)
+    rotated = [i for i, b in enumerate(order) if batch.bases[b] is not None]
+    if rotated:
+        # the biases are not rotated; a row's mean square is at most its largest entry
+        d = batch.bases[order[rotated[0]]].X.shape[1]
+        Gr = G[rotated]
+        bias_ok = np.abs(Gr[:, :, -1]).max(axis=1) <= tol
+        rms_ok = np.sqrt((Gr[:, :, :-1] ** 2).sum(axis=2).max(axis=1) / d) <= tol
+        for i, ok in zip(rotated, bias_ok & rms_ok):
+            _, pb, k = batch.shapes[order[i]]
+            out[i] = bool(ok) and batch.bases[order[i]].passes(G[i, :k, :pb], tol)
     return out
 
 
