@@ -60,7 +60,7 @@ ARMIJO = 1e-4
 #: Relative decrease of ``f`` at which the iteration stops (scikit-learn: ``64 * eps``).
 FTOL = 64 * np.finfo(np.float64).eps
 #: Bytes of (padded) training matrices solved together; more are solved in groups.
-BATCH_BYTES = 64 * 2**20
+BATCH_BYTES = 16 * 2**20
 #: Original-gradient columns kept between full stopping tests of a row-space fit: the largest
 #: entries of the last full test, checked first (a cheap proof of "not yet").
 WATCHED = 64
@@ -155,21 +155,30 @@ class _Batch:
             self.free[b, int(k == 2):k] = 1.0
             self.l2[b] = 1.0 / (C * n)
             self.shapes.append((X.shape[1], pb, k))
+        self._flags()
 
     def take(self, keep: np.ndarray) -> None:
         """Keep only the problems ``keep`` (positions in the current arrays)."""
         for name in ("XaT", "weight", "counts", "offset", "free", "l2"):
             setattr(self, name, getattr(self, name)[keep])
+        self._flags()
+
+    def _flags(self) -> None:
+        # whether a problem has fewer classes than the batch, or a frozen row (an absent class
+        # or a binomial problem): else their two steps are skipped
+        self.absent = bool(np.isinf(self.offset).any())
+        self.frozen = bool((self.free == 0).any())
 
     def loss_grad(self, P: np.ndarray, rows: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
         """``(B,)`` losses and ``(B, K, p + 1)`` gradients at parameters ``P`` (of every
         problem, or of the problems ``rows``)."""
-        arrays = (self.XaT, self.weight, self.counts, self.offset, self.free, self.l2)
+        arrays = (self.XaT, self.weight, self.counts, self.offset if self.absent else None,
+                  self.free if self.frozen else None, self.l2)
         if rows is None:
             return _loss_grad(P, *arrays)
         # a few problems (those a line search backtracks): views of each, not a gathered copy
-        parts = [_loss_grad(P[i:i + 1], *(a[b:b + 1] for a in arrays))
+        parts = [_loss_grad(P[i:i + 1], *(None if a is None else a[b:b + 1] for a in arrays))
                  for i, b in enumerate(rows)]
         return np.concatenate([f for f, _ in parts]), np.concatenate([g for _, g in parts])
 
@@ -177,7 +186,8 @@ class _Batch:
 def _loss_grad(P, XaT, weight, counts, offset, free, l2) -> tuple[np.ndarray, np.ndarray]:
     """Losses and gradients of a batch (the arrays of :class:`_Batch`)."""
     z = P @ XaT  # (B, K, N)
-    z += offset
+    if offset is not None:  # absent classes
+        z += offset
     top = z.max(axis=1)
     z -= top[:, None]
     np.exp(z, out=z)
@@ -190,7 +200,8 @@ def _loss_grad(P, XaT, weight, counts, offset, free, l2) -> tuple[np.ndarray, np
     grad -= counts
     W = P[:, :, :-1]
     grad[:, :, :-1] += l2 * W
-    grad *= free
+    if free is not None:  # frozen rows
+        grad *= free
     loss += 0.5 * l2[:, 0, 0] * np.einsum("bkj,bkj->b", W, W)
     return loss, grad
 
