@@ -166,8 +166,10 @@ def run(ctx: RunContext,
     frame = frame[frame["image_id"].isin(keep)].reset_index(drop=True)
     random_frame = None
     if random_init:
-        random_frame = ctx.extract(ctx.random_init_model(), kinds=images[:1], layers=layers,
-                                   pooled="mean", image_ids=keep)
+        # the control store layer_probes reads too (same model, images, layers and capture):
+        # one extraction of the random-init copy serves both analyses
+        random_frame = ctx.extract_store(ctx.random_init_model(), kinds=images[:1],
+                                         layers=layers, pooled="mean", image_ids=keep).read()
 
     cka, knn, curves, cross = [], [], [], []
     if ctx.layout.has_cls:

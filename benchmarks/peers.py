@@ -420,7 +420,7 @@ def _probe_rows(quick: bool) -> list[Row]:
     from sklearn.linear_model import LogisticRegression, RidgeClassifierCV
     from sklearn.preprocessing import StandardScaler
 
-    from probing.probes.cv import fold_sweep, group_folds
+    from probing.probes.cv import fold_sweep, fold_sweeps, group_folds
 
     n, folds = (300, 5) if quick else (10000, 5)
     mats, y = _probe_features(n)
@@ -462,9 +462,9 @@ def _probe_rows(quick: bool) -> list[Row]:
     def sk_logistic():
         return np.stack([sk_fit(mats[k], logistic) for k in sampled])
 
-    def ours_logistic():
-        return np.stack([fold_sweep(mats[k], {"y": codes}, fold, folds, solver="logistic")["y"]
-                         for k in sampled])
+    def ours_logistic():  # the sampled layers' sweeps in one call, as probe_layers batches
+        return np.stack([r["y"] for r in fold_sweeps(
+            [(mats[k], {"y": codes}, fold) for k in sampled], folds, solver="logistic")])
 
     t_log, t_sk = _clocks(_keep(ref)(ours_logistic), _keep(got)(sk_logistic),
                           repeat=1 if not quick else 2)

@@ -4,13 +4,14 @@
   random-init baseline, MDL), :func:`resolve_solver` (the solver per kind) and
   :func:`control_labels`;
 - :mod:`.linear`: :class:`LinearProbe`, a scikit-learn estimator (ridge or logistic);
-- :mod:`.cv`: grouped folds and the per-fold sweep shared by every layer;
+- :mod:`.logistic`: the one logistic solver (scikit-learn's lbfgs objective, batched L-BFGS);
+- :mod:`.cv`: grouped folds and the per-fold sweeps shared by every layer;
 - :mod:`.mdl`: the online code of Voita & Titov (2020).
 
 Design matrices come from :mod:`probing.views`; intervals from :mod:`probing.stats`.
 """
 
-from .cv import fold_sweep, group_folds
+from .cv import fold_sweep, fold_sweeps, group_folds
 from .layers import (
     AUTO_RIDGE_ROWS,
     PROBE_COLUMNS,
@@ -30,6 +31,7 @@ __all__ = [
     "SolverChoice",
     "control_labels",
     "fold_sweep",
+    "fold_sweeps",
     "group_folds",
     "online_codelength",
     "probe_layers",

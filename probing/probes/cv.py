@@ -7,15 +7,20 @@ every fold of one feature matrix:
   (:class:`probing.probes.linear.Moments`) are accumulated in one chunked pass; each training
   set is ``total - fold``; task and control targets are extra right-hand sides of the same solve;
 - logistic: the per-fold standardisation comes from the same kind of statistics (diagonal only);
-  each fold's standardised training matrix is built once and serves every target; lbfgs starts
-  from the previous fold's solution (warm start), which converges to the same optimum in fewer
-  iterations.
+  each fold's standardised training matrix is built once and serves every target; every
+  (fold, target) problem, of one sweep or of several (:func:`fold_sweeps`: e.g. every kind of
+  a layer and its random-init control), is then solved in one batched L-BFGS
+  (:func:`probing.probes.logistic.fit_logistic_many`: each problem its own iterates, the
+  arithmetic of all in one numpy call), up to :data:`~probing.probes.logistic.BATCH_BYTES` of
+  training matrices at a time.
 
 Intervals are Student-t intervals across folds: ``mean +- t_{(1+level)/2, F-1} * sd / sqrt(F)``
 with ``sd`` the sample standard deviation of the ``F`` per-fold scores.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,15 +30,14 @@ from .linear import (
     blas_threads,
     data_shift,
     linear_scores,
-    logistic_model,
     moments,
     one_hot,
     ridge_solve,
-    softmax_coef,
     standardisation,
 )
+from .logistic import BATCH_BYTES, fit_logistic_many
 
-__all__ = ["fold_sweep", "group_folds"]
+__all__ = ["SweepJob", "fold_sweep", "fold_sweeps", "group_folds"]
 
 
 def group_folds(groups: np.ndarray, n_folds: int, seed: int = 0) -> np.ndarray:
@@ -89,6 +93,10 @@ def _r2(pred: np.ndarray, Y: np.ndarray) -> float:
     return float(r2.mean())
 
 
+#: One sweep of :func:`fold_sweeps`: features ``(n, d)``, targets by name, fold of each row.
+SweepJob = tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]
+
+
 def fold_sweep(
     X: np.ndarray,
     targets: dict[str, np.ndarray],
@@ -125,24 +133,64 @@ def fold_sweep(
         ``"majority"``: the training-fold majority class (or training-fold mean for regression)
         scored on the first target.
     """
-    first = next(iter(targets))
-    tests = [np.flatnonzero(fold == f) for f in range(n_folds)]
-    out = {name: np.empty(n_folds) for name in [*targets, "majority"]}
+    return fold_sweeps([(X, targets, fold)], n_folds, task=task, solver=solver, alpha=alpha,
+                       C=C, max_iter=max_iter, tol=tol, n_threads=n_threads)[0]
+
+
+def fold_sweeps(
+    jobs: Sequence[SweepJob],
+    n_folds: int,
+    task: str = "classification",
+    solver: str = "logistic",
+    alpha: float = 1.0,
+    C: float = 1.0,
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    n_threads: int | None = 1,
+) -> list[dict[str, np.ndarray]]:
+    """:func:`fold_sweep` of several feature matrices with the same settings, e.g. every kind
+    of one layer and its random-init control: the logistic problems of all of them (every
+    job x fold x target) are solved together, one batched L-BFGS.
+
+    Parameters
+    ----------
+    jobs : sequence of (X, targets, fold)
+        As the first three arguments of :func:`fold_sweep`; each job has its own rows.
+    n_folds, task, solver, alpha, C, max_iter, tol, n_threads
+        As :func:`fold_sweep`.
+
+    Returns
+    -------
+    list of dict
+        :func:`fold_sweep`'s result for each job, in order.
+    """
+    outs = []
     with blas_threads(n_threads):
-        if task == "regression" or solver == "ridge":
-            _ridge_sweep(X, targets, tests, task, alpha, out)
-        else:
-            _logistic_sweep(X, targets, fold, tests, C, max_iter, tol, out)
+        logistic = _LogisticPool(C, max_iter, tol)
+        for X, targets, fold in jobs:
+            tests = [np.flatnonzero(fold == f) for f in range(n_folds)]
+            out = {name: np.empty(n_folds) for name in [*targets, "majority"]}
+            if task == "regression" or solver == "ridge":
+                _ridge_sweep(X, targets, tests, task, alpha, out)
+            else:
+                logistic.add(X, targets, fold, tests, out)
+            _majority(targets, fold, tests, task, out)
+            outs.append(out)
+        logistic.solve()
+    return outs
+
+
+def _majority(targets, fold, tests, task, out) -> None:
+    """``out["majority"]``: the training-fold majority class (mean) on the first target."""
+    y = targets[next(iter(targets))]
     for f, test in enumerate(tests):
         train_mask = fold != f
-        y = targets[first]
         if task == "regression":
             mean = y[train_mask].mean(axis=0)
             out["majority"][f] = _r2(np.broadcast_to(mean, y[test].shape), y[test])
         else:
             majority = np.argmax(np.bincount(y[train_mask], minlength=int(y.max()) + 1))
             out["majority"][f] = float(np.mean(y[test] == majority))
-    return out
 
 
 def _ridge_sweep(X, targets, tests, task, alpha, out) -> None:
@@ -171,28 +219,48 @@ def _ridge_sweep(X, targets, tests, task, alpha, out) -> None:
             )
 
 
-def _logistic_sweep(X, targets, fold, tests, C, max_iter, tol, out) -> None:
-    shift = data_shift(X)
-    per_fold = [moments(X, rows=test, shift=shift, full=False) for test in tests]
-    total: Moments = per_fold[0]
-    for m in per_fold[1:]:
-        total = total + m
-    models = {name: logistic_model(C, max_iter, tol, warm_start=True) for name in targets}
-    for f, test in enumerate(tests):
-        mean, scale = standardisation(total - per_fold[f])
-        train = np.flatnonzero(fold != f)
-        Z = (X[train] - mean) / scale
-        for name, y in targets.items():
-            classes = np.unique(y[train])
-            if classes.size < 2:
-                out[name][f] = float(np.mean(y[test] == classes[0]))
-                continue
-            model = models[name]
-            if getattr(model, "classes_", None) is not None and not np.array_equal(
-                model.classes_, classes
-            ):
-                model = models[name] = logistic_model(C, max_iter, tol, warm_start=True)
-            model.fit(Z, y[train])
-            coef, bias = softmax_coef(model, classes.size)
-            scores = linear_scores(X[test], (coef / scale).T, bias - (coef / scale) @ mean)
-            out[name][f] = float(np.mean(classes[np.argmax(scores, axis=1)] == y[test]))
+class _LogisticPool:
+    """The (fold, target) logistic problems of several sweeps, solved together.
+
+    Each fold's standardisation comes from per-fold statistics (diagonal only) and its
+    standardised training matrix serves every target. Problems wait until :meth:`solve`, or
+    until their training matrices exceed :data:`~probing.probes.logistic.BATCH_BYTES`; scores
+    are written into each sweep's ``out`` when they are solved.
+    """
+
+    def __init__(self, C: float, max_iter: int, tol: float) -> None:
+        self.C, self.max_iter, self.tol = C, max_iter, tol
+        self.problems: list[tuple[np.ndarray, np.ndarray, int]] = []
+        self.scoring: list[tuple] = []
+        self.nbytes = 0
+
+    def add(self, X, targets, fold, tests, out) -> None:
+        shift = data_shift(X)
+        per_fold = [moments(X, rows=test, shift=shift, full=False) for test in tests]
+        total: Moments = per_fold[0]
+        for m in per_fold[1:]:
+            total = total + m
+        for f, test in enumerate(tests):
+            mean, scale = standardisation(total - per_fold[f])
+            train = np.flatnonzero(fold != f)
+            Z = (X[train] - mean) / scale  # one standardised matrix serves every target
+            for name, y in targets.items():
+                classes, codes = np.unique(y[train], return_inverse=True)
+                if classes.size < 2:
+                    out[name][f] = float(np.mean(y[test] == classes[0]))
+                    continue
+                self.problems.append((Z, codes, classes.size))
+                self.scoring.append((X[test], y[test], classes, mean, scale, out[name], f))
+                self.nbytes += Z.nbytes
+            if self.nbytes > BATCH_BYTES:
+                self.solve()  # bounded memory: large folds are solved as they come
+
+    def solve(self) -> None:
+        if not self.problems:
+            return
+        fits = fit_logistic_many(self.problems, self.C, self.max_iter, self.tol)
+        for fit, (X_test, y_test, classes, mean, scale, row, f) in zip(fits, self.scoring):
+            coef = fit.coef / scale
+            scores = linear_scores(X_test, coef.T, fit.intercept - coef @ mean)
+            row[f] = float(np.mean(classes[np.argmax(scores, axis=1)] == y_test))
+        self.problems, self.scoring, self.nbytes = [], [], 0

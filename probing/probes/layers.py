@@ -22,6 +22,7 @@ frame. Intervals are Student-t intervals across folds (``n_folds - 1`` degrees o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -33,7 +34,7 @@ from ..progress import progress_bar
 from ..selection import VIEW_KINDS, LayerLabels, LayerSelection, resolve_view_kind
 from ..stats import t_interval
 from ..views import FrameViews, ViewKind, align_rows
-from .cv import fold_sweep, group_folds
+from .cv import SweepJob, fold_sweeps, group_folds
 from .linear import Solver
 from .mdl import online_codelength
 
@@ -253,10 +254,11 @@ def probe_layers(
         else:
             views = at_layer(layer)
             random_views = None if random_at is None else random_at(layer)
-        for ki, k in enumerate(kinds):
-            records[ki, li] = _probe_one(views, random_views, layer, k, targets, groups, task,
-                                         fold_map, controls, control, control_by, mdl, seed,
-                                         cv, level, settings)
+        per_kind = _probe_layer(views, random_views, layer, kinds, targets, groups, task,
+                                fold_map, controls, control, control_by, mdl, seed, cv, level,
+                                settings)
+        for ki, recs in enumerate(per_kind):
+            records[ki, li] = recs
     ordered = [r for key in sorted(records) for r in records[key]]
     return pd.DataFrame.from_records(ordered, columns=list(PROBE_COLUMNS))
 
@@ -275,10 +277,22 @@ def _layer_source(source: pd.DataFrame | LayerFrames, layers: LayerSelection | N
     return (lambda layer: views), views.select(layers)
 
 
-def _probe_one(views, random_views, layer, k, targets, groups, task, fold_map, controls,
-               control, control_by, mdl, seed, cv, level, settings) -> list[dict]:
-    """The records of one (layer, kind): task, majority, control, random_init, mdl."""
-    records: list[dict] = []
+@dataclass
+class _Probe:
+    """One (layer, kind) probe: its sweeps (task + control, and the random-init control), and
+    what its records need."""
+
+    base: dict
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    jobs: list[SweepJob]
+
+
+def _prepare(views, random_views, layer, k, targets, groups, task, fold_map, controls,
+             control, control_by, seed, settings) -> _Probe:
+    """The sweeps of one (layer, kind): task and control targets on its rows, and the task on
+    the random-init rows."""
     X, meta = views.get(layer, k, [*targets, groups])
     keep = ~meta[targets].isna().any(axis=1).to_numpy()
     X, meta = X[keep], meta[keep].reset_index(drop=True)
@@ -292,24 +306,13 @@ def _probe_one(views, random_views, layer, k, targets, groups, task, fold_map, c
             controls[k] = control_labels(types, y, seed)
         ys["control"] = controls[k][1][np.searchsorted(controls[k][0], types)]
     used = "ridge" if task == "regression" else resolve_solver(settings["solver"], k, len(y))
-    settings = {**settings, "solver": used}
     if task == "classification" and used == "logistic" and len(y) > LOGISTIC_MAX_ROWS:
         raise ConfigError(
             f"solver='logistic' on {len(y):,} {k!r} rows (layer {layer}) exceeds "
             f"{LOGISTIC_MAX_ROWS:,} rows, where lbfgs over every row runs for a long time; pass "
             "solver='ridge' (closed form, linear in the rows) or probe fewer images."
         )
-    scores = fold_sweep(X, ys, fold, cv, **settings)
-    base = dict(layer=layer, kind=k, n=len(y), n_folds=cv, target=",".join(targets),
-                solver=used)
-    metric = "r2" if task == "regression" else "accuracy"
-    for probe in ("task", "majority", "control"):
-        if probe in scores:
-            records.append(_record(base, probe, metric, scores[probe], level))
-    if control:
-        records.append(_record(
-            base, "control", "selectivity", scores["task"] - scores["control"], level
-        ))
+    jobs: list[SweepJob] = [(X, ys, fold)]
     if random_views is not None:
         rX, rmeta = random_views.get(layer, k)
         here, there = align_rows(meta, rmeta)
@@ -318,16 +321,54 @@ def _probe_one(views, random_views, layer, k, targets, groups, task, fold_map, c
                 f"random_frame lacks {len(meta) - here.size} of the probed rows at layer "
                 f"{layer}; extract it from the same images and tokens as frame."
             )
-        r = fold_sweep(rX[there], {"task": y[here]}, fold[here], cv, **settings)
-        records.append(_record(base, "random_init", metric, r["task"], level))
+        jobs.append((rX[there], {"task": y[here]}, fold[here]))
+    base = dict(layer=layer, kind=k, n=len(y), n_folds=settings["cv"],
+                target=",".join(targets), solver=used)
+    return _Probe(base, X, y, meta[groups].to_numpy(), jobs)
+
+
+def _records(probe: _Probe, scores: list[dict], control, mdl, seed, level, settings, task
+             ) -> list[dict]:
+    """The records of one (layer, kind): task, majority, control, random_init, mdl."""
+    base, records = probe.base, []
+    metric = "r2" if task == "regression" else "accuracy"
+    for name in ("task", "majority", "control"):
+        if name in scores[0]:
+            records.append(_record(base, name, metric, scores[0][name], level))
+    if control:
+        records.append(_record(
+            base, "control", "selectivity", scores[0]["task"] - scores[0]["control"], level
+        ))
+    if len(scores) > 1:
+        records.append(_record(base, "random_init", metric, scores[1]["task"], level))
     if mdl:
-        code = online_codelength(X, y, groups=meta[groups].to_numpy(), seed=seed,
+        code = online_codelength(probe.X, probe.y, groups=probe.groups, seed=seed,
                                  C=settings["C"], max_iter=settings["max_iter"],
                                  n_threads=settings["n_threads"])
         for name in ("codelength_bits", "compression"):
             records.append({**base, "probe": "mdl", "metric": name,
                             "value": code[name], "ci_low": np.nan, "ci_high": np.nan})
     return records
+
+
+def _probe_layer(views, random_views, layer, kinds, targets, groups, task, fold_map, controls,
+                 control, control_by, mdl, seed, cv, level, settings) -> list[list[dict]]:
+    """The records of every kind of one layer; the sweeps of all kinds that share a solver
+    (and their random-init controls) run together (:func:`fold_sweeps`)."""
+    settings = {**settings, "cv": cv}
+    probes = [_prepare(views, random_views, layer, k, targets, groups, task, fold_map,
+                       controls, control, control_by, seed, settings) for k in kinds]
+    scores: list[list[dict]] = [[] for _ in probes]
+    for used in dict.fromkeys(p.base["solver"] for p in probes):
+        mine = [i for i, p in enumerate(probes) if p.base["solver"] == used]
+        got = iter(fold_sweeps(
+            [job for i in mine for job in probes[i].jobs], cv, task=task, solver=used,
+            alpha=settings["alpha"], C=settings["C"], max_iter=settings["max_iter"],
+            n_threads=settings["n_threads"]))
+        for i in mine:
+            scores[i] = [next(got) for _ in probes[i].jobs]
+    return [_records(p, sc, control, mdl, seed, level, settings, task)
+            for p, sc in zip(probes, scores)]
 
 
 def _record(base: dict, probe: str, metric: str, values: np.ndarray, level: float) -> dict:

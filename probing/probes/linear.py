@@ -32,6 +32,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..errors import ConfigError
+from .logistic import fit_logistic
 
 __all__ = ["LinearProbe"]
 
@@ -199,25 +200,6 @@ def blas_threads(n_threads: int | None) -> contextlib.AbstractContextManager:
     return threadpool_limits(limits=int(n_threads))
 
 
-def logistic_model(C: float, max_iter: int, tol: float, warm_start: bool = False):
-    """An sklearn ``LogisticRegression`` (lbfgs, multinomial for more than two classes)."""
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=C, max_iter=max_iter, tol=tol, warm_start=warm_start)
-
-
-def softmax_coef(model, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """A fitted logistic model's weights as ``(K, d)`` softmax logits and ``(K,)`` biases.
-
-    A binary model's single logit ``z`` becomes ``(-z/2, z/2)``: the softmax of those is the
-    sigmoid of ``z``, so every classification probe has one logit per class.
-    """
-    coef, bias = model.coef_, model.intercept_
-    if n_classes == 2:
-        return np.vstack([-coef / 2, coef / 2]), np.array([-bias[0] / 2, bias[0] / 2])
-    return coef, bias
-
-
 def softmax(scores: np.ndarray) -> np.ndarray:
     """Row-wise softmax of ``(n, K)`` logits."""
     z = scores - scores.max(axis=1, keepdims=True)
@@ -359,11 +341,11 @@ class LinearProbe(BaseEstimator):
             self.intercept_ = np.zeros(1)
             return
         Z = (X - self.mean_) / self.scale_
-        model = logistic_model(float(self.C), int(self.max_iter), float(self.tol)).fit(Z, codes)
-        self.n_iter_ = int(np.max(model.n_iter_))
-        coef, bias = softmax_coef(model, n_classes)
-        self.coef_ = coef / self.scale_
-        self.intercept_ = bias - self.coef_ @ self.mean_
+        fit = fit_logistic(Z, codes, n_classes, float(self.C), int(self.max_iter),
+                           float(self.tol))
+        self.n_iter_ = fit.n_iter
+        self.coef_ = fit.coef / self.scale_
+        self.intercept_ = fit.intercept - self.coef_ @ self.mean_
 
     # prediction ---------------------------------------------------------------------
     def _scores(self, X) -> np.ndarray:
