@@ -97,18 +97,25 @@ class RunContext:
         return resolve_layers(spec, self.depth)
 
     def tokens(self, kind: str | Sequence[str] = "cls", layers: Any = "all",
-               columns: Sequence[str] | None = None) -> pd.DataFrame:
+               columns: Sequence[str] | None = None,
+               image_ids: Sequence[Any] | np.ndarray | None = None,
+               labels: bool = True) -> pd.DataFrame:
         """Token rows of the store (with label columns) for the given kinds and layers.
 
         ``layers`` is a selection or the :class:`~probing.selection.LayerLabels` of
-        :meth:`layers`.
+        :meth:`layers`. ``image_ids``: only these images' rows (in store order; every image
+        when None), filtered as the parts are read. ``labels=False`` leaves out the label
+        columns (no join).
 
         Raises
         ------
         SchemaError
             When a stored vector holds NaN or inf (a diverged model or a corrupt store).
         """
-        frame = self.store.read(kind=kind, layers=self.layers(layers), columns=columns)
+        filters = None if image_ids is None else [
+            ("image_id", "in", np.asarray(image_ids).tolist())]
+        frame = self.store.read(kind=kind, layers=self.layers(layers), columns=columns,
+                                filters=filters, labels=labels)
         if "emb" in frame.columns:
             try:
                 check_finite(frame)
