@@ -145,8 +145,13 @@ class RunContext:
             yield layer, self.tokens(kind, LayerLabels([layer]), columns=columns)
 
     def labels(self) -> pd.DataFrame:
-        """``image_id`` and label columns of the stored images, in source order."""
-        return self.store.labels()
+        """``image_id`` and label columns of the stored images, in source order (read from the
+        store once per context and store: analyses run on a complete store; a copy each
+        call)."""
+        key = ("labels", str(self.store.path))
+        if key not in self._cache:
+            self._cache[key] = self.store.labels()
+        return self._cache[key].copy()
 
     def label_column(self) -> str | None:
         """The class column of the stored images (``stratify``, else ``label`` when present)."""
