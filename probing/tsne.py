@@ -96,41 +96,54 @@ def joint_probabilities(x: np.ndarray, perplexity: float) -> np.ndarray:
     d = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
     np.fill_diagonal(d, np.inf)
     d -= d.min(axis=1, keepdims=True)  # p_{j|i} is unchanged; exp never underflows to all 0
+    np.fill_diagonal(d, 0.0)  # p_{i|i} = 0 is set in _conditional
     cond = _conditional(d, np.log(perplexity))
     p = cond + cond.T
     return p / p.sum()
 
 
 def _conditional(d: np.ndarray, target: float) -> np.ndarray:
-    """``p_{j|i}`` of row-shifted squared distances ``d`` (``inf`` on the diagonal) with each
-    row's entropy (nats) within :data:`_PERPLEXITY_TOL` of ``target``: bisection on
-    ``beta_i``, doubling or halving until the entropy is bracketed."""
+    """``p_{j|i}`` of row-shifted squared distances ``d`` (zero diagonal: ``p_{i|i} = 0``) with
+    each row's entropy (nats) within :data:`_PERPLEXITY_TOL` of ``target``.
+
+    Each row's ``log beta_i`` is found by Newton's method on the entropy ``H(beta)``, which
+    falls with ``beta`` (``dH / dlog(beta) = -beta^2 Var_p(d)``), kept inside the bracket of
+    the values seen so far: a step that leaves it is replaced by bisection (doubling or
+    halving ``beta`` while one side is open)."""
     n = len(d)
-    finite = np.where(np.isfinite(d), d, 0.0)
     # start from the scale of each row's distances (the search is scale free from there)
-    beta = 1.0 / np.maximum(finite.sum(axis=1) / max(n - 1, 1), 1e-300)
-    lo = np.zeros(n)
+    u = -np.log(np.maximum(d.sum(axis=1) / max(n - 1, 1), 1e-300))  # log beta
+    lo = np.full(n, -np.inf)
     hi = np.full(n, np.inf)
     todo = np.arange(n)
-    out = np.empty_like(d)
     for _ in range(200):
-        b = beta[todo, None]
-        e = np.exp(-b * d[todo])
+        rows = d if len(todo) == n else d[todo]
+        beta = np.exp(u[todo])
+        e = np.exp(rows * -beta[:, None])
+        e[np.arange(len(todo)), todo] = 0.0
         s = e.sum(axis=1)  # >= 1: the nearest neighbour's term is exp(0)
-        h = np.log(s) + beta[todo] * (e * finite[todo]).sum(axis=1) / s
-        out[todo] = e / s[:, None]
-        over = h > target  # entropy too high: sharpen (larger beta)
-        done = np.abs(h - target) < _PERPLEXITY_TOL
-        lo[todo] = np.where(over, beta[todo], lo[todo])
-        hi[todo] = np.where(over, hi[todo], beta[todo])
-        bt = beta[todo]
-        beta[todo] = np.where(over, np.where(np.isinf(hi[todo]), bt * 2.0,
-                                             (bt + hi[todo]) / 2.0),
-                              (bt + lo[todo]) / 2.0)
-        todo = todo[~done]
+        e *= rows
+        m1 = e.sum(axis=1) / s
+        m2 = np.einsum("ij,ij->i", e, rows) / s
+        gap = np.log(s) + beta * m1 - target
+        over = gap > 0  # entropy too high: sharpen (larger beta)
+        lo[todo] = np.where(over, u[todo], lo[todo])
+        hi[todo] = np.where(over, hi[todo], u[todo])
+        slope = beta * beta * np.maximum(m2 - m1 * m1, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            step = u[todo] + gap / slope
+        inside = np.isfinite(step) & (step > lo[todo]) & (step < hi[todo])
+        bisect = np.where(np.isfinite(lo[todo]) & np.isfinite(hi[todo]),
+                          (lo[todo] + hi[todo]) / 2,
+                          np.where(over, u[todo] + np.log(2.0), u[todo] - np.log(2.0)))
+        left = np.abs(gap) >= _PERPLEXITY_TOL  # the others keep the beta that met the target
+        u[todo[left]] = np.where(inside, step, bisect)[left]
+        todo = todo[left]
         if not len(todo):
             break
-    return out
+    p = np.exp(d * -np.exp(u)[:, None])
+    np.fill_diagonal(p, 0.0)
+    return p / p.sum(axis=1, keepdims=True)
 
 
 def kl_gradient(y, p, work=None):
