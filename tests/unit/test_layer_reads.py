@@ -97,6 +97,21 @@ def test_tokens_of_some_images_without_labels_equal_the_filtered_full_read(store
     assert set(full.columns) - set(got.columns) == set(store.labels().columns) - {"image_id"}
 
 
+def test_context_labels_are_read_once_and_handed_out_as_copies(store, monkeypatch):
+    from probing import load_model
+    from probing.run.context import RunContext
+
+    ctx = RunContext(model=load_model("demo"), source=None, store=store)
+    reads = []
+    real = type(store).labels
+    monkeypatch.setattr(type(store), "labels", lambda self: reads.append(1) or real(self))
+    first = ctx.labels()
+    first.loc[0, "label"] = "changed by a caller"
+    second = ctx.labels()
+    pd.testing.assert_frame_equal(second, real(store))
+    assert len(reads) == 1
+
+
 def test_one_layer_sweep_equals_that_layers_rows_of_the_sweep(store):
     """position_probes sweeps one layer at a time (each layer read once for both probes): the
     folds depend only on the images, so the rows equal those of one sweep over every layer."""
