@@ -93,8 +93,9 @@ def run(ctx: RunContext,
         rng = ctx.rng("position_probes")
         picked = rng.permuted(np.arange(n_cells)[None].repeat(len(ids), 0), axis=1) < per
 
-    def frame(layer: int) -> pd.DataFrame:  # one layer's rows at a time (flat in layers)
-        return _sample(ctx.tokens("patch", LayerLabels([layer])), ids, picked, layout.cols)
+    def frame(layer: int) -> pd.DataFrame:  # one layer's rows of the chosen images
+        return _sample(ctx.tokens("patch", LayerLabels([layer]), image_ids=ids, labels=False),
+                       ids, picked, layout.cols)
 
     random = None
     if random_init:
@@ -102,13 +103,23 @@ def run(ctx: RunContext,
                                  image_ids=ids)
 
         def random(layer: int) -> pd.DataFrame:  # the control, one layer at a time
-            return _sample(rand.read(layers=LayerLabels([layer])), ids, picked, layout.cols)
-    settings = dict(kind="patch", layers=chosen, cv=int(cv), alpha=float(alpha), seed=ctx.seed,
-                    control=False, random_frame=random)
-    result = pd.concat([
-        probe_layers(frame, ["row", "col"], task="regression", **settings),
-        probe_layers(frame, "cell", task="classification", solver="ridge", **settings),
-    ], ignore_index=True)
+            return _sample(rand.read(layers=LayerLabels([layer]), labels=False,
+                                     filters=[("image_id", "in", ids.tolist())]),
+                           ids, picked, layout.cols)
+    settings = dict(kind="patch", cv=int(cv), alpha=float(alpha), seed=ctx.seed, control=False)
+    probes = {"regression": (["row", "col"], {}), "classification": ("cell", {"solver": "ridge"})}
+    parts: dict[str, list[pd.DataFrame]] = {task: [] for task in probes}
+    for layer in chosen:  # each layer read once for both probes, one layer held at a time
+        task_rows = frame(layer)
+        random_rows = None if random is None else random(layer)
+        for task, (target, extra) in probes.items():
+            # the folds depend only on the images, the same at every layer: a sweep of one
+            # layer gives that layer's rows of the sweep over all layers
+            parts[task].append(probe_layers(
+                lambda _, rows=task_rows: rows, target, task=task, layers=LayerLabels([layer]),
+                random_frame=None if random_rows is None else (lambda _, rows=random_rows: rows),
+                **settings, **extra))
+    result = pd.concat([p for task in probes for p in parts[task]], ignore_index=True)
     result["target"] = result["target"].replace({"row,col": "(row, col)", "cell": "grid cell"})
 
     def score(probe: str, metric: str, layer: int) -> float:

@@ -2,7 +2,9 @@
 
 Conventions: inputs are ``(n, D)`` arrays; features are centred (PCA) and, for t-SNE/UMAP, first
 reduced to at most 50 principal components (a common, documented preprocessing step) with
-float64 accumulation. All methods are seeded.
+float64 accumulation. t-SNE is exact (:mod:`probing.tsne`) up to
+:data:`probing.tsne.EXACT_MAX_POINTS` points and scikit-learn's Barnes-Hut t-SNE above. All
+methods are seeded (exact t-SNE from the PCA start is deterministic).
 
 References: Pearson (1901) / Hotelling (1933) for PCA; van der Maaten & Hinton (2008) for t-SNE;
 McInnes, Healy & Melville (2018) for UMAP.
@@ -16,6 +18,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .threads import small_blas
+from .tsne import EXACT_MAX_POINTS, exact_tsne
 
 __all__ = ["MAP_METHODS", "TSNE_MAX_ITER", "default_methods", "embedding_map", "embedding_maps",
            "explained_variance"]
@@ -24,14 +27,13 @@ MAP_METHODS = ("pca", "tsne", "umap")
 MapMethod = Literal["pca", "tsne", "umap"]
 #: t-SNE iterations in all: scikit-learn's 250 of early exaggeration (its ``max_iter`` "should be
 #: at least 250"), then 250 more. The t-SNE paper (van der Maaten & Hinton 2008) and
-#: scikit-learn's default run 1000. scikit-learn has no stop on a converged KL: its
-#: ``n_iter_without_progress`` waits for a KL that no longer falls, and the KL falls by tiny
-#: amounts to the end, so the iteration count is the setting. Measured on the demo's five
-#: non-constant maps (512 points, perplexity 30): after 500 iterations scikit-learn's KL
-#: (``kl_divergence_``) was 0.5-6% above its value after 1000 (0.721 -> 0.724 ... 0.352 -> 0.373,
-#: the one map whose KL still fell slowly after 500), trustworthiness with 5 and 15 neighbours
-#: (``sklearn.manifold.trustworthiness``) within 0.0006 of it, the maps look alike, and t-SNE
-#: took half the time. Pass ``max_iter=1000`` for the paper's schedule.
+#: scikit-learn's default run 1000. Neither has a stop on a converged KL: the stop on a KL that
+#: no longer falls waits 300 iterations, and the KL falls by tiny amounts to the end, so the
+#: iteration count is the setting. Measured on the demo's five non-constant maps (512 points,
+#: perplexity 30, exact t-SNE, :mod:`probing.tsne`): after 500 iterations the KL was 0.4-6.3%
+#: above its value after 1000 (0.5267 -> 0.5247 ... 0.3737 -> 0.3516), trustworthiness with 5
+#: and 15 neighbours (``sklearn.manifold.trustworthiness``) within 0.0026 of it, the maps look
+#: alike, and t-SNE took half the time. Pass ``max_iter=1000`` for the paper's schedule.
 TSNE_MAX_ITER = 500
 
 
@@ -97,7 +99,8 @@ def embedding_map(
     x : numpy.ndarray
         ``(n, D)`` embeddings.
     method : {"pca", "tsne", "umap"}
-        PCA (first two components, sign-fixed), t-SNE (scikit-learn, PCA init) or UMAP
+        PCA (first two components, sign-fixed), t-SNE (PCA init; exact up to
+        :data:`probing.tsne.EXACT_MAX_POINTS` points, else scikit-learn's Barnes-Hut) or UMAP
         (``umap-learn``, extra ``probing[umap]``).
     seed : int
         Random seed of t-SNE / UMAP.
@@ -160,14 +163,19 @@ def embedding_maps(
 def _one_map(reduced: np.ndarray, method: str, seed: int, perplexity: float,
              max_iter: int) -> np.ndarray:
     """One 2-D map of the ``(n, k)`` sign-fixed principal components ``reduced``."""
+    pcs = np.pad(reduced[:, :2], ((0, 0), (0, 2 - reduced[:, :2].shape[1])))
     if method == "pca":
-        out = reduced[:, :2]
-        return np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+        return pcs
     if method == "tsne":
+        perp = float(min(perplexity, max(1.0, (len(reduced) - 1) / 3)))
+        if len(reduced) <= EXACT_MAX_POINTS:  # exact and the faster at this size
+            # scikit-learn's PCA initialisation: the first two components, scaled to standard
+            # deviation 1e-4 in the first
+            init = pcs / float(np.std(pcs[:, 0])) * 1e-4
+            return exact_tsne(reduced, perp, max_iter, init=init).embedding
         from sklearn.manifold import TSNE
         from threadpoolctl import threadpool_limits
 
-        perp = float(min(perplexity, max(1.0, (len(reduced) - 1) / 3)))
         # one thread: the Barnes-Hut gradient's OpenMP threads spin badly on a loaded machine
         # (measured 6.5x slower with default threads while another process ran)
         with threadpool_limits(1):

@@ -29,6 +29,7 @@ from ..style import (
 __all__ = [
     "attention_grid_pages",
     "display_image",
+    "panel_grids",
     "plot_attention_distance",
     "plot_attention_grid",
     "plot_multihead",
@@ -73,7 +74,33 @@ def show_map(ax, grid: np.ndarray, image: object | None = None, alpha: float = 0
 
 
 def _grid(frame: pd.DataFrame) -> np.ndarray:
-    return frame.pivot(index="row", columns="col", values="value").to_numpy()
+    """The ``(rows, cols)`` map of one panel's ``row, col, value`` rows: the values at their
+    sorted row and column positions, NaN where a cell has no row (``frame.pivot``'s grid)."""
+    rows, r = np.unique(frame["row"].to_numpy(), return_inverse=True)
+    cols, c = np.unique(frame["col"].to_numpy(), return_inverse=True)
+    values = frame["value"].to_numpy()
+    if len(np.unique(r * len(cols) + c)) < len(values):
+        raise DataError("a map has two values for one (row, col) cell; pass one row per cell.")
+    grid = np.full((len(rows), len(cols)), np.nan, dtype=np.result_type(values, np.float32))
+    grid[r, c] = values
+    return grid
+
+
+class _Grids(dict):
+    """Panel maps by key; a missing panel is a DataError naming it."""
+
+    def __missing__(self, key: tuple) -> np.ndarray:
+        raise DataError(f"the frame has no map for {dict(zip(self.keys_, key))}; pass rows "
+                        "for every panel shown.")
+
+
+def panel_grids(frame: pd.DataFrame, keys: list[str]) -> dict[tuple, np.ndarray]:
+    """``{key values: (rows, cols) map}`` of every panel of ``frame``, one group per
+    combination of the ``keys`` columns (:func:`_grid` of each)."""
+    out = _Grids((key if isinstance(key, tuple) else (key,), _grid(g))
+                 for key, g in frame.groupby(keys, sort=False))
+    out.keys_ = list(keys)
+    return out
 
 
 def _one_image(frame: pd.DataFrame, image_id: object | None) -> pd.DataFrame:
@@ -152,6 +179,7 @@ def plot_attention_grid(
     width, panel = _grid_geometry(len(heads))
     pages = attention_grid_pages(sub, max_height)
     vmax = float(sub["value"].max())
+    grids = panel_grids(sub, ["layer", "head"])
     figures = []
     for k, layers in enumerate(pages, 1):
         height = len(layers) * panel * 1.04 + 0.45
@@ -161,8 +189,7 @@ def plot_attention_grid(
         for i, layer in enumerate(layers):
             for j, head in enumerate(heads):
                 ax = axes[i, j]
-                g = sub[(sub["layer"] == layer) & (sub["head"] == head)]
-                im = show_map(ax, _grid(g), image, alpha, 0.0, vmax)
+                im = show_map(ax, grids[layer, head], image, alpha, 0.0, vmax)
                 if i == 0:
                     ax.set_title(f"head {head}", **LITERAL)
                 if j == 0:
@@ -226,8 +253,9 @@ def plot_multihead(
         ax.set_xlabel(image_caption(label, prediction), **LITERAL)
     vmax = float(sub["value"].max())
     im = None
+    grids = panel_grids(sub, ["head"])
     for ax, head in zip(axes, heads):
-        im = show_map(ax, _grid(sub[sub["head"] == head]), image, alpha, 0.0, vmax)
+        im = show_map(ax, grids[head,], image, alpha, 0.0, vmax)
         ax.set_title(f"head {head}", **LITERAL)
         ax.set_xlabel(" ")  # as the captioned image: the panels of a row align
     fig.suptitle(f"layer {layer}", fontsize=8, **LITERAL)

@@ -31,7 +31,7 @@ from ..style import (
     new_figure,
     page_rows,
 )
-from .attention import display_image, show_map
+from .attention import display_image, panel_grids, show_map
 
 __all__ = ["SIGNED_METHODS", "method_map_pages", "plot_faithfulness", "plot_method_maps",
            "plot_sanity"]
@@ -159,6 +159,7 @@ def plot_method_maps(
     width, panel = _maps_geometry(ncols)
     pages = method_map_pages(ids, len(methods), lead, max_height)
     position = {image_id: n for n, image_id in enumerate(ids)}
+    grids = panel_grids(frame, ["image_id", "method"])
     figures = []
     for k, page in enumerate(pages, 1):
         height = len(page) * panel * 1.12 + _MAPS_EXTRA
@@ -180,8 +181,7 @@ def plot_method_maps(
                 if i == 0:
                     ax.set_title("image", **LITERAL)
             for j, method in enumerate(methods, lead):
-                g = frame[(frame["image_id"] == image_id) & (frame["method"] == method)]
-                grid = g.pivot(index="row", columns="col", values="value").to_numpy()
+                grid = grids[image_id, method]
                 cmap, norm = scales[method]
                 # a signed map is drawn opaque: a diverging map over a coloured image is
                 # unreadable; the image is in the first column of the same row

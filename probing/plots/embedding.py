@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
@@ -38,11 +40,16 @@ def _facet_name(name: str, value: object) -> str:
 
 
 def _scatter(ax, panel: pd.DataFrame, color: str, cats: list | None, norm) -> object:
+    """One scatter of a panel's points. Categorical colours: the points sorted by category
+    (stable), so that one collection draws them in the order one collection per category
+    would, each category over the ones before it; points without a category are not drawn."""
     if cats is not None:
-        colours = class_colours(len(cats))
-        for i, cat in enumerate(cats):
-            sub = panel[panel[color].astype(str) == cat]
-            ax.scatter(sub["x"], sub["y"], s=3, lw=0, color=colours[i], rasterized=True)
+        code = pd.Categorical(panel[color].astype(str), categories=cats).codes
+        order = np.argsort(code, kind="stable")
+        order = order[code[order] >= 0]  # a missing value has no category and no point
+        colours = np.asarray([to_rgba(c) for c in class_colours(len(cats))])
+        ax.scatter(panel["x"].to_numpy()[order], panel["y"].to_numpy()[order], s=3, lw=0,
+                   color=colours[code[order]], rasterized=True)
         return None
     return ax.scatter(panel["x"], panel["y"], c=panel[color].astype(float), s=3, lw=0,
                       cmap=SEQUENTIAL, norm=norm, rasterized=True)
@@ -75,10 +82,11 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
     norm = None if cats else Normalize(coords[color].astype(float).min(),
                                        coords[color].astype(float).max())
     mappable = None
+    panels = dict(iter(coords.groupby([rows, cols], sort=False)))
     for i, rv in enumerate(row_vals):
         for j, cv in enumerate(col_vals):
             ax = axes[i, j]
-            panel = coords[(coords[rows] == rv) & (coords[cols] == cv)]
+            panel = panels.get((rv, cv), coords.iloc[:0])
             if len(panel):
                 mappable = _scatter(ax, panel, color, cats, norm) or mappable
                 if len(panel) > 1 and panel["x"].nunique() == 1 and panel["y"].nunique() == 1:

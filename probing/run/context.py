@@ -98,12 +98,14 @@ class RunContext:
 
     def tokens(self, kind: str | Sequence[str] = "cls", layers: Any = "all",
                columns: Sequence[str] | None = None,
-               image_ids: Sequence[Any] | np.ndarray | None = None) -> pd.DataFrame:
+               image_ids: Sequence[Any] | np.ndarray | None = None,
+               labels: bool = True) -> pd.DataFrame:
         """Token rows of the store (with label columns) for the given kinds and layers.
 
         ``layers`` is a selection or the :class:`~probing.selection.LayerLabels` of
-        :meth:`layers`. ``image_ids``: only those images' rows (in store order, as a filter
-        of all the rows would keep them), read from their row groups alone; all when None.
+        :meth:`layers`. ``image_ids``: only these images' rows (in store order; every image
+        when None), read from their row groups alone. ``labels=False`` leaves out the label
+        columns (no join).
 
         Raises
         ------
@@ -112,7 +114,7 @@ class RunContext:
         """
         filters = None if image_ids is None else [("image_id", "in", _id_list(image_ids))]
         frame = self.store.read(kind=kind, layers=self.layers(layers), columns=columns,
-                                filters=filters)
+                                filters=filters, labels=labels)
         if "emb" in frame.columns:
             try:
                 check_finite(frame)
@@ -144,8 +146,13 @@ class RunContext:
                                      image_ids=image_ids)
 
     def labels(self) -> pd.DataFrame:
-        """``image_id`` and label columns of the stored images, in source order."""
-        return self.store.labels()
+        """``image_id`` and label columns of the stored images, in source order (read from the
+        store once per context and store: analyses run on a complete store; a copy each
+        call)."""
+        key = ("labels", str(self.store.path))
+        if key not in self._cache:
+            self._cache[key] = self.store.labels()
+        return self._cache[key].copy()
 
     def label_column(self) -> str | None:
         """The class column of the stored images (``stratify``, else ``label`` when present)."""

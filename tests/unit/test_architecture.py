@@ -19,7 +19,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("attention_hooks", "hooks"),
     ("store",),
     ("extract",),
-    ("views", "stats", "patchgrid", "targets", "maps", "similarity"),
+    ("views", "stats", "patchgrid", "targets", "maps", "tsne", "similarity"),
     ("probes", "posenc", "attention", "attribution", "lens"),
     ("plots",),
     ("findings", "figfiles", "sections", "report", "card"),

@@ -101,6 +101,52 @@ def test_tokens_of_some_images_equal_the_filtered_full_read(store):
         assert set(frame["image_id"]) == {want[0]} and (frame["layer"] == layer).all()
 
 
+def test_tokens_of_some_images_without_labels_equal_the_filtered_full_read(store):
+    from probing import load_model
+    from probing.run.context import RunContext
+
+    ctx = RunContext(model=load_model("demo"), source=None, store=store)
+    ids = np.array([17, 3, 9])  # any order: rows come in store order
+    full = ctx.tokens("patch", [2])
+    got = ctx.tokens("patch", [2], image_ids=ids, labels=False)
+    want = full[full["image_id"].isin(ids)].reset_index(drop=True)
+    assert sorted(got["image_id"].unique()) == [3, 9, 17] and "label" in full.columns
+    pd.testing.assert_frame_equal(got, want[[c for c in want.columns if c in got.columns]])
+    assert set(full.columns) - set(got.columns) == set(store.labels().columns) - {"image_id"}
+
+
+def test_context_labels_are_read_once_and_handed_out_as_copies(store, monkeypatch):
+    from probing import load_model
+    from probing.run.context import RunContext
+
+    ctx = RunContext(model=load_model("demo"), source=None, store=store)
+    reads = []
+    real = type(store).labels
+    monkeypatch.setattr(type(store), "labels", lambda self: reads.append(1) or real(self))
+    first = ctx.labels()
+    first.loc[0, "label"] = "changed by a caller"
+    second = ctx.labels()
+    pd.testing.assert_frame_equal(second, real(store))
+    assert len(reads) == 1
+
+
+def test_one_layer_sweep_equals_that_layers_rows_of_the_sweep(store):
+    """position_probes sweeps one layer at a time (each layer read once for both probes): the
+    folds depend only on the images, so the rows equal those of one sweep over every layer."""
+    from probing.probes import probe_layers
+    from probing.selection import LayerLabels
+
+    frame = store.read(kind="patch")
+    layers = LayerLabels(store.layers("patch"))
+    whole = probe_layers(frame, ["row", "col"], "patch", task="regression", cv=3,
+                         control=False, random_frame=frame)
+    one = pd.concat([probe_layers(lambda _k, f=frame[frame["layer"] == k]: f, ["row", "col"],
+                                  "patch", task="regression", layers=LayerLabels([k]), cv=3,
+                                  control=False, random_frame=frame) for k in layers],
+                    ignore_index=True)
+    pd.testing.assert_frame_equal(one, whole)
+
+
 def test_probe_layers_per_layer_function_equals_whole_frame(store):
     from probing.probes import probe_layers
     from probing.selection import LayerLabels

@@ -12,6 +12,7 @@ import pytest
 from matplotlib.colors import TwoSlopeNorm, to_rgb
 
 from probing import plots
+from probing.errors import DataError
 from probing.plots.attention import attention_grid_pages
 from probing.plots.attribution import method_map_pages
 from probing.style import MAX_HEIGHT, METHOD_COLOURS, class_colours, page_rows
@@ -245,3 +246,24 @@ def test_a_map_of_equal_vectors_says_so():
     fig = plots.plot_embedding_maps(coords, color="label")
     texts = [[t.get_text() for t in ax.texts] for ax in fig.axes if ax.collections]
     assert texts == [["all vectors equal"], []]
+
+
+def test_panel_grids_equal_pivot_and_refuse_a_cell_given_twice():
+    from probing.plots.attention import panel_grids
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"image_id": np.repeat([7, 3], 12), "method": "m",
+                          "row": np.tile(np.repeat([2, 0, 1], 4), 2),
+                          "col": np.tile([3, 1, 0, 2], 6), "value": rng.normal(size=24)})
+    frame = frame.drop(index=[5]).sample(frac=1, random_state=1)  # a missing cell, any order
+    grids = panel_grids(frame, ["image_id", "method"])
+    for (image_id, method), grid in grids.items():
+        g = frame[(frame["image_id"] == image_id) & (frame["method"] == method)]
+        ref = g.pivot(index="row", columns="col", values="value").to_numpy()
+        np.testing.assert_array_equal(grid, ref)
+        assert grid.dtype == ref.dtype
+    assert np.isnan(grids[7, "m"]).sum() == 1 and set(grids) == {(7, "m"), (3, "m")}
+    with pytest.raises(DataError, match="no map for"):
+        grids[5, "m"]
+    with pytest.raises(DataError, match="two values"):
+        panel_grids(pd.concat([frame, frame.iloc[:1]]), ["image_id"])
