@@ -9,18 +9,24 @@ available), unless the caller
 or ``$PROBING_PROCESSES`` asks for a number. :class:`AnalysisPool` then forks that many workers,
 which inherit the run's context (model, data, store) as it is, run one analysis each at a time
 with ``cpus // processes`` torch and BLAS threads (one in the tiny-model case) and no progress
-bars, and send back the :class:`~probing.sections.Section` (pickled, figures included, as the
-analysis cache stores it, by :func:`probing.figpickle.dumps`: matplotlib's own pickles of a
-transform keep its parents keyed by their ids in the worker, and a figure so unpickled in the
-run's process was now and then drawn a few pixels off) with the analysis's own seconds.
+bars. A worker draws its analysis's figures to their files' bytes with the report's settings
+(:meth:`probing.sections.Figure.render`), caches the section (figures and files, as the run
+would: :mod:`probing.run.cache`) and sends back the section with the bytes in place of the
+matplotlib figures, pickled by :func:`probing.figpickle.dumps`, with the analysis's own
+seconds; the report then writes those bytes. No matplotlib figure crosses to the run's
+process (one that does, when it could not be drawn in the worker, pickles with working
+transforms: matplotlib's own pickles keep a transform's parents keyed by their ids in the
+worker, and a figure so unpickled was now and then drawn a few pixels off).
 
-Results are those of the serial run: analyses derive every random step from the spec's seed
-(none reads a global random state an earlier analysis left), and the parent checks, caches
-and adds the sections in spec order. An analysis that raises in a worker raises the same error
-as serially; a worker that dies (killed, out of memory) is one :class:`AnalysisError` naming
-the analyses it may have been running. The random-init control stores that analyses write under
-the run's store (:meth:`probing.run.context.RunContext.extract_store`) are built under the
-store's lock, which a second worker waits for and then finds the store complete.
+Results are those of the serial run, byte for byte (figures, tables, ``results.json``):
+analyses derive every random step from the spec's seed (none reads a global random state an
+earlier analysis left), a figure's bytes depend only on the figure and the settings, and the
+parent checks and adds the sections in spec order. An analysis that raises in a worker raises
+the same error as serially; a worker that dies (killed, out of memory) is one
+:class:`AnalysisError` naming the analyses it may have been running. The random-init control
+stores that analyses write under the run's store
+(:meth:`probing.run.context.RunContext.extract_store`) are built under the store's lock, which
+a second worker waits for and then finds the store complete.
 """
 
 from __future__ import annotations
@@ -95,25 +101,22 @@ def fork_available() -> bool:
 
 def requested_processes(processes: int | None = None) -> int | None:
     """The number of analysis processes asked for: ``processes``, else ``$PROBING_PROCESSES``
-    (``auto``: None, decided per run by :func:`analysis_processes`; unset: 1, serial).
+    (``auto`` or unset: None, decided per run by :func:`analysis_processes`).
 
-    Serial is the default because a figure that comes back from a worker is, now and then,
-    laid out a few pixels differently from the serial run's (its tick labels and axis label;
-    1 or 2 runs in 6 of a two-analysis spec, never in 8 serial runs; the cause, in
-    matplotlib's state after unpickling in the run's process, is not found). Tables, numbers
-    and ``results.json`` are the same byte for byte.
+    A run's outputs are the same byte for byte for any number (figures, tables,
+    ``results.json``): a worker draws its figures to their files' bytes itself, and figures
+    that do cross a process boundary pickle with working transforms
+    (:mod:`probing.figpickle`).
 
     Raises
     ------
     ConfigError
-        When either is not a whole number of at least 1.
+        When either is not a whole number of at least 1 (or ``auto``).
     """
     where = "processes"
     if processes is None:
         text = os.environ.get(PROCESSES_ENV, "").strip().lower()
-        if text == "":
-            return 1
-        if text == "auto":
+        if text in ("", "auto"):
             return None
         where, processes = f"${PROCESSES_ENV}", text
     whole = isinstance(processes, int) and not isinstance(processes, bool) \
@@ -121,8 +124,7 @@ def requested_processes(processes: int | None = None) -> int | None:
     if not whole or int(processes) < 1:
         raise ConfigError(f"{where} = {processes!r} is not a whole number of at least 1; give "
                           "the number of analysis processes (1: serial) or 'auto'.")
-    n = int(processes)
-    return n
+    return int(processes)
 
 
 def analysis_processes(requested: int | None, n_analyses: int, single_threaded: bool) -> int:

@@ -305,10 +305,10 @@ def run_spec(
         Recompute analyses and the report even when they are up to date.
     processes : int, optional
         Processes that run the analyses of an in-process run (1: one after another in this
-        process). Default: ``$PROBING_PROCESSES``, else decided per run
-        (:func:`probing.run.parallel.analysis_processes`: as many as there are CPUs and
+        process). Default: ``$PROBING_PROCESSES``, else (or ``auto``) decided per run
+        (:func:`probing.run.parallel.analysis_processes`: as many as there are free CPUs and
         analyses to run when the model is tiny enough to run on one thread, else 1). Results
-        are identical for any value.
+        are identical for any value, figures included, byte for byte.
 
     Returns
     -------

@@ -196,7 +196,7 @@ def test_when_the_analyses_run_in_parallel(monkeypatch):
 
 def test_requested_processes_from_the_argument_or_the_environment(monkeypatch):
     monkeypatch.delenv(parallel.PROCESSES_ENV, raising=False)
-    assert requested_processes(None) == 1  # serial unless asked
+    assert requested_processes(None) is None  # decided per run unless asked
     assert requested_processes(3) == 3
     monkeypatch.setenv(parallel.PROCESSES_ENV, "auto")
     assert requested_processes(None) is None
