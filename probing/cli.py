@@ -143,7 +143,8 @@ def _check_flags(rules: dict | None = None, **values) -> None:
 _processes_option = click.option(
     "--processes", type=INTEGER, default=None,
     help="Processes for the analyses of an in-process run (default $PROBING_PROCESSES, "
-         "else 1: one after another; see the README's 'Parallel analyses').")
+         "else decided by free CPUs; 1: one after another; see the README's 'Parallel "
+         "analyses').")
 
 
 def _split(text: str | None) -> list[str] | None:

@@ -10,6 +10,8 @@ the same as a serial save: same figure, same style, same fixed metadata.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import multiprocessing
 import os
@@ -19,11 +21,13 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
+from .errors import ReportError
 from .style import paper_style
 
 log = logging.getLogger("probing")
 
-__all__ = ["DEFAULT_FORMATS", "FORMATS", "PNG_DPI", "save_figure", "save_figures"]
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "PNG_DPI", "figure_formats", "render_figure",
+           "render_settings", "save_figure", "save_figures", "settings_key"]
 
 #: Formats a report can write. PNG is what index.html and README.md show; SVG keeps text as
 #: text for editing; PDF (for LaTeX) is the slowest to write (fonts are embedded) and opt-in.
@@ -61,23 +65,44 @@ def _format_options(ext: str) -> dict:
     return {"pil_kwargs": {"compress_level": PNG_COMPRESS_LEVEL}} if ext == "png" else {}
 
 
-def save_figure(figure: Figure, stem: Path, formats: Sequence[str] = DEFAULT_FORMATS,
-                dpi: float = PNG_DPI, style: Mapping[str, object] | None = None) -> None:
-    """Save ``figure`` as ``stem.EXT`` for each format, laid out (and measured) only once.
+def figure_formats(formats: Sequence[str] = DEFAULT_FORMATS) -> tuple[str, ...]:
+    """The formats a report writes for ``formats``: PNG first (the page shows it), then the
+    others asked for, in :data:`FORMATS` order.
 
-    Parameters
-    ----------
-    figure : matplotlib.figure.Figure
-        The drawn figure (left open).
-    stem : pathlib.Path
-        Output path without suffix.
-    formats : sequence of str
-        Out of :data:`FORMATS`.
-    dpi : float
-        Resolution of the PNG, in dots per inch.
-    style : mapping, optional
-        matplotlib rc overrides (see :func:`probing.style.paper_style`).
+    Raises
+    ------
+    ReportError
+        When a format is not one of :data:`FORMATS`.
     """
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise ReportError(
+            f"figure format {bad[0]!r} is not one of {', '.join(FORMATS)}; choose from those.")
+    return ("png", *[f for f in FORMATS[1:] if f in formats])
+
+
+def render_settings(formats: Sequence[str] = DEFAULT_FORMATS,
+                    style: Mapping[str, object] | None = None) -> dict:
+    """The settings a report draws its figures with: ``{"formats", "dpi", "style"}`` (the
+    formats of :func:`figure_formats`, the PNG resolution ``style["savefig.dpi"]`` or
+    :data:`PNG_DPI`, the rc overrides), as :func:`render_figure` and :func:`save_figures`
+    take them."""
+    style = dict(style or {})
+    return {"formats": figure_formats(formats),
+            "dpi": float(style.get("savefig.dpi", PNG_DPI)), "style": style}
+
+
+def settings_key(settings: Mapping[str, object]) -> str:
+    """A string that tells :func:`render_settings` apart (figures drawn with equal keys have
+    equal bytes)."""
+    return json.dumps({k: settings[k] for k in ("formats", "dpi", "style")}, sort_keys=True,
+                      default=repr)
+
+
+def _draw(figure: Figure, targets: Mapping[str, object], dpi: float,
+          style: Mapping[str, object] | None) -> None:
+    """Lay ``figure`` out and measure it once, then save it to ``targets[ext]`` (a path or a
+    binary file) for each format ``ext``."""
     with paper_style(style):
         engine = figure.get_layout_engine()
         bbox = None
@@ -95,13 +120,47 @@ def save_figure(figure: Figure, stem: Path, formats: Sequence[str] = DEFAULT_FOR
                                         "figure.constrained_layout.use": False}):
                 figure.set_layout_engine(None)
         try:
-            for ext in formats:
-                figure.savefig(stem.with_name(f"{stem.name}.{ext}"), format=ext,
-                               dpi=dpi if ext == "png" else None, metadata=_metadata(ext),
-                               bbox_inches=bbox, **_format_options(ext))
+            for ext, target in targets.items():
+                figure.savefig(target, format=ext, dpi=dpi if ext == "png" else None,
+                               metadata=_metadata(ext), bbox_inches=bbox,
+                               **_format_options(ext))
         finally:
             if engine is not None:
                 figure.set_layout_engine(engine)
+
+
+def save_figure(figure: Figure, stem: Path, formats: Sequence[str] = DEFAULT_FORMATS,
+                dpi: float = PNG_DPI, style: Mapping[str, object] | None = None) -> None:
+    """Save ``figure`` as ``stem.EXT`` for each format, laid out (and measured) only once.
+
+    Parameters
+    ----------
+    figure : matplotlib.figure.Figure
+        The drawn figure (left open).
+    stem : pathlib.Path
+        Output path without suffix.
+    formats : sequence of str
+        Out of :data:`FORMATS`.
+    dpi : float
+        Resolution of the PNG, in dots per inch.
+    style : mapping, optional
+        matplotlib rc overrides (see :func:`probing.style.paper_style`).
+    """
+    _draw(figure, {ext: stem.with_name(f"{stem.name}.{ext}") for ext in formats}, dpi, style)
+
+
+def render_figure(figure: Figure, formats: Sequence[str] = DEFAULT_FORMATS,
+                  dpi: float = PNG_DPI, style: Mapping[str, object] | None = None
+                  ) -> dict[str, bytes]:
+    """The files :func:`save_figure` writes, as bytes: ``{ext: bytes}`` per format.
+
+    An analysis worker process draws its own figures with this, so that only bytes go back
+    to the run's process (:mod:`probing.run.parallel`); the bytes are those
+    :func:`save_figure` writes for the same figure and settings.
+    """
+    buffers = {ext: io.BytesIO() for ext in formats}
+    _draw(figure, buffers, dpi, style)
+    return {ext: b.getvalue() for ext, b in buffers.items()}
 
 
 def _save_job(index: int) -> int:

@@ -14,7 +14,9 @@
 The page opens with the findings summary (every section's :class:`~probing.findings.Finding`
 sentences, filled from its key numbers and linked to it), then the lead sections (``Section.lead``:
 the model and data card), then the contents and the analyses' sections in order. Figures are laid
-out once and saved in every format by worker processes (:mod:`probing.figfiles`).
+out once and saved in every format by worker processes (:mod:`probing.figfiles`); a figure whose
+files were drawn already with the report's settings (by an analysis worker process,
+:meth:`probing.sections.Figure.render`) is written as those bytes.
 
 Writing is atomic at the directory level: everything is written into a temporary sibling
 directory, which then replaces ``out``; a report that failed half-way never looks complete.
@@ -47,7 +49,13 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from .errors import ReportError, SchemaError
-from .figfiles import DEFAULT_FORMATS, FORMATS, PNG_DPI, save_figures
+from .figfiles import (
+    DEFAULT_FORMATS,
+    figure_formats,
+    render_settings,
+    save_figures,
+    settings_key,
+)
 from .ownership import (
     check_report_target,
     folder_lock,
@@ -280,12 +288,7 @@ class Report:
             When ``out`` may not be replaced, or writing fails (nothing is left behind then).
         """
         out = Path(out)
-        bad = [f for f in formats if f not in FORMATS]
-        if bad:
-            raise ReportError(
-                f"figure format {bad[0]!r} is not one of {', '.join(FORMATS)}; choose from those."
-            )
-        formats = ("png", *[f for f in FORMATS[1:] if f in formats])
+        formats = figure_formats(formats)
         check_report_target(out, protect)
         self._check()
         results = self.results()
@@ -325,13 +328,25 @@ class Report:
 
     def _write_files(self, tmp: Path, results: dict, spec_text, provenance, style,
                      formats: tuple[str, ...], workers: int | None) -> None:
-        jobs = [(f.figure, tmp / "figures" / f.name) for s in self.ordered() for f in s.figures]
+        settings = render_settings(formats, style)
+        key = settings_key(settings)
+        jobs = []
+        for f in (f for s in self.ordered() for f in s.figures):
+            stem = tmp / "figures" / f.name
+            if f.files is not None and f.files_key == key:  # drawn already (a worker)
+                for ext in formats:
+                    stem.with_name(f"{stem.name}.{ext}").write_bytes(f.files[ext])
+            elif f.figure is not None:
+                jobs.append((f.figure, stem))
+            else:
+                raise ReportError(f"figure {f.name!r} was drawn with other settings "
+                                  f"({f.files_key}) and has no matplotlib figure to draw "
+                                  f"again; write the report with those settings.")
         ctx_sections: list[dict] = []
         try:
             # tables and the page's context are made while the workers save the figures
-            save_figures(jobs, formats=formats, dpi=float((style or {}).get("savefig.dpi",
-                                                                           PNG_DPI)),
-                         style=style, workers=workers,
+            save_figures(jobs, formats=formats, dpi=settings["dpi"], style=style,
+                         workers=workers,
                          meanwhile=lambda: ctx_sections.extend(self._tables(tmp)))
         finally:
             for f, _ in jobs:

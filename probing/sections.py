@@ -72,21 +72,44 @@ class Figure:
     ----------
     name : str
         File stem (``figures/NAME.png`` ...), a lower-case slug unique within the report.
-    figure : matplotlib.figure.Figure
-        The drawn figure.
+    figure : matplotlib.figure.Figure or None
+        The drawn figure; None once :meth:`render` has replaced it by its files.
     caption : str
         One or two sentences saying what is shown, with units.
     data : pandas.DataFrame
         The numbers the figure was drawn from (saved as ``tables/NAME.csv``).
+    files : dict of str to bytes, optional
+        The figure's files (``{ext: bytes}``) as :func:`probing.figfiles.render_figure` drew
+        them with the settings of ``files_key``; the report writes these bytes when it writes
+        figures with the same settings. Set by :meth:`render`, not by analyses.
+    files_key : str
+        :func:`probing.figfiles.settings_key` of the settings ``files`` were drawn with.
     """
 
     name: str
-    figure: MplFigure
+    figure: MplFigure | None
     caption: str
     data: pd.DataFrame
+    files: dict[str, bytes] | None = None
+    files_key: str = ""
 
     def __post_init__(self) -> None:
         _check_name(self.name, "figure")
+
+    def render(self, settings: dict, keep_figure: bool = True) -> None:
+        """Draw the figure's files now (:func:`probing.figfiles.render_figure` with
+        ``settings``, a :func:`probing.figfiles.render_settings` dict) and keep them in
+        ``files``; ``keep_figure=False`` then drops the matplotlib figure."""
+        from .figfiles import render_figure, settings_key
+
+        if self.figure is None:
+            raise SchemaError(f"figure {self.name!r} has no matplotlib figure to draw; its "
+                              "files were drawn already.")
+        self.files = render_figure(self.figure, settings["formats"], settings["dpi"],
+                                   settings["style"])
+        self.files_key = settings_key(settings)
+        if not keep_figure:
+            self.figure = None
 
 
 @dataclass

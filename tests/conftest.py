@@ -21,6 +21,13 @@ def _private_config(tmp_path_factory):
     os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config"))
 
 
+@pytest.fixture(autouse=True)
+def _serial_analyses(monkeypatch):
+    """Analyses run serially unless a test asks for processes: the default (``auto``) decides
+    by the machine's load, and a test's outcome must not."""
+    monkeypatch.setenv("PROBING_PROCESSES", "1")
+
+
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
     """Path of ``../shared/fixtures``; skips the test when it is absent (users' clones)."""

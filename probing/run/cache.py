@@ -2,13 +2,14 @@
 
 An entry is one pickle file ``<store>/analyses-cache/<key>.pkl`` holding the analysis's
 :class:`~probing.sections.Section` as it returned it (matplotlib figures included: figures pickle
-with their data, and the report writer draws them as it draws fresh ones). ``key`` hashes what
-the section depends on (:func:`section_key`): the store's identity and shard markers, the
-analysis name, its resolved parameters, the seed and figure style, the analysis file's bytes,
-probing's source and the versions of the libraries a pickle depends on. An entry is written
-atomically (temporary name, then ``os.replace``); an entry that cannot be read back (corrupt,
-truncated, from another matplotlib) is ignored and recomputed, never an error. Deleting the
-folder only costs time.
+with their data, through :func:`probing.figpickle.dumps` so that they unpickle with working
+transforms, and the report writer draws them as it draws fresh ones, to the same bytes).
+``key`` hashes what the section depends on (:func:`section_key`): the store's identity and
+shard markers, the analysis name, its resolved parameters, the seed and figure style, the
+analysis file's bytes, probing's source and the versions of the libraries a pickle depends on.
+An entry is written atomically (temporary name, then ``os.replace``); an entry that cannot be
+read back (corrupt, truncated, from another matplotlib) is ignored and recomputed, never an
+error. Deleting the folder only costs time.
 
 Entries are pickles, so an entry is signed: the file is an HMAC-SHA256 tag of the pickle bytes
 followed by those bytes, keyed by a secret of this user (``~/.config/probing/cache-key``, or
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from ..figpickle import dumps
 from ..sections import Section
 from ..store import EmbeddingStore, atomic_write_bytes
 
@@ -40,7 +42,7 @@ __all__ = ["CACHE_DIR", "load_section", "package_digest", "save_section", "secti
 log = logging.getLogger("probing")
 
 CACHE_DIR = "analyses-cache"
-_FORMAT = 1
+_FORMAT = 2  # 2: figures pickled by probing.figpickle.dumps
 
 
 @lru_cache(maxsize=4)
@@ -173,8 +175,7 @@ def save_section(store: EmbeddingStore, key: str, section: Section) -> bool:
     writable only costs the cache: a warning, no error.
     """
     try:
-        data = pickle.dumps({"key": key, "name": section.name, "section": section},
-                            protocol=pickle.HIGHEST_PROTOCOL)
+        data = dumps({"key": key, "name": section.name, "section": section})
     except Exception as exc:  # noqa: BLE001 - whatever pickling raises, the run goes on
         log.warning("analysis %s is not cached: its section cannot be pickled (%s)",
                     section.name, exc)

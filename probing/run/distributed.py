@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ import torch
 from ..constraints import MAX_COUNT, Interval, Name, check
 from ..errors import ConfigError, ModelError, StoreError
 from ..extract import ShardJob, extract_shard, open_store
+from ..figpickle import dumps
 from ..models import LoadedModel, load_model
 from ..seeding import seeded
 from ..store import EmbeddingStore
@@ -358,8 +360,10 @@ def analysis_task(model: dict, data: dict, store: str, seed: int, batch_size: in
 
     Returns
     -------
-    (Section, float)
-        What the analysis returned and its wall time in seconds.
+    (bytes, float)
+        What the analysis returned, pickled by :func:`probing.figpickle.dumps` (Dask's own
+        pickles would keep matplotlib transforms keyed by ids of this worker, and figures
+        unpickled so are now and then drawn a few pixels off), and its wall time in seconds.
     """
     from .context import RunContext, run_analysis
     from .registry import load_analysis
@@ -372,7 +376,7 @@ def analysis_task(model: dict, data: dict, store: str, seed: int, batch_size: in
     t = time.perf_counter()
     section = run_analysis(load_analysis(Path(analysis)).run, ctx, params, style,
                            name=Path(analysis).stem)
-    return section, time.perf_counter() - t
+    return dumps(section), time.perf_counter() - t
 
 
 def _store_fingerprint(store: EmbeddingStore) -> str:
@@ -390,7 +394,8 @@ def run_analyses_on_dask(client: Any, model: dict, data: dict, store: EmbeddingS
                          seed: int, batch_size: int, modules: Sequence[Any], params: dict,
                          style: dict | None = None, fingerprint: str | None = None
                          ) -> list[tuple[Any, float]]:
-    """Submit one :func:`analysis_task` per analysis module; results in ``modules`` order.
+    """Submit one :func:`analysis_task` per analysis module; ``(section, seconds)`` in
+    ``modules`` order.
 
     ``fingerprint`` is the client's model fingerprint that every worker's model must match
     (default: the one in the store's manifest, which the client's model matched).
@@ -402,4 +407,4 @@ def run_analyses_on_dask(client: Any, model: dict, data: dict, store: EmbeddingS
                              key=f"probing-analysis-{m.name}-{store.path.name}",
                              pure=False)
                for m in modules]
-    return client.gather(futures)
+    return [(pickle.loads(data), seconds) for data, seconds in client.gather(futures)]

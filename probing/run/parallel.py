@@ -9,21 +9,28 @@ available), unless the caller
 or ``$PROBING_PROCESSES`` asks for a number. :class:`AnalysisPool` then forks that many workers,
 which inherit the run's context (model, data, store) as it is, run one analysis each at a time
 with ``cpus // processes`` torch and BLAS threads (one in the tiny-model case) and no progress
-bars, and send back the :class:`~probing.sections.Section` (pickled, figures included, as the
-analysis cache stores it) with the analysis's own seconds.
+bars. A worker draws its analysis's figures to their files' bytes with the report's settings
+(:meth:`probing.sections.Figure.render`), caches the section (figures and files, as the run
+would: :mod:`probing.run.cache`) and sends back the section with the bytes in place of the
+matplotlib figures, pickled by :func:`probing.figpickle.dumps`, with the analysis's own
+seconds; the report then writes those bytes. No matplotlib figure crosses to the run's
+process (one that does, when it could not be drawn in the worker, pickles with working
+transforms: matplotlib's own pickles keep a transform's parents keyed by their ids in the
+worker, and a figure so unpickled was now and then drawn a few pixels off).
 
-Results are those of the serial run: analyses derive every random step from the spec's seed
-(none reads a global random state an earlier analysis left), and the parent checks, caches
-and adds the sections in spec order. An analysis that raises in a worker raises the same error
-as serially; a worker that dies (killed, out of memory) is one :class:`AnalysisError` naming
-the analyses it may have been running. The random-init control stores that analyses write under
-the run's store (:meth:`probing.run.context.RunContext.extract_store`) are built under the
-store's lock, which a second worker waits for and then finds the store complete.
+Results are those of the serial run, byte for byte (figures, tables, ``results.json``):
+analyses derive every random step from the spec's seed (none reads a global random state an
+earlier analysis left), a figure's bytes depend only on the figure and the settings, and the
+parent checks and adds the sections in spec order. An analysis that raises in a worker raises
+the same error as serially; a worker that dies (killed, out of memory) is one
+:class:`AnalysisError` naming the analyses it may have been running. The random-init control
+stores that analyses write under the run's store
+(:meth:`probing.run.context.RunContext.extract_store`) are built under the store's lock, which
+a second worker waits for and then finds the store complete.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import multiprocessing
 import os
@@ -36,6 +43,9 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..errors import AnalysisError, ConfigError, ProbingError
+from ..figpickle import dumps
+from ..sections import Section
+from .cache import save_section
 from .context import RunContext, run_analysis
 
 __all__ = ["PROCESSES_ENV", "AnalysisPool", "analysis_processes", "available_cpus",
@@ -91,25 +101,22 @@ def fork_available() -> bool:
 
 def requested_processes(processes: int | None = None) -> int | None:
     """The number of analysis processes asked for: ``processes``, else ``$PROBING_PROCESSES``
-    (``auto``: None, decided per run by :func:`analysis_processes`; unset: 1, serial).
+    (``auto`` or unset: None, decided per run by :func:`analysis_processes`).
 
-    Serial is the default because a figure that comes back from a worker is, now and then,
-    laid out a few pixels differently from the serial run's (its tick labels and axis label;
-    1 or 2 runs in 6 of a two-analysis spec, never in 8 serial runs; the cause, in
-    matplotlib's state after unpickling in the run's process, is not found). Tables, numbers
-    and ``results.json`` are the same byte for byte.
+    A run's outputs are the same byte for byte for any number (figures, tables,
+    ``results.json``): a worker draws its figures to their files' bytes itself, and figures
+    that do cross a process boundary pickle with working transforms
+    (:mod:`probing.figpickle`).
 
     Raises
     ------
     ConfigError
-        When either is not a whole number of at least 1.
+        When either is not a whole number of at least 1 (or ``auto``).
     """
     where = "processes"
     if processes is None:
         text = os.environ.get(PROCESSES_ENV, "").strip().lower()
-        if text == "":
-            return 1
-        if text == "auto":
+        if text in ("", "auto"):
             return None
         where, processes = f"${PROCESSES_ENV}", text
     whole = isinstance(processes, int) and not isinstance(processes, bool) \
@@ -117,8 +124,7 @@ def requested_processes(processes: int | None = None) -> int | None:
     if not whole or int(processes) < 1:
         raise ConfigError(f"{where} = {processes!r} is not a whole number of at least 1; give "
                           "the number of analysis processes (1: serial) or 'auto'.")
-    n = int(processes)
-    return n
+    return int(processes)
 
 
 def analysis_processes(requested: int | None, n_analyses: int, single_threaded: bool) -> int:
@@ -185,14 +191,15 @@ def _picklable(exc: BaseException, name: str) -> BaseException:
                          "analysis or its parameters.")
 
 
-def _run_one(name: str) -> tuple[bytes | None, float]:
-    """Run analysis ``name`` in a worker: ``(pickled section, seconds)``; the section is None
-    when it does not pickle (the parent then runs the analysis itself).
+def _run_one(name: str) -> tuple[bytes | None, float, bool]:
+    """Run analysis ``name`` in a worker: ``(pickled section, seconds, cached)``; the section
+    is None when it does not pickle (the parent then runs the analysis itself).
 
-    The section goes back as bytes, unpickled by :meth:`AnalysisPool.result` in the run's own
-    thread: the executor's result thread would otherwise build the figures while the run's
-    thread draws or pickles others, and matplotlib is not thread-safe (the PNG of a figure
-    built so came out different now and then)."""
+    The section goes back as bytes (:func:`_package`), unpickled by
+    :meth:`AnalysisPool.result` in the run's own thread: the executor's result thread would
+    otherwise build the figures while the run's thread draws or pickles others, and
+    matplotlib is not thread-safe (the PNG of a figure built so came out different now and
+    then)."""
     modules, params, style, started = (_JOB["modules"], _JOB["params"], _JOB["style"],
                                        _JOB["started"])
     slot = list(modules).index(name)
@@ -205,13 +212,50 @@ def _run_one(name: str) -> tuple[bytes | None, float]:
         raise _picklable(exc, name) from None
     started[slot] = 2
     seconds = time.perf_counter() - t
-    log.debug("analysis %s: %.2f s, %.2f s CPU, in process %d", name, seconds,
-              time.process_time() - cpu, os.getpid())
+    data, cached = _package(name, section)
+    log.debug("analysis %s: %.2f s, %.2f s CPU with its figures, in process %d", name,
+              seconds, time.process_time() - cpu, os.getpid())
+    return data, seconds, cached
+
+
+def _package(name: str, section: Any) -> tuple[bytes | None, bool]:
+    """What a worker sends back of ``section``, and whether it cached it.
+
+    With the report's figure settings (``_JOB["render"]``), every figure is drawn here to its
+    files' bytes (:meth:`probing.sections.Figure.render`), so only bytes go to the run's
+    process, which writes them (a figure that fails to draw goes as it is: the report then
+    raises its error, as serially). With cache keys (``_JOB["keys"]``), a section with valid
+    key numbers is cached here, figures and files together, as the run would cache it
+    (:func:`probing.run.cache.save_section`). Pickled by :func:`probing.figpickle.dumps`."""
+    settings, keys = _JOB.get("render"), _JOB.get("keys") or {}
+    if isinstance(section, Section):
+        section.name = section.name or name
+        if settings is not None:
+            try:
+                for figure in section.figures:
+                    figure.render(settings)
+            except Exception as exc:  # noqa: BLE001 - the report raises it, as serially
+                log.debug("analysis %s: a figure did not draw here (%s)", name, exc)
+                for figure in section.figures:
+                    figure.files, figure.files_key = None, ""
+        cached = False
+        if name in keys:
+            try:
+                section.check_numbers()
+            except ProbingError:  # the run's process raises it, as serially; never cached
+                pass
+            else:
+                cached = save_section(_JOB["ctx"].store, keys[name], section)
+        for figure in section.figures:
+            if figure.files is not None:
+                figure.figure = None  # the bytes are what the report writes
+    else:
+        cached = False  # not a Section: the run's process says so
     try:
-        return pickle.dumps(section, protocol=pickle.HIGHEST_PROTOCOL), seconds
+        return dumps(section), cached  # figures unpickle with working transforms
     except Exception:  # noqa: BLE001 - e.g. a class the parent cannot import: rerun there
         log.debug("analysis %s: its section does not pickle; the run's process reruns it", name)
-        return None, seconds
+        return None, cached
 
 
 class AnalysisPool:
@@ -232,16 +276,24 @@ class AnalysisPool:
         The spec's figure style.
     processes : int
         Worker processes (:func:`analysis_processes`).
+    render : dict, optional
+        The report's figure settings (:func:`probing.figfiles.render_settings`): each worker
+        then draws its analyses' figures to their files' bytes.
+    keys : dict, optional
+        Cache key per analysis name (:func:`probing.run.cache.section_key`): each worker then
+        caches its sections in ``ctx.store``.
     """
 
     def __init__(self, ctx: RunContext, modules: Sequence[Any], params: dict,
-                 style: dict | None, processes: int) -> None:
+                 style: dict | None, processes: int, render: dict | None = None,
+                 keys: dict[str, str] | None = None) -> None:
         self._ctx, self._params, self._style = ctx, params, style
+        self._render, self._keys = render, keys
         self._modules = {m.name: m for m in modules} if processes > 1 and modules else {}
         self._processes = min(processes, len(self._modules))
         self._futures: dict[str, Future] = {}
         self._executor: ProcessPoolExecutor | None = None
-        self._done: dict[str, tuple[bytes, float] | BaseException] | None = None
+        self._done: dict[str, tuple[bytes, float, bool] | BaseException] | None = None
 
     def __contains__(self, name: str) -> bool:
         return name in self._futures
@@ -251,7 +303,8 @@ class AnalysisPool:
             return self
         mp = multiprocessing.get_context("fork")
         _JOB.update(ctx=self._ctx, modules=self._modules, params=self._params,
-                    style=self._style, started=mp.RawArray("b", len(self._modules)))
+                    style=self._style, render=self._render, keys=self._keys,
+                    started=mp.RawArray("b", len(self._modules)))
         threads = max(1, available_cpus() // self._processes)
         log.info("analyses %s in %d processes ...", ", ".join(self._modules), self._processes)
         self._executor = ProcessPoolExecutor(self._processes, mp_context=mp,
@@ -272,11 +325,11 @@ class AnalysisPool:
             executor.shutdown(wait=True, cancel_futures=True)
         _JOB.clear()
 
-    def _collect(self) -> dict[str, tuple[bytes, float] | BaseException]:
+    def _collect(self) -> dict[str, tuple[bytes, float, bool] | BaseException]:
         """Every analysis's pickled section (or error), in spec order up to the first error;
         the workers are shut down before any section is unpickled (by :meth:`result`)."""
         if self._done is None:
-            done: dict[str, tuple[bytes, float] | BaseException] = {}
+            done: dict[str, tuple[bytes, float, bool] | BaseException] = {}
             for name in self._modules:  # spec order: the first error is the serial run's
                 try:
                     done[name] = self._futures[name].result()
@@ -290,8 +343,9 @@ class AnalysisPool:
             self._close(stop=any(isinstance(v, BaseException) for v in done.values()))
         return self._done
 
-    def result(self, name: str) -> tuple[Any, float]:
-        """``(section, seconds)`` of analysis ``name`` (its own seconds in the worker).
+    def result(self, name: str) -> tuple[Any, float, bool]:
+        """``(section, seconds, cached)`` of analysis ``name``: its own seconds in the worker,
+        and whether the worker cached the section (with ``keys``).
 
         The first call waits for every analysis (or the first, in spec order, that fails).
 
@@ -307,20 +361,13 @@ class AnalysisPool:
             raise AnalysisError(f"analysis {name!r} did not run: an earlier analysis failed.")
         if isinstance(got, BaseException):
             raise got
-        data, seconds = got
+        data, seconds, cached = got
         if data is None:  # the section did not pickle: run it here, as a serial run would
             t = time.perf_counter()
             section = run_analysis(self._modules[name].run, self._ctx, self._params[name],
                                    self._style, name=name)
-            return section, time.perf_counter() - t
-        # most likely cause, as measured: matplotlib keys a transform's parents by id() and
-        # unregisters a dead parent in a weakref callback; a parent freed in a cycle that the
-        # collector has not reached yet leaves that callback pending, and it later drops the
-        # entry of a new parent at the same address, so a figure unpickled then is laid out
-        # with a stale transform (its PNG differed now and then from the serial run's: 5 of 10
-        # parallel runs without this collection, none of 5 with it).
-        gc.collect()
-        return pickle.loads(data), seconds
+            return section, time.perf_counter() - t, False
+        return pickle.loads(data), seconds, cached
 
     def _died(self, name: str) -> AnalysisError:
         """The error of a dead worker: the analyses that were running then."""

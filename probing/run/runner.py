@@ -31,6 +31,7 @@ from ..constraints import respell
 from ..data import open_source, select_source
 from ..errors import AnalysisError, ConfigError, ProbingError, ReportError
 from ..extract import extract, shard_job, store_manifest
+from ..figfiles import render_settings
 from ..models import LoadedModel, load_model
 from ..ownership import check_report_target
 from ..report import Report
@@ -304,10 +305,10 @@ def run_spec(
         Recompute analyses and the report even when they are up to date.
     processes : int, optional
         Processes that run the analyses of an in-process run (1: one after another in this
-        process). Default: ``$PROBING_PROCESSES``, else decided per run
-        (:func:`probing.run.parallel.analysis_processes`: as many as there are CPUs and
+        process). Default: ``$PROBING_PROCESSES``, else (or ``auto``) decided per run
+        (:func:`probing.run.parallel.analysis_processes`: as many as there are free CPUs and
         analyses to run when the model is tiny enough to run on one thread, else 1). Results
-        are identical for any value.
+        are identical for any value, figures included, byte for byte.
 
     Returns
     -------
@@ -450,14 +451,17 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
                                              spec.capture.batch_size, todo, params, spec.style)))
     analyses: dict[str, dict] = {}
     n_procs = analysis_processes(processes, len(todo), n_threads == 1) if client is None else 1
-    with AnalysisPool(ctx, todo, params, spec.style, n_procs) as pool:
+    # workers draw their figures with the report's settings and cache their sections
+    with AnalysisPool(ctx, todo, params, spec.style, n_procs,
+                      render=render_settings(spec.formats, spec.style), keys=keys) as pool:
         for m in modules:
             t = time.perf_counter()
+            saved = False
             if m.name in cached:
                 section, seconds = cached[m.name]
                 t -= seconds
             elif m.name in pool:  # run in a worker process
-                section, seconds = pool.result(m.name)
+                section, seconds, saved = pool.result(m.name)
                 t = time.perf_counter() - seconds  # its own seconds, not the wait for it
             elif client is None:
                 log.info("analysis %s ...", m.name)
@@ -471,7 +475,8 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
             section.name = section.name or m.name
             if m.name not in cached:
                 section.check_numbers()  # an invalid section fails now, and is never cached
-                save_section(store, keys[m.name], section)
+                if not saved:  # (a worker caches what it ran)
+                    save_section(store, keys[m.name], section)
             report.add(section)
             timings[f"analysis:{m.name}"] = time.perf_counter() - t
             analyses[m.name] = {"cached": m.name in cached, "cache_key": keys[m.name]}

@@ -22,7 +22,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("views", "stats", "patchgrid", "targets", "maps", "tsne", "similarity"),
     ("probes", "posenc", "attention", "attribution", "lens"),
     ("plots",),
-    ("findings", "figfiles", "sections", "report", "card"),
+    ("findings", "figfiles", "figpickle", "sections", "report", "card"),
     ("run",),
     ("cli", ""),  # "" is the package face, probing/__init__.py
 ]

@@ -8,9 +8,20 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from probing.figfiles import PNG_DPI, _format_options, _metadata, save_figure  # noqa: E402
+from probing.errors import ReportError  # noqa: E402
+from probing.figfiles import (  # noqa: E402
+    PNG_DPI,
+    _format_options,
+    _metadata,
+    render_figure,
+    render_settings,
+    save_figure,
+)
+from probing.report import Report  # noqa: E402
+from probing.sections import Figure, Section  # noqa: E402
 from probing.style import paper_style  # noqa: E402
 
 
@@ -46,4 +57,35 @@ def test_layout_without_a_draw_writes_the_bytes_of_a_drawn_figure(tmp_path, layo
     for ext in ("png", "svg"):
         assert (tmp_path / f"ours.{ext}").read_bytes() == \
             (tmp_path / f"reference.{ext}").read_bytes(), ext
+    plt.close("all")
+
+
+def test_render_figure_gives_the_bytes_save_figure_writes(tmp_path):
+    files = render_figure(_figure("constrained"), ("png", "svg", "pdf"))
+    save_figure(_figure("constrained"), tmp_path / "saved", formats=("png", "svg", "pdf"))
+    assert set(files) == {"png", "svg", "pdf"}
+    for ext, data in files.items():
+        assert data == (tmp_path / f"saved.{ext}").read_bytes(), ext
+    plt.close("all")
+
+
+def _section(fig) -> Section:
+    return Section("s", figures=[Figure("f", fig, "caption.", pd.DataFrame({"x": [1]}))])
+
+
+def test_the_report_writes_the_files_a_worker_drew_with_its_settings(tmp_path):
+    drawn = _section(_figure("constrained"))
+    drawn.figures[0].render(render_settings(("png", "svg")), keep_figure=False)
+    drawn.figures[0].files["png"] = b"the drawn bytes"  # what the report writes, unchanged
+    Report("r", [drawn]).write(tmp_path / "r")
+    assert (tmp_path / "r" / "figures" / "f.png").read_bytes() == b"the drawn bytes"
+    assert (tmp_path / "r" / "figures" / "f.svg").read_bytes() == drawn.figures[0].files["svg"]
+    # other settings: drawn again from the figure when it has one, else a clear error
+    kept = _section(_figure("constrained"))
+    kept.figures[0].render(render_settings(("png", "svg")))
+    Report("r", [kept]).write(tmp_path / "pdf", formats=("png", "pdf"))
+    assert (tmp_path / "pdf" / "figures" / "f.pdf").is_file()
+    with pytest.raises(ReportError, match="drawn with other settings"):
+        Report("r", [drawn]).write(tmp_path / "big", style={"savefig.dpi": 100})
+    assert not (tmp_path / "big").exists()
     plt.close("all")
