@@ -56,7 +56,12 @@ def run(quick: bool = False) -> list[Row]:
 
     with tempfile.TemporaryDirectory() as tmp:
         fresh, fresh_cpu = _demo(Path(tmp))
-        stages = json.loads((Path(tmp) / "report" / "provenance.json").read_text())["timings_s"]
+        prov = json.loads((Path(tmp) / "report" / "provenance.json").read_text())
+        stages = prov["timings_s"]
+        # figure writing: the report stage, and the figures the analysis workers drew (their
+        # seconds shared among the workers, which drew side by side)
+        figures = stages["report"] + stages.get("figures_in_workers", 0.0) / max(
+            1, prov.get("analysis_processes", 1))
         again, _ = _demo(Path(tmp))
         text = demo_spec_path().read_text()
         changed = re.sub(r"(\[analyses\.cka\](?:\n(?!\[).*)*?\nk = )\d+", r"\g<1>5", text)
@@ -70,8 +75,8 @@ def run(quick: bool = False) -> list[Row]:
             "<= 1.0"),
         Row("probing demo, fresh store: CPU s, user + sys with workers (baseline: 35 s)",
             fresh_cpu, CPU_BUDGET_S, "s", "<= 1.0"),
-        Row("demo report stage (figures, tables, HTML) vs the fresh demo's run time",
-            stages["report"], stages["total"], "s", "<= 0.15"),
+        Row("demo figure writing (report stage + figures drawn in analysis workers / "
+            "workers) vs the fresh demo's run time", figures, stages["total"], "s", "<= 0.15"),
         Row("probing demo rerun (store reused) vs fresh", again, fresh, "s", "<= 1.0"),
         Row("demo spec, one cka parameter changed (others cached) vs fresh", one, fresh, "s",
             "<= 1.0"),

@@ -40,7 +40,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import AnalysisError, ConfigError, ProbingError
 from ..figpickle import dumps
@@ -48,7 +48,7 @@ from ..sections import Section
 from .cache import save_section
 from .context import RunContext, run_analysis
 
-__all__ = ["PROCESSES_ENV", "AnalysisPool", "analysis_processes", "available_cpus",
+__all__ = ["PROCESSES_ENV", "AnalysisPool", "WorkerResult", "analysis_processes", "available_cpus",
            "fork_available", "free_cpus", "requested_processes"]
 
 log = logging.getLogger("probing")
@@ -191,9 +191,10 @@ def _picklable(exc: BaseException, name: str) -> BaseException:
                          "analysis or its parameters.")
 
 
-def _run_one(name: str) -> tuple[bytes | None, float, bool]:
-    """Run analysis ``name`` in a worker: ``(pickled section, seconds, cached)``; the section
-    is None when it does not pickle (the parent then runs the analysis itself).
+def _run_one(name: str) -> tuple[bytes | None, float, bool, float]:
+    """Run analysis ``name`` in a worker: ``(pickled section, seconds, cached, figure
+    seconds)``; the section is None when it does not pickle (the parent then runs the
+    analysis itself).
 
     The section goes back as bytes (:func:`_package`), unpickled by
     :meth:`AnalysisPool.result` in the run's own thread: the executor's result thread would
@@ -212,10 +213,13 @@ def _run_one(name: str) -> tuple[bytes | None, float, bool]:
         raise _picklable(exc, name) from None
     started[slot] = 2
     seconds = time.perf_counter() - t
+    t = time.perf_counter()
     data, cached = _package(name, section)
-    log.debug("analysis %s: %.2f s, %.2f s CPU with its figures, in process %d", name,
-              seconds, time.process_time() - cpu, os.getpid())
-    return data, seconds, cached
+    drawn = time.perf_counter() - t
+    log.debug("analysis %s: %.2f s, figures drawn and section sent in %.2f s, %.2f s CPU in "
+              "all, in process %d", name, seconds, drawn, time.process_time() - cpu,
+              os.getpid())
+    return data, seconds, cached, drawn
 
 
 def _package(name: str, section: Any) -> tuple[bytes | None, bool]:
@@ -258,6 +262,18 @@ def _package(name: str, section: Any) -> tuple[bytes | None, bool]:
         return None, cached
 
 
+class WorkerResult(NamedTuple):
+    """What an analysis gave in a worker process (:meth:`AnalysisPool.result`)."""
+
+    section: Any
+    #: the analysis's own seconds in the worker
+    seconds: float
+    #: whether the worker cached the section (with ``keys``)
+    cached: bool
+    #: seconds the worker then spent drawing the figures' files and pickling the section
+    figure_seconds: float
+
+
 class AnalysisPool:
     """The analyses ``modules`` of ``ctx`` running in ``processes`` forked workers.
 
@@ -293,7 +309,7 @@ class AnalysisPool:
         self._processes = min(processes, len(self._modules))
         self._futures: dict[str, Future] = {}
         self._executor: ProcessPoolExecutor | None = None
-        self._done: dict[str, tuple[bytes, float, bool] | BaseException] | None = None
+        self._done: dict[str, tuple | BaseException] | None = None
 
     def __contains__(self, name: str) -> bool:
         return name in self._futures
@@ -325,11 +341,11 @@ class AnalysisPool:
             executor.shutdown(wait=True, cancel_futures=True)
         _JOB.clear()
 
-    def _collect(self) -> dict[str, tuple[bytes, float, bool] | BaseException]:
+    def _collect(self) -> dict[str, tuple | BaseException]:
         """Every analysis's pickled section (or error), in spec order up to the first error;
         the workers are shut down before any section is unpickled (by :meth:`result`)."""
         if self._done is None:
-            done: dict[str, tuple[bytes, float, bool] | BaseException] = {}
+            done: dict[str, tuple | BaseException] = {}
             for name in self._modules:  # spec order: the first error is the serial run's
                 try:
                     done[name] = self._futures[name].result()
@@ -343,9 +359,8 @@ class AnalysisPool:
             self._close(stop=any(isinstance(v, BaseException) for v in done.values()))
         return self._done
 
-    def result(self, name: str) -> tuple[Any, float, bool]:
-        """``(section, seconds, cached)`` of analysis ``name``: its own seconds in the worker,
-        and whether the worker cached the section (with ``keys``).
+    def result(self, name: str) -> WorkerResult:
+        """What analysis ``name`` gave in its worker (:class:`WorkerResult`).
 
         The first call waits for every analysis (or the first, in spec order, that fails).
 
@@ -361,13 +376,13 @@ class AnalysisPool:
             raise AnalysisError(f"analysis {name!r} did not run: an earlier analysis failed.")
         if isinstance(got, BaseException):
             raise got
-        data, seconds, cached = got
+        data, seconds, cached, drawn = got
         if data is None:  # the section did not pickle: run it here, as a serial run would
             t = time.perf_counter()
             section = run_analysis(self._modules[name].run, self._ctx, self._params[name],
                                    self._style, name=name)
-            return section, time.perf_counter() - t, False
-        return pickle.loads(data), seconds, cached
+            return WorkerResult(section, time.perf_counter() - t, False, 0.0)
+        return WorkerResult(pickle.loads(data), seconds, cached, drawn)
 
     def _died(self, name: str) -> AnalysisError:
         """The error of a dead worker: the analyses that were running then."""

@@ -461,8 +461,9 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
                 section, seconds = cached[m.name]
                 t -= seconds
             elif m.name in pool:  # run in a worker process
-                section, seconds, saved = pool.result(m.name)
+                section, seconds, saved, drawn = pool.result(m.name)
                 t = time.perf_counter() - seconds  # its own seconds, not the wait for it
+                timings["figures_in_workers"] = timings.get("figures_in_workers", 0.0) + drawn
             elif client is None:
                 log.info("analysis %s ...", m.name)
                 section = run_analysis(m.run, ctx, params[m.name], spec.style, name=m.name)
@@ -498,6 +499,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         "store": {"path": str(store.path), "reused": reused, "capture": capture,
                   "key": manifest_key(store.manifest), "content_key": store_content},
         "analyses": analyses,
+        "analysis_processes": n_procs,
         "card": card_entry,
         "spec_path": spec.source_path,
         "timings_s": timings,
