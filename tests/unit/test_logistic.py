@@ -7,7 +7,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from probing.probes import fold_sweep
+from probing.probes import fold_sweep, fold_sweeps
 from probing.probes.linear import moments, standardisation
 from probing.probes.logistic import fit_logistic, fit_logistic_many
 
@@ -131,3 +131,21 @@ def test_sweep_with_a_class_absent_from_a_training_fold_matches_sklearn():
             (Z[train] - mean) / scale, codes[train])
         want = model.score((Z[fold == f] - mean) / scale, codes[fold == f])
         assert got[f] == pytest.approx(want)
+
+
+@pytest.mark.parametrize("solver", ["logistic", "ridge"])
+def test_sweeps_together_score_as_sweeps_alone(solver):
+    # probe_layers solves every kind of a layer and its random-init control in one call
+    rng = np.random.default_rng(5)
+    jobs = []
+    for n, k in ((150, 3), (120, 4), (90, 2)):
+        Z, codes = _features(n=n, d=12, k=k, seed=n)
+        fold = rng.permutation(np.arange(n) % 5)
+        jobs.append((Z.astype(np.float32), {"task": codes, "control": rng.permutation(codes)},
+                     fold))
+    together = fold_sweeps(jobs, 5, solver=solver)
+    for (X, targets, fold), got in zip(jobs, together):
+        alone = fold_sweep(X, targets, fold, 5, solver=solver)
+        assert got.keys() == alone.keys()
+        for name in alone:
+            np.testing.assert_allclose(got[name], alone[name], atol=1e-12)
