@@ -200,7 +200,7 @@ def _passes(batch: _Batch, order: np.ndarray, G: np.ndarray, tol: float) -> np.n
     rotated = [i for i, b in enumerate(order) if batch.bases[b] is not None]
     if rotated:
         # the biases are not rotated; a row's mean square is at most its largest entry
-        d = batch.bases[order[rotated[0]]].X.shape[1]
+        d = np.array([batch.bases[order[i]].X.shape[1] for i in rotated])
         Gr = G[rotated]
         bias_ok = np.abs(Gr[:, :, -1]).max(axis=1) <= tol
         rms_ok = np.sqrt((Gr[:, :, :-1] ** 2).sum(axis=2).max(axis=1) / d) <= tol
@@ -260,7 +260,8 @@ class _Memory:
         return -Hg
 
     def push(self, s: np.ndarray, y: np.ndarray) -> None:
-        """Add the pair of this iteration; a pair with ``s.y <= eps y.y`` is skipped."""
+        """Add the pair of this iteration in place of the oldest; a pair with
+        ``s.y <= eps y.y`` is stored as a zero pair (it adds nothing)."""
         sy = np.einsum("bd,bd->b", s, y)
         yy = np.einsum("bd,bd->b", y, y)
         valid = sy > np.finfo(np.float64).eps * yy
@@ -358,9 +359,9 @@ def fit_logistic_many(problems: Sequence[tuple[np.ndarray, np.ndarray, int]], C:
     Parameters
     ----------
     problems : sequence of (X, codes, n_classes)
-        ``X`` ``(n, d)`` features (standardised by the caller for a probe; used as float64,
-        the same ``d`` for every problem), ``codes`` ``(n,)`` int class codes in
-        ``0 .. n_classes - 1``, each present, and ``n_classes >= 2``.
+        ``X`` ``(n, d)`` features (standardised by the caller for a probe; used as float64),
+        ``codes`` ``(n,)`` int class codes in ``0 .. n_classes - 1``, each present, and
+        ``n_classes >= 2``.
     C : float
         Inverse penalty, ``> 0``.
     max_iter : int
