@@ -21,15 +21,18 @@ absolute value, or whose relative decrease of ``f`` is at most 64 machine epsilo
 ``max_iter`` iterations (not converged: a ``ConvergenceWarning``, as scikit-learn gives). The
 step is the unit quasi-Newton step (``1 / ||g||`` on the first iteration), backtracked until
 the Armijo condition ``f(x + t d) <= f(x) + 1e-4 t g.d`` holds (safeguarded quadratic
-interpolation, at most 50 trials). The curvature condition needs no line search here:
-``f`` is strictly convex in the weights, so ``s.y > 0`` for every step (a pair without it is
-skipped, as L-BFGS-B skips one).
+interpolation, at most 50 trials). The curvature condition needs no line search here: ``f``
+is strictly convex (but for a common shift of the intercepts, which no step makes), so
+``s.y > 0`` for every step; a pair with ``s.y <= eps y.y`` (rounding, at the optimum) adds
+nothing.
 
 :func:`fit_logistic_many` solves independent problems together: each follows its own L-BFGS
-iterates, and one numpy call does the arithmetic of all of them. A cross-validation sweep
-(every fold x target of a feature matrix) then costs about one problem's interpreter overhead
-instead of one per problem: the overhead, not the arithmetic, is what a fit on a few hundred
-rows of a few dozen features spends its time on.
+iterates, and one numpy call does the arithmetic of all of them. Problems whose rows and
+features pad to the same multiple of :data:`PAD`, with the same number of classes, share a
+batch, and each one's result is the same, to the last bit, as when it is solved alone. A
+cross-validation sweep (every fold x target x kind of a layer) then costs about one problem's
+interpreter overhead instead of one per problem: the overhead, not the arithmetic, is what a
+fit on a few hundred rows of a few dozen features spends its time on.
 
 More features than rows (``d > n``): the optimum has ``W`` in the row space of ``X`` (the
 penalty only grows outside it), so the fit runs in an orthonormal basis of that space, ``r <=
@@ -49,7 +52,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BATCH_BYTES", "LogisticFit", "fit_logistic", "fit_logistic_many"]
+__all__ = ["BATCH_BYTES", "PAD", "LogisticFit", "fit_logistic", "fit_logistic_many"]
 
 #: L-BFGS correction pairs (scikit-learn's lbfgs: scipy's default ``maxcor``).
 MEMORY = 10
@@ -59,8 +62,12 @@ MAX_LINE_SEARCH = 50
 ARMIJO = 1e-4
 #: Relative decrease of ``f`` at which the iteration stops (scikit-learn: ``64 * eps``).
 FTOL = 64 * np.finfo(np.float64).eps
-#: Bytes of (padded) training matrices solved together; more are solved in groups.
+#: Bytes of (padded) features solved together; more are solved in groups.
 BATCH_BYTES = 16 * 2**20
+#: Rows and features are padded up to a multiple of this. Problems of one padded shape and
+#: number of classes are solved together, and the arithmetic of each is then the same whichever
+#: problems share its batch (the same result solved alone or with others, to the last bit).
+PAD = 16
 #: Original-gradient columns kept between full stopping tests of a row-space fit: the largest
 #: entries of the last full test, checked first (a cheap proof of "not yet").
 WATCHED = 64
@@ -116,78 +123,58 @@ class _RowSpace:
 
 
 class _Batch:
-    """Independent problems padded to common shapes, for one numpy call per step.
+    """Independent problems of one padded shape, for one numpy call per step.
 
-    Problem ``b`` has ``n_b`` rows, ``p_b`` features (``d``, or ``r_b`` in a row-space basis)
-    and ``K_b`` classes; arrays are padded to ``N``, ``p`` and ``K``. Parameters are
+    Problem ``b`` has ``n_b`` rows and ``p_b`` features (``d``, or ``r_b`` in a row-space
+    basis), padded to ``N`` and ``p`` (:func:`_padded`), and ``K`` classes. Parameters are
     ``(B, K, p + 1)``: weights then bias per class. Padded rows have zero features and zero
-    weight in the loss; padded features have zero gradient and so stay zero; absent classes
-    get logit ``-inf`` and, with class 0 of a binomial problem, a frozen zero row.
+    weight in the loss; padded features have zero gradient and so stay zero; in a binomial
+    batch class 0's row is held at zero.
     """
 
-    def __init__(self, problems: Sequence[tuple[np.ndarray, np.ndarray, int]], C: float
-                 ) -> None:
-        feats, self.bases = [], []
-        for X, _, _ in problems:
-            basis = _RowSpace(X) if X.shape[1] > X.shape[0] else None
-            self.bases.append(basis)
-            feats.append(X if basis is None else basis.F)
+    def __init__(self, problems: Sequence[tuple[np.ndarray, np.ndarray]], C: float,
+                 shape: tuple[int, int, int]) -> None:
+        N, p, K = shape
         B = len(problems)
-        N = max(X.shape[0] for X, _, _ in problems)
-        p = max(F.shape[1] for F in feats)
-        K = max(k for _, _, k in problems)
         self.XaT = np.zeros((B, p + 1, N))
         self.weight = np.zeros((B, N))
         self.counts = np.zeros((B, K, p + 1))
-        self.offset = np.zeros((B, K, 1))
-        self.free = np.zeros((B, K, 1))
         self.l2 = np.empty((B, 1, 1))
-        self.shapes = []
-        for b, ((X, codes, k), F) in enumerate(zip(problems, feats)):
+        self.free = None
+        if K == 2:
+            self.free = np.ones((1, K, 1))
+            self.free[0, 0] = 0.0
+        for b, (F, codes) in enumerate(problems):
             n, pb = F.shape
             self.XaT[b, :pb, :n] = F.T
             self.XaT[b, p, :n] = 1.0
             self.weight[b, :n] = 1.0 / n
-            onehot = np.zeros((k, n))
+            onehot = np.zeros((K, n))
             onehot[np.asarray(codes), np.arange(n)] = 1.0 / n
-            self.counts[b, :k] = onehot @ self.XaT[b, :, :n].T
-            self.offset[b, k:] = -np.inf
-            self.free[b, int(k == 2):k] = 1.0
+            self.counts[b] = onehot @ self.XaT[b, :, :n].T
             self.l2[b] = 1.0 / (C * n)
-            self.shapes.append((X.shape[1], pb, k))
-        self._flags()
 
     def take(self, keep: np.ndarray) -> None:
         """Keep only the problems ``keep`` (positions in the current arrays)."""
-        for name in ("XaT", "weight", "counts", "offset", "free", "l2"):
+        for name in ("XaT", "weight", "counts", "l2"):
             setattr(self, name, getattr(self, name)[keep])
-        self._flags()
-
-    def _flags(self) -> None:
-        # whether a problem has fewer classes than the batch, or a frozen row (an absent class
-        # or a binomial problem): else their two steps are skipped
-        self.absent = bool(np.isinf(self.offset).any())
-        self.frozen = bool((self.free == 0).any())
 
     def loss_grad(self, P: np.ndarray, rows: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
         """``(B,)`` losses and ``(B, K, p + 1)`` gradients at parameters ``P`` (of every
         problem, or of the problems ``rows``)."""
-        arrays = (self.XaT, self.weight, self.counts, self.offset if self.absent else None,
-                  self.free if self.frozen else None, self.l2)
+        arrays = (self.XaT, self.weight, self.counts, self.l2)
         if rows is None:
-            return _loss_grad(P, *arrays)
+            return _loss_grad(P, *arrays, self.free)
         # a few problems (those a line search backtracks): views of each, not a gathered copy
-        parts = [_loss_grad(P[i:i + 1], *(None if a is None else a[b:b + 1] for a in arrays))
+        parts = [_loss_grad(P[i:i + 1], *(a[b:b + 1] for a in arrays), self.free)
                  for i, b in enumerate(rows)]
         return np.concatenate([f for f, _ in parts]), np.concatenate([g for _, g in parts])
 
 
-def _loss_grad(P, XaT, weight, counts, offset, free, l2) -> tuple[np.ndarray, np.ndarray]:
+def _loss_grad(P, XaT, weight, counts, l2, free) -> tuple[np.ndarray, np.ndarray]:
     """Losses and gradients of a batch (the arrays of :class:`_Batch`)."""
     z = P @ XaT  # (B, K, N)
-    if offset is not None:  # absent classes
-        z += offset
     top = z.max(axis=1)
     z -= top[:, None]
     np.exp(z, out=z)
@@ -200,7 +187,7 @@ def _loss_grad(P, XaT, weight, counts, offset, free, l2) -> tuple[np.ndarray, np
     grad -= counts
     W = P[:, :, :-1]
     grad[:, :, :-1] += l2 * W
-    if free is not None:  # frozen rows
+    if free is not None:  # a binomial batch: class 0's row stays zero
         grad *= free
     loss += 0.5 * l2[:, 0, 0] * np.einsum("bkj,bkj->b", W, W)
     return loss, grad
@@ -213,13 +200,13 @@ def _passes(batch: _Batch, order: np.ndarray, G: np.ndarray, tol: float) -> np.n
     rotated = [i for i, b in enumerate(order) if batch.bases[b] is not None]
     if rotated:
         # the biases are not rotated; a row's mean square is at most its largest entry
-        d = batch.bases[order[rotated[0]]].X.shape[1]
+        d = np.array([batch.bases[order[i]].X.shape[1] for i in rotated])
         Gr = G[rotated]
         bias_ok = np.abs(Gr[:, :, -1]).max(axis=1) <= tol
         rms_ok = np.sqrt((Gr[:, :, :-1] ** 2).sum(axis=2).max(axis=1) / d) <= tol
         for i, ok in zip(rotated, bias_ok & rms_ok):
-            _, pb, k = batch.shapes[order[i]]
-            out[i] = bool(ok) and batch.bases[order[i]].passes(G[i, :k, :pb], tol)
+            b = order[i]
+            out[i] = bool(ok) and batch.bases[b].passes(G[i, :, :batch.sizes[b]], tol)
     return out
 
 
@@ -273,7 +260,8 @@ class _Memory:
         return -Hg
 
     def push(self, s: np.ndarray, y: np.ndarray) -> None:
-        """Add the pair of this iteration; a pair with ``s.y <= eps y.y`` is skipped."""
+        """Add the pair of this iteration in place of the oldest; a pair with
+        ``s.y <= eps y.y`` is stored as a zero pair (it adds nothing)."""
         sy = np.einsum("bd,bd->b", s, y)
         yy = np.einsum("bd,bd->b", y, y)
         valid = sy > np.finfo(np.float64).eps * yy
@@ -365,14 +353,15 @@ def _lbfgs(batch: _Batch, n_params: tuple[int, int], max_iter: int, tol: float
 
 def fit_logistic_many(problems: Sequence[tuple[np.ndarray, np.ndarray, int]], C: float = 1.0,
                       max_iter: int = 1000, tol: float = 1e-4) -> list[LogisticFit]:
-    """Fit independent logistic regressions (the objective of the module docstring) together.
+    """Fit independent logistic regressions (the objective of the module docstring) together:
+    each problem's result is the one :func:`fit_logistic` gives it alone.
 
     Parameters
     ----------
     problems : sequence of (X, codes, n_classes)
-        ``X`` ``(n, d)`` features (standardised by the caller for a probe; used as float64,
-        the same ``d`` for every problem), ``codes`` ``(n,)`` int class codes in
-        ``0 .. n_classes - 1``, each present, and ``n_classes >= 2``.
+        ``X`` ``(n, d)`` features (standardised by the caller for a probe; used as float64),
+        ``codes`` ``(n,)`` int class codes in ``0 .. n_classes - 1``, each present, and
+        ``n_classes >= 2``.
     C : float
         Inverse penalty, ``> 0``.
     max_iter : int
@@ -385,17 +374,23 @@ def fit_logistic_many(problems: Sequence[tuple[np.ndarray, np.ndarray, int]], C:
     list of LogisticFit
         One per problem, in order.
     """
-    problems = [(np.asarray(X, dtype=np.float64), np.asarray(c), int(k))
-                for X, c, k in problems]
-    fits: list[LogisticFit] = []
-    start = 0
-    while start < len(problems):  # groups of at most BATCH_BYTES (at least one problem)
-        stop, size = start + 1, problems[start][0].nbytes
-        while stop < len(problems) and size + problems[stop][0].nbytes <= BATCH_BYTES:
-            size += problems[stop][0].nbytes
-            stop += 1
-        fits += _fit_batch(problems[start:stop], C, int(max_iter), float(tol))
-        start = stop
+    prepared = []  # (features in a row-space basis where d > n, codes, K, basis)
+    for X, codes, k in problems:
+        X = np.asarray(X, dtype=np.float64)
+        basis = _RowSpace(X) if X.shape[1] > X.shape[0] else None
+        prepared.append((X if basis is None else basis.F, np.asarray(codes), int(k), basis))
+    groups: dict[tuple[int, int, int], list[int]] = {}
+    for i, (F, _, k, _) in enumerate(prepared):
+        groups.setdefault((_padded(F.shape[0]), _padded(F.shape[1]), k), []).append(i)
+    fits: list[LogisticFit | None] = [None] * len(prepared)
+    for shape, members in groups.items():
+        N, p, _ = shape
+        step = max(1, BATCH_BYTES // ((p + 1) * N * 8))  # at most BATCH_BYTES of features
+        for start in range(0, len(members), step):
+            part = members[start:start + step]
+            for i, fit in zip(part, _fit_batch([prepared[i] for i in part], shape, C,
+                                               int(max_iter), float(tol))):
+                fits[i] = fit
     failed = [fit for fit in fits if not fit.converged]
     if failed:
         from sklearn.exceptions import ConvergenceWarning
@@ -407,16 +402,23 @@ def fit_logistic_many(problems: Sequence[tuple[np.ndarray, np.ndarray, int]], C:
     return fits
 
 
-def _fit_batch(problems, C: float, max_iter: int, tol: float) -> list[LogisticFit]:
-    batch = _Batch(problems, C)
-    bases, shapes = batch.bases, batch.shapes
+def _padded(m: int) -> int:
+    """``m`` rounded up to a multiple of :data:`PAD`."""
+    return -(-m // PAD) * PAD
+
+
+def _fit_batch(prepared, shape: tuple[int, int, int], C: float, max_iter: int, tol: float
+               ) -> list[LogisticFit]:
+    batch = _Batch([(F, codes) for F, codes, _, _ in prepared], C, shape)
+    batch.bases = [basis for *_, basis in prepared]
+    batch.sizes = [F.shape[1] for F, *_ in prepared]
     P, n_iter, status = _lbfgs(batch, batch.counts.shape[1:], max_iter, tol)
     fits = []
-    for b, (_, pb, k) in enumerate(shapes):
-        W, bias = P[b, :k, :pb], P[b, :k, -1].copy()
-        if bases[b] is not None:
-            W = bases[b].to_original(W)
-        if k == 2:  # (0, z) -> (-z / 2, z / 2): the same softmax
+    for b, basis in enumerate(batch.bases):
+        W, bias = P[b, :, :batch.sizes[b]], P[b, :, -1].copy()
+        if basis is not None:
+            W = basis.to_original(W)
+        if shape[2] == 2:  # (0, z) -> (-z / 2, z / 2): the same softmax
             W, bias = W - W.mean(axis=0), bias - bias.mean()
         fits.append(LogisticFit(np.array(W), bias, int(n_iter[b]), bool(status[b] == 0)))
     return fits

@@ -138,7 +138,9 @@ def test_parallel_run_equals_serial_and_builds_one_control_store(tmp_path, folde
     assert one == two
     # both copies read one control store, which is complete and unlocked
     controls = list((par.store.path / "controls").iterdir())
-    assert len(controls) == 1 + 1  # ctrl_a/ctrl_b share one; layer_probes has its own
+    # ctrl_a/ctrl_b share one; layer_probes and cka one each (cka compares other layers here;
+    # with the same layers and images they share one, as in the demo)
+    assert len(controls) == 1 + 2
     assert all(not (c / ".lock").exists() for c in controls)
     prov = json.loads((par.report_dir / "provenance.json").read_text())
     assert all(not e["cached"] for e in prov["analyses"].values())

@@ -7,7 +7,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from probing.probes import fold_sweep
+from probing.probes import fold_sweep, fold_sweeps
 from probing.probes.linear import moments, standardisation
 from probing.probes.logistic import fit_logistic, fit_logistic_many
 
@@ -100,14 +100,15 @@ def test_binary_probabilities_are_sklearns():
 
 
 def test_problems_solved_together_equal_problems_solved_alone():
-    problems = [(*_features(n=n, d=24, k=k, seed=s), k)
-                for n, k, s in ((300, 4, 0), (250, 2, 1), (80, 3, 2), (20, 4, 3))]
+    # the first three share a padded shape (one batch); the others have shapes of their own
+    problems = [(*_features(n=n, d=d, k=k, seed=s), k) for n, d, k, s in (
+        (300, 24, 4, 0), (290, 24, 4, 1), (295, 24, 4, 2), (250, 24, 2, 3), (40, 80, 3, 4))]
     together = fit_logistic_many(problems)
     for (Z, codes, k), fit in zip(problems, together):
         alone = fit_logistic(Z, codes, k)
         assert fit.n_iter == alone.n_iter
-        np.testing.assert_allclose(fit.coef, alone.coef, atol=1e-9)
-        np.testing.assert_allclose(fit.intercept, alone.intercept, atol=1e-9)
+        np.testing.assert_array_equal(fit.coef, alone.coef)  # to the last bit
+        np.testing.assert_array_equal(fit.intercept, alone.intercept)
 
 
 def test_stopping_short_warns_and_says_so():
@@ -131,3 +132,21 @@ def test_sweep_with_a_class_absent_from_a_training_fold_matches_sklearn():
             (Z[train] - mean) / scale, codes[train])
         want = model.score((Z[fold == f] - mean) / scale, codes[fold == f])
         assert got[f] == pytest.approx(want)
+
+
+@pytest.mark.parametrize("solver", ["logistic", "ridge"])
+def test_sweeps_together_score_as_sweeps_alone(solver):
+    # probe_layers solves every kind of a layer and its random-init control in one call
+    rng = np.random.default_rng(5)
+    jobs = []
+    for n, k in ((150, 3), (120, 4), (90, 2)):
+        Z, codes = _features(n=n, d=12, k=k, seed=n)
+        fold = rng.permutation(np.arange(n) % 5)
+        jobs.append((Z.astype(np.float32), {"task": codes, "control": rng.permutation(codes)},
+                     fold))
+    together = fold_sweeps(jobs, 5, solver=solver)
+    for (X, targets, fold), got in zip(jobs, together):
+        alone = fold_sweep(X, targets, fold, 5, solver=solver)
+        assert got.keys() == alone.keys()
+        for name in alone:
+            np.testing.assert_array_equal(got[name], alone[name])
