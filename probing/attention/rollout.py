@@ -225,6 +225,17 @@ def rollout(
     return JointAttention(joint.astype(np.float64, copy=False), notes)
 
 
+def _from_layer(labels: np.ndarray, start_layer: int) -> np.ndarray:
+    """Mask of the layer labels from ``start_layer`` on (a LayoutError when none is)."""
+    keep = labels >= int(start_layer)
+    if not keep.any():
+        raise LayoutError(
+            f"start_layer {start_layer} is after the last layer {labels.max()}; pass one of "
+            f"{labels.tolist()}."
+        )
+    return keep
+
+
 def _rollout_layers(
     attentions: AttentionInput,
     head_fusion: str,
@@ -246,12 +257,7 @@ def _rollout_layers(
             "layout=TokenLayout.from_model(model)."
         )
     if start_layer is not None:
-        keep = labels >= int(start_layer)
-        if not keep.any():
-            raise LayoutError(
-                f"start_layer {start_layer} is after the last layer {labels.max()}; pass one of "
-                f"{labels.tolist()}."
-            )
+        keep = _from_layer(labels, start_layer)
         fused, labels = fused[:, keep], labels[keep]
     if discard_ratio > 0:
         fused = _discard(fused, discard_ratio, layout.cls_index if layout else None)
@@ -354,13 +360,7 @@ def _mean_residual_row(attentions: AttentionInput, layout: TokenLayout, query: Q
     parsed = parse_attention(attentions)
     arrays, labels = parsed.layers, parsed.labels
     if start_layer is not None:
-        keep = labels >= int(start_layer)
-        if not keep.any():
-            raise LayoutError(
-                f"start_layer {start_layer} is after the last layer {labels.max()}; pass one of "
-                f"{labels.tolist()}."
-            )
-        arrays = [a for a, k in zip(arrays, keep) if k]
+        arrays = [a for a, k in zip(arrays, _from_layer(labels, start_layer)) if k]
     check_layout(arrays[0], layout)
     dtype = np.float64 if any(_work_dtype(a) == np.float64 for a in arrays) else np.float32
     b, h, n = arrays[0].shape[0], arrays[0].shape[1], arrays[0].shape[-1]

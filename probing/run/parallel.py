@@ -60,10 +60,10 @@ decided by :func:`analysis_processes`; ``1``: serial)."""
 #: Seconds of each package analysis in the demo run (2 cores), for submitting the longest first
 #: so that the workers finish together; an analysis not listed is submitted first.
 _EXPECTED_SECONDS = {
-    "embedding_map": 16.8, "layer_probes": 10.3, "attribution": 5.9, "cka": 2.9,
-    "position_probes": 2.1, "attention_maps": 1.5, "head_ablation": 1.2,
-    "attention_distance": 1.1, "rollout": 0.9, "pe_decay": 0.8, "logit_lens": 0.6,
-    "pe_similarity": 0.5, "pe_subspace": 0.3,
+    "attribution": 4.6, "embedding_map": 4.4, "layer_probes": 4.0, "cka": 2.1,
+    "position_probes": 1.0, "head_ablation": 0.9, "attention_distance": 0.6,
+    "attention_maps": 0.4, "logit_lens": 0.3, "pe_similarity": 0.3, "rollout": 0.3,
+    "pe_decay": 0.2, "pe_subspace": 0.2,
 }
 
 # what the forked workers inherit: set by AnalysisPool in the parent before the first fork
