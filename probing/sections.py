@@ -96,10 +96,10 @@ class Figure:
     def __post_init__(self) -> None:
         _check_name(self.name, "figure")
 
-    def render(self, settings: dict, keep_figure: bool = True) -> None:
+    def render(self, settings: dict) -> None:
         """Draw the figure's files now (:func:`probing.figfiles.render_figure` with
         ``settings``, a :func:`probing.figfiles.render_settings` dict) and keep them in
-        ``files``; ``keep_figure=False`` then drops the matplotlib figure."""
+        ``files`` (the matplotlib figure stays: set ``figure = None`` to drop it)."""
         from .figfiles import render_figure, settings_key
 
         if self.figure is None:
@@ -108,8 +108,6 @@ class Figure:
         self.files = render_figure(self.figure, settings["formats"], settings["dpi"],
                                    settings["style"])
         self.files_key = settings_key(settings)
-        if not keep_figure:
-            self.figure = None
 
 
 @dataclass

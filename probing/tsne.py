@@ -32,10 +32,14 @@ repulsive forces to about 1e-2; for a few hundred points the exact gradient is a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["EXACT_MAX_POINTS", "TSNEResult", "exact_tsne", "joint_probabilities",
            "kl_gradient"]
@@ -146,7 +150,8 @@ def _conditional(d: np.ndarray, target: float) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
-def kl_gradient(y, p, work=None):
+def kl_gradient(y: torch.Tensor, p: torch.Tensor, work: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """The exact gradient ``dKL(P || Q)/dy`` (module docstring) of the map ``y``.
 
     Parameters
