@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from probing.attention import gradient_rollout, relevance_frame, rollout_map
 from probing.constraints import Interval, Options
@@ -27,6 +26,7 @@ from probing.findings import Finding
 from probing.imageselect import IMAGE_IDS
 from probing.plots.attribution import method_map_pages, plot_method_maps
 from probing.sections import Figure, Section, Table
+from probing.stats import spearman_rows
 
 if TYPE_CHECKING:
     from probing.run import RunContext
@@ -86,8 +86,9 @@ def run(ctx: RunContext,
     numbers = {"n_images": float(len(ids))}
     tables = []
     if gradient:
-        rho = np.array([spearmanr(a.ravel(), b.ravel())[0]
-                        for a, b in zip(maps["rollout"], maps["gradient_rollout"])])
+        a, b = (np.asarray(maps[k], dtype=np.float64).reshape(len(ids), -1)
+                for k in ("rollout", "gradient_rollout"))
+        rho = spearman_rows(a, b)
         agree = pd.DataFrame({"image_id": ids, "spearman_rollout_vs_gradient": rho})
         tables.append(Table("rollout_agreement", agree,
                             "Spearman rank correlation between the rollout and gradient-rollout "

@@ -30,7 +30,7 @@ import pandas as pd
 from ..errors import ConfigError
 from ..layout import TokenLayout
 from ..patchgrid import image_id_array
-from ..stats import DEFAULT_N_BOOT, bootstrap_frame
+from ..stats import DEFAULT_N_BOOT, bootstrap_frame, spearman_rows
 from ..targets import resolve_targets
 from .inputs import prepare
 from .methods import Method, attribution_maps
@@ -83,19 +83,6 @@ def randomization_steps(model) -> list[tuple[str, list[str]]]:
     if "embed" in groups:
         steps.append(("embed", groups["embed"]))
     return steps
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman correlation of each pair of rows (average ranks for ties; NaN if constant)."""
-    from scipy.stats import rankdata
-
-    ra = rankdata(a, axis=1)
-    rb = rankdata(b, axis=1)
-    ra = ra - ra.mean(1, keepdims=True)
-    rb = rb - rb.mean(1, keepdims=True)
-    den = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
-    num = (ra * rb).sum(1)
-    return np.divide(num, den, out=np.full(len(num), np.nan), where=den > 0)
 
 
 def cascading_randomization(
@@ -181,7 +168,7 @@ def cascading_randomization(
                     noise = torch.randn(p.shape, generator=gen, dtype=torch.float64)
                     p.copy_((noise * p.double().std() + p.double().mean()).to(p.dtype))
         now = maps_now()
-        rows += [(m, k, label, _spearman(original[m], now[m])) for m in methods]
+        rows += [(m, k, label, spearman_rows(original[m], now[m])) for m in methods]
     scores = pd.concat(
         [pd.DataFrame({"image_id": ids, "method": m, "step": k, "randomized": lab, "spearman": r})
          for m, k, lab, r in rows],

@@ -4,7 +4,7 @@ One sweep fits the task probe, optional control probe and the majority (or mean)
 every fold of one feature matrix:
 
 - ridge (classification on one-hot targets, or regression): the per-fold float64 statistics
-  (:class:`probing.probes.linear.Moments`) are accumulated in one chunked pass; each training
+  (:class:`probing.probes.moments.Moments`) are accumulated in one chunked pass; each training
   set is ``total - fold``; task and control targets are extra right-hand sides of the same solve;
 - logistic: the per-fold standardisation comes from the same kind of statistics (diagonal only);
   each fold's standardised training matrix is built once and serves every target; every
@@ -25,7 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .linear import (
+from .logistic import BATCH_BYTES, fit_logistic_many
+from .moments import (
     Moments,
     blas_threads,
     data_shift,
@@ -35,7 +36,6 @@ from .linear import (
     ridge_solve,
     standardisation,
 )
-from .logistic import BATCH_BYTES, fit_logistic_many
 
 __all__ = ["SweepJob", "fold_sweep", "fold_sweeps", "group_folds"]
 

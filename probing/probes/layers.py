@@ -35,8 +35,8 @@ from ..selection import VIEW_KINDS, LayerLabels, LayerSelection, resolve_view_ki
 from ..stats import t_interval
 from ..views import FrameViews, ViewKind, align_rows
 from .cv import SweepJob, fold_sweeps, group_folds
-from .linear import Solver
 from .mdl import online_codelength
+from .moments import Solver
 
 __all__ = ["AUTO_RIDGE_ROWS", "PROBE_COLUMNS", "SolverChoice", "control_labels", "probe_layers",
            "resolve_solver"]

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .linear import LinearProbe
 
 __all__ = ["MDL_FRACTIONS", "online_codelength"]
 
@@ -81,6 +80,8 @@ def online_codelength(
         ends = _snap_to_groups(ends, np.asarray(groups)[order])
     uniform = n * np.log2(K)
     bits = ends[0] * np.log2(K)
+    from .linear import LinearProbe  # scikit-learn is imported only when MDL is asked for
+
     probe = LinearProbe(solver="logistic", C=C, max_iter=max_iter, n_threads=n_threads)
     for start, stop in zip(ends[:-1], ends[1:]):
         train, block = order[:start], order[start:stop]

@@ -40,11 +40,11 @@ def test_every_public_name_imports_from_its_home():
 
 def test_a_submodule_spelled_like_a_public_name_does_not_shadow_it():
     # probing.extract is the function even when the module probing.extract was imported first
-    code = ("import probing.extract, probing.run.runner\nimport probing\n"
+    code = ("import types, probing.extract, probing.run.runner\nimport probing\n"
             "from probing import extract\n"
             "print(callable(extract), probing.extract is extract, "
-            "type(probing.probes).__name__)")
-    assert _fresh(code) == "True True module"
+            "isinstance(probing.probes, types.ModuleType))")
+    assert _fresh(code) == "True True True"
 
 
 def test_import_without_hides_an_optional_package_only_while_importing(tmp_path, monkeypatch):
@@ -67,3 +67,15 @@ def test_import_without_hides_an_optional_package_only_while_importing(tmp_path,
     assert import_without("user_b_x", "optdep_x").HAS is True
     for name in ("optdep_x", "user_a_x", "user_b_x"):
         sys.modules.pop(name, None)
+
+
+def test_the_demo_analyses_and_the_probe_sweeps_load_neither_sklearn_nor_scipy_stats():
+    # 0.8 s of scikit-learn (and the scipy modules it loads) before the run's clock, gone:
+    # only LinearProbe and MDL import scikit-learn
+    code = ("import sys\nfrom probing.run import demo_spec_path, get_analysis, load_spec\n"
+            "spec = load_spec(demo_spec_path())\n[get_analysis(a) for a in spec.analyses]\n"
+            "from probing.probes import fold_sweeps, probe_layers\n"
+            "before = sorted({'sklearn', 'scipy.stats'} & set(sys.modules))\n"
+            "from probing.probes import LinearProbe\n"
+            "print(before, 'sklearn' in sys.modules)")
+    assert _fresh(code) == "[] True"

@@ -8,8 +8,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from probing.probes import fold_sweep, fold_sweeps
-from probing.probes.linear import moments, standardisation
 from probing.probes.logistic import fit_logistic, fit_logistic_many
+from probing.probes.moments import moments, standardisation
 
 
 def _features(n=300, d=24, k=4, seed=0, sep=1.5):

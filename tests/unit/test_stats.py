@@ -17,12 +17,15 @@ from probing.posenc import (
 )
 from probing.similarity import linear_cka
 from probing.stats import (
+    average_ranks,
     bootstrap_cka,
     bootstrap_frame,
     bootstrap_indices,
     bootstrap_mean,
     monte_carlo_p,
     percentile_interval,
+    spearman_rows,
+    t_interval,
 )
 
 
@@ -128,3 +131,29 @@ def test_sincos_table_is_distinguishable_from_its_null_and_a_null_draw_is_not():
     random_table = norm_matched_table(table, grid, 123)
     *_, p_random = decay_null_test(random_table, grid, decay_slope, n_null=49, seed=0)
     assert p_random > 0.05
+
+
+def test_average_ranks_and_spearman_rows_equal_scipy_with_ties_and_nan():
+    from scipy.stats import rankdata, spearmanr
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 4, (40, 25)).astype(float)  # many ties
+    y = rng.normal(size=(40, 25))
+    np.testing.assert_array_equal(average_ranks(x), rankdata(x, axis=1))
+    np.testing.assert_array_equal(average_ranks(x[0]), rankdata(x[0]))
+    want = [spearmanr(a, b)[0] for a, b in zip(x, y)]
+    np.testing.assert_allclose(spearman_rows(x, y), want, rtol=1e-12, atol=1e-14)
+    x[1, 3], x[2] = np.nan, 7.0  # a NaN, and a constant row: undefined
+    rho = spearman_rows(x, y)
+    assert np.isnan(rho[1]) and np.isnan(rho[2]) and np.isnan(average_ranks(x)[1]).all()
+    np.testing.assert_allclose(rho[3:], want[3:], rtol=1e-12, atol=1e-14)
+
+
+def test_t_interval_uses_the_student_t_quantile():
+    from scipy import stats
+
+    v = np.array([1.0, 2.0, 4.0, 8.0, 3.5])
+    mean, low, high = t_interval(v, level=0.9)
+    half = stats.t.ppf(0.95, 4) * v.std(ddof=1) / np.sqrt(5)
+    assert mean == pytest.approx(v.mean()) and high - mean == pytest.approx(half, rel=1e-12)
+    assert mean - low == pytest.approx(half, rel=1e-12)
