@@ -229,8 +229,10 @@ def _package(name: str, section: Any) -> tuple[bytes | None, bool]:
     files' bytes (:meth:`probing.sections.Figure.render`), so only bytes go to the run's
     process, which writes them (a figure that fails to draw goes as it is: the report then
     raises its error, as serially). With cache keys (``_JOB["keys"]``), a section with valid
-    key numbers is cached here, figures and files together, as the run would cache it
-    (:func:`probing.run.cache.save_section`). Pickled by :func:`probing.figpickle.dumps`."""
+    key numbers is cached here (:func:`probing.run.cache.save_section`) with its figures'
+    files in place of the matplotlib figures: pickling a drawn figure cost as much as a
+    quarter of drawing it (0.8 s of the demo's workers). Pickled by
+    :func:`probing.figpickle.dumps`."""
     settings, keys = _JOB.get("render"), _JOB.get("keys") or {}
     if isinstance(section, Section):
         section.name = section.name or name
@@ -242,6 +244,11 @@ def _package(name: str, section: Any) -> tuple[bytes | None, bool]:
                 log.debug("analysis %s: a figure did not draw here (%s)", name, exc)
                 for figure in section.figures:
                     figure.files, figure.files_key = None, ""
+        for figure in section.figures:
+            if figure.files is not None:
+                # the bytes are what the report writes, and what the cache keeps: the run's
+                # cache keys hold the figure settings, so no later hit needs the figure again
+                figure.figure = None
         cached = False
         if name in keys:
             try:
@@ -250,9 +257,6 @@ def _package(name: str, section: Any) -> tuple[bytes | None, bool]:
                 pass
             else:
                 cached = save_section(_JOB["ctx"].store, keys[name], section)
-        for figure in section.figures:
-            if figure.files is not None:
-                figure.figure = None  # the bytes are what the report writes
     else:
         cached = False  # not a Section: the run's process says so
     try:

@@ -31,7 +31,7 @@ from ..constraints import respell
 from ..data import open_source, select_source
 from ..errors import AnalysisError, ConfigError, ProbingError, ReportError
 from ..extract import extract, shard_job, store_manifest
-from ..figfiles import render_settings
+from ..figfiles import render_settings, settings_key
 from ..models import LoadedModel, load_model
 from ..ownership import check_report_target
 from ..report import Report
@@ -427,9 +427,12 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
         f"{loaded.layout.rows}x{loaded.layout.cols}); data {source.name} ({len(source)} images); "
         f"seed {spec.seed}." + "".join(f" Compared with {o.name} ({o.loaded.name})."
                                        for o in others)))
+    render = render_settings(spec.formats, spec.style)
+    # the figure settings too: a cached section may hold its figures' files only (drawn in a
+    # worker), which are right only for the same formats and resolution
     context = {"seed": spec.seed, "style": spec.style, "device": spec.model.device,
                "batch_size": spec.capture.batch_size, "selection": spec.data.selection,
-               "stratify": spec.data.stratify}
+               "stratify": spec.data.stratify, "figures": settings_key(render)}
     t = time.perf_counter()
     card, card_entry = _card(ctx, store_content, context, force)
     report.add(card)  # the first section of every report
@@ -453,7 +456,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
     n_procs = analysis_processes(processes, len(todo), n_threads == 1) if client is None else 1
     # workers draw their figures with the report's settings and cache their sections
     with AnalysisPool(ctx, todo, params, spec.style, n_procs,
-                      render=render_settings(spec.formats, spec.style), keys=keys) as pool:
+                      render=render, keys=keys) as pool:
         for m in modules:
             t = time.perf_counter()
             saved = False

@@ -159,3 +159,32 @@ def test_a_cache_entry_not_signed_by_this_user_is_never_unpickled(tmp_path, anal
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other"))
     third = run_spec(_spec(tmp_path, "stores", 1.0), out=tmp_path / "r3", quiet=True)
     assert not any(_cached(third.report_dir).values())
+
+
+def test_a_worker_caches_figure_files_and_other_figure_settings_rerun(tmp_path, analyses,
+                                                                      monkeypatch):
+    from probing.run.cache import load_section
+
+    monkeypatch.setenv("PROBING_PROCESSES", "2")  # the analyses run (and draw) in workers
+    spec = _spec(tmp_path, "stores", 1.0)
+    first = run_spec(spec, out=tmp_path / "r1", quiet=True)
+    assert json.loads((first.report_dir / "provenance.json").read_text())[
+        "analysis_processes"] == 2
+    assert sorted(_runs(analyses)) == ["count_a 1.0", "count_b 1.0"]
+    keys = {e["cache_key"] for e in json.loads(
+        (first.report_dir / "provenance.json").read_text())["analyses"].values()}
+    for key in keys:  # the drawn files, not the matplotlib figure, are what the cache keeps
+        figure = load_section(first.store, key).figures[0]
+        assert figure.figure is None and set(figure.files) == {"png", "svg"}
+
+    again = run_spec(spec, out=tmp_path / "r2", quiet=True)
+    assert _runs(analyses) == [] and _cached(again.report_dir) == {"count_a": True,
+                                                                   "count_b": True}
+    assert _outputs(again.report_dir) == _outputs(first.report_dir)
+
+    # other figure settings are other cache keys: the analyses rerun and draw the PDF too
+    pdf = tmp_path / "pdf.toml"
+    pdf.write_text('formats = ["png", "svg", "pdf"]\n' + spec.read_text())
+    third = run_spec(pdf, out=tmp_path / "r3", quiet=True)
+    assert sorted(_runs(analyses)) == ["count_a 1.0", "count_b 1.0"]
+    assert (third.report_dir / "figures" / "count_a_norms.pdf").read_bytes()[:4] == b"%PDF"
