@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -11,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from probing import figfiles  # noqa: E402
 from probing.errors import ReportError  # noqa: E402
 from probing.figfiles import (  # noqa: E402
     PNG_DPI,
@@ -89,4 +92,41 @@ def test_the_report_writes_the_files_a_worker_drew_with_its_settings(tmp_path):
     with pytest.raises(ReportError, match="drawn with other settings"):
         Report("r", [drawn]).write(tmp_path / "big", style={"savefig.dpi": 100})
     assert not (tmp_path / "big").exists()
+    plt.close("all")
+
+
+def _shared_bar_figure():
+    """A 3 x 3 grid of titled, labelled maps with one colour bar beside all nine."""
+    rng = np.random.default_rng(1)
+    fig, axes = plt.subplots(3, 3, layout="constrained", figsize=(4, 3.6))
+    for k, ax in enumerate(axes.ravel()):
+        image = ax.imshow(rng.normal(size=(4, 4)))
+        ax.set_title(f"panel {k}")
+        ax.set_ylabel(f"row {k // 3}")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="value")
+    return fig
+
+
+def test_a_colour_bar_of_many_axes_is_measured_once_a_layout_pass_and_the_bytes_stay(
+        tmp_path, monkeypatch):
+    ours, reference = _shared_bar_figure(), _shared_bar_figure()
+    bar = ours.axes[-1]
+    calls = []
+    measure = bar.yaxis.get_tightbbox
+    bar.yaxis.get_tightbbox = lambda *a, **k: calls.append(1) or measure(*a, **k)
+    canvas = ours.canvas
+    save_figure(ours, tmp_path / "ours")
+    # the reference: every measure made, each on a new renderer (as matplotlib does)
+    monkeypatch.setattr(figfiles, "_tight_bboxes_once", lambda figure: nullcontext())
+    monkeypatch.setattr(figfiles, "_agg_canvas", lambda figure: nullcontext())
+    save_figure(reference, tmp_path / "reference")
+    for ext in ("png", "svg"):
+        assert (tmp_path / f"ours.{ext}").read_bytes() == \
+            (tmp_path / f"reference.{ext}").read_bytes(), ext
+    # constrained layout asks for the bar once per parent Axes (9) and once to place it, in
+    # each of its two passes; the tight bbox once more
+    assert len(calls) <= 3
+    # nothing left behind: the figure's own canvas, the Axes' own methods
+    assert ours.canvas is canvas
+    assert not any("get_tightbbox" in vars(ax) for ax in ours.axes)
     plt.close("all")
