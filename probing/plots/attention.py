@@ -29,6 +29,7 @@ from ..style import (
 __all__ = [
     "attention_grid_pages",
     "display_image",
+    "hide_bare_axes",
     "panel_grids",
     "plot_attention_distance",
     "plot_attention_grid",
@@ -71,6 +72,22 @@ def show_map(ax, grid: np.ndarray, image: object | None = None, alpha: float = 0
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None, extent=(0, w, h, 0))
     return ax.imshow(grid, cmap=cmap, alpha=alpha, extent=(0, w, h, 0),
                      interpolation="nearest", **scale)
+
+
+def hide_bare_axes(axes: object) -> None:
+    """Hide every x / y axis of ``axes`` (one Axes or an array of them) that shows nothing:
+    no tick and no label.
+
+    What is drawn stays the same; a hidden axis is skipped when the figure is laid out,
+    measured and drawn, where matplotlib would otherwise walk its (empty) ticks and label in
+    every pass. Call it once the labels are set: a label set afterwards on a hidden axis is
+    not shown (``axis.set_visible(True)`` shows it again).
+    """
+    for ax in np.ravel(axes):
+        for axis in (ax.xaxis, ax.yaxis):
+            if not (axis.get_label_text() or len(axis.get_majorticklocs())
+                    or len(axis.get_minorticklocs())):
+                axis.set_visible(False)
 
 
 def _grid(frame: pd.DataFrame) -> np.ndarray:
@@ -194,6 +211,7 @@ def plot_attention_grid(
                     ax.set_title(f"head {head}", **LITERAL)
                 if j == 0:
                     ax.set_ylabel(f"layer {layer}", **LITERAL)
+        hide_bare_axes(axes)
         fig.colorbar(im, ax=axes, shrink=min(0.8, 3.0 / height), label="attention weight")
         fig.suptitle(_page_title(image_id, label, prediction, k, len(pages)), fontsize=8,
                      **LITERAL)
@@ -258,6 +276,7 @@ def plot_multihead(
         im = show_map(ax, grids[head,], image, alpha, 0.0, vmax)
         ax.set_title(f"head {head}", **LITERAL)
         ax.set_xlabel(" ")  # as the captioned image: the panels of a row align
+    hide_bare_axes(axes)
     fig.suptitle(f"layer {layer}", fontsize=8, **LITERAL)
     fig.colorbar(im, ax=axes, shrink=0.8, label="attention weight")
     return fig

@@ -31,7 +31,7 @@ from ..style import (
     new_figure,
     page_rows,
 )
-from .attention import display_image, panel_grids, show_map
+from .attention import display_image, hide_bare_axes, panel_grids, show_map
 
 __all__ = ["SIGNED_METHODS", "method_map_pages", "plot_faithfulness", "plot_method_maps",
            "plot_sanity"]
@@ -193,6 +193,7 @@ def plot_method_maps(
                     axes[i, j].set_title(method_name(method), **LITERAL)
                 if j == 0:
                     axes[i, j].set_ylabel(f"image {image_id}", **LITERAL)
+        hide_bare_axes(axes)
         for j, method in enumerate(methods, lead):
             cmap, norm = scales[method]
             bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes[:, j],

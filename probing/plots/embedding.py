@@ -10,6 +10,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from ..style import LITERAL, MAX_HEIGHT, SEQUENTIAL, class_colours, data_legend, new_figure
+from .attention import hide_bare_axes
 
 __all__ = ["plot_embedding_maps", "plot_explained_variance"]
 
@@ -99,6 +100,7 @@ def plot_embedding_maps(coords: pd.DataFrame, color: str, rows: str = "panel",
                 ax.set_title(_facet_name(cols, cv), **LITERAL)
             if j == 0:
                 ax.set_ylabel(_facet_name(rows, rv), **LITERAL)
+    hide_bare_axes(axes)
     if cats:
         # one entry per category, also for categories absent from the first panel
         handles = [Line2D([], [], linestyle="", marker="o", markersize=5, markeredgewidth=0,

@@ -267,3 +267,22 @@ def test_panel_grids_equal_pivot_and_refuse_a_cell_given_twice():
         grids[5, "m"]
     with pytest.raises(DataError, match="two values"):
         panel_grids(pd.concat([frame, frame.iloc[:1]]), ["image_id"])
+
+
+def test_map_panels_hide_only_the_axes_that_show_nothing():
+    frame = _attention_frame(n_layers=2, n_heads=3)
+    (fig,) = plots.plot_attention_grid(frame)
+    maps = _map_axes(fig)
+    # the first column names its layer: its y axis stays, the other y axes and all x axes
+    # (no tick, no label) are hidden
+    assert [ax.yaxis.get_visible() for ax in maps] == [True, False, False] * 2
+    assert not any(ax.xaxis.get_visible() for ax in maps)
+    assert [ax.get_ylabel() for ax in maps][::3] == ["layer 1", "layer 2"]
+    bar = fig.axes[-1]
+    assert bar.yaxis.get_visible() and bar.get_ylabel() == "attention weight"
+    # method maps beside a captioned image column keep their blank x label (rows align)
+    (maps_fig,) = plots.plot_method_maps(_method_frame(2), images={0: np.zeros((4, 4)),
+                                                                   1: np.ones((4, 4))},
+                                         labels=["a", "b"])
+    assert all(ax.xaxis.get_visible() for ax in _map_axes(maps_fig))
+    assert [ax.get_xlabel() for ax in _map_axes(maps_fig)][::3] == ["label a", "label b"]
