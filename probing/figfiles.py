@@ -132,7 +132,7 @@ def _related(ax: Axes, axes: Sequence[Axes]) -> list[Axes]:
     """The Axes whose boxes ``ax``'s tight bbox depends on: itself, the Axes it shares an
     axis with (ticks follow the shared locator's axis length; twins share one), its inset
     Axes; every Axes of the figure when labels are aligned across Axes."""
-    if any(len(list(group)) for group in getattr(ax.get_figure(root=False),
+    if any(len(list(group)) for group in getattr(ax.figure,
                                                   "_align_label_groups", {}).values()):
         return list(axes)
     related = {ax, *ax.get_shared_x_axes().get_siblings(ax),
