@@ -24,11 +24,37 @@ from ..store import EmbeddingStore
 from ..style import paper_style, style_overrides
 from ..targets import label_map, model_class_names
 
-__all__ = ["CONTROL_LOCK_TIMEOUT", "RunContext", "run_analysis"]
+__all__ = ["CONTROL_LOCK_TIMEOUT", "CONTROL_SHARD_BYTES", "RunContext", "control_batches",
+           "run_analysis"]
 
 CONTROL_LOCK_TIMEOUT = 1800.0
 """Seconds :meth:`RunContext.extract_store` waits for another process building the same
 control store."""
+
+CONTROL_SHARD_BYTES = 16 * 2**20
+"""Most bytes of float32 token vectors one batch, and one shard, of a control store holds
+while it is extracted (:func:`control_batches`): an analysis that builds a control store then
+holds about the same memory whatever the number of layers, tokens and images it captures."""
+
+
+def control_batches(model: LoadedModel, n_layers: int, kinds: Sequence[str],
+                    batch: int) -> tuple[int, int]:
+    """``(batch_size, shard_size)`` of a control store (:meth:`RunContext.extract_store`).
+
+    An image's vectors take ``n_layers * tokens * width * 4`` bytes (``tokens``: every token
+    of the image when ``patch`` is asked for, else its prefix tokens, plus the pooled row).
+    The batch is the run's ``batch`` or as many images as :data:`CONTROL_SHARD_BYTES` holds,
+    whichever is smaller (at least 1); the shard is whole batches within the same bytes (at
+    least one batch, at most 256 images). Example: the demo's controls keep the run's batch
+    and 256-image shards; a 12-block ViT-B/16 at 224 px capturing CLS and patch tokens gets
+    batches (and shards) of 4 images.
+    """
+    layout = model.layout
+    tokens = (layout.n_tokens if "patch" in kinds else layout.num_prefix_tokens) + 1
+    per_image = max(1, n_layers * tokens * max(1, model.embed_dim) * 4)
+    fit = CONTROL_SHARD_BYTES // per_image
+    batch = max(1, min(int(batch), fit))
+    return batch, batch * max(1, min(fit, 256) // batch)
 
 
 @dataclass
@@ -320,11 +346,13 @@ class RunContext:
         so that an analysis reads it one layer at a time (:meth:`EmbeddingStore.read` with
         ``layers=[k]``) instead of holding every layer.
 
-        The vectors equal those of :meth:`extract` with the same arguments (shards hold whole
-        batches of ``batch_size`` images). An existing control store of the same model,
-        images and capture is reused; while another process (an analysis running in parallel,
-        :mod:`probing.run.parallel`) builds it, this one waits for its lock (up to
-        :data:`CONTROL_LOCK_TIMEOUT` seconds) and then finds it complete.
+        The vectors equal those of :meth:`extract` with the same arguments up to the rounding
+        of batch-size-dependent kernels (bitwise equal on the CPU here): the batches and
+        shards are bounded in bytes (:func:`control_batches`), so that building a control
+        store of many layers holds no more memory than one of a few. An existing control
+        store of the same model, images and capture is reused; while another process (an
+        analysis running in parallel, :mod:`probing.run.parallel`) builds it, this one waits
+        for its lock (up to :data:`CONTROL_LOCK_TIMEOUT` seconds) and then finds it complete.
         """
         import hashlib
 
@@ -334,11 +362,10 @@ class RunContext:
                ids_key)
         if key not in self._cache:
             digest = hashlib.sha256(repr((model.fingerprint, *key)).encode()).hexdigest()[:16]
-            batch = max(1, int(self.batch_size))
+            batch, shard = control_batches(model, len(labels), kinds, int(self.batch_size))
             self._cache[key] = extract(
                 model, source, layers=labels, kinds=kinds, pooled=pooled,
-                batch_size=batch, n_images=n_images, progress=False,
-                shard_size=batch * max(1, 256 // batch),
+                batch_size=batch, n_images=n_images, progress=False, shard_size=shard,
                 store=self.store.path / "controls" / digest,
                 lock_timeout=CONTROL_LOCK_TIMEOUT)  # another analysis process may build it
         return self._cache[key]

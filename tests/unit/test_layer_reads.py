@@ -197,6 +197,32 @@ def test_analysis_tables_unchanged(name, tables):
             assert text[0] == text[1], f"{name}.{column}"
 
 
+
+def test_a_control_store_of_many_layers_holds_bounded_batches_and_equal_vectors(
+        store, tmp_path, monkeypatch):
+    from probing import load_model
+    from probing.data import open_source
+    from probing.run import context
+    from probing.run.context import RunContext, control_batches
+
+    model = load_model("demo")
+    source = open_source("shapes").subset(N_IMAGES)
+    # an image's vectors over the demo's 5 layers: 5 x (65 + 1) x 64 x 4 bytes = 84,480
+    per_image = 5 * (model.layout.n_tokens + 1) * model.embed_dim * 4
+    monkeypatch.setattr(context, "CONTROL_SHARD_BYTES", 3 * per_image)
+    assert control_batches(model, 5, ("cls", "patch"), 8) == (3, 3)
+    assert control_batches(model, 1, ("cls", "patch"), 8) == (8, 8)  # 15 fit: one batch
+    # CLS (+ pooled) rows only: 99 images fit, whole batches of 8 of them
+    assert control_batches(model, 5, ("cls",), 8) == (8, 96)
+    ctx = RunContext(model=model, source=source, store=store, seed=0, batch_size=8)
+    control = ctx.extract_store(model, kinds=("cls", "patch"), layers="all")
+    assert control.manifest["shard_size"] == 3
+    # the same vectors as an extraction with the run's batch of 8 (batches do not mix images)
+    for kind in ("cls", "patch"):
+        pd.testing.assert_frame_equal(control.read(kind=kind, labels=False),
+                                      store.read(kind=kind, labels=False))
+
+
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
     return analysis_tables(tmp_path_factory.mktemp("layer_tables"))
