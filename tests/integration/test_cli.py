@@ -175,3 +175,31 @@ def test_help_and_list_import_no_heavy_library():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert "layer_probes" in done.stdout  # list found the analyses without importing them
+
+
+def test_the_command_exits_quickly_yet_runs_exit_handlers_and_flushes_its_output(tmp_path):
+    # `probing` ends with os._exit after the atexit handlers and a flush (probing.cli.entry)
+    mark = tmp_path / "atexit.txt"
+    script = ("import atexit, sys\nfrom probing import cli\n"
+              "atexit.register(lambda path=sys.argv[1]: open(path, 'w').write('ran'))\n"
+              "sys.argv = ['probing'] + sys.argv[2:]\ncli.entry()\n")
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", script, str(mark), *args], capture_output=True, text=True,
+        cwd=ROOT, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = run("list")
+    assert done.returncode == 0 and done.stdout == invoke("list").output
+    assert mark.read_text() == "ran"
+    mark.unlink()
+    bad = run("run", str(tmp_path / "missing.toml"))  # an error keeps its status and message
+    assert bad.returncode == 2 and "does not exist" in bad.stderr and mark.read_text() == "ran"
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly():
+    # `probing list | head -1`: status 128 + SIGPIPE, no "unexpected BrokenPipeError"
+    proc = subprocess.Popen([sys.executable, "-m", "probing.cli", "list"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, bufsize=0)
+    proc.stdout.read(1)
+    proc.stdout.close()
+    assert proc.wait(timeout=300) in (0, 141)  # 0 only if all of it fitted the pipe at once
+    assert proc.stderr.read() == b""
