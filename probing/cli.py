@@ -379,7 +379,7 @@ def quick_exit(code: object) -> None:
     elif isinstance(code, int):
         status = code
     else:  # as sys.exit: the message on stderr, status 1
-        print(code, file=sys.stderr)
+        sys.stderr.write(f"{code}\n")
         status = 1
     run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
     others = [t for t in threading.enumerate()
