@@ -27,8 +27,12 @@
 (e) The report stage (figures drawn and saved as PNG + SVG, tables, HTML, provenance) of one
     spec run (the demo model; embedding_map PCA, layer_probes, cka, attention_maps,
     attention_distance) at ``4N`` vs ``N`` images, each run in a fresh subprocess with its own
-    store: ``timings_s["report"]`` of provenance.json. The figures are the same; only the
-    points of the embedding scatter grow with the images, so the time must stay near flat.
+    store: ``timings_s["report"]`` of provenance.json. The analyses run serially
+    (``processes=1``), so the report stage draws every figure (with parallel analyses the
+    workers draw them and the stage only writes bytes: the two runs would then measure
+    different work whenever the load average let one of them run in parallel). The figures
+    are the same; only the points of the embedding scatter grow with the images, so the time
+    must stay near flat.
 """
 
 from __future__ import annotations
@@ -263,7 +267,7 @@ _REPORT = """
 import json, sys, torch
 torch.set_num_threads(1)
 from probing.run.runner import run_spec
-r = run_spec(sys.argv[1], out=sys.argv[2], quiet=True)
+r = run_spec(sys.argv[1], out=sys.argv[2], quiet=True, processes=1)  # figures drawn here
 print(json.dumps({"report_s": r.timings["report"], "total_s": r.timings["total"]}))
 """
 
