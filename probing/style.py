@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import Literal
 
 import matplotlib
+import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 
@@ -38,6 +39,7 @@ __all__ = [
     "SEQUENTIAL",
     "WIDTHS",
     "class_colours",
+    "hide_bare_axes",
     "data_legend",
     "image_caption",
     "method_colour",
@@ -338,3 +340,19 @@ def data_legend(
         legend.set_title(str(title))
         legend.get_title().update(LITERAL)
     return legend
+
+
+def hide_bare_axes(axes: object) -> None:
+    """Hide every x / y axis of ``axes`` (one Axes or an array of them) that shows nothing:
+    no tick and no label.
+
+    What is drawn stays the same; a hidden axis is skipped when the figure is laid out,
+    measured and drawn, where matplotlib would otherwise walk its (empty) ticks and label in
+    every pass. Call it once the labels are set: a label set afterwards on a hidden axis is
+    not shown (``axis.set_visible(True)`` shows it again).
+    """
+    for ax in np.ravel(axes):
+        for axis in (ax.xaxis, ax.yaxis):
+            if not (axis.get_label_text() or len(axis.get_majorticklocs())
+                    or len(axis.get_minorticklocs())):
+                axis.set_visible(False)

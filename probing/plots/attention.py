@@ -21,6 +21,7 @@ from ..style import (
     WIDTHS,
     class_colours,
     data_legend,
+    hide_bare_axes,
     image_caption,
     new_figure,
     page_rows,
@@ -29,7 +30,6 @@ from ..style import (
 __all__ = [
     "attention_grid_pages",
     "display_image",
-    "hide_bare_axes",
     "panel_grids",
     "plot_attention_distance",
     "plot_attention_grid",
@@ -72,22 +72,6 @@ def show_map(ax, grid: np.ndarray, image: object | None = None, alpha: float = 0
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None, extent=(0, w, h, 0))
     return ax.imshow(grid, cmap=cmap, alpha=alpha, extent=(0, w, h, 0),
                      interpolation="nearest", **scale)
-
-
-def hide_bare_axes(axes: object) -> None:
-    """Hide every x / y axis of ``axes`` (one Axes or an array of them) that shows nothing:
-    no tick and no label.
-
-    What is drawn stays the same; a hidden axis is skipped when the figure is laid out,
-    measured and drawn, where matplotlib would otherwise walk its (empty) ticks and label in
-    every pass. Call it once the labels are set: a label set afterwards on a hidden axis is
-    not shown (``axis.set_visible(True)`` shows it again).
-    """
-    for ax in np.ravel(axes):
-        for axis in (ax.xaxis, ax.yaxis):
-            if not (axis.get_label_text() or len(axis.get_majorticklocs())
-                    or len(axis.get_minorticklocs())):
-                axis.set_visible(False)
 
 
 def _grid(frame: pd.DataFrame) -> np.ndarray:

@@ -24,6 +24,7 @@ from ..style import (
     SEQUENTIAL,
     WIDTHS,
     data_legend,
+    hide_bare_axes,
     image_caption,
     method_colour,
     method_name,
@@ -31,7 +32,7 @@ from ..style import (
     new_figure,
     page_rows,
 )
-from .attention import display_image, hide_bare_axes, panel_grids, show_map
+from .attention import display_image, panel_grids, show_map
 
 __all__ = ["SIGNED_METHODS", "method_map_pages", "plot_faithfulness", "plot_method_maps",
            "plot_sanity"]

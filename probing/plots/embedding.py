@@ -9,8 +9,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from ..style import LITERAL, MAX_HEIGHT, SEQUENTIAL, class_colours, data_legend, new_figure
-from .attention import hide_bare_axes
+from ..style import (
+    LITERAL,
+    MAX_HEIGHT,
+    SEQUENTIAL,
+    class_colours,
+    data_legend,
+    hide_bare_axes,
+    new_figure,
+)
 
 __all__ = ["plot_embedding_maps", "plot_explained_variance"]
 
