@@ -45,9 +45,10 @@ def control_batches(model: LoadedModel, n_layers: int, kinds: Sequence[str],
     of the image when ``patch`` is asked for, else its prefix tokens, plus the pooled row).
     The batch is the run's ``batch`` or as many images as :data:`CONTROL_SHARD_BYTES` holds,
     whichever is smaller (at least 1); the shard is whole batches within the same bytes (at
-    least one batch, at most 256 images). Example: the demo's controls keep the run's batch
-    and 256-image shards; a 12-block ViT-B/16 at 224 px capturing CLS and patch tokens gets
-    batches (and shards) of 4 images.
+    least one batch, at most 256 images). Examples: the demo's CLS controls keep the run's
+    batch of 128 in 256-image shards, its patch controls get one batch of 128 a shard; a
+    12-block ViT-B/16 at 224 px capturing CLS and patch tokens gets batches (and shards) of
+    2 images.
     """
     layout = model.layout
     tokens = (layout.n_tokens if "patch" in kinds else layout.num_prefix_tokens) + 1
@@ -361,8 +362,11 @@ class RunContext:
         key = ("extract_store", model.name, tuple(kinds), tuple(labels), pooled, n_images,
                ids_key)
         if key not in self._cache:
-            digest = hashlib.sha256(repr((model.fingerprint, *key)).encode()).hexdigest()[:16]
             batch, shard = control_batches(model, len(labels), kinds, int(self.batch_size))
+            # the sharding is part of a control store's identity: one built with other batch
+            # bounds (an earlier CONTROL_SHARD_BYTES) is another store, never a mismatch error
+            digest = hashlib.sha256(repr((model.fingerprint, *key, batch, shard)).encode()
+                                    ).hexdigest()[:16]
             self._cache[key] = extract(
                 model, source, layers=labels, kinds=kinds, pooled=pooled,
                 batch_size=batch, n_images=n_images, progress=False, shard_size=shard,

@@ -221,6 +221,13 @@ def test_a_control_store_of_many_layers_holds_bounded_batches_and_equal_vectors(
     for kind in ("cls", "patch"):
         pd.testing.assert_frame_equal(control.read(kind=kind, labels=False),
                                       store.read(kind=kind, labels=False))
+    # other bounds (another version's) give another control store, not a shard-size error
+    monkeypatch.setattr(context, "CONTROL_SHARD_BYTES", 5 * per_image)
+    other = RunContext(model=model, source=source, store=store, seed=0, batch_size=8
+                       ).extract_store(model, kinds=("cls", "patch"), layers="all")
+    assert other.manifest["shard_size"] == 5 and other.path != control.path
+    pd.testing.assert_frame_equal(other.read(kind="patch", labels=False),
+                                  control.read(kind="patch", labels=False))
 
 
 @pytest.fixture(scope="module")
