@@ -62,6 +62,11 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
     """Ranks ``1..n`` along the last axis of ``x`` (``(..., n)``), tied values sharing their
     average rank (``scipy.stats.rankdata(x, axis=-1)``); a row holding a NaN is all NaN.
 
+    Parameters
+    ----------
+    x : numpy.ndarray
+        ``(..., n)`` values, ranked along the last axis.
+
     Returns
     -------
     numpy.ndarray
@@ -88,11 +93,21 @@ def average_ranks(x: np.ndarray) -> np.ndarray:
 def spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Spearman correlation of each pair of rows of ``a`` and ``b`` (both ``(m, n)``).
 
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        ``(m, n)`` each: row ``i`` of ``a`` is paired with row ``i`` of ``b``.
+
     Returns
     -------
     numpy.ndarray
         ``(m,)`` float64: the Pearson correlation of the rows' :func:`average_ranks`; NaN where
         a row is constant or holds a NaN (as ``scipy.stats.spearmanr``).
+
+    Raises
+    ------
+    DataError
+        When ``a`` and ``b`` are not two 2-D arrays of one shape.
     """
     ra, rb = average_ranks(a), average_ranks(b)
     if ra.shape != rb.shape or ra.ndim != 2:

@@ -350,6 +350,11 @@ def hide_bare_axes(axes: object) -> None:
     measured and drawn, where matplotlib would otherwise walk its (empty) ticks and label in
     every pass. Call it once the labels are set: a label set afterwards on a hidden axis is
     not shown (``axis.set_visible(True)`` shows it again).
+
+    Parameters
+    ----------
+    axes : matplotlib.axes.Axes or array of them
+        Any shape (``Figure.subplots`` output); raveled.
     """
     for ax in np.ravel(axes):
         for axis in (ax.xaxis, ax.yaxis):

@@ -49,6 +49,22 @@ def control_batches(model: LoadedModel, n_layers: int, kinds: Sequence[str],
     batch of 128 in 256-image shards, its patch controls get one batch of 128 a shard; a
     12-block ViT-B/16 at 224 px capturing CLS and patch tokens gets batches (and shards) of
     2 images.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        The model the control store is extracted from (its token layout and width).
+    n_layers : int
+        Layers captured.
+    kinds : sequence of str
+        Token kinds captured (``cls``, ``patch``, ``pooled``, ...).
+    batch : int
+        The run's batch size.
+
+    Returns
+    -------
+    (int, int)
+        Images per batch and per shard; the shard is a multiple of the batch.
     """
     layout = model.layout
     tokens = (layout.n_tokens if "patch" in kinds else layout.num_prefix_tokens) + 1
