@@ -518,9 +518,26 @@ class EmbeddingStore:
         if path.name == ".lock.guard":
             return path.is_file() and path.stat().st_size == 0
         if path.name == ".lock":
-            holder = self._read_lock(path)
+            holder = self._read_settled_lock(path)
             return isinstance(holder, dict) and {"pid", "host"} <= set(holder)
         return False
+
+    def _read_settled_lock(self, lock: Path) -> dict | None:
+        """The holder in ``lock``, read under a shared ``flock`` of the guard file: a writer
+        holds it exclusively while it creates and fills the lock (:meth:`_try_lock`), so a
+        lock another process is taking is never read half-written (empty, hence foreign)."""
+        import fcntl
+
+        try:
+            guard = open(self.path / ".lock.guard")  # never created here: only read
+        except OSError:
+            return self._read_lock(lock)
+        with guard:
+            fcntl.flock(guard, fcntl.LOCK_SH)
+            try:
+                return self._read_lock(lock)
+            finally:
+                fcntl.flock(guard, fcntl.LOCK_UN)
 
     def stored_rows(self) -> int:
         """Images held by the complete shards (skipped images not counted)."""

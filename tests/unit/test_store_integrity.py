@@ -204,3 +204,39 @@ def test_a_corrupt_part_of_the_listed_size_is_a_store_error(tmp_path, demo_model
     part.write_bytes(b"\0" * part.stat().st_size)  # same size, not parquet any more
     with pytest.raises(StoreError, match=r"part file .*part-00000.parquet is unreadable"):
         store.read(kinds="cls")
+
+
+def test_a_lock_being_taken_is_never_read_half_written_as_a_foreign_file(tmp_path):
+    # the race of two analyses building one control store: the first has created the lock
+    # file (empty) and not yet filled it; the second checks the folder meanwhile
+    import fcntl
+    import os
+    import socket
+    import threading
+
+    store = EmbeddingStore(tmp_path / "s")
+    store.path.mkdir()
+    guard = open(store.path / ".lock.guard", "a")
+    fcntl.flock(guard, fcntl.LOCK_EX)  # as _try_lock holds it while it writes the lock
+    (store.path / ".lock").write_text("")
+    outcome = []
+    checker = threading.Thread(target=lambda: outcome.append(_claim(store)))
+    checker.start()
+    checker.join(0.3)
+    assert checker.is_alive()  # waits for the writer instead of calling the lock foreign
+    (store.path / ".lock").write_text(json.dumps({"pid": os.getpid(),
+                                                  "host": socket.gethostname()}))
+    fcntl.flock(guard, fcntl.LOCK_UN)
+    guard.close()
+    checker.join(10)
+    assert outcome == [None]
+    (store.path / ".lock").write_text("")  # an empty lock nobody is writing: not ours
+    with pytest.raises(StoreError, match="not a probing store"):
+        store.check_claimable()
+
+
+def _claim(store: EmbeddingStore):
+    try:
+        return store.check_claimable()
+    except StoreError as exc:
+        return exc
