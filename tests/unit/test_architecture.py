@@ -13,7 +13,7 @@ PACKAGE = ROOT / "probing"
 #: Floors, lowest first. A module may import from its own floor or below, never above.
 FLOORS: list[tuple[str, ...]] = [
     ("errors", "constraints", "ownership", "seeding", "progress", "lazy", "threads"),
-    ("layout", "selection", "style", "imageselect", "idx"),
+    ("layout", "selection", "style", "imageselect", "idx", "pngfile", "textlayout"),
     ("frames", "attention_frames", "shapes", "token_buffer", "image_cache"),
     ("data", "models", "foreign", "demo"),
     ("attention_hooks", "hooks"),

@@ -1,8 +1,12 @@
-"""Figure files: the one layout pass gives the bytes a full draw before saving gives."""
+"""Figure files: the one layout pass gives the files a full draw before saving gives."""
 
 from __future__ import annotations
 
+import base64
+import io
+import re
 from contextlib import nullcontext
+from pathlib import Path
 
 import matplotlib
 
@@ -12,12 +16,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from probing import figfiles  # noqa: E402
 from probing.errors import ReportError  # noqa: E402
 from probing.figfiles import (  # noqa: E402
     PNG_DPI,
-    _format_options,
     _metadata,
     render_figure,
     render_settings,
@@ -41,25 +45,67 @@ def _figure(layout: str | None):
 
 
 def _drawn_first(fig, stem) -> None:
-    """The reference: a full draw (layout included) before measuring and saving each format."""
-    with paper_style(None):
+    """The reference: a full draw (layout included) at the PNG's resolution before measuring
+    and saving each format (the PNG by matplotlib's own writer, PIL)."""
+    with paper_style(None), matplotlib.rc_context({"image.composite_image": False}):
+        fig.set_dpi(PNG_DPI)
         fig.draw_without_rendering()
         bbox = fig.get_tightbbox().padded(matplotlib.rcParams["savefig.pad_inches"])
         fig.set_layout_engine("none")
         for ext in ("png", "svg"):
-            fig.savefig(stem.with_name(f"{stem.name}.{ext}"), format=ext,
-                        dpi=PNG_DPI if ext == "png" else None, metadata=_metadata(ext),
-                        bbox_inches=bbox, **_format_options(ext))
+            fig.savefig(stem.with_name(f"{stem.name}.{ext}"), format=ext, dpi=PNG_DPI,
+                        metadata=_metadata(ext), bbox_inches=bbox)
+
+
+def _pixels(path) -> tuple:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGBA")), im.info.get("dpi")
+
+
+def _assert_same_files(ours, reference) -> None:
+    """The same PNG pixels and resolution (the writers differ), the same SVG bytes."""
+    (png, dpi), (ref_png, ref_dpi) = _pixels(f"{ours}.png"), _pixels(f"{reference}.png")
+    assert png.shape == ref_png.shape and (png == ref_png).all() and dpi == ref_dpi
+    assert Path(f"{ours}.svg").read_bytes() == Path(f"{reference}.svg").read_bytes()
 
 
 @pytest.mark.parametrize("layout", ["constrained", "tight", None])
-def test_layout_without_a_draw_writes_the_bytes_of_a_drawn_figure(tmp_path, layout):
+def test_layout_without_a_draw_writes_the_files_of_a_drawn_figure(tmp_path, layout):
     ours, reference = _figure(layout), _figure(layout)
     save_figure(ours, tmp_path / "ours")
     _drawn_first(reference, tmp_path / "reference")
-    for ext in ("png", "svg"):
-        assert (tmp_path / f"ours.{ext}").read_bytes() == \
-            (tmp_path / f"reference.{ext}").read_bytes(), ext
+    _assert_same_files(tmp_path / "ours", tmp_path / "reference")
+    plt.close("all")
+
+
+def test_the_png_has_the_pixels_of_matplotlibs_own_savefig(tmp_path):
+    ours, reference = _figure("constrained"), _figure("constrained")
+    save_figure(ours, tmp_path / "ours", formats=("png",))
+    with paper_style(None):
+        reference.savefig(tmp_path / "reference.png", dpi=PNG_DPI, bbox_inches="tight")
+    (png, dpi), (ref_png, ref_dpi) = _pixels(tmp_path / "ours.png"), \
+        _pixels(tmp_path / "reference.png")
+    assert png.shape == ref_png.shape and (png == ref_png).all() and dpi == ref_dpi
+    assert ours.dpi == reference.dpi == 100  # the figure's own dpi again afterwards
+    plt.close("all")
+
+
+def test_a_nearest_image_is_embedded_at_its_own_resolution_in_the_svg(tmp_path):
+    fig, (left, right) = plt.subplots(1, 2, layout="constrained", figsize=(4, 2))
+    grid = np.arange(35.0).reshape(5, 7)
+    nearest = left.imshow(grid, interpolation="nearest")
+    right.imshow(np.ones((30, 30)))  # a photo-like image: rasterized, at the PNG's dpi
+    overlay = right.imshow(grid, interpolation="nearest", alpha=0.5, extent=(0, 30, 30, 0))
+    save_figure(fig, tmp_path / "f")
+    svg = (tmp_path / "f.svg").read_text()
+    sizes = []
+    for data in re.findall(r"data:image/png;base64,\s*([A-Za-z0-9+/=\s]+)", svg):
+        with Image.open(io.BytesIO(base64.b64decode("".join(data.split())))) as im:
+            sizes.append(im.size)
+    # both nearest images as their 7 x 5 pixels (the overlay not composited with the photo)
+    assert sizes.count((7, 5)) == 2 and len(sizes) == 3
+    assert svg.count("image-rendering:pixelated") == 2
+    assert nearest.get_interpolation() == overlay.get_interpolation() == "nearest"
     plt.close("all")
 
 
@@ -119,10 +165,9 @@ def test_a_colour_bar_of_many_axes_is_measured_once_a_layout_pass_and_the_bytes_
     # the reference: every measure made, each on a new renderer (as matplotlib does)
     monkeypatch.setattr(figfiles, "_tight_bboxes_once", lambda figure: nullcontext())
     monkeypatch.setattr(figfiles, "_agg_canvas", lambda figure: nullcontext())
+    monkeypatch.setattr(figfiles, "text_layouts_once", nullcontext)
     save_figure(reference, tmp_path / "reference")
-    for ext in ("png", "svg"):
-        assert (tmp_path / f"ours.{ext}").read_bytes() == \
-            (tmp_path / f"reference.{ext}").read_bytes(), ext
+    _assert_same_files(tmp_path / "ours", tmp_path / "reference")
     # constrained layout asks for the bar once per parent Axes (9) and once to place it, in
     # each of its two passes; the tight bbox once more
     assert len(calls) <= 3
