@@ -249,10 +249,6 @@ def extract(model_spec, data_spec, out, layers, kinds, attention, batch_size, de
     store = run_extract(loaded, source, layers=parsed, kinds=_split(kinds),
                         attention=attention, store=out, batch_size=batch_size, n_images=n_images,
                         progress=None if not _State.quiet else False)
-    if skipped := store.skipped():
-        logging.getLogger("probing").warning(
-            "%d of %d images were skipped as unreadable; EmbeddingStore(%r).skipped() lists them "
-            "(position, image_id, error)", len(skipped), len(source), str(store.path))
     if not _State.quiet:
         from .selection import to_selection
 

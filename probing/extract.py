@@ -288,9 +288,10 @@ def extract(
         with open_store(st, loaded, source, job, lock_timeout) as todo:
             bar = tqdm(total=sum(len(job.positions(s, n_total)) for s in todo),
                        disable=not show, desc="extract", unit="img")
-            for shard in todo:
-                extract_shard(loaded, source, st, shard, job, labels_all, bar)
+            skipped = [item for shard in todo
+                       for item in extract_shard(loaded, source, st, shard, job, labels_all, bar)]
             bar.close()
+        _warn_skipped(skipped, n_total, f"EmbeddingStore({str(st.path)!r}).skipped()")
         return st
 
     dev = module_device(loaded.model, "cpu")
@@ -306,6 +307,7 @@ def extract(
     frame = _attach_labels(frame, labels_all)
     if skipped:
         frame.attrs["skipped"] = skipped
+        _warn_skipped(skipped, n_total, 'the frame\'s attrs["skipped"]')
     if attention:
         ids = frame["image_id"].unique()
         att_frame = frame_from_table(pa.concat_tables(list(att.values()))) if att else \
@@ -429,6 +431,14 @@ def open_store(store: EmbeddingStore, loaded: LoadedModel, source: ImageSource, 
         raise
     finally:
         store.unlock()
+
+
+def _warn_skipped(skipped: list[dict], n_total: int, where: str) -> None:
+    """One warning for the images this extraction skipped as unreadable (none: silent)."""
+    if skipped:
+        log.warning("%d of %d images were skipped as unreadable (the first: image id %r); %s lists "
+                    "them with the reason (position, image_id, error)", len(skipped), n_total,
+                    skipped[0]["image_id"], where)
 
 
 def extract_shard(loaded: LoadedModel, source: ImageSource, store: EmbeddingStore, shard: int,

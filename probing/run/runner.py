@@ -412,9 +412,10 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
             extract(other.loaded, source, store=other.store,
                     progress=None if not quiet else False, **other.settings)
     timings["extract"] = time.perf_counter() - t
-    if skipped := store.skipped():
-        log.warning("%d of %d images were skipped as unreadable; the report lists them in %s "
-                    "(data.skipped)", len(skipped), len(source), out_dir / "provenance.json")
+    if skipped := store.skipped():  # (an extraction in this run has warned of its own)
+        (log.warning if reused else log.info)(
+            "%d of %d images were skipped as unreadable; the report lists them in %s "
+            "(data.skipped)", len(skipped), len(source), out_dir / "provenance.json")
     run_key = _run_key(store, spec_text, modules, other_stores)  # of the complete stores
     store_content = _content_key(store, other_stores)
 

@@ -141,15 +141,21 @@ def test_unreadable_images_are_reported_in_the_callers_spelling(tmp_path, run_sp
     res = invoke("extract", "--model", "demo", "--data", images, "--out", str(tmp_path / "k"),
                  "--on-error", "skip", "--kinds", "cls")
     assert res.exit_code == 0, res.output
-    assert "warning: 1 of 4 images were skipped as unreadable; EmbeddingStore(" in res.stderr
+    assert res.stderr.count("skipped as unreadable") == 1  # one warning, naming the first
+    assert "warning: 1 of 4 images were skipped as unreadable (the first: " in res.stderr
+    assert "EmbeddingStore(" in res.stderr and ".skipped() lists them" in res.stderr
     assert len(EmbeddingStore(tmp_path / "k").skipped()) == 1
-    with caplog.at_level(logging.WARNING, logger="probing"):
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="probing"):
         result, _ = run_spec_text(
             tmp_path, f'store = "{{store}}"\n[model]\nspec = "demo"\n[data]\nsource = '
             f'"{Path(images).as_posix()}"\noptions = {{{{ on_error = "skip" }}}}\n'
             '[analyses.pe_similarity]\n', "skip")
     assert f"1 of 4 images were skipped as unreadable; the report lists them in " \
            f"{result.report_dir / 'provenance.json'}" in caplog.text
+    # the extraction's warning, once; the report's line is news only for a reused store
+    assert [r.levelno for r in caplog.records if "skipped as unreadable" in r.message] == \
+        [logging.WARNING, logging.INFO]
 
 
 def test_info_without_weights_offers_no_pretrained(monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -72,7 +74,7 @@ def test_fewer_images_than_room_keep_each_group_whole():
         buffer.add({1: np.zeros((3, LAYOUT.n_tokens, 3), np.float32)}, np.arange(3))
 
 
-def test_skipped_image_mid_batch_gives_the_frame_of_the_readable_images(tmp_path):
+def test_skipped_image_mid_batch_gives_the_frame_of_the_readable_images(tmp_path, caplog):
     torch.manual_seed(0)
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
                               patch_size=8, depth=2, num_classes=3).eval()
@@ -86,8 +88,11 @@ def test_skipped_image_mid_batch_gives_the_frame_of_the_readable_images(tmp_path
     kwargs = dict(layers="all", kinds=("cls", "patch"), pooled="mean", batch_size=2,
                   progress=False)
     want = extract(model, open_source(clean), **kwargs)
-    got = extract(model, open_source(broken, on_error="skip"), **kwargs)
+    with caplog.at_level(logging.WARNING, logger="probing"):
+        got = extract(model, open_source(broken, on_error="skip"), **kwargs)
     assert len(got.attrs["skipped"]) == 1
+    assert "1 of 6 images were skipped as unreadable (the first: image id 3)" in caplog.text
+    assert 'the frame\'s attrs["skipped"] lists them' in caplog.text
     cols = ["layer", "kind", "token", "row", "col"]
     pd.testing.assert_frame_equal(got[cols], want[cols])
     np.testing.assert_array_equal(np.stack(got["emb"].to_numpy()),
