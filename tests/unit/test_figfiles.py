@@ -46,13 +46,16 @@ def _figure(layout: str | None):
 
 def _drawn_first(fig, stem) -> None:
     """The reference: a full draw (layout included) at the PNG's resolution before measuring
-    and saving each format (the PNG by matplotlib's own writer, PIL)."""
+    and saving each format (the PNG by matplotlib's own writer, PIL; in the SVG the map the
+    PNG shows pixel by pixel embedded as its own pixels)."""
     with paper_style(None), matplotlib.rc_context({"image.composite_image": False}):
         fig.set_dpi(PNG_DPI)
         fig.draw_without_rendering()
         bbox = fig.get_tightbbox().padded(matplotlib.rcParams["savefig.pad_inches"])
         fig.set_layout_engine("none")
         for ext in ("png", "svg"):
+            if ext == "svg":  # the 6 x 6 map, shown far above 3x its size: its own pixels
+                fig.axes[1].images[0].set_interpolation("none")
             fig.savefig(stem.with_name(f"{stem.name}.{ext}"), format=ext, dpi=PNG_DPI,
                         metadata=_metadata(ext), bbox_inches=bbox)
 
@@ -90,11 +93,13 @@ def test_the_png_has_the_pixels_of_matplotlibs_own_savefig(tmp_path):
     plt.close("all")
 
 
-def test_a_nearest_image_is_embedded_at_its_own_resolution_in_the_svg(tmp_path):
-    fig, (left, right) = plt.subplots(1, 2, layout="constrained", figsize=(4, 2))
+def test_images_the_png_shows_pixel_by_pixel_are_embedded_at_their_own_size_in_the_svg(
+        tmp_path):
+    fig, (left, middle, right) = plt.subplots(1, 3, layout="constrained", figsize=(6, 2))
     grid = np.arange(35.0).reshape(5, 7)
     nearest = left.imshow(grid, interpolation="nearest")
-    right.imshow(np.ones((30, 30)))  # a photo-like image: rasterized, at the PNG's dpi
+    photo = middle.imshow(np.random.default_rng(0).random((400, 400)))  # shrunk: smoothed
+    right.imshow(np.ones((30, 30)))  # "auto", shown over 3x its size: nearest in the PNG
     overlay = right.imshow(grid, interpolation="nearest", alpha=0.5, extent=(0, 30, 30, 0))
     save_figure(fig, tmp_path / "f")
     svg = (tmp_path / "f.svg").read_text()
@@ -102,10 +107,14 @@ def test_a_nearest_image_is_embedded_at_its_own_resolution_in_the_svg(tmp_path):
     for data in re.findall(r"data:image/png;base64,\s*([A-Za-z0-9+/=\s]+)", svg):
         with Image.open(io.BytesIO(base64.b64decode("".join(data.split())))) as im:
             sizes.append(im.size)
-    # both nearest images as their 7 x 5 pixels (the overlay not composited with the photo)
-    assert sizes.count((7, 5)) == 2 and len(sizes) == 3
-    assert svg.count("image-rendering:pixelated") == 2
+    # the nearest images as their 7 x 5 pixels, the upscaled one as its 30 x 30 (the overlay
+    # not composited with it); the shrunk photo rasterized at the PNG's 200 dpi (about 1.7 in
+    # wide: some 300-400 pixels)
+    assert sorted(sizes)[:3] == [(7, 5), (7, 5), (30, 30)] and len(sizes) == 4
+    assert 250 < max(sizes)[0] < 400
+    assert svg.count("image-rendering:pixelated") == 3
     assert nearest.get_interpolation() == overlay.get_interpolation() == "nearest"
+    assert photo.get_interpolation() == right.images[0].get_interpolation() == "auto"
     plt.close("all")
 
 
@@ -166,12 +175,15 @@ def test_a_colour_bar_of_many_axes_is_measured_once_a_layout_pass_and_the_bytes_
     monkeypatch.setattr(figfiles, "_tight_bboxes_once", lambda figure: nullcontext())
     monkeypatch.setattr(figfiles, "_agg_canvas", lambda figure: nullcontext())
     monkeypatch.setattr(figfiles, "text_layouts_once", nullcontext)
+    monkeypatch.setattr(figfiles, "_ticks_once", lambda figure: nullcontext())
     save_figure(reference, tmp_path / "reference")
     _assert_same_files(tmp_path / "ours", tmp_path / "reference")
     # constrained layout asks for the bar once per parent Axes (9) and once to place it, in
     # each of its two passes; the tight bbox once more
     assert len(calls) <= 3
-    # nothing left behind: the figure's own canvas, the Axes' own methods
+    # nothing left behind: the figure's own canvas, the Axes' and axes' own methods
     assert ours.canvas is canvas
     assert not any("get_tightbbox" in vars(ax) for ax in ours.axes)
+    assert not any("_update_ticks" in vars(axis) for ax in ours.axes
+                   for axis in ax._axis_map.values())
     plt.close("all")
