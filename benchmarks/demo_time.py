@@ -9,6 +9,9 @@ the rerun with the fresh run of the same benchmark. The fresh run's CPU time (us
 command and the worker processes it waited for) is compared with 35 s, a proxy for the issue's
 20 s wall on 2 idle cores (2 cores give 40 CPU s in 20 s, less the stages that run on one): on a
 shared, loaded machine the wall time measures the other users, the CPU time still measures us.
+Figure writing (the report stage, plus the seconds the analysis workers spent drawing figures,
+shared among the workers that drew side by side) is a share of the fresh run's wall time, as
+the issue states its target (15% of ``probing demo``'s wall time).
 """
 
 from __future__ import annotations
@@ -75,8 +78,11 @@ def run(quick: bool = False) -> list[Row]:
             "<= 1.0"),
         Row("probing demo, fresh store: CPU s, user + sys with workers (baseline: 35 s)",
             fresh_cpu, CPU_BUDGET_S, "s", "<= 1.0"),
+        # the issue's measure: a share of `probing demo`'s wall time (what the user waits,
+        # interpreter start and imports included; the run's own clock, stages["total"],
+        # starts after them and is in provenance.json)
         Row("demo figure writing (report stage + figures drawn in analysis workers / "
-            "workers) vs the fresh demo's run time", figures, stages["total"], "s", "<= 0.15"),
+            "workers) vs the fresh demo's wall time", figures, fresh, "s", "<= 0.15"),
         Row("probing demo rerun (store reused) vs fresh", again, fresh, "s", "<= 1.0"),
         Row("demo spec, one cka parameter changed (others cached) vs fresh", one, fresh, "s",
             "<= 1.0"),
