@@ -183,29 +183,40 @@ def _option_value(text: str) -> object:
     return tuple(scalar(t) for t in parts if t) if len(parts) > 1 else scalar(text.strip())
 
 
-def _mapping_options(pairs: tuple[str, ...]) -> dict:
-    """``KEY=VALUE`` pairs of ``--mapping-option`` as a ``mapping_options`` dict."""
+def _key_values(flag: str, pairs: tuple[str, ...]) -> dict:
+    """``KEY=VALUE`` pairs of a repeatable ``flag`` (``--mapping-option``, ``--preprocessing``)
+    as a dict."""
     from .errors import ConfigError
 
     out: dict = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(
-                f"--mapping-option {pair!r} is not KEY=VALUE; pass e.g. --mapping-option mean=0.5."
-            )
+            raise ConfigError(f"{flag} {pair!r} is not KEY=VALUE; pass e.g. {flag} mean=0.5.")
         out[key.strip()] = _option_value(value)
     return out
 
 
-def _mapping_flags(fn: Callable) -> Callable:
-    """The ``--mapping`` / ``--mapping-option`` options of commands that load a model."""
+def _model_flags(fn: Callable) -> Callable:
+    """The ``--mapping`` / ``--mapping-option`` / ``--preprocessing`` options of commands that
+    load a model."""
+    fn = click.option("--preprocessing", "preprocessing", multiple=True, metavar="KEY=VALUE",
+                      help="Replace a key of the model's preprocessing (repeatable): mean, std, "
+                           "interpolation, crop_pct, crop_mode; e.g. mean=0.1307 std=0.3081, "
+                           "a list as mean=0.5,0.5,0.5.")(fn)
     fn = click.option("--mapping-option", "mapping_option", multiple=True, metavar="KEY=VALUE",
                       help="Option of the mapping (repeatable), e.g. mean=0.1307 std=0.3081 "
                            "act=relu; a list as mean=0.5,0.5,0.5.")(fn)
     return click.option("--mapping", default=None,
                         help="Key mapping of a foreign state dict, e.g. 'lucidrains' (needs "
                              "--mapping-option mean=... and std=...).")(fn)
+
+
+def _model_options(mapping, mapping_option, preprocessing) -> dict:
+    """The :func:`probing.models.load_model` keywords of :func:`_model_flags`."""
+    return {"mapping": mapping,
+            "mapping_options": _key_values("--mapping-option", mapping_option),
+            "preprocessing": _key_values("--preprocessing", preprocessing)}
 
 
 @main.command()
@@ -228,10 +239,10 @@ def _mapping_flags(fn: Callable) -> Callable:
 @click.option("--arch", default=None, help="timm architecture of a checkpoint file.")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise",
               show_default=True, help="Unreadable images: fail, or skip and record them.")
-@_mapping_flags
+@_model_flags
 @_guard
 def extract(model_spec, data_spec, out, layers, kinds, attention, batch_size, device, n_images,
-            no_pretrained, arch, on_error, mapping, mapping_option) -> None:
+            no_pretrained, arch, on_error, mapping, mapping_option, preprocessing) -> None:
     """Extract token vectors (and attention) into a parquet store."""
     from .data import open_source
     from .extract import ARGUMENT_RULES
@@ -242,7 +253,7 @@ def extract(model_spec, data_spec, out, layers, kinds, attention, batch_size, de
     parsed = _layers(layers)
     check(Name.flag("--layers"), parsed, Layers(), "all", shown=layers)
     loaded = load_model(model_spec, pretrained=not no_pretrained, arch=arch, device=device,
-                        mapping=mapping, mapping_options=_mapping_options(mapping_option))
+                        **_model_options(mapping, mapping_option, preprocessing))
     opts = {} if data_spec in ("shapes", "digits") or data_spec.startswith(("shapes:", "digits:")) \
         else {"on_error": on_error}
     source = open_source(data_spec, **opts)
@@ -260,14 +271,14 @@ def extract(model_spec, data_spec, out, layers, kinds, attention, batch_size, de
 @click.argument("spec")
 @click.option("--no-pretrained", is_flag=True, help="Random-init timm weights (no download).")
 @click.option("--arch", default=None, help="timm architecture of a checkpoint file.")
-@_mapping_flags
+@_model_flags
 @_guard
-def info(spec, no_pretrained, arch, mapping, mapping_option) -> None:
+def info(spec, no_pretrained, arch, mapping, mapping_option, preprocessing) -> None:
     """Print a model's token layout and preprocessing."""
     from .models import load_model
 
-    click.echo(load_model(spec, pretrained=not no_pretrained, arch=arch, mapping=mapping,
-                          mapping_options=_mapping_options(mapping_option)).describe())
+    click.echo(load_model(spec, pretrained=not no_pretrained, arch=arch,
+                          **_model_options(mapping, mapping_option, preprocessing)).describe())
 
 
 @main.command("list")

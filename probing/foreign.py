@@ -40,7 +40,6 @@ value for all channels).
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, ModelError
+from .preprocessing import per_channel
 
 __all__ = ["FOREIGN_MAPPINGS", "ForeignModel", "map_lucidrains"]
 
@@ -80,28 +80,6 @@ def _require(sd: dict, key: str) -> torch.Tensor:
             "pass another mapping."
         )
     return sd[key]
-
-
-def _per_channel(name: str, value: float | tuple[float, ...], chans: int) -> tuple[float, ...]:
-    """``value`` as ``chans`` floats: one number broadcast, or a sequence of exactly ``chans``."""
-    values = (value,) if isinstance(value, numbers.Real) else tuple(value)
-    try:
-        values = tuple(float(v) for v in values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"mapping option {name}={value!r} is not a number or a list of numbers; pass e.g. "
-            f"{name}=0.5 or {name}=(0.5, 0.5, 0.5)."
-        ) from exc
-    if len(values) == 1:
-        values = values * chans
-    if len(values) != chans:
-        raise ConfigError(
-            f"mapping option {name}={value!r} has {len(values)} values but the model takes "
-            f"{chans} input channel(s); pass one value or {chans}."
-        )
-    if name == "std" and min(values) <= 0:
-        raise ConfigError(f"mapping option std={value!r} must be positive; pass e.g. std=0.5.")
-    return values
 
 
 def map_lucidrains(
@@ -246,8 +224,8 @@ def map_lucidrains(
         "interpolation": "bilinear",
         "crop_pct": 1.0,
         "crop_mode": "center",
-        "mean": _per_channel("mean", mean, in_chans),
-        "std": _per_channel("std", std, in_chans),
+        "mean": per_channel("mapping option", "mean", mean, in_chans),
+        "std": per_channel("mapping option", "std", std, in_chans),
     }
     return ForeignModel(build=build, state_dict=out, data_config=config)
 

@@ -26,9 +26,9 @@ import difflib
 import hashlib
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from torch import nn
 from .constraints import suggesting
 from .errors import ConfigError, ModelError
 from .layout import TokenLayout
+from .preprocessing import override_preprocessing
 from .seeding import seeded
 
 __all__ = ["LoadedModel", "check_device", "eval_mode", "load_model", "module_device",
@@ -118,6 +119,7 @@ def load_model(
     mapping_options: dict | None = None,
     num_classes: int | None = None,
     device: str | torch.device | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
     **timm_kwargs: Any,
 ) -> LoadedModel:
     """Load a Vision Transformer for probing.
@@ -141,6 +143,12 @@ def load_model(
     device : str or torch.device, optional
         Where a model probing builds is put (the CPU when None). A module or LoadedModel
         passed in is never moved: ``device`` must then be None or the device it is on.
+    preprocessing : mapping, optional
+        Replaces keys of the resolved preprocessing: ``mean``, ``std`` (per channel, or one
+        value), ``interpolation``, ``crop_pct``, ``crop_mode`` (see
+        :mod:`probing.preprocessing`); e.g. ``{"mean": (0.1307,), "std": (0.3081,)}`` for a
+        checkpoint trained with other normalisation than its architecture's pretrained tag.
+        A LoadedModel passed in is not changed (a new one is returned).
     **timm_kwargs
         Passed to ``timm.create_model`` (e.g. ``img_size``, ``dynamic_img_size``).
 
@@ -158,8 +166,21 @@ def load_model(
     ConfigError
         Unknown, missing or malformed ``mapping_options`` (a foreign mapping needs ``mean`` and
         ``std``: a state dict carries no preprocessing); a ``device`` other than the one a
-        module passed in is on (probing does not move the caller's module).
+        module passed in is on (probing does not move the caller's module); an unknown or
+        out-of-range ``preprocessing`` key.
     """
+    loaded = _load(spec, pretrained, arch, mapping, mapping_options, num_classes, device,
+                   timm_kwargs)
+    if not preprocessing:
+        return loaded
+    return replace(loaded, data_config=override_preprocessing(loaded.data_config,
+                                                              preprocessing))
+
+
+def _load(spec, pretrained: bool, arch: str | None, mapping: str | None,
+          mapping_options: dict | None, num_classes: int | None, device,
+          timm_kwargs: dict) -> LoadedModel:
+    """:func:`load_model` without the ``preprocessing`` override."""
     if isinstance(spec, LoadedModel):
         check_device(spec.model, device)
         return spec

@@ -218,7 +218,7 @@ def model_recipe(spec: Any, seed: int = 0, **options: Any) -> dict:
         everywhere); the worker's RNG state is restored afterwards.
     **options
         Other :func:`probing.load_model` keyword arguments (``pretrained``, ``arch``,
-        ``mapping``, ``mapping_options``, ``device`` and timm options).
+        ``mapping``, ``mapping_options``, ``preprocessing``, ``device`` and timm options).
 
     Raises
     ------

@@ -117,7 +117,8 @@ class _ModelStore:
 def _model_opts(model: ModelSpec) -> dict:
     """The :func:`probing.models.load_model` keyword arguments of a ``[model]`` table."""
     return {"pretrained": model.pretrained, "arch": model.arch, "mapping": model.mapping,
-            "mapping_options": model.mapping_options, "device": model.device, **model.options}
+            "mapping_options": model.mapping_options, "preprocessing": model.preprocessing,
+            "device": model.device, **model.options}
 
 
 def _model_store(spec: RunSpec, model: ModelSpec, loaded: LoadedModel, source: Any,

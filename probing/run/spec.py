@@ -16,6 +16,8 @@ Format (every key optional except ``[analyses]``)::
     arch = "vit_small_patch16_224"  # checkpoints: the timm architecture
     mapping = "lucidrains"        # foreign state dicts: the key mapping
     mapping_options = {}          # options of the mapping
+    preprocessing = {}            # replace keys of the model's preprocessing: mean, std,
+                                  # interpolation, crop_pct, crop_mode (probing.preprocessing)
     options = {}                  # extra timm.create_model keyword arguments
     device = "cpu"
 
@@ -126,6 +128,7 @@ class ModelSpec:
     arch: str | None = None
     mapping: str | None = None
     mapping_options: dict = field(default_factory=dict)
+    preprocessing: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
     device: str = "cpu"
 

@@ -100,9 +100,10 @@ def test_info_and_extract_take_a_foreign_mapping(shared_fixtures, tmp_path):
 
 
 def test_mapping_option_values_parse_to_numbers_and_tuples():
-    from probing.cli import _mapping_options
+    from probing.cli import _key_values
 
-    assert _mapping_options(("mean=0.5,0.4,0.3", "heads=4", "eps=1e-6", "act=gelu")) == {
+    assert _key_values("--mapping-option", ("mean=0.5,0.4,0.3", "heads=4", "eps=1e-6",
+                                            "act=gelu")) == {
         "mean": (0.5, 0.4, 0.3), "heads": 4, "eps": 1e-6, "act": "gelu"}
 
 

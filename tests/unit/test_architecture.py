@@ -15,7 +15,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("errors", "constraints", "ownership", "seeding", "progress", "lazy", "threads"),
     ("layout", "selection", "style", "imageselect", "idx", "pngfile", "textlayout"),
     ("frames", "attention_frames", "shapes", "token_buffer", "image_cache"),
-    ("data", "models", "foreign", "demo"),
+    ("data", "models", "foreign", "demo", "preprocessing"),
     ("attention_hooks", "hooks"),
     ("store",),
     ("extract",),
