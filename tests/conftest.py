@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -26,6 +27,19 @@ def _serial_analyses(monkeypatch):
     """Analyses run serially unless a test asks for processes: the default (``auto``) decides
     by the machine's load, and a test's outcome must not."""
     monkeypatch.setenv("PROBING_PROCESSES", "1")
+
+
+@pytest.fixture(autouse=True)
+def _own_log_setup():
+    """Each test finds the ``probing`` logger as the one before it found it: a command run
+    through click's test runner leaves the CLI's stderr handler (and its level) on the
+    logger, which a later test would see printing."""
+    logger = logging.getLogger("probing")
+    handlers, level = list(logger.handlers), logger.level
+    yield
+    for handler in [h for h in logger.handlers if h not in handlers]:
+        logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")
