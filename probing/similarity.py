@@ -33,6 +33,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from .crossprod import accumulator, add_cross_product
 from .errors import ConfigError, DataError, LayoutError
 from .selection import LayerSelection
 from .stats import t_interval
@@ -196,11 +197,18 @@ def _panels(widths: Sequence[int], limit: int) -> list[list[int]]:
     return panels + [current]
 
 
+def _upper_square_sum(block: np.ndarray) -> float:
+    """``||S||_F^2`` of the symmetric ``S`` whose upper triangle ``block`` holds."""
+    return float(2.0 * np.sum(np.triu(block, 1) ** 2) + np.sum(np.diag(block) ** 2))
+
+
 def _cross_frobenius(a: _Reps, b: _Reps | None) -> np.ndarray:
     """``F[i, j] = ||Xa_i^T Xb_j||_F^2`` of centred matrices (``b`` None: ``a`` with itself).
 
     Accumulated over row chunks in float64 on stacked panels of layers, so one BLAS call covers
-    many layer pairs and memory stays ``O((sum d)^2)``, capped by :data:`MAX_BLOCK_BYTES`.
+    many layer pairs and memory stays ``O((sum d)^2)``, capped by :data:`MAX_BLOCK_BYTES`. A
+    panel with itself is one symmetric ``Z^T Z``, accumulated as its upper triangle by BLAS
+    ``syrk`` (:mod:`probing.crossprod`), half the multiply-adds of a general product.
     """
     same = b is None
     b = a if same else b
@@ -211,15 +219,24 @@ def _cross_frobenius(a: _Reps, b: _Reps | None) -> np.ndarray:
         for ib, pb in enumerate(panels_b):
             if same and ib < ia:
                 continue
-            acc = np.zeros((sum(a.widths[i] for i in pa), sum(b.widths[j] for j in pb)))
+            square = same and ia == ib
+            acc = (accumulator(sum(a.widths[i] for i in pa)) if square
+                   else np.zeros((sum(a.widths[i] for i in pa), sum(b.widths[j] for j in pb))))
             for rows in _chunks(a.n):
                 za = a.stacked(pa, rows)
-                acc += za.T @ za if same and ia == ib else za.T @ b.stacked(pb, rows)
+                if square:
+                    add_cross_product(acc, za)  # upper triangle only: half the work
+                else:
+                    acc += za.T @ b.stacked(pb, rows)
             oa = np.cumsum([0] + [a.widths[i] for i in pa])
             ob = np.cumsum([0] + [b.widths[j] for j in pb])
             for x, i in enumerate(pa):
                 for y, j in enumerate(pb):
-                    F[i, j] = float(np.sum(acc[oa[x] : oa[x + 1], ob[y] : ob[y + 1]] ** 2))
+                    if square and y < x:
+                        continue  # strict lower triangle: not accumulated, mirrored below
+                    block = acc[oa[x] : oa[x + 1], ob[y] : ob[y + 1]]
+                    F[i, j] = _upper_square_sum(block) if square and x == y else float(
+                        np.sum(block**2))
     if same:
         F = np.triu(F) + np.triu(F, 1).T
     return F

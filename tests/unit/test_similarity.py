@@ -202,3 +202,22 @@ def test_layer_similarity_layers_take_every_selection_form():
         layer_similarity(gap, kind="cls"))
     with pytest.raises(Exception, match=r"\[5\] are not in frame_a"):
         layer_similarity(frame, kind="cls", layers=[5])
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_feature_form_over_many_panels_and_chunks_equals_the_gram_form(debiased, monkeypatch):
+    # layers stacked into several panels (small block cap) and rows cut into several chunks:
+    # every block of the symmetric syrk accumulator (diagonal, upper, skipped lower) is read
+    import probing.similarity as sim
+
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=(230, 6))
+    mats = [base @ rng.normal(size=(6, w)) + rng.normal(size=(230, w)) for w in (7, 3, 11, 5, 9)]
+    monkeypatch.setattr(sim, "MAX_BLOCK_BYTES", 8 * 14**2)
+    monkeypatch.setattr(sim, "_chunks", lambda n, size=40: [slice(s, min(s + size, n))
+                                                             for s in range(0, n, size)])
+    assert len(sim._panels([7, 3, 11, 5, 9], 14)) > 2
+    feature = sim._cka_matrix(sim._Reps(mats), None, debiased, "feature")
+    gram = sim._cka_matrix(sim._Reps(mats), None, debiased, "gram")
+    np.testing.assert_allclose(feature, gram, atol=1e-12)
+    np.testing.assert_allclose(np.diag(feature), 1.0, atol=1e-12)
