@@ -1,4 +1,4 @@
-"""``python -m benchmarks [--quick] [--json PATH] [--only NAME ...]``: every benchmark, one table.
+"""``python -m benchmarks [--quick] [--json PATH] [--only NAME ...] [--markdown]``: one table.
 
 Each module ``benchmarks/NAME.py`` exposing ``run(quick)`` runs in its own subprocess (so one
 benchmark's threads, caches and peak memory do not leak into the next); the rows of all of them
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (minutes, not hours)")
     parser.add_argument("--json", type=Path, default=None, help="write the table as JSON here")
     parser.add_argument("--only", nargs="*", default=None, help="module names to run")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
     names = modules() if not args.only else args.only
     rows: list[Row] = []
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {info['platform']}, {info['cpu_count']} CPU cores, load average "
           f"{info['load_average_1_5_15']}, torch {info['torch']}, GPU {info['cuda']}; "
           f"{'quick' if args.quick else 'full'} mode")
-    print(format_table(rows))
+    print(format_table(rows, args.markdown))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({

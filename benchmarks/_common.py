@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Row", "format_table", "interleaved_clocks", "interleaved_times", "median_time",
-           "paired_times", "print_rows"]
+__all__ = ["Row", "cached_gram_cka", "format_table", "interleaved_clocks", "interleaved_times",
+           "median_time", "paired_times", "print_rows", "random_vit", "vit_cls_features"]
 
 
 @dataclass
@@ -118,8 +118,9 @@ def interleaved_clocks(fns: list[Callable[[], object]],
     return [(statistics.median(c), statistics.median(w)) for c, w in zip(cpu, wall)]
 
 
-def format_table(rows: list[Row]) -> str:
-    """Rows as a fixed-width text table."""
+def format_table(rows: list[Row], markdown: bool = False) -> str:
+    """Rows as a fixed-width text table, or (``markdown``) a Markdown table: the same cells,
+    the ratio as each row holds it (the README's tables are pasted from this)."""
     head = ("figure", "measured", "baseline", "unit", "ratio", "target", "max|diff|", "tol",
             "met")
     walls = any(r.wall is not None for r in rows)
@@ -139,6 +140,12 @@ def format_table(rows: list[Row]) -> str:
         ) + (_wall_cells(r) if walls else ())
         for r in rows
     ]
+    if markdown:
+        def line(cells) -> str:
+            return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+        rule = ["---" if i in (0, 3, 5, 8) else "---:" for i in range(len(head))]
+        return "\n".join([line(head), "| " + " | ".join(rule) + " |", *map(line, body)])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths)) for line in [head, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -153,9 +160,9 @@ def _wall_cells(r: Row) -> tuple[str, str]:
     return f"{r.wall:.4g} / {r.wall_baseline:.4g}", ratio
 
 
-def print_rows(rows: list[Row]) -> None:
-    """Print the rows as a table."""
-    print(format_table(rows))
+def print_rows(rows: list[Row], markdown: bool = False) -> None:
+    """Print the rows as a table (``markdown``: as a Markdown table)."""
+    print(format_table(rows, markdown))
 
 
 def cached_gram_cka(mats: list[np.ndarray]) -> np.ndarray:
@@ -172,3 +179,30 @@ def cached_gram_cka(mats: list[np.ndarray]) -> np.ndarray:
         for j in range(i + 1, len(grams)):
             out[i, j] = out[j, i] = np.vdot(grams[i], grams[j]) / (norms[i] * norms[j])
     return out
+
+
+def random_vit(name: str, img_size: int = 224):
+    """A timm ViT with random (seeded) weights, in eval mode."""
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False, img_size=img_size).eval()
+
+
+def vit_cls_features(n: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Real probe features: CLS of blocks 1..12 of a random-init ``vit_small`` (48 px) over
+    ``n`` ``shapes`` images, one ``(n, 384)`` matrix per block (rows by ``image_id``), and
+    the ``(n,)`` shape labels."""
+    from probing import extract
+    from probing.data import open_source
+    from probing.frames import embedding_matrix
+
+    model = random_vit("vit_small_patch16_224", img_size=48)
+    source = open_source(f"shapes:n={n},size=48")
+    frame = extract(model, source, layers=list(range(1, 13)), kinds=("cls",), batch_size=256,
+                    progress=False)
+    frame = frame.sort_values(["layer", "image_id"], kind="stable")
+    mats = [embedding_matrix(g) for _, g in frame.groupby("layer", sort=True)]
+    y = source.labels()["shape_id"].to_numpy().astype(np.int64)
+    return mats, y

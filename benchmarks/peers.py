@@ -1,6 +1,6 @@
 """Peer table: our time against the tool a user would otherwise pick, same inputs, same process.
 
-``python -m benchmarks.peers [--quick]``. Every row times ours and the peer round-robin
+``python -m benchmarks.peers [--quick] [--markdown]``. Every row times ours and the peer
 (:func:`benchmarks._common.interleaved_clocks`: one warm-up round, then medians of the
 repeats) and checks the two outputs equal before the times count: ``diff`` is the max
 absolute difference, ``tol`` the stated tolerance, and a row whose outputs differ beyond it is
@@ -66,7 +66,14 @@ import time
 import numpy as np
 import torch
 
-from benchmarks._common import Row, cached_gram_cka, interleaved_clocks, print_rows
+from benchmarks._common import (
+    Row,
+    cached_gram_cka,
+    interleaved_clocks,
+    print_rows,
+    random_vit,
+    vit_cls_features,
+)
 
 #: Intra-op threads of every row (torch and, through threadpoolctl, numpy's BLAS): one, so
 #: that ours and the peer do the same single-threaded work and CPU time measures it.
@@ -124,13 +131,6 @@ def _floor(figure, ours: Clock, base: Clock, target) -> Row:
     """A floor row: ratio = ours / baseline in CPU time (wall alongside)."""
     return Row(figure, ours[0], base[0], "s CPU", target, wall=ours[1], wall_baseline=base[1],
                wall_ratio=ours[1] / base[1])
-
-
-def _vit(name: str, img_size: int = 224):
-    import timm
-
-    torch.manual_seed(0)
-    return timm.create_model(name, pretrained=False, img_size=img_size).eval()
 
 
 # ----------------------------------------------------------------------- 1 + 2: extraction
@@ -198,7 +198,7 @@ def _extraction_rows(quick: bool) -> list[Row]:
     from probing.layout import TokenLayout
 
     size, batch, repeat = (96, 8, 5) if quick else (224, 16, 7)
-    model = _vit("vit_small_patch16_224", img_size=size)
+    model = random_vit("vit_small_patch16_224", img_size=size)
     layout = TokenLayout.from_model(model)
     depth = len(model.blocks)
     layers = list(range(1, depth + 1))
@@ -400,22 +400,6 @@ def _cka_rows(quick: bool) -> list[Row]:
 
 
 # ------------------------------------------------------------------------------- 4: probes
-def _probe_features(n: int):
-    """CLS of every block of a random-init vit_small over ``shapes`` images, and the labels."""
-    from probing import extract
-    from probing.data import open_source
-    from probing.frames import embedding_matrix
-
-    model = _vit("vit_small_patch16_224", img_size=48)
-    source = open_source(f"shapes:n={n},size=48")
-    frame = extract(model, source, layers=list(range(1, 13)), kinds=("cls",), batch_size=256,
-                    progress=False)
-    frame = frame.sort_values(["layer", "image_id"], kind="stable")
-    mats = [embedding_matrix(g) for _, g in frame.groupby("layer", sort=True)]
-    y = source.labels()["shape_id"].to_numpy().astype(np.int64)
-    return mats, y
-
-
 def _probe_rows(quick: bool) -> list[Row]:
     from sklearn.linear_model import LogisticRegression, RidgeClassifierCV
     from sklearn.preprocessing import StandardScaler
@@ -423,7 +407,7 @@ def _probe_rows(quick: bool) -> list[Row]:
     from probing.probes.cv import fold_sweep, fold_sweeps, group_folds
 
     n, folds = (300, 5) if quick else (10000, 5)
-    mats, y = _probe_features(n)
+    mats, y = vit_cls_features(n)
     L, d = len(mats), mats[0].shape[1]
     fold = group_folds(np.arange(n), folds, seed=0)
     codes = np.unique(y, return_inverse=True)[1]
@@ -506,7 +490,7 @@ def _rollout_rows(quick: bool) -> list[Row]:
 
     size = 96 if quick else 224
     batch, repeat = 8, (5 if quick else 9)
-    model = _vit("vit_small_patch16_224", img_size=size)
+    model = random_vit("vit_small_patch16_224", img_size=size)
     layout = TokenLayout.from_model(model)
     x = torch.randn(batch, 3, size, size)
     with torch.no_grad(), capture_attention(model) as store:
@@ -558,7 +542,7 @@ def _ig_rows(quick: bool) -> list[Row]:
 
     size = 96 if quick else 224
     repeat = 7  # IG varies +-10% run to run on a shared machine: 7 rounds even in quick
-    model = _vit("vit_tiny_patch16_224", img_size=size)
+    model = random_vit("vit_tiny_patch16_224", img_size=size)
     layout = TokenLayout.from_model(model)
     x = torch.randn(1, 3, size, size)
     ph, pw = layout.patch_size
@@ -598,7 +582,7 @@ def _deletion_rows(quick: bool) -> list[Row]:
 
     size, batch = (64, 2) if quick else (96, 4)
     repeat = 3 if quick else 7
-    model = _vit("vit_tiny_patch16_224", img_size=size)
+    model = random_vit("vit_tiny_patch16_224", img_size=size)
     layout = TokenLayout.from_model(model)
     x = torch.randn(batch, 3, size, size)
     rng = np.random.default_rng(0)
@@ -660,6 +644,6 @@ def run(quick: bool = False) -> list[Row]:
 
 if __name__ == "__main__":
     result = run(quick="--quick" in sys.argv)
-    print_rows(result)
+    print_rows(result, markdown="--markdown" in sys.argv)
     if "--json" in sys.argv:
         print(json.dumps([r.as_dict() for r in result], indent=2))

@@ -1,13 +1,15 @@
 """Probe sweeps and layer CKA against plain baselines, timed in the same run.
 
-(a) A ``L``-layer x 5-fold probe sweep on ``n x d`` features (synthetic: 10 Gaussian classes
-    whose separation grows with depth) with :func:`probing.probes.cv.fold_sweep`, against
-    ``L * 5`` fits of plain ``sklearn.linear_model.LogisticRegression`` on standardised
-    features (default threads). The sklearn fits are slow, so the 5 folds of the first,
-    middle and last layer are timed and their mean multiplied by ``L`` (said in the figure
-    name); the logistic path is compared on the same layers.
-(b) Layer x layer linear CKA with :func:`probing.similarity.layer_similarity`'s engine against
-    a Gram-matrix implementation that caches one centred float64 Gram per layer, at large
+(a) A 12-layer x 5-fold probe sweep on real features (CLS of every block of a random-init
+    ``vit_small`` over ``n`` ``shapes`` images, :func:`benchmarks._common.vit_cls_features`)
+    with :func:`probing.probes.cv.fold_sweep`, against ``L * 5`` fits of plain
+    ``sklearn.linear_model.LogisticRegression`` on standardised features (default threads).
+    The sklearn fits are slow, so the 5 folds of the first, middle and last layer are timed
+    and their mean multiplied by ``L`` (said in the figure name); the logistic path is
+    compared on the same layers.
+(b) Layer x layer linear CKA (synthetic ``n x 768`` features: 10 Gaussian classes whose
+    separation grows with depth) with :func:`probing.similarity.layer_similarity`'s engine
+    against a Gram-matrix implementation that caches one centred float64 Gram per layer, at large
     ``n`` (feature form chosen) and small ``n`` (auto must pick the cheaper form).
 """
 
@@ -17,7 +19,7 @@ import time
 
 import numpy as np
 
-from benchmarks._common import Row, cached_gram_cka, paired_times, print_rows
+from benchmarks._common import Row, cached_gram_cka, paired_times, print_rows, vit_cls_features
 
 
 def _features(n: int, d: int, layers: int, seed: int = 0):
@@ -43,8 +45,9 @@ def _probe_rows(quick: bool) -> list[Row]:
 
     from probing.probes.cv import fold_sweep, group_folds
 
-    n, d, layers, folds = (2000, 128, 4, 5) if quick else (10000, 768, 12, 5)
-    mats, y = _features(n, d, layers)
+    n, folds = (1000, 5) if quick else (10000, 5)
+    mats, y = vit_cls_features(n)
+    layers, d = len(mats), mats[0].shape[1]
     fold = group_folds(np.arange(n), folds, seed=0)
 
     def sklearn_layer(X):
@@ -64,7 +67,7 @@ def _probe_rows(quick: bool) -> list[Row]:
     t_ridge = _timed(
         lambda: [fold_sweep(X, {"task": y}, fold, folds, solver="ridge") for X in mats]
     )
-    size = f"{layers} layers x {folds} folds, n={n}, d={d}"
+    size = f"{layers} layers x {folds} folds, n={n}, d={d}, vit_small CLS on shapes"
     timed = f"sklearn timed on layers {sampled}, mean x {layers}"
     return [
         Row(f"(a) ridge sweep vs sklearn LogReg ({size}; {timed})",
