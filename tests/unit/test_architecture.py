@@ -12,7 +12,7 @@ PACKAGE = ROOT / "probing"
 
 #: Floors, lowest first. A module may import from its own floor or below, never above.
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "constraints", "ownership", "seeding", "progress", "lazy", "threads"),
+    ("errors", "constraints", "ownership", "seeding", "progress", "lazy", "threads", "crossprod"),
     ("layout", "selection", "style", "imageselect", "idx", "pngfile", "textlayout"),
     ("frames", "attention_frames", "shapes", "token_buffer", "image_cache"),
     ("data", "models", "foreign", "demo", "preprocessing"),
