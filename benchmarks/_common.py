@@ -10,8 +10,12 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Row", "cached_gram_cka", "format_table", "interleaved_clocks", "interleaved_times",
            "median_time", "paired_times", "print_rows", "random_vit", "vit_cls_features"]
@@ -181,7 +185,7 @@ def cached_gram_cka(mats: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def random_vit(name: str, img_size: int = 224):
+def random_vit(name: str, img_size: int = 224) -> torch.nn.Module:
     """A timm ViT with random (seeded) weights, in eval mode."""
     import timm
     import torch
