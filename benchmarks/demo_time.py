@@ -9,9 +9,11 @@ the rerun with the fresh run of the same benchmark. The fresh run's CPU time (us
 command and the worker processes it waited for) is compared with 35 s, a proxy for the issue's
 20 s wall on 2 idle cores (2 cores give 40 CPU s in 20 s, less the stages that run on one): on a
 shared, loaded machine the wall time measures the other users, the CPU time still measures us.
-Figure writing (the report stage, plus the seconds the analysis workers spent drawing figures,
-shared among the workers that drew side by side) is a share of the fresh run's wall time, as
-the issue states its target (15% of ``probing demo``'s wall time).
+Figure writing (the seconds the analysis workers spent drawing figures, shared among the
+workers that drew side by side, plus the report stage's figure work:
+``Report.figure_seconds``) is a share of the fresh run's wall time, as the issue states its
+target (15% of ``probing demo``'s wall time); a second row counts the whole report stage
+(tables, pages and JSON as well), the measure of the earlier benchmark.
 """
 
 from __future__ import annotations
@@ -61,10 +63,13 @@ def run(quick: bool = False) -> list[Row]:
         fresh, fresh_cpu = _demo(Path(tmp))
         prov = json.loads((Path(tmp) / "report" / "provenance.json").read_text())
         stages = prov["timings_s"]
-        # figure writing: the report stage, and the figures the analysis workers drew (their
-        # seconds shared among the workers, which drew side by side)
-        figures = stages["report"] + stages.get("figures_in_workers", 0.0) / max(
+        # figure writing: the figures the analysis workers drew (their seconds shared among
+        # the workers, which drew side by side), and the report stage's figure work (its
+        # tables and pages apart); the whole report stage for the wider measure
+        in_workers = stages.get("figures_in_workers", 0.0) / max(
             1, prov.get("analysis_processes", 1))
+        figures = stages["report_figures"] + in_workers
+        report_and_figures = stages["report"] + in_workers
         again, _ = _demo(Path(tmp))
         text = demo_spec_path().read_text()
         changed = re.sub(r"(\[analyses\.cka\](?:\n(?!\[).*)*?\nk = )\d+", r"\g<1>5", text)
@@ -81,8 +86,11 @@ def run(quick: bool = False) -> list[Row]:
         # the issue's measure: a share of `probing demo`'s wall time (what the user waits,
         # interpreter start and imports included; the run's own clock, stages["total"],
         # starts after them and is in provenance.json)
-        Row("demo figure writing (report stage + figures drawn in analysis workers / "
-            "workers) vs the fresh demo's wall time", figures, fresh, "s", "<= 0.15"),
+        Row("demo figure writing (figures drawn in analysis workers / workers + the report "
+            "stage's figure files) vs the fresh demo's wall time", figures, fresh, "s",
+            "<= 0.15"),
+        Row("  the same with the whole report stage (tables, pages) vs the fresh demo's wall "
+            "time", report_and_figures, fresh, "s", ""),
         Row("probing demo rerun (store reused) vs fresh", again, fresh, "s", "<= 1.0"),
         Row("demo spec, one cka parameter changed (others cached) vs fresh", one, fresh, "s",
             "<= 1.0"),

@@ -39,6 +39,7 @@ import math
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,11 +203,20 @@ class Report:
         card a runner adds) come first, right after the findings summary.
     subtitle : str
         One line under the title (model, data, date).
+
+    Attributes
+    ----------
+    figure_seconds : float
+        Wall seconds the last :meth:`write` spent on figures, apart from tables and pages:
+        writing the files of figures drawn already, and the time drawing the others added to
+        the stage (their workers draw while this process writes the tables). Set before
+        ``write`` calls its ``provenance`` callable.
     """
 
     title: str
     sections: list[Section] = field(default_factory=list)
     subtitle: str = ""
+    figure_seconds: float = field(default=0.0, init=False, repr=False, compare=False)
 
     def add(self, section: Section) -> None:
         """Append a section."""
@@ -330,6 +340,7 @@ class Report:
                      formats: tuple[str, ...], workers: int | None) -> None:
         settings = render_settings(formats, style)
         key = settings_key(settings)
+        t = time.perf_counter()
         jobs = []
         for f in (f for s in self.ordered() for f in s.figures):
             stem = tmp / "figures" / f.name
@@ -343,14 +354,21 @@ class Report:
                                   f"({f.files_key}) and has no matplotlib figure to draw "
                                   f"again; write the report with those settings.")
         ctx_sections: list[dict] = []
+        tables = [0.0]  # seconds
+
+        def write_tables() -> None:
+            t = time.perf_counter()
+            ctx_sections.extend(self._tables(tmp))
+            tables[0] = time.perf_counter() - t
+
         try:
             # tables and the page's context are made while the workers save the figures
             save_figures(jobs, formats=formats, dpi=settings["dpi"], style=style,
-                         workers=workers,
-                         meanwhile=lambda: ctx_sections.extend(self._tables(tmp)))
+                         workers=workers, meanwhile=write_tables)
         finally:
             for f, _ in jobs:
                 plt.close(f)
+        self.figure_seconds = time.perf_counter() - t - tables[0]
         findings = self.findings()
         for s in ctx_sections:
             s["html_paragraphs"] = [_html_text(p) for p in s["paragraphs"]]

@@ -214,16 +214,16 @@ def _run_one(name: str) -> tuple[bytes | None, float, bool, float]:
     started[slot] = 2
     seconds = time.perf_counter() - t
     t = time.perf_counter()
-    data, cached = _package(name, section)
-    drawn = time.perf_counter() - t
-    log.debug("analysis %s: %.2f s, figures drawn and section sent in %.2f s, %.2f s CPU in "
-              "all, in process %d", name, seconds, drawn, time.process_time() - cpu,
-              os.getpid())
+    data, cached, drawn = _package(name, section)
+    log.debug("analysis %s: %.2f s, figures drawn in %.2f s, section cached and sent in "
+              "%.2f s, %.2f s CPU in all, in process %d", name, seconds, drawn,
+              time.perf_counter() - t - drawn, time.process_time() - cpu, os.getpid())
     return data, seconds, cached, drawn
 
 
-def _package(name: str, section: Any) -> tuple[bytes | None, bool]:
-    """What a worker sends back of ``section``, and whether it cached it.
+def _package(name: str, section: Any) -> tuple[bytes | None, bool, float]:
+    """What a worker sends back of ``section``, whether it cached it, and the seconds it spent
+    drawing the figures' files.
 
     With the report's figure settings (``_JOB["render"]``), every figure is drawn here to its
     files' bytes (:meth:`probing.sections.Figure.render`), so only bytes go to the run's
@@ -234,9 +234,11 @@ def _package(name: str, section: Any) -> tuple[bytes | None, bool]:
     quarter of drawing it (0.8 s of the demo's workers). Pickled by
     :func:`probing.figpickle.dumps`."""
     settings, keys = _JOB.get("render"), _JOB.get("keys") or {}
+    drawn = 0.0
     if isinstance(section, Section):
         section.name = section.name or name
         if settings is not None:
+            t = time.perf_counter()
             try:
                 for figure in section.figures:
                     figure.render(settings)
@@ -244,6 +246,7 @@ def _package(name: str, section: Any) -> tuple[bytes | None, bool]:
                 log.debug("analysis %s: a figure did not draw here (%s)", name, exc)
                 for figure in section.figures:
                     figure.files, figure.files_key = None, ""
+            drawn = time.perf_counter() - t
         for figure in section.figures:
             if figure.files is not None:
                 # the bytes are what the report writes, and what the cache keeps: the run's
@@ -260,10 +263,10 @@ def _package(name: str, section: Any) -> tuple[bytes | None, bool]:
     else:
         cached = False  # not a Section: the run's process says so
     try:
-        return dumps(section), cached  # figures unpickle with working transforms
+        return dumps(section), cached, drawn  # figures unpickle with working transforms
     except Exception:  # noqa: BLE001 - e.g. a class the parent cannot import: rerun there
         log.debug("analysis %s: its section does not pickle; the run's process reruns it", name)
-        return None, cached
+        return None, cached, drawn
 
 
 class WorkerResult(NamedTuple):
@@ -274,7 +277,8 @@ class WorkerResult(NamedTuple):
     seconds: float
     #: whether the worker cached the section (with ``keys``)
     cached: bool
-    #: seconds the worker then spent drawing the figures' files and pickling the section
+    #: seconds the worker then spent drawing the figures' files (not caching or pickling the
+    #: section)
     figure_seconds: float
 
 

@@ -513,6 +513,7 @@ def _run_spec(spec: RunSpec, out_dir: Path, modules: list[AnalysisModule], param
 
     def final_provenance() -> dict:  # called by the writer once figures and tables are written
         timings["report"] = time.perf_counter() - t
+        timings["report_figures"] = report.figure_seconds  # of "report", apart from tables
         timings["total"] = time.perf_counter() - t_start
         return provenance
 

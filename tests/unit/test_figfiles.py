@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -186,4 +187,31 @@ def test_a_colour_bar_of_many_axes_is_measured_once_a_layout_pass_and_the_bytes_
     assert not any("get_tightbbox" in vars(ax) for ax in ours.axes)
     assert not any("_update_ticks" in vars(axis) for ax in ours.axes
                    for axis in ax._axis_map.values())
+    plt.close("all")
+
+
+def test_figure_seconds_count_the_figures_and_not_the_tables(tmp_path, monkeypatch):
+    from probing import report as report_module
+
+    tables = report_module.Report._tables
+
+    def slow_tables(self, tmp):
+        time.sleep(0.4)
+        return tables(self, tmp)
+
+    def slow_save(figure, stem, **settings):
+        time.sleep(0.4)
+        save_figure(figure, stem, **settings)
+
+    monkeypatch.setattr(report_module.Report, "_tables", slow_tables)
+    monkeypatch.setattr(figfiles, "save_figure", slow_save)
+    drawn = _section(_figure("constrained"))  # drawn already (as by a worker): files written
+    drawn.figures[0].render(render_settings(("png", "svg")))
+    report = Report("r", [drawn])
+    t = time.perf_counter()
+    report.write(tmp_path / "drawn")
+    assert time.perf_counter() - t >= 0.4 and 0 <= report.figure_seconds < 0.3
+    report = Report("r", [_section(_figure("constrained"))])  # drawn here, in this process
+    report.write(tmp_path / "here", workers=1)
+    assert report.figure_seconds >= 0.4
     plt.close("all")
