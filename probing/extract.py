@@ -410,7 +410,7 @@ def open_store(store: EmbeddingStore, loaded: LoadedModel, source: ImageSource, 
     """
     created = not store.path.exists()
     fresh = created or not any(store.path.iterdir())  # this call starts the store
-    store.check_claimable()
+    store.check_claimable(live_writer_ok=True)  # before taking the lock: its holder writes
     store.lock(timeout=lock_timeout)
     try:
         store.check_claimable()

@@ -496,21 +496,33 @@ class EmbeddingStore:
         return [self.path, *(f for pattern in _STORE_DIRS for f in self.path.glob(pattern)
                              if f.is_dir() and not f.is_symlink())]
 
-    def check_claimable(self) -> None:
+    def check_claimable(self, live_writer_ok: bool = False) -> None:
         """Raise StoreError when the folder exists, is not a store and holds anything.
 
         A store may only be created in a new or empty folder: probing never writes its files
-        among (and later cleans up next to) files it did not make.
+        among (and later cleans up next to) files it did not make. With ``live_writer_ok``
+        (the check before waiting for the lock), the temporary files of a probing process
+        on this host that is alive are not foreign either: it is creating the store under
+        the lock (e.g. its manifest is being written), and the check made once the lock is
+        held finds the store complete.
         """
         if not self.path.is_dir() or self.exists():
             return
-        foreign = sorted(p.name for p in self.path.iterdir() if not self._own_lock_file(p))
+        foreign = sorted(p.name for p in self.path.iterdir() if not self._own_lock_file(p)
+                         and not (live_writer_ok and self._live_writer_file(p)))
         if foreign:
             shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
             raise StoreError(
                 f"store folder {self.path} is not a probing store and is not empty (it holds "
                 f"{shown}); choose an empty or new folder for the store."
             )
+
+    @staticmethod
+    def _live_writer_file(path: Path) -> bool:
+        """Whether ``path`` is a temporary file of a live probing process on this host."""
+        match = _TEMP_FILE.fullmatch(path.name)
+        return bool(match and path.is_file() and match["host"] == _HOST_TAG
+                    and pid_alive(int(match["pid"])))
 
     def _own_lock_file(self, path: Path) -> bool:
         """Whether ``path`` is a lock file probing made here (an empty guard, or a lock that

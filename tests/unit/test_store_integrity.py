@@ -240,3 +240,29 @@ def _claim(store: EmbeddingStore):
         return store.check_claimable()
     except StoreError as exc:
         return exc
+
+
+def test_a_store_being_created_by_a_live_writer_is_waited_for_not_called_foreign(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from probing.store import _HOST_TAG
+
+    store = EmbeddingStore(tmp_path / "s")
+    store.path.mkdir()
+    tmp = store.path / f".manifest.json.h{_HOST_TAG}-{os.getpid()}.tmp"  # this live process
+    tmp.write_text("{")
+    store.check_claimable(live_writer_ok=True)  # before the lock: the writer holds it
+    with pytest.raises(StoreError, match="not a probing store"):
+        store.check_claimable()  # under the lock: no writer may be busy, so it is not ours
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    tmp.rename(store.path / f".manifest.json.h{_HOST_TAG}-{dead}.tmp")  # its writer is gone
+    with pytest.raises(StoreError, match="not a probing store"):
+        store.check_claimable(live_writer_ok=True)
+    (store.path / f".manifest.json.h{_HOST_TAG}-{dead}.tmp").unlink()
+    (store.path / "notes.txt").write_text("the user's")  # a user's file: never claimed
+    with pytest.raises(StoreError, match="notes.txt"):
+        store.check_claimable(live_writer_ok=True)
+    assert (store.path / "notes.txt").read_text() == "the user's"
