@@ -247,6 +247,16 @@ def manifest_covers(have: dict, need: dict) -> bool:
     return manifest_mismatch(have, need) is None
 
 
+def _writer_alive(path: Path) -> bool | None:
+    """Whether the writer of ``path``, a temporary file the toolkit names (``.NAME.hHOST-PID.tmp``,
+    or the older ``.NAME.PID.tmp``) written on this host, is alive; None for any other path
+    (another name, not a file, a writer on another host)."""
+    match = _TEMP_FILE.fullmatch(path.name)
+    if not (match and path.is_file() and match["host"] in (None, _HOST_TAG)):
+        return None
+    return pid_alive(int(match["pid"]))
+
+
 class EmbeddingStore:
     """A parquet store of token frames, sharded, atomic and resumable.
 
@@ -486,9 +496,7 @@ class EmbeddingStore:
             return
         for folder in self._own_folders():
             for tmp in folder.glob(".*.tmp"):
-                match = _TEMP_FILE.fullmatch(tmp.name)
-                if match and tmp.is_file() and match["host"] in (None, _HOST_TAG) \
-                        and not pid_alive(int(match["pid"])):
+                if _writer_alive(tmp) is False:
                     tmp.unlink(missing_ok=True)
 
     def _own_folders(self) -> list[Path]:
@@ -509,20 +517,13 @@ class EmbeddingStore:
         if not self.path.is_dir() or self.exists():
             return
         foreign = sorted(p.name for p in self.path.iterdir() if not self._own_lock_file(p)
-                         and not (live_writer_ok and self._live_writer_file(p)))
+                         and not (live_writer_ok and _writer_alive(p)))
         if foreign:
             shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
             raise StoreError(
                 f"store folder {self.path} is not a probing store and is not empty (it holds "
                 f"{shown}); choose an empty or new folder for the store."
             )
-
-    @staticmethod
-    def _live_writer_file(path: Path) -> bool:
-        """Whether ``path`` is a temporary file of a live probing process on this host."""
-        match = _TEMP_FILE.fullmatch(path.name)
-        return bool(match and path.is_file() and match["host"] == _HOST_TAG
-                    and pid_alive(int(match["pid"])))
 
     def _own_lock_file(self, path: Path) -> bool:
         """Whether ``path`` is a lock file probing made here (an empty guard, or a lock that
