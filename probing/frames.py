@@ -212,8 +212,16 @@ def token_columns(layout: TokenLayout, groups: Sequence[tuple[int, np.ndarray]],
     }
 
 
-def token_columns_table(columns: dict[str, np.ndarray], vectors: np.ndarray) -> pa.Table:
-    """The token-frame table of :func:`token_columns`' columns and ``(n, D)`` ``vectors``."""
+def token_columns_table(columns: dict[str, np.ndarray],
+                        vectors: np.ndarray | Sequence[np.ndarray]) -> pa.Table:
+    """The token-frame table of :func:`token_columns`' columns and ``(n, D)`` ``vectors``.
+
+    ``vectors`` may also be a list of ``(n_i, D)`` arrays whose rows follow each other (one
+    per group of :class:`probing.token_buffer.TokenBuffer`): the vector column then holds one
+    Arrow chunk per array, each wrapping it without a copy.
+    """
+    emb = (pa.chunked_array([vectors_to_arrow(v) for v in vectors])
+           if isinstance(vectors, (list, tuple)) else vectors_to_arrow(vectors))
     return pa.table({
         "image_id": pa.array(columns["image_id"]),
         "layer": pa.array(columns["layer"].astype(np.int16, copy=False)),
@@ -222,7 +230,7 @@ def token_columns_table(columns: dict[str, np.ndarray], vectors: np.ndarray) -> 
         "token": pa.array(columns["token"].astype(np.int16, copy=False)),
         "row": _int16_nullable(columns["row"]),
         "col": _int16_nullable(columns["col"]),
-        "emb": vectors_to_arrow(vectors),
+        "emb": emb,
     })
 
 
@@ -291,8 +299,9 @@ def frame_to_table(frame: pd.DataFrame) -> pa.Table:
 def embedding_matrix(frame: pd.DataFrame, column: str = "emb") -> np.ndarray:
     """The vectors of a frame as a contiguous ``(n_rows, D)`` numpy array.
 
-    No copy is made when the column is a single Arrow chunk (the usual case for a frame built by
-    probing or read from a store); a multi-chunk column is combined once.
+    No copy is made when the column is a single Arrow chunk (a frame read from a store, or one
+    ``(layer, kind)`` group of an extracted frame sliced by rows); a multi-chunk column (a
+    whole extracted frame holds one chunk per group) is combined once.
 
     Parameters
     ----------

@@ -18,7 +18,7 @@ captured. Hooks are removed when the context exits, also on exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -59,11 +59,16 @@ class Capture:
         appended last when pooling was asked for).
     attention : dict of int to torch.Tensor
         ``{block: (batch, heads, N, N)}`` post-softmax attention (when asked for).
+    sink : callable, optional
+        When set, ``sink(layer, tensor)`` receives each layer's ``(batch, n_selected, D)``
+        tensor inside the hook, as its block finishes, instead of ``tokens`` keeping it until
+        the pass ends (so the block output's memory is free for the next block).
     """
 
     tokens: dict[int, torch.Tensor] = field(default_factory=dict)
     token_index: dict[int, np.ndarray] = field(default_factory=dict)
     attention: dict[int, torch.Tensor] = field(default_factory=dict)
+    sink: Callable[[int, torch.Tensor], None] | None = None
 
     def forward(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor | None:
         """Run ``model(images)``; returns the output, or None when capture stopped it early."""
@@ -188,7 +193,10 @@ def capture(
         elif has_pool:
             parts.append(model.pool(x).unsqueeze(1))
         out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        result.tokens[layer] = out.detach()
+        if result.sink is not None:
+            result.sink(layer, out.detach())
+        else:
+            result.tokens[layer] = out.detach()
 
     for layer in labels:
         idx = _positions(layout, kinds, layer)

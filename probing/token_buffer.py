@@ -2,10 +2,18 @@
 
 An extraction captures, per forward pass, one ``(batch, n_selected, D)`` array per layer. The
 frame it returns (and each store shard) orders rows by layer, then kind, then image, then
-token (:mod:`probing.extract`). :class:`TokenBuffer` allocates the vectors of every
+token (:mod:`probing.extract`). :class:`TokenBuffer` allocates the vectors of each
 ``(layer, kind)`` group for all images once and copies each captured batch straight into its
 place: one copy of the vectors, and the other columns built once per call rather than once
 per batch and group.
+
+Each group has its own array, and the table's vector column one chunk per group, rather than
+one array for every group: an allocation above glibc's largest mmap threshold (32 MiB; all
+blocks of vit_small for 16 images are 58 MB) is mapped fresh on every call, so each of its
+pages faults and is zeroed (numpy also asks for huge pages there, whose compaction stalled
+some calls by 100 ms), while a group's array (4.8 MB there) reuses heap memory that earlier
+frames and the forward pass freed: on that extraction (one thread) the buffer's copy went from
+15-60 ms to 8.5 ms (``benchmarks.peers`` row 1). Slicing a group's rows is a view.
 """
 
 from __future__ import annotations
@@ -60,30 +68,44 @@ class TokenBuffer:
             self._by_layer.setdefault(layer, []).append(g)
         sizes = np.array([len(tok) for _, _, tok, _ in self.groups], dtype=np.int64)
         self._width = sizes
-        self._base = np.concatenate([[0], np.cumsum(sizes * self.n_images)])
-        self._vectors: np.ndarray | None = None
+        self._vectors: list[np.ndarray] = []  # per group: (n_images * width, D), in row order
         self._ids: list[np.ndarray] = []
         self._added = 0
 
     def add(self, layer_arrays: Mapping[int, np.ndarray], image_ids: np.ndarray) -> None:
         """Copy one batch: ``{layer: (batch, n_selected, D)}`` of images ``image_ids`` (every
         layer of ``token_index``); batches are kept in the order added."""
+        for layer in self._by_layer:
+            self.put(layer, layer_arrays[layer])
+        self.commit(image_ids)
+
+    def put(self, layer: int, tokens: np.ndarray) -> None:
+        """Copy one layer's ``(batch, n_selected, D)`` array of the batch being added (a
+        capture hook calls this as the block runs); :meth:`commit` ends the batch."""
+        tokens = np.asarray(tokens)
+        n = len(tokens)
+        self._check_room(n)
+        if not self._vectors:
+            self._vectors = [np.empty((self.n_images * int(w), tokens.shape[-1]), self.dtype)
+                             for w in self._width]
+        start = self._added
+        for g in self._by_layer.get(layer, ()):
+            width = int(self._width[g])
+            view = self._vectors[g][start * width:(start + n) * width].reshape(n, width, -1)
+            view[...] = tokens[:, self.groups[g][3]]
+
+    def commit(self, image_ids: np.ndarray) -> None:
+        """End the batch of images ``image_ids`` whose layers :meth:`put` copied."""
         n = len(image_ids)
+        self._check_room(n)
+        self._ids.append(np.asarray(image_ids))
+        self._added += n
+
+    def _check_room(self, n: int) -> None:
         if self._added + n > self.n_images:
             raise SchemaError(
                 f"the token buffer holds {self.n_images} images; {self._added + n} were added."
             )
-        for layer, groups in self._by_layer.items():
-            tokens = np.asarray(layer_arrays[layer])
-            if self._vectors is None:
-                self._vectors = np.empty((int(self._base[-1]), tokens.shape[-1]), self.dtype)
-            for g in groups:
-                width = int(self._width[g])
-                start = int(self._base[g]) + self._added * width
-                view = self._vectors[start:start + n * width].reshape(n, width, -1)
-                view[...] = tokens[:, self.groups[g][3]]
-        self._ids.append(np.asarray(image_ids))
-        self._added += n
 
     @property
     def n_added(self) -> int:
@@ -94,13 +116,9 @@ class TokenBuffer:
         """The token-frame table of the images added (rows: layer, kind, image, token)."""
         ids = np.concatenate(self._ids) if self._ids else np.empty(0, np.int64)
         n = self._added
-        vectors = self._vectors
-        if vectors is None:
-            vectors = np.empty((0, 1), self.dtype)
-        elif n < self.n_images:  # images were skipped: keep each group's first n images
-            vectors = np.concatenate([vectors[int(self._base[g]):int(self._base[g])
-                                              + n * int(self._width[g])]
-                                      for g in range(len(self.groups))])
+        # each group's first n images, as views (n < n_images when images were skipped)
+        vectors = ([v[:n * int(w)] for v, w in zip(self._vectors, self._width)]
+                   if self._vectors else np.empty((0, 1), self.dtype))
         groups = [(layer, tok) for layer, _, tok, _ in self.groups]
         return token_columns_table(token_columns(self.layout, groups, ids), vectors)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 from probing import extract
 from probing.data import open_source
 from probing.errors import SchemaError
-from probing.frames import frame_from_table, token_table
+from probing.frames import embedding_matrix, frame_from_table, token_table
 from probing.layout import TOKEN_KINDS, TokenLayout
 from probing.token_buffer import TokenBuffer
 
@@ -97,3 +98,66 @@ def test_skipped_image_mid_batch_gives_the_frame_of_the_readable_images(tmp_path
     pd.testing.assert_frame_equal(got[cols], want[cols])
     np.testing.assert_array_equal(np.stack(got["emb"].to_numpy()),
                                   np.stack(want["emb"].to_numpy()))
+
+
+def test_layers_put_one_at_a_time_in_any_order_equal_a_whole_batch_added():
+    rng = np.random.default_rng(1)
+    token_index = {0: np.r_[np.arange(LAYOUT.n_tokens), -1], 3: np.arange(2, LAYOUT.n_tokens)}
+    batches = [({layer: rng.normal(size=(len(ids), len(idx), 4)).astype(np.float32)
+                 for layer, idx in token_index.items()}, ids)
+               for ids in (np.array([4, 2]), np.array([8, 0, 6]))]
+    whole, by_layer = (TokenBuffer(LAYOUT, token_index, 5, np.float32) for _ in range(2))
+    for arrays, ids in batches:
+        whole.add(arrays, ids)
+        for layer in (3, 0):  # the order the hooks run in does not matter
+            by_layer.put(layer, arrays[layer])
+        by_layer.commit(ids)
+    pd.testing.assert_frame_equal(frame_from_table(by_layer.table()),
+                                  frame_from_table(whole.table()))
+    with pytest.raises(SchemaError, match="holds 5 images; 6 were added"):
+        by_layer.commit(np.array([9]))
+    with pytest.raises(SchemaError, match="holds 5 images; 7 were added"):
+        by_layer.put(0, batches[0][0][0])
+
+
+def test_one_vector_chunk_per_group_and_a_group_slice_is_a_view():
+    token_index = {1: np.arange(LAYOUT.n_tokens), 2: np.arange(LAYOUT.n_tokens)}
+    arrays = {layer: np.random.default_rng(layer).normal(size=(3, LAYOUT.n_tokens, 5))
+              .astype(np.float32) for layer in token_index}
+    buffer = TokenBuffer(LAYOUT, token_index, 3, np.float32)
+    buffer.add(arrays, np.arange(3))
+    table = buffer.table()
+    assert table.column("emb").num_chunks == len(buffer.groups) == 6  # cls, reg, patch x 2
+    frame = frame_from_table(table)
+    # layer 2's patch rows: 3 images x 6 patches, the table's last group
+    patches = frame.iloc[len(frame) - 18:]
+    assert (patches["layer"] == 2).all() and (patches["kind"] == "patch").all()
+    got = embedding_matrix(patches)
+    np.testing.assert_array_equal(got, arrays[2][:, 2:].reshape(18, 5))
+    assert np.shares_memory(got, embedding_matrix(patches.iloc[4:]))  # no copy
+    np.testing.assert_array_equal(embedding_matrix(frame)[-18:], got)  # whole: combined once
+
+
+def test_copying_in_the_hooks_and_after_the_pass_give_the_same_frame(monkeypatch):
+    extract_module = importlib.import_module("probing.extract")  # not the function
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
+                              patch_size=8, depth=3, num_classes=3, reg_tokens=2,
+                              no_embed_class=True).eval()
+    x = torch.randn(5, 3, 32, 32)
+    kwargs = dict(layers=[0, 2, "norm"], kinds=("cls", "reg", "patch"), pooled="mean",
+                  batch_size=2, progress=False)
+    in_hooks = extract(model, x, **kwargs)
+    monkeypatch.setattr(extract_module, "_copy_in_hooks", lambda dev: False)
+    after = extract(model, x, **kwargs)
+    pd.testing.assert_frame_equal(in_hooks, after)
+    with torch.inference_mode():
+        last = model.forward_features(x)  # the "norm" site, read another way
+    norm = in_hooks[(in_hooks["layer"] == -2) & (in_hooks["kind"] != "pooled")]
+    np.testing.assert_allclose(_tokens_by_image(norm), last.numpy(), atol=1e-6)
+
+
+def _tokens_by_image(frame: pd.DataFrame) -> np.ndarray:
+    """``(images, tokens, D)`` of one layer's rows, ordered by image and token."""
+    f = frame.sort_values(["image_id", "token"], kind="stable")
+    return embedding_matrix(f).reshape(f["image_id"].nunique(), -1, embedding_matrix(f).shape[1])
