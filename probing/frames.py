@@ -43,6 +43,7 @@ __all__ = [
     "KIND_DTYPE",
     "SCHEMA_VERSION",
     "embedding_matrix",
+    "embedding_rows",
     "frame_from_table",
     "frame_to_table",
     "join_labels",
@@ -301,7 +302,8 @@ def embedding_matrix(frame: pd.DataFrame, column: str = "emb") -> np.ndarray:
 
     No copy is made when the column is a single Arrow chunk (a frame read from a store, or one
     ``(layer, kind)`` group of an extracted frame sliced by rows); a multi-chunk column (a
-    whole extracted frame holds one chunk per group) is combined once.
+    whole extracted frame holds one chunk per group) is combined once. To gather some rows,
+    :func:`embedding_rows` reads them from the chunks without combining the column.
 
     Parameters
     ----------
@@ -316,6 +318,47 @@ def embedding_matrix(frame: pd.DataFrame, column: str = "emb") -> np.ndarray:
         ``(n_rows, D)``, dtype as stored (float32 by default). Read-only when it shares memory
         with the frame.
     """
+    chunks = _vector_chunks(frame, column)
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+
+def embedding_rows(frame: pd.DataFrame, rows: np.ndarray, column: str = "emb") -> np.ndarray:
+    """Vectors of the frame's rows ``rows`` (positions, any order), read chunk by chunk.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        As in :func:`embedding_matrix`.
+    rows : numpy.ndarray
+        ``(k,)`` row positions (0-based, as ``frame.iloc`` takes them).
+    column : str
+        Name of the vector column.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(k, D)`` new array, the vectors in the order of ``rows``: the same as
+        ``embedding_matrix(frame)[rows]`` without first combining a multi-chunk column.
+    """
+    chunks = _vector_chunks(frame, column)
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = np.cumsum([0] + [len(c) for c in chunks])
+    if rows.size and (rows.min() < 0 or rows.max() >= starts[-1]):
+        raise SchemaError(f"row positions {rows.min()}..{rows.max()} are outside the frame's "
+                          f"{starts[-1]} rows; pass positions 0..{starts[-1] - 1}.")
+    if len(chunks) == 1:
+        return chunks[0][rows]
+    which = np.searchsorted(starts, rows, side="right") - 1
+    out = np.empty((rows.size, chunks[0].shape[1]), dtype=chunks[0].dtype)
+    for c in np.unique(which):
+        sel = which == c
+        out[sel] = chunks[c][rows[sel] - starts[c]]
+    return out
+
+
+def _vector_chunks(frame: pd.DataFrame, column: str) -> list[np.ndarray]:
+    """Zero-copy ``(n_i, D)`` numpy views of each Arrow chunk of the vector ``column`` (at
+    least one), after checking that it is a fixed-size-list column without nulls."""
     if column not in frame.columns:
         raise SchemaError(f"frame has no {column!r} column; pass a token frame with vectors.")
     dtype = frame[column].dtype
@@ -326,12 +369,14 @@ def embedding_matrix(frame: pd.DataFrame, column: str = "emb") -> np.ndarray:
         )
     dim = dtype.pyarrow_dtype.list_size
     chunked = frame[column].array.__arrow_array__()
-    if len(chunked) == 0:
-        return np.empty((0, dim), dtype=dtype.pyarrow_dtype.value_type.to_pandas_dtype())
-    arr = chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0)
-    if arr.null_count:
-        raise SchemaError(f"column {column!r} has {arr.null_count} null vectors; drop them first.")
-    return arr.flatten().to_numpy(zero_copy_only=True).reshape(-1, dim)
+    nulls = chunked.null_count
+    if nulls:
+        raise SchemaError(f"column {column!r} has {nulls} null vectors; drop them first.")
+    chunks = [c.flatten().to_numpy(zero_copy_only=True).reshape(-1, dim)
+              for c in chunked.chunks if len(c)]
+    if not chunks:
+        return [np.empty((0, dim), dtype=dtype.pyarrow_dtype.value_type.to_pandas_dtype())]
+    return chunks
 
 
 def validate_frame(frame: pd.DataFrame, finite: bool = False) -> pd.DataFrame:
@@ -351,7 +396,7 @@ def validate_frame(frame: pd.DataFrame, finite: bool = False) -> pd.DataFrame:
     """
     require_columns(frame, FRAME_COLUMNS, "token frame",
                     "build it with probing.extract or probing.to_frame")
-    embedding_matrix(frame)  # checks the vector column's type
+    _vector_chunks(frame, "emb")  # checks the vector column's type (no copy)
     if not isinstance(frame["kind"].dtype, pd.CategoricalDtype) or \
             not set(frame["kind"].cat.categories) <= set(TOKEN_KINDS):
         raise SchemaError(
@@ -371,9 +416,9 @@ def validate_frame(frame: pd.DataFrame, finite: bool = False) -> pd.DataFrame:
 
 def check_finite(frame: pd.DataFrame, column: str = "emb") -> None:
     """Raise :class:`SchemaError` when a vector of ``column`` holds NaN or inf."""
-    embedding = embedding_matrix(frame, column)
-    if embedding.size and not np.isfinite(embedding).all():
-        bad = int((~np.isfinite(embedding)).any(axis=1).sum())
+    bad = sum(int((~np.isfinite(part)).any(axis=1).sum())
+              for part in _vector_chunks(frame, column))
+    if bad:
         raise SchemaError(
             f"token frame has {bad} vector(s) with NaN or inf; drop those rows or re-extract "
             "(a float16 store overflows where float32 would not)."

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import LayoutError
-from .frames import POSITION_COLUMNS, embedding_matrix, require_columns, require_label_column
+from .frames import POSITION_COLUMNS, embedding_rows, require_columns, require_label_column
 from .selection import LayerLabels, LayerSelection, resolve_view_kind, select_layers
 
 ViewKind = Literal["cls", "pooled", "patch"]
@@ -41,7 +41,7 @@ class FrameViews:
                         "pass a token frame built by probing.to_frame or read from an "
                         "EmbeddingStore")
         self.frame = frame
-        self.emb = embedding_matrix(frame)
+        embedding_rows(frame, np.empty(0, np.int64))  # checks the vector column
         self.layer = np.asarray(frame["layer"].to_numpy(dtype=np.int64, na_value=-(2**31)))
         self.kind = np.asarray(frame["kind"].astype(str).to_numpy())
 
@@ -94,7 +94,7 @@ class FrameViews:
             )
         meta = self._meta(idx, columns)
         order = _order(meta)
-        return self.emb[idx[order]], meta.iloc[order].reset_index(drop=True)
+        return embedding_rows(self.frame, idx[order]), meta.iloc[order].reset_index(drop=True)
 
     def _meta(self, idx: np.ndarray, columns: Sequence[str]) -> pd.DataFrame:
         names = list(dict.fromkeys(["image_id", "token", *columns]))
@@ -116,7 +116,7 @@ class FrameViews:
         counts = np.bincount(codes, minlength=n_img).astype(np.float64)
         weights = 1.0 / counts[codes]
         avg = sparse.csr_matrix((weights, (codes, np.arange(idx.size))), shape=(n_img, idx.size))
-        vectors = np.asarray(avg @ self.emb[idx].astype(np.float64))
+        vectors = np.asarray(avg @ embedding_rows(self.frame, idx).astype(np.float64))
         _, first = np.unique(codes, return_index=True)
         out = meta.iloc[first].reset_index(drop=True)
         out["token"] = -1

@@ -16,7 +16,14 @@ from PIL import Image
 from probing import extract
 from probing.data import open_source
 from probing.errors import SchemaError
-from probing.frames import embedding_matrix, frame_from_table, token_table
+from probing.frames import (
+    embedding_matrix,
+    embedding_rows,
+    frame_from_table,
+    token_table,
+    validate_frame,
+    vectors_to_arrow,
+)
 from probing.layout import TOKEN_KINDS, TokenLayout
 from probing.token_buffer import TokenBuffer
 
@@ -161,3 +168,29 @@ def _tokens_by_image(frame: pd.DataFrame) -> np.ndarray:
     """``(images, tokens, D)`` of one layer's rows, ordered by image and token."""
     f = frame.sort_values(["image_id", "token"], kind="stable")
     return embedding_matrix(f).reshape(f["image_id"].nunique(), -1, embedding_matrix(f).shape[1])
+
+
+def test_rows_of_a_many_chunk_frame_equal_rows_of_the_combined_matrix():
+    token_index = {1: np.arange(LAYOUT.n_tokens), 2: np.r_[np.arange(LAYOUT.n_tokens), -1]}
+    rng = np.random.default_rng(3)
+    arrays = {layer: rng.normal(size=(4, len(idx), 3)).astype(np.float32)
+              for layer, idx in token_index.items()}
+    buffer = TokenBuffer(LAYOUT, token_index, 4, np.float32)
+    buffer.add(arrays, np.arange(4))
+    frame = frame_from_table(buffer.table())
+    assert frame["emb"].array.__arrow_array__().num_chunks == 7
+    whole = embedding_matrix(frame)
+    rows = rng.permutation(len(frame))[:40]
+    np.testing.assert_array_equal(embedding_rows(frame, rows), whole[rows])
+    np.testing.assert_array_equal(embedding_rows(frame, rows[:0]), whole[:0])
+    assert len(frame) == 4 * 8 + 4 * 9
+    with pytest.raises(SchemaError, match="outside the frame's 68 rows"):
+        embedding_rows(frame, np.array([68]))
+    validate_frame(frame, finite=True)
+    bad = frame.copy()
+    bad_emb = whole.copy()
+    bad_emb[[5, 60]] = np.nan
+    bad["emb"] = pd.arrays.ArrowExtensionArray(pa.chunked_array(
+        [vectors_to_arrow(bad_emb[:30]), vectors_to_arrow(bad_emb[30:])]))
+    with pytest.raises(SchemaError, match="2 vector"):
+        validate_frame(bad, finite=True)
