@@ -130,20 +130,26 @@ def run(ctx: RunContext,
             f"by {color}.", sub))
     figures.append(Figure(
         "explained_variance", plot_explained_variance(variance, components),
-        "Cumulative fraction of variance explained by the first principal components, per layer.",
+        "Cumulative fraction of variance explained by the first principal components, per layer "
+        "(a layer whose vectors are all equal has no variance, and no line).",
         variance))
     numbers = {}
     for (kind, layer), g in variance.groupby(["kind", "layer"]):
-        numbers[f"{kind}_layer{layer}_pc1_2_variance"] = float(g["ratio"].head(2).sum())
-    summary = variance[variance["component"] <= 2].pivot_table(
-        index=["kind", "layer"], columns="component", values="ratio").reset_index()
+        share = float(g["ratio"].head(2).sum(min_count=1))
+        if np.isfinite(share):  # no key number where the vectors do not vary (undefined)
+            numbers[f"{kind}_layer{layer}_pc1_2_variance"] = share
+    first2 = variance[variance["component"] <= 2]  # NaN ratios kept (no variance)
+    summary = first2.set_index(["kind", "layer", "component"])["ratio"].unstack("component") \
+        .reindex(columns=[1, 2]).reset_index()  # components=1: pc2 is empty
     summary.columns = ["kind", "layer", "pc1", "pc2"]
     return Section(
         title=TITLE,
         text=(__doc__ or "").split("\n\n", 1)[1].strip(),
         figures=figures,
         tables=[Table("embedding_map_variance", summary,
-                      "Fraction of variance on the first two principal components")],
+                      "Fraction of variance on the first two principal components (empty where "
+                      "a layer's vectors are all equal, as the CLS token's before the first "
+                      "block: there is no variance to share out)")],
         numbers=numbers,
         findings=_findings(numbers),
         references=["van der Maaten & Hinton (2008), Visualizing Data using t-SNE",
@@ -162,10 +168,9 @@ def _findings(numbers: dict[str, float]) -> list[Finding]:
     if kind is None:
         return []
     key = f"{kind}_layer{{}}_pc1_2_variance"
-    # a layer whose vectors are all equal (CLS before the first block) has no variance to split
-    layers = sorted(k for k in (int(name[len(kind) + 6:].split("_")[0]) for name in numbers
-                                if name.startswith(f"{kind}_layer"))
-                    if numbers[key.format(k)] > 0)
+    # a layer whose vectors are all equal (CLS before the first block) has no key number
+    layers = sorted(int(name[len(kind) + 6:].split("_")[0]) for name in numbers
+                    if name.startswith(f"{kind}_layer"))
     if not layers:
         return []
     first, last = layers[0], layers[-1]

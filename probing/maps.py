@@ -50,15 +50,21 @@ def explained_variance(x: np.ndarray, n_components: int | None = None) -> np.nda
     Returns
     -------
     numpy.ndarray
-        ``(k,)`` ratios in decreasing order, summing to 1 over all components.
+        ``(k,)`` ratios in decreasing order, summing to 1 over all components. All NaN when
+        the rows are all equal (no variance, e.g. the CLS token before the first block, or a
+        single row): the share of zero variance is undefined, not 0.
     """
     x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ConfigError(f"explained_variance takes an (n, D) array; got shape {x.shape}.")
+    if not len(x) or not np.ptp(x, axis=0).any():
+        ratios = np.full(min(x.shape), np.nan)
+        return ratios[:n_components] if n_components else ratios
     xc = x - x.mean(axis=0)
     with small_blas(_svd_flops(x)):
         s = np.linalg.svd(xc, compute_uv=False)
     var = s**2
-    total = var.sum()
-    ratios = var / total if total > 0 else np.zeros_like(var)
+    ratios = var / var.sum()
     return ratios[:n_components] if n_components else ratios
 
 

@@ -123,6 +123,8 @@ def plot_explained_variance(frame: pd.DataFrame, max_components: int = 20) -> Fi
     """Cumulative explained-variance ratio vs number of components, one line per layer.
 
     ``frame`` has columns ``layer``, ``kind``, ``component`` (1-based) and ``cumulative``.
+    A layer whose shares are all NaN (its vectors are all equal: no variance) has no line and
+    is named in its panel.
     """
     kinds = list(dict.fromkeys(frame["kind"]))
     fig, axes = new_figure("double" if len(kinds) > 1 else "single", aspect=0.4 if
@@ -130,12 +132,17 @@ def plot_explained_variance(frame: pd.DataFrame, max_components: int = 20) -> Fi
     layers = sorted(frame["layer"].unique())
     cmap = __import__("matplotlib").colormaps[SEQUENTIAL]
     for ax, kind in zip(axes[0], kinds):
-        handles = []
+        handles, flat = [], []
         for k, layer in enumerate(layers):
             sub = frame[(frame["kind"] == kind) & (frame["layer"] == layer)]
             sub = sub[sub["component"] <= max_components]
             handles += ax.plot(sub["component"], sub["cumulative"],
                                color=cmap(k / max(1, len(layers) - 1)))
+            if len(sub) and sub["cumulative"].isna().all():
+                flat.append(layer)  # NaN shares (explained_variance: no variance)
+        if flat:
+            ax.text(0.98, 0.04, f"layer {', '.join(map(str, flat))}: all vectors equal",
+                    transform=ax.transAxes, ha="right", fontsize="small", color="0.3")
         ax.set_title(_facet_name("kind", kind), **LITERAL)
         ax.set_xlabel("principal components")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))

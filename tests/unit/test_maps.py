@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from probing.errors import ConfigError
-from probing.maps import embedding_map, embedding_maps
+from probing.maps import embedding_map, embedding_maps, explained_variance
 
 
 def _clusters(seed: int = 2) -> np.ndarray:
@@ -35,3 +35,16 @@ def test_tsne_iterations_change_the_map_and_too_few_are_refused():
     assert np.abs(short - longer).max() > 1e-3
     with pytest.raises(ConfigError, match="max_iter=200"):
         embedding_map(x, "tsne", max_iter=200)
+
+
+def test_explained_variance_of_rows_that_do_not_vary_is_undefined_not_zero():
+    same = np.tile(np.array([[0.1, -2.0, 3.3]]), (5, 1))  # every row the same vector
+    assert explained_variance(same).shape == (3,)
+    assert np.isnan(explained_variance(same)).all()
+    assert np.isnan(explained_variance(same, 2)).all() and explained_variance(same, 2).size == 2
+    assert np.isnan(explained_variance(same[:1])).all()  # one row: no variance either
+    varied = same.copy()
+    varied[0, 1] += 1e-6  # the tiniest variance is a variance: all of it on one component
+    np.testing.assert_allclose(explained_variance(varied), [1.0, 0.0, 0.0], atol=1e-9)
+    with pytest.raises(ConfigError, match=r"\(n, D\) array"):
+        explained_variance(np.ones(4))

@@ -118,9 +118,10 @@ def _sentence(name: str, numbers: dict) -> str:
 
 
 def test_embedding_map_finding_compares_the_last_mapped_layer_with_the_first():
-    numbers = {"cls_layer0_pc1_2_variance": 0.0, "cls_layer3_pc1_2_variance": 0.42,
-               "cls_layer6_pc1_2_variance": 0.38, "pooled_layer6_pc1_2_variance": 0.5}
-    text = _sentence("embedding_map", numbers)  # layer 0 (constant CLS) has nothing to split
+    # layer 0 (the constant CLS) has no variance to split, so it has no key number
+    numbers = {"cls_layer3_pc1_2_variance": 0.42, "cls_layer6_pc1_2_variance": 0.38,
+               "pooled_layer0_pc1_2_variance": 0.7, "pooled_layer6_pc1_2_variance": 0.5}
+    text = _sentence("embedding_map", numbers)
     assert "38% of the variance of CLS" in text and "layer 6" in text
     assert "42%" in text and "layer 3" in text and "less" in text
     assert "more" in _sentence("embedding_map", {**numbers, "cls_layer6_pc1_2_variance": 0.6})
