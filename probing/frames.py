@@ -339,9 +339,21 @@ def embedding_rows(frame: pd.DataFrame, rows: np.ndarray, column: str = "emb") -
     numpy.ndarray
         ``(k, D)`` new array, the vectors in the order of ``rows``: the same as
         ``embedding_matrix(frame)[rows]`` without first combining a multi-chunk column.
+
+    Raises
+    ------
+    SchemaError
+        When ``rows`` are not integer positions (a boolean mask: pass ``np.flatnonzero(mask)``)
+        or lie outside the frame, or the vector column is missing or not fixed-size lists.
     """
     chunks = _vector_chunks(frame, column)
-    rows = np.asarray(rows, dtype=np.int64)
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+        raise SchemaError(
+            f"rows must be a 1-D array of integer row positions; got dtype {rows.dtype}, shape "
+            f"{rows.shape} (for a boolean mask pass np.flatnonzero(mask))."
+        )
+    rows = rows.astype(np.int64, copy=False)
     starts = np.cumsum([0] + [len(c) for c in chunks])
     if rows.size and (rows.min() < 0 or rows.max() >= starts[-1]):
         raise SchemaError(f"row positions {rows.min()}..{rows.max()} are outside the frame's "

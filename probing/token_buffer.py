@@ -71,6 +71,7 @@ class TokenBuffer:
         self._vectors: list[np.ndarray] = []  # per group: (n_images * width, D), in row order
         self._ids: list[np.ndarray] = []
         self._added = 0
+        self._pending: dict[int, int] = {}  # layers put in the batch being added: images
 
     def add(self, layer_arrays: Mapping[int, np.ndarray], image_ids: np.ndarray) -> None:
         """Copy one batch: ``{layer: (batch, n_selected, D)}`` of images ``image_ids`` (every
@@ -84,6 +85,11 @@ class TokenBuffer:
         capture hook calls this as the block runs); :meth:`commit` ends the batch."""
         tokens = np.asarray(tokens)
         n = len(tokens)
+        if layer not in self._by_layer:
+            raise SchemaError(
+                f"layer {layer} is not one the token buffer was made for "
+                f"({sorted(self._by_layer)}); capture the layers of its token_index."
+            )
         self._check_room(n)
         if not self._vectors:
             self._vectors = [np.empty((self.n_images * int(w), tokens.shape[-1]), self.dtype)
@@ -93,11 +99,26 @@ class TokenBuffer:
             width = int(self._width[g])
             view = self._vectors[g][start * width:(start + n) * width].reshape(n, width, -1)
             view[...] = tokens[:, self.groups[g][3]]
+        self._pending[layer] = n
 
     def commit(self, image_ids: np.ndarray) -> None:
-        """End the batch of images ``image_ids`` whose layers :meth:`put` copied."""
+        """End the batch of images ``image_ids`` whose layers :meth:`put` copied.
+
+        Raises
+        ------
+        SchemaError
+            When a layer was not put in this batch, or was put with another number of images
+            (its rows would hold no vectors of these images).
+        """
         n = len(image_ids)
         self._check_room(n)
+        pending, self._pending = self._pending, {}
+        wrong = [layer for layer in self._by_layer if pending.get(layer) != n]
+        if wrong:
+            raise SchemaError(
+                f"layers {wrong} of the token buffer were not copied for this batch of {n} "
+                f"images (copied: {pending}); put every layer of the batch before commit."
+            )
         self._ids.append(np.asarray(image_ids))
         self._added += n
 

@@ -194,3 +194,61 @@ def test_rows_of_a_many_chunk_frame_equal_rows_of_the_combined_matrix():
         [vectors_to_arrow(bad_emb[:30]), vectors_to_arrow(bad_emb[30:])]))
     with pytest.raises(SchemaError, match="2 vector"):
         validate_frame(bad, finite=True)
+
+
+def test_a_batch_whose_layers_were_not_all_put_is_refused_at_commit():
+    token_index = {1: np.arange(LAYOUT.n_tokens), 2: np.arange(LAYOUT.n_tokens)}
+    batch = np.ones((2, LAYOUT.n_tokens, 3), np.float32)
+    buffer = TokenBuffer(LAYOUT, token_index, 4, np.float32)
+    buffer.put(1, batch)
+    with pytest.raises(SchemaError, match=r"layers \[2\] .* not copied for this batch of 2"):
+        buffer.commit(np.arange(2))  # a hook that never fired: rows of no vectors
+    buffer.put(1, batch)
+    buffer.put(2, batch[:1])
+    with pytest.raises(SchemaError, match=r"layers \[2\]"):
+        buffer.commit(np.arange(2))  # layer 2 got one image, the batch has two
+    with pytest.raises(SchemaError, match="layer 3 is not one"):
+        buffer.put(3, batch)
+    assert buffer.n_added == 0
+    buffer.add({1: batch, 2: 2 * batch}, np.arange(2))  # a complete batch still goes in
+    assert buffer.n_added == 2
+
+
+def test_rows_must_be_integer_positions_and_float16_vectors_keep_their_dtype():
+    token_index = {1: np.arange(LAYOUT.n_tokens), 2: np.arange(LAYOUT.n_tokens)}
+    arrays = {k: np.random.default_rng(k).normal(size=(2, LAYOUT.n_tokens, 3)) for k in (1, 2)}
+    buffer = TokenBuffer(LAYOUT, token_index, 2, np.float16)
+    buffer.add(arrays, np.arange(2))
+    frame = frame_from_table(buffer.table())
+    rows = np.array([31, 0, 17])
+    got = embedding_rows(frame, rows)
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, embedding_matrix(frame)[rows])
+    with pytest.raises(SchemaError, match="np.flatnonzero"):
+        embedding_rows(frame, np.arange(len(frame)) % 2 == 0)  # a mask, not positions
+
+
+def test_frame_views_of_a_many_chunk_frame_equal_those_of_its_one_chunk_copy():
+    from probing.views import FrameViews
+
+    token_index = {k: np.r_[np.arange(LAYOUT.n_tokens)] for k in (0, 3)}
+    rng = np.random.default_rng(5)
+    buffer = TokenBuffer(LAYOUT, token_index, 5, np.float32)
+    for ids in (np.array([7, 2, 9]), np.array([4, 1])):
+        buffer.add({k: rng.normal(size=(len(ids), LAYOUT.n_tokens, 4)) for k in token_index},
+                   ids)
+    table = buffer.table()
+    many, one = frame_from_table(table), frame_from_table(table.combine_chunks())
+    assert many["emb"].array.__arrow_array__().num_chunks == 6
+    assert one["emb"].array.__arrow_array__().num_chunks == 1
+    a, b = FrameViews(many), FrameViews(one)
+    for layer in (0, 3):
+        for kind in ("cls", "patch", "pooled"):  # pooled: the mean of the patch rows
+            (xa, ma), (xb, mb) = a.get(layer, kind), b.get(layer, kind)
+            np.testing.assert_array_equal(xa, xb)
+            pd.testing.assert_frame_equal(ma, mb)
+    patches = embedding_matrix(one)[(one["layer"] == 3).to_numpy()
+                                    & (one["kind"] == "patch").to_numpy()]
+    means = a.get(3, "pooled")[0]
+    order = np.argsort([7, 2, 9, 4, 1])  # views order rows by image id
+    np.testing.assert_allclose(means, patches.reshape(5, 6, 4).mean(axis=1)[order], atol=1e-6)
