@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .threads import small_blas
 from .tsne import EXACT_MAX_POINTS, exact_tsne
 
@@ -56,7 +56,7 @@ def explained_variance(x: np.ndarray, n_components: int | None = None) -> np.nda
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
-        raise ConfigError(f"explained_variance takes an (n, D) array; got shape {x.shape}.")
+        raise DataError(f"explained_variance takes an (n, D) array; got shape {x.shape}.")
     if not len(x) or not np.ptp(x, axis=0).any():
         ratios = np.full(min(x.shape), np.nan)
         return ratios[:n_components] if n_components else ratios

@@ -123,33 +123,38 @@ def plot_explained_variance(frame: pd.DataFrame, max_components: int = 20) -> Fi
     """Cumulative explained-variance ratio vs number of components, one line per layer.
 
     ``frame`` has columns ``layer``, ``kind``, ``component`` (1-based) and ``cumulative``.
-    A layer whose shares are all NaN (its vectors are all equal: no variance) has no line and
-    is named in its panel.
+    A layer whose shares are all NaN (its vectors are all equal: no variance) has no line, and
+    its legend entry says so.
     """
     kinds = list(dict.fromkeys(frame["kind"]))
     fig, axes = new_figure("double" if len(kinds) > 1 else "single", aspect=0.4 if
                            len(kinds) > 1 else 0.75, ncols=len(kinds), squeeze=False)
     layers = sorted(frame["layer"].unique())
     cmap = __import__("matplotlib").colormaps[SEQUENTIAL]
+    flat: dict[int, list[str]] = {}  # layer: kinds whose shares are NaN (no variance)
     for ax, kind in zip(axes[0], kinds):
-        handles, flat = [], []
+        handles = []
         for k, layer in enumerate(layers):
             sub = frame[(frame["kind"] == kind) & (frame["layer"] == layer)]
             sub = sub[sub["component"] <= max_components]
             handles += ax.plot(sub["component"], sub["cumulative"],
                                color=cmap(k / max(1, len(layers) - 1)))
             if len(sub) and sub["cumulative"].isna().all():
-                flat.append(layer)  # NaN shares (explained_variance: no variance)
-        if flat:
-            ax.text(0.98, 0.04, f"layer {', '.join(map(str, flat))}: all vectors equal",
-                    transform=ax.transAxes, ha="right", fontsize="small", color="0.3")
+                flat.setdefault(layer, []).append(_facet_name("kind", kind))
         ax.set_title(_facet_name("kind", kind), **LITERAL)
         ax.set_xlabel("principal components")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
         ax.set_ylabel("cumulative explained variance (fraction)")
         ax.set_ylim(0, 1.02)
-    data_legend(axes[0, -1], handles, [f"layer {layer}" for layer in layers], loc="lower right",
+    names = [_layer_name(layer, flat.get(layer, []), len(kinds) == 1) for layer in layers]
+    data_legend(axes[0, -1], handles, names, loc="lower right",
                 ncol=1 if len(layers) < 7 else 2)
     return fig
 
 
+def _layer_name(layer: int, flat_kinds: list[str], one_kind: bool) -> str:
+    """Legend entry of ``layer``; it says in which panels the layer's vectors are all equal."""
+    if not flat_kinds:
+        return f"layer {layer}"
+    where = "" if one_kind else f"{', '.join(flat_kinds)}: "
+    return f"layer {layer} ({where}all vectors equal)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from probing.errors import ConfigError
+from probing.errors import ConfigError, DataError
 from probing.maps import embedding_map, embedding_maps, explained_variance
 
 
@@ -46,5 +46,5 @@ def test_explained_variance_of_rows_that_do_not_vary_is_undefined_not_zero():
     varied = same.copy()
     varied[0, 1] += 1e-6  # the tiniest variance is a variance: all of it on one component
     np.testing.assert_allclose(explained_variance(varied), [1.0, 0.0, 0.0], atol=1e-9)
-    with pytest.raises(ConfigError, match=r"\(n, D\) array"):
+    with pytest.raises(DataError, match=r"\(n, D\) array"):
         explained_variance(np.ones(4))

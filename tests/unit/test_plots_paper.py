@@ -175,6 +175,21 @@ def test_component_and_layer_axes_get_integer_ticks():
     assert np.allclose(visible, np.round(visible)) and len(visible) == 3
 
 
+def test_a_layer_without_variance_has_no_line_and_its_legend_entry_says_why():
+    nan = [np.nan] * 3
+    frame = pd.DataFrame({"layer": [0] * 6 + [4] * 6, "kind": (["cls"] * 3 + ["pooled"] * 3) * 2,
+                          "component": [1, 2, 3] * 4,
+                          "cumulative": nan + [0.5, 0.8, 1.0] + [0.4, 0.7, 1.0] * 2})
+    fig = plots.plot_explained_variance(frame)
+    cls_lines = fig.axes[0].get_lines()
+    assert np.isnan(cls_lines[0].get_ydata()).all()  # layer 0 of CLS: nothing drawn
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert labels == ["layer 0 (CLS: all vectors equal)", "layer 4"]
+    one = plots.plot_explained_variance(frame[frame["kind"] == "cls"])
+    assert [t.get_text() for t in one.axes[-1].get_legend().get_texts()] == \
+        ["layer 0 (all vectors equal)", "layer 4"]
+
+
 def test_image_panels_of_the_multihead_figure_show_label_and_prediction():
     frame = _attention_frame(n_layers=1, n_heads=12)
     fig = plots.plot_multihead(frame, image=np.zeros((8, 8, 3)), label=3, prediction=5)
