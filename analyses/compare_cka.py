@@ -49,8 +49,9 @@ def _intervals(fa: pd.DataFrame, fb: pd.DataFrame, kind: str, la, lb, n_boot: in
                seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap ``(low, high)``, shape ``(len(la), len(lb))``, of the biased CKA of every
     layer pair, over the images both frames hold (NaN when the Gram matrices are too big)."""
-    got_a = [FrameViews(fa).get(layer, kind) for layer in la]
-    got_b = [FrameViews(fb).get(layer, kind) for layer in lb]
+    views_a, views_b = FrameViews(fa), FrameViews(fb)  # each frame's columns read once
+    got_a = [views_a.get(layer, kind) for layer in la]
+    got_b = [views_b.get(layer, kind) for layer in lb]
     here, there = align_rows(got_a[0][1], got_b[0][1])
     try:
         return bootstrap_cka([m[here] for m, _ in got_a], [m[there] for m, _ in got_b],
