@@ -537,9 +537,8 @@ def _copy_in_hooks(dev: torch.device) -> bool:
     """Whether each layer's tokens are copied into the buffer inside its block's hook.
 
     On the CPU they are, so the block output's memory is reused by the next block as in a
-    plain forward (vit_small 224 px, batch 16, one thread: 1.009-1.018 of a plain forward,
-    against 1.010-1.028 keeping the outputs and copying after the pass). On a GPU the copy to
-    the host would wait for each block, so it comes after the pass.
+    plain forward (``python -m benchmarks.peers``, row (1)). On a GPU the copy to the host
+    would wait for each block, so it comes after the pass.
     """
     return dev.type == "cpu"
 
